@@ -1,0 +1,176 @@
+"""The config schema: pydantic v2 sections, one run config per method.
+
+Every section forbids unknown keys (a misspelt key is an error with a
+suggestion, never silently ignored) and no validator rewrites what the user
+wrote: defaults fill gaps, nothing else changes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DataFormat = Literal["text", "prompt_completion", "chat", "natural_instructions"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        "smollm2-135m-instruct",
+        description="Embedded model name, local Hugging Face folder, .gguf file or hub id.",
+    )
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: float32 on CPU, bfloat16 on CUDA."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
+
+
+class LoraConfig(Section):
+    type: Literal["lora"] = "lora"
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    use_rslora: bool = False
+    use_dora: bool = False
+
+
+AdapterConfig = LoraConfig  # later issues turn this into a discriminated union
+
+
+class NaturalInstructionsOptions(Section):
+    num_positive: int = Field(2, ge=0, description="Positive examples shown in each prompt.")
+    num_negative: int = Field(0, ge=0, description="Negative examples shown in each prompt.")
+    include_explanations: bool = Field(
+        False, description="Show each example's reason / explanation after it."
+    )
+    include_avoid_and_emphasis: bool = Field(
+        True, description="Show v1 'Things to Avoid' and 'Emphasis & Caution' when present."
+    )
+    split_by: Literal["instance", "task"] = Field(
+        "instance", description="Hold out instances of every task, or whole tasks."
+    )
+    max_instances_per_task: int | None = Field(None, ge=1)
+
+
+class DataConfig(Section):
+    format: DataFormat
+    train: str | list[str] = Field(description="JSONL/JSON/CSV/Parquet file(s), folder, glob or hub dataset.")
+    eval: str | list[str] | None = None
+    eval_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Held-out share of train when no eval source is given."
+    )
+    max_length: int = Field(512, ge=8)
+    packing: bool = True
+    template: Literal["auto", "chat", "plain"] = Field(
+        "auto", description="auto: the tokenizer's chat template if it has one, else plain text."
+    )
+    completion_only_loss: bool = Field(
+        True, description="SFT: loss on completions / assistant turns only (prompt tokens masked)."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Map the format's field names to your column names, e.g. {prompt: question}.",
+    )
+    system_prompt: str | None = None
+    max_examples: int | None = Field(None, ge=1)
+    natural_instructions: NaturalInstructionsOptions = Field(
+        default_factory=NaturalInstructionsOptions
+    )
+    seed: int = 0
+
+
+class TrainingConfig(Section):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
+    batch_size: int = Field(4, ge=1, description="Rows per micro-batch per process.")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_epsilon: float = 1e-8
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0, description="Overrides warmup_ratio when set.")
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 42
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: fp32 on CPU, bf16 on CUDA."
+    )
+    save_every: int | None = Field(None, ge=1, description="Checkpoint every N optimizer steps.")
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(1, ge=1)
+    eval_every: int | None = Field(None, ge=1, description="Held-out loss every N steps.")
+    trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
+    num_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
+
+
+class EvalConfig(Section):
+    scorers: list[str] = Field(
+        default_factory=lambda: ["exact_match"],
+        description="Built-in: exact_match, normalized_match, json_field_accuracy, contains; "
+        "or a plug-in 'module:function' / 'path/to/file.py:function'.",
+    )
+    num_samples: int | None = Field(None, ge=1, description="Held-out samples to generate for (default all).")
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(8, ge=1)
+    before: bool = Field(True, description="Score the base model before training too.")
+    samples_in_report: int = Field(6, ge=0)
+
+
+class RunBase(Section):
+    name: str | None = Field(None, description="Run folder name under output_dir (default: from the config file).")
+    output_dir: str = "runs"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    adapter: AdapterConfig | None = None
+    data: DataConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and ("/" in value or value in {"", ".", ".."}):
+            raise ValueError("must be a plain folder name (no '/'); use output_dir for the parent")
+        return value
+
+
+class CptConfig(RunBase):
+    """Continued pretraining: next-token loss on every token of raw text."""
+
+    method: Literal["cpt"]
+
+    @model_validator(mode="after")
+    def _text_only(self) -> "CptConfig":
+        if self.data.format != "text":
+            raise ValueError(
+                f"method 'cpt' trains on raw text: set data.format to 'text' (got '{self.data.format}'); "
+                "for prompt/response data use method 'sft'"
+            )
+        return self
+
+
+class SftConfig(RunBase):
+    """Supervised / instruction fine-tuning: loss on completions."""
+
+    method: Literal["sft"]
+
+    @model_validator(mode="after")
+    def _not_text(self) -> "SftConfig":
+        if self.data.format == "text":
+            raise ValueError(
+                "method 'sft' needs prompts and completions: data.format 'text' is raw text, "
+                "use method 'cpt' for it, or 'prompt_completion' / 'chat' / 'natural_instructions'"
+            )
+        return self
+
+
+RunConfig = Annotated[Union[CptConfig, SftConfig], Field(discriminator="method")]
+METHODS = ("cpt", "sft")
