@@ -1,0 +1,166 @@
+"""YAML → validated config object, with `a.b=c` overrides and friendly errors."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from .schema import METHODS, RunConfig
+
+_ADAPTER = TypeAdapter(RunConfig)
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased for the user (file, key, what to write instead)."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["training.learning_rate=1e-4", "adapter=null"]`` into a nested dict.
+
+    Values are parsed as YAML scalars/flow collections, so ``1e-4``, ``true``,
+    ``[q_proj, v_proj]`` and ``null`` mean what they would in the file.
+    """
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError([f"override '{item}' must look like key.subkey=value"], "command line")
+        dotted, raw = item.split("=", 1)
+        keys = [k for k in dotted.strip().split(".") if k]
+        if not keys:
+            raise ConfigError([f"override '{item}' has an empty key"], "command line")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        # YAML reads 1e-4 as a string (YAML 1.1 wants a dot); be kind to the usual spelling.
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value.lower() for c in ".e") else value
+            except ValueError:
+                pass
+        cursor = nested
+        for key in keys[:-1]:
+            cursor = cursor.setdefault(key, {})
+            if not isinstance(cursor, dict):
+                raise ConfigError([f"override '{item}' conflicts with another override"], "command line")
+        cursor[keys[-1]] = value
+    return nested
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([f"file not found: {path}. Check the path, or copy one from configs/."], str(path))
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError([f"not valid YAML: {getattr(exc, 'problem', exc)}"], where) from None
+    if not isinstance(data, dict):
+        raise ConfigError(["the top level must be a mapping of keys (method:, model:, data:, …)"], str(path))
+    return _normalise_floats(data)
+
+
+def _normalise_floats(node: Any) -> Any:
+    """YAML 1.1 reads `2e-4` as a string; users mean a number."""
+    if isinstance(node, dict):
+        return {k: _normalise_floats(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_normalise_floats(v) for v in node]
+    if isinstance(node, str):
+        try:
+            if any(c in node.lower() for c in "e") and any(c.isdigit() for c in node):
+                return float(node)
+        except ValueError:
+            return node
+    return node
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *, data: dict | None = None):
+    """Read, merge overrides and validate. Raises ConfigError with every problem found."""
+    source = str(path) if path is not None else "config"
+    raw = read_yaml(path) if path is not None else dict(data or {})
+    if overrides:
+        raw = deep_merge(raw, parse_overrides(overrides))
+    return validate_dict(raw, source)
+
+
+def validate_dict(raw: dict, source: str = "config"):
+    method = raw.get("method")
+    if method is None:
+        raise ConfigError([f"missing key 'method': one of {', '.join(METHODS)}"], source)
+    if method not in METHODS:
+        raise ConfigError([f"method: unknown method '{method}'{_suggest(str(method), METHODS)}; "
+                           f"choose one of {', '.join(METHODS)}"], source)
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, raw), source) from None
+
+
+def _explain(exc: ValidationError, raw: dict) -> list[str]:
+    from . import schema
+
+    model_cls = {"cpt": schema.CptConfig, "sft": schema.SftConfig}[raw["method"]]
+    problems = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p in METHODS)]
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            parent_cls = _section_class(model_cls, loc[:-1])
+            valid = sorted(parent_cls.model_fields) if parent_cls else []
+            hint = _suggest(str(loc[-1]), valid)
+            valid_text = f" Valid keys here: {', '.join(valid)}." if valid and not hint else ""
+            problems.append(f"{key}: unknown key{hint}.{valid_text}")
+        elif err["type"] == "missing":
+            problems.append(f"{key}: required key is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            value = err.get("input")
+            shown = f" (got {value!r})" if not isinstance(value, (dict, list)) and key else ""
+            problems.append(f"{key}: {msg}{shown}" if key else msg)
+    return problems
+
+
+def _section_class(model_cls: type[BaseModel], path: list) -> type[BaseModel] | None:
+    """Follow a location path through nested pydantic models to the section class."""
+    import typing
+
+    current: type[BaseModel] | None = model_cls
+    for part in path:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            return current if isinstance(part, int) else None
+        annotation = current.model_fields[part].annotation
+        current = None
+        for candidate in (annotation, *typing.get_args(annotation)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                current = candidate
+                break
+    return current
+
+
+def _suggest(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean `{match[0]}`?)" if match else ""
+
+
+def dump_config(config) -> str:
+    """The resolved config as YAML (every default spelled out) for the run folder."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,117 @@
+"""Resolve `model.name` and load tokenizers and causal LMs.
+
+`model.name` may be an embedded model name (the default), a local Hugging Face
+folder, a `.gguf` file (converted once into the cache) or a hub id (needs the
+network). `trust_remote_code` is only ever passed through from the config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from .embedded import DEFAULT_MODEL, EMBEDDED_MODELS, cache_root, convert_gguf, embedded_model_path
+
+
+class ModelNotFoundError(Exception):
+    pass
+
+
+def resolve_model(name: str | None) -> str:
+    """Return something `from_pretrained` accepts: a local folder or a hub id."""
+    name = name or DEFAULT_MODEL
+    if name in EMBEDDED_MODELS:
+        return str(embedded_model_path(name))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFoundError(f"model.name: GGUF file not found: {path}")
+        return str(_converted_gguf(path))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(
+                f"model.name: {path} is a folder but has no config.json; point at a Hugging Face model folder"
+            )
+        return str(path)
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelNotFoundError(f"model.name: {name} is not a model folder, a .gguf file or a hub id")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        hint = difflib.get_close_matches(name, list(EMBEDDED_MODELS), n=1)
+        extra = f" (did you mean the embedded `{hint[0]}`?)" if hint else ""
+        raise ModelNotFoundError(
+            f"model.name: '{name}' is not an embedded model or a local path, and HF_HUB_OFFLINE=1 "
+            f"forbids downloading it{extra}. Embedded models: {', '.join(EMBEDDED_MODELS)}"
+        )
+    return name  # a hub id; from_pretrained downloads it (or fails with the hub's message)
+
+
+def _converted_gguf(path: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_root() / "models" / f"gguf-{path.stem}-{key}"
+    if not (target / "model.safetensors").exists():
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold]Converting {path.name}[/] into an fp32 folder at {target} (once)…")
+        convert_gguf(path, target)
+    return target
+
+
+def load_tokenizer(name: str | None, *, trust_remote_code: bool = False, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    source = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
+    except OSError as exc:
+        raise ModelNotFoundError(f"model.name: could not load a tokenizer from '{name}': {exc}") from None
+    if tokenizer.pad_token is None:
+        # Padding positions never carry loss or attention here (masks come from positions),
+        # so reusing EOS as pad is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
+    """`auto` is fp32 on CPU (bf16 on this class of CPU is unusably slow) and bf16 on CUDA."""
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load_causal_lm(
+    name: str | None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+):
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_model(name)
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "revision": revision}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise ModelNotFoundError(f"model.name: could not load '{name}': {exc}") from None
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total), counting tied weights once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    return trainable, total

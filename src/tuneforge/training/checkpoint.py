@@ -1,0 +1,96 @@
+"""Atomic, resumable checkpoints.
+
+A checkpoint folder `checkpoints/step-000120/` holds:
+- `trainable.safetensors`: every trainable parameter by name (the adapter, or
+  the whole model for full fine-tuning);
+- `adapter/`: for adapter runs, a standard PEFT folder usable on its own;
+- `optimizer.pt`, `scheduler.pt`: optimizer / scheduler state, loaded back with
+  `torch.load(weights_only=True)` (tensors and plain containers only, no pickle code);
+- `rng.pt`: the torch RNG state;
+- `state.json`: step, rows consumed, python RNG state and anything the recipe adds.
+It is written into a temporary folder and renamed into place, so a crash while
+saving never leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+PREFIX = "step-"
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # named_parameters() yields tied weights once, so safetensors sees no shared storage.
+    return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(run_dir: Path, step: int, *, model, optimizer, scheduler, state: dict,
+                    keep: int = 2, adapter_model=None) -> Path:
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        if adapter_model is not None:
+            adapter_model.save_pretrained(tmp / "adapter", safe_serialization=True)
+        version, internal, gauss = random.getstate()
+        python_rng = [version, list(internal), gauss]
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step, "python_rng": python_rng}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.exists():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict:
+    """Restore weights, optimizer, scheduler and RNG in place; return the saved state dict."""
+    path = Path(path)
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    unknown = sorted(set(weights) - set(params))
+    missing = sorted(n for n, p in params.items() if p.requires_grad and n not in weights)
+    if unknown or missing:
+        raise RuntimeError(
+            f"checkpoint {path} does not match this model/adapter (unknown: {unknown[:3]}, missing: {missing[:3]}); "
+            "resume with the same model and adapter settings"
+        )
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
+    state = json.loads((path / "state.json").read_text())
+    version, internal, gauss = state.pop("python_rng")
+    random.setstate((version, tuple(internal), gauss))
+    return state

@@ -1,0 +1,121 @@
+"""The two verbs every method shares: `forward_backward` and `optimizer_step`.
+
+Gradient accumulation is token-weighted: the summed loss of each micro-batch
+is divided by the number of loss tokens in the *whole* accumulated batch (all
+micro-batches, all processes), so batch 8 × 1 step and batch 1 × 8
+accumulation give the same update (cf. transformers PR #34191).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..data.types import IGNORE_INDEX
+
+
+class NonFiniteLossError(RuntimeError):
+    def __init__(self, step: int, value: float):
+        self.step = step
+        self.value = value
+        super().__init__(
+            f"loss became {value} at step {step}; the run stopped and the last good checkpoint was kept. "
+            "Lower training.learning_rate, set training.max_grad_norm, or check the data around this step."
+        )
+
+
+class CausalLMLoss(torch.nn.Module):
+    """Wrap a causal LM (plain or peft) so ``forward`` returns (summed loss, loss tokens).
+
+    Only positions that carry a loss go through the output projection: for SFT
+    the prompt tokens never need vocabulary logits, which saves the largest
+    matmul of a small model at those positions. Being an ``nn.Module`` lets
+    accelerate wrap it (DDP/FSDP) so gradient sync hooks run as usual.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def _parts(self):
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        decoder = getattr(base, base.base_model_prefix)
+        return base, decoder, base.get_output_embeddings()
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor):
+        # input_ids, labels, position_ids: (B, T); labels unshifted (HF convention).
+        base, decoder, head = self._parts()
+        targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
+        keep = targets != IGNORE_INDEX
+        # attention_mask=None + restarting position_ids → block-diagonal causal mask
+        # (transformers' packed-sequence detection), so packed examples stay isolated.
+        hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
+                         use_cache=False).last_hidden_state  # (B, T, H)
+        selected = hidden[:, :-1][keep]  # (N, H)
+        logits = head(selected).float()  # (N, V)
+        softcap = getattr(base.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
+        return loss_sum, keep.sum()
+
+
+def count_loss_tokens(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+@dataclass
+class StepStats:
+    loss: float  # token-weighted mean over the accumulated batch (all processes)
+    loss_tokens: int  # loss tokens in the accumulated batch (all processes)
+    tokens: int  # real (non-padding) tokens in the accumulated batch (all processes)
+
+
+def forward_backward(loss_model, micro_batches: list[dict], accelerator) -> StepStats:
+    """Run forward and backward over one accumulated batch; gradients are summed in place."""
+    device = accelerator.device
+    local = torch.tensor(
+        [sum(count_loss_tokens(mb) for mb in micro_batches),
+         sum(int(mb.get("real_tokens", mb["input_ids"].numel())) for mb in micro_batches)],
+        dtype=torch.float64, device=device,
+    )
+    totals = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+    total_loss_tokens = max(int(totals[0].item()), 1)
+    # DDP averages gradients over processes; scaling by the process count turns that
+    # average back into the sum that token-weighting needs.
+    scale = accelerator.num_processes / total_loss_tokens
+    summed = torch.zeros((), dtype=torch.float64, device=device)
+    for i, mb in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last else accelerator.no_sync(loss_model)
+        with sync:
+            loss_sum, _ = loss_model(mb["input_ids"].to(device), mb["labels"].to(device), mb["position_ids"].to(device))
+            accelerator.backward(loss_sum * scale)
+        summed += loss_sum.detach().double()
+    if accelerator.num_processes > 1:
+        summed = accelerator.reduce(summed, reduction="sum")
+    return StepStats(loss=float(summed.item()) / total_loss_tokens, loss_tokens=int(totals[0].item()),
+                     tokens=int(totals[1].item()))
+
+
+def optimizer_step(model, optimizer, scheduler, accelerator, max_grad_norm: float | None) -> float:
+    """Clip, step, schedule, zero. Returns the gradient norm before clipping (nan if not clipped)."""
+    grad_norm = math.nan
+    if max_grad_norm is not None:
+        norm = accelerator.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], max_grad_norm
+        )
+        grad_norm = float(norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def check_finite(loss: float, step: int) -> None:
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(step, loss)
