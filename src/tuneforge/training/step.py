@@ -19,11 +19,11 @@ from ..data.types import IGNORE_INDEX
 
 
 class NonFiniteLossError(RuntimeError):
-    def __init__(self, step: int, value: float):
+    def __init__(self, step: int, value: float, what: str = "loss"):
         self.step = step
         self.value = value
         super().__init__(
-            f"loss became {value} at step {step}; the run stopped and the last good checkpoint was kept. "
+            f"{what} became {value} at step {step}; the run stopped and the last good checkpoint was kept. "
             "Lower training.learning_rate, set training.max_grad_norm, or check the data around this step."
         )
 
@@ -102,14 +102,18 @@ def forward_backward(loss_model, micro_batches: list[dict], accelerator) -> Step
                      tokens=int(totals[1].item()))
 
 
-def optimizer_step(model, optimizer, scheduler, accelerator, max_grad_norm: float | None) -> float:
-    """Clip, step, schedule, zero. Returns the gradient norm before clipping (nan if not clipped)."""
+def optimizer_step(model, optimizer, scheduler, accelerator, max_grad_norm: float | None, *, step: int) -> float:
+    """Clip, step, schedule, zero. Returns the gradient norm before clipping (nan if not clipped).
+
+    A non-finite gradient norm stops the run *before* the weights are touched.
+    """
     grad_norm = math.nan
     if max_grad_norm is not None:
-        norm = accelerator.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], max_grad_norm
-        )
+        norm = accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
         grad_norm = float(norm)
+        if not math.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(step, grad_norm, what="gradient norm")
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)

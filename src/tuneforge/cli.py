@@ -1,0 +1,281 @@
+"""The `tuneforge` command: train | validate | eval | generate | chat | models | quickstart."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        return 130
+    except Exception as exc:  # user-facing errors become one clear message
+        known = _known_errors()
+        if isinstance(exc, known) and not os.environ.get("TUNEFORGE_DEBUG"):
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            return 2
+        raise
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from .checks import ChecksFailed
+    from .config import ConfigError
+    from .data.types import DataError
+    from .models.load import ModelNotFoundError
+    from .runner import RunFolderExists
+    from .training.step import NonFiniteLossError
+
+    return (ConfigError, DataError, ChecksFailed, ModelNotFoundError, RunFolderExists, NonFiniteLossError,
+            FileNotFoundError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tuneforge", description=__doc__)
+    sub = p.add_subparsers(dest="command")
+
+    t = sub.add_parser("train", help="train from a config file")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*", help="key.subkey=value overrides, e.g. training.learning_rate=1e-4")
+    t.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    t.add_argument("--num-processes", type=int, default=1,
+                   help="data-parallel processes on this machine (launches torchrun)")
+    t.set_defaults(func=_cmd_train)
+
+    v = sub.add_parser("validate", help="check a config, its data and chat template without loading weights")
+    v.add_argument("config")
+    v.add_argument("overrides", nargs="*")
+    v.set_defaults(func=_cmd_validate)
+
+    e = sub.add_parser("eval", help="score a model (+ adapter) on a dataset")
+    _model_args(e)
+    e.add_argument("--data", required=True, help="data file(s) to evaluate on")
+    e.add_argument("--format", default="chat", choices=["prompt_completion", "chat", "natural_instructions", "text"])
+    e.add_argument("--scorers", nargs="+", default=["exact_match"])
+    e.add_argument("--max-new-tokens", type=int, default=128)
+    e.add_argument("--num-samples", type=int, default=None)
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--max-length", type=int, default=1024)
+    e.add_argument("--output", help="write the scores and predictions to this JSON file")
+    e.set_defaults(func=_cmd_eval)
+
+    g = sub.add_parser("generate", help="one reply to one prompt, with the training chat template")
+    _model_args(g)
+    g.add_argument("prompt")
+    g.add_argument("--system", default=None)
+    g.add_argument("--max-new-tokens", type=int, default=256)
+    g.set_defaults(func=_cmd_generate)
+
+    c = sub.add_parser("chat", help="interactive chat with a model (+ adapter)")
+    _model_args(c)
+    c.add_argument("--system", default=None)
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.set_defaults(func=_cmd_chat)
+
+    m = sub.add_parser("models", help="list the embedded models and whether each is cached")
+    m.set_defaults(func=_cmd_models)
+
+    q = sub.add_parser("quickstart", help="the bundled demo: LoRA SFT of the embedded model on clinical notes")
+    q.add_argument("--output", default="runs", help="parent folder of the run (default: runs)")
+    q.add_argument("overrides", nargs="*", help="overrides for configs/quickstart.yaml")
+    q.set_defaults(func=_cmd_quickstart)
+    return p
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="embedded name, model folder, .gguf or hub id (default: embedded)")
+    p.add_argument("--adapter", default=None, help="a PEFT adapter folder, e.g. runs/NAME/adapter")
+    p.add_argument("--trust-remote-code", action="store_true")
+
+
+def _cmd_train(args) -> int:
+    from .config import load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        return _relaunch_with_torchrun(args)
+    from .methods.causal_lm import TrainingInterrupted
+    from .runner import train_from_config
+
+    try:
+        train_from_config(config, config_path=args.config, resume=args.resume)
+    except TrainingInterrupted as stop:
+        err_console.print(f"[yellow]Stopped by {stop.signal_name}.[/] Checkpoint: {stop.checkpoint}\n"
+                          f"Continue with: tuneforge train {args.config} {' '.join(args.overrides)} --resume")
+        return 130
+    return 0
+
+
+def _relaunch_with_torchrun(args) -> int:
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.num_processes}",
+           "-m", "tuneforge", "train", args.config, *args.overrides]
+    if args.resume:
+        cmd.append("--resume")
+    return subprocess.call(cmd)
+
+
+def _cmd_validate(args) -> int:
+    from .checks import check_config
+    from .config import ConfigError, load_config
+    from .data.types import DataError
+    from .models.load import load_tokenizer
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]✗ config[/] {exc}", highlight=False)
+        return 1
+    console.print(f"[green]✓ schema[/] method={config.method} model={config.model.name}")
+    tokenizer = load_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code,
+                               revision=config.model.revision)
+    try:
+        report = check_config(config, tokenizer=tokenizer)
+    except DataError as exc:
+        err_console.print(f"[bold red]✗ data[/] {exc}", highlight=False)
+        return 1
+    facts = report.facts
+    console.print(
+        f"[green]✓ data[/] {facts.get('rows')} rows → {facts.get('examples')} examples, {facts.get('tokens')} tokens, "
+        f"{facts.get('loss_fraction', 0):.1%} of them carry the loss"
+        + (f", {facts['truncated']} truncated" if facts.get("truncated") else "")
+    )
+    for warning in report.warnings:
+        console.print(f"[yellow]! {warning}[/]", highlight=False)
+    for error in report.errors:
+        err_console.print(f"[bold red]✗[/] {error}", highlight=False)
+    if report.errors:
+        return 1
+    console.print("[bold green]valid[/]")
+    return 0
+
+
+def load_for_inference(model_name: str | None, adapter: str | None, trust_remote_code: bool = False):
+    """Base model (+ adapter) and the tokenizer saved with them, ready for generation."""
+    from .models.load import load_causal_lm, load_tokenizer
+
+    tokenizer_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else model_name
+    if adapter and model_name is None:
+        cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
+        model_name = cfg.get("base_model_name_or_path") or None
+    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code=trust_remote_code)
+    model = load_causal_lm(model_name, trust_remote_code=trust_remote_code)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    return model, tokenizer
+
+
+def _cmd_eval(args) -> int:
+    from .config.schema import DataConfig
+    from .data import load_splits
+    from .eval.generation import evaluate_generation
+    from .runner import _heldout
+
+    model, tokenizer = load_for_inference(args.model, args.adapter, args.trust_remote_code)
+    data_cfg = DataConfig(format=args.format, train=args.data, eval=args.data, max_length=args.max_length,
+                          packing=False)
+    splits = load_splits(data_cfg, tokenizer)
+    samples = splits.eval_samples[: args.num_samples] if args.num_samples else splits.eval_samples
+    result: dict = {}
+    if splits.eval:
+        from accelerate import Accelerator
+
+        from .data import pack
+        from .training.step import CausalLMLoss
+
+        result.update(_heldout(CausalLMLoss(model), pack(splits.eval, args.max_length, False),
+                               tokenizer.pad_token_id, args.batch_size, Accelerator(cpu=True)))
+    predictions = []
+    if samples:
+        gen = evaluate_generation(model, tokenizer, samples, args.scorers, max_new_tokens=args.max_new_tokens,
+                                  batch_size=args.batch_size)
+        result.update(gen.scores)
+        predictions = [s.__dict__ for s in gen.samples]
+    table = Table("metric", "value", title=f"{args.model or 'default model'}{' + ' + args.adapter if args.adapter else ''}")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    if args.output:
+        Path(args.output).write_text(json.dumps({"metrics": result, "samples": predictions}, indent=2))
+        console.print(f"Wrote {args.output}")
+    return 0
+
+
+def _reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
+    from .data.templates import render_prompt
+    from .eval.generation import generate
+
+    ids = render_prompt(tokenizer, messages)
+    return generate(model, tokenizer, [ids], max_new_tokens=max_new_tokens, batch_size=1, progress=False)[0]
+
+
+def _cmd_generate(args) -> int:
+    model, tokenizer = load_for_inference(args.model, args.adapter, args.trust_remote_code)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}]
+    print(_reply(model, tokenizer, messages, args.max_new_tokens))
+    return 0
+
+
+def _cmd_chat(args) -> int:
+    model, tokenizer = load_for_inference(args.model, args.adapter, args.trust_remote_code)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    console.print("[dim]Chat with the model. Empty line or Ctrl-D to quit; /reset clears the history.[/]")
+    while True:
+        try:
+            text = console.input("[bold cyan]you>[/] ")
+        except EOFError:
+            break
+        if not text.strip():
+            break
+        if text.strip() == "/reset":
+            messages = messages[:1] if args.system else []
+            continue
+        messages.append({"role": "user", "content": text})
+        answer = _reply(model, tokenizer, messages, args.max_new_tokens)
+        messages.append({"role": "assistant", "content": answer})
+        console.print(f"[bold green]model>[/] {answer}", highlight=False)
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .models.embedded import EMBEDDED_MODELS, cache_root, is_cached, package_file
+
+    table = Table("name", "kind", "package installed", "ready (cached)", "description",
+                  title=f"Embedded models (cache: {cache_root()})")
+    for model in EMBEDDED_MODELS.values():
+        table.add_row(model.name, model.kind, "yes" if package_file(model) else "no",
+                      "yes" if is_cached(model) else "no (converted on first use)", model.description)
+    console.print(table)
+    return 0
+
+
+def _cmd_quickstart(args) -> int:
+    from .quickstart import run_quickstart
+
+    run_quickstart(Path(args.output), args.overrides)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
