@@ -1,0 +1,50 @@
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TUNEFORGE_NO_PROGRESS", "1")
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """Tokenisation caches and conversions go to a temporary folder."""
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    """A saved tiny Llama + byte-level ChatML tokenizer: a model folder `model.name` can point at."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok))
+    path = tmp_path / "tiny-model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def chat_rows(n: int, seed: int = 0) -> list[dict]:
+    """Small, learnable conversations: answer with the reversed word."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "candle", "mango", "zebra"]
+    rows = []
+    for _ in range(n):
+        w = rng.choice(words) + str(rng.randint(0, 9))
+        rows.append({"messages": [{"role": "user", "content": f"reverse {w}"},
+                                  {"role": "assistant", "content": w[::-1]}]})
+    return rows
