@@ -26,6 +26,7 @@ class RunResult:
     run_dir: Path
     output_dir: Path
     summary: dict
+    model: object = None  # the trained model (plain or peft), for callers in the same process
 
 
 def resolve_run_dir(config, config_path: str | Path | None, *, resume: bool) -> Path:
@@ -182,7 +183,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
                                    config_text=dump_config(config))
         print_before_after(console, summary)
         console.print(f"Output: {output_dir}\nReport: {report_path}")
-    return RunResult(run_dir=run_dir, output_dir=output_dir, summary=summary)
+    return RunResult(run_dir=run_dir, output_dir=output_dir, summary=summary, model=trained)
 
 
 def evaluate(model, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, label: str) -> dict:
