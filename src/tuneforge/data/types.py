@@ -44,6 +44,9 @@ class GenerationSample:
     prompt: str  # human-readable prompt (for the report)
     reference: str
     where: str = ""
+    # Every acceptable answer, ``reference`` first (Natural Instructions instances can
+    # have several outputs; other formats have one). Scorers may take the best match.
+    references: list[str] = field(default_factory=list)
 
 
 class DataError(Exception):
@@ -73,3 +76,14 @@ class DataReport:
     @property
     def loss_fraction(self) -> float:
         return self.loss_tokens / self.tokens if self.tokens else 0.0
+
+
+@dataclass
+class Splits:
+    """What the data pipeline hands to a recipe: tokenised train / eval examples,
+    prompts to generate from for evaluation, and the report."""
+
+    train: list[Example]
+    eval: list[Example]
+    eval_samples: list[GenerationSample]
+    report: DataReport

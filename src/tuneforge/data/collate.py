@@ -1,0 +1,31 @@
+"""Turn packed rows into a right-padded batch of tensors.
+
+Feed the batch to the model as ``model(input_ids=..., position_ids=...,
+attention_mask=None, use_cache=False)`` and compute the shifted loss from
+``labels``: the block-diagonal mask is derived from ``position_ids`` (see
+``data/packing.py``). Padding gets its own position ids starting at 0, so it
+forms a separate segment that real tokens never attend to; its labels are
+IGNORE_INDEX so it carries no loss. Masks come from positions, never from
+token ids (pad == eos for SmolLM2).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tuneforge.data.types import IGNORE_INDEX, PackedRow
+
+
+def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``labels``, ``position_ids``: each a (B, T) long tensor, T = longest row."""
+    width = max(len(row.input_ids) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for b, row in enumerate(rows):
+        n = len(row.input_ids)
+        input_ids[b, :n] = torch.tensor(row.input_ids, dtype=torch.long)
+        labels[b, :n] = torch.tensor(row.labels, dtype=torch.long)
+        position_ids[b, :n] = torch.tensor(row.position_ids, dtype=torch.long)
+        position_ids[b, n:] = torch.arange(width - n)
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
