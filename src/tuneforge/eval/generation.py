@@ -10,6 +10,7 @@ pinned here, so before/after scores compare the weights and nothing else.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -57,7 +58,8 @@ def _progress(enabled: bool, description: str) -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=Console(stderr=True),
-        disable=not enabled,
+        # Same switch as the training engine's bar: tests and CI logs turn both off.
+        disable=not enabled or os.environ.get("TUNEFORGE_NO_PROGRESS") == "1",
         transient=True,
     )
 
