@@ -189,7 +189,7 @@ def check_template(
         try:
             pieces = conversation_pieces(tokenizer, messages, chat_template=chat_template)
         except TemplateError as err:
-            problems.extend(f"{label}: {p}" for p in err.problems)
+            problems.extend(f"{label}: {p.removeprefix('chat template: ')}" for p in err.problems)
             continue
         ids_per_piece = _tokenize_pieces(tokenizer, pieces)
         turns = [m for m in messages if m["role"] == "assistant"]
