@@ -6,9 +6,8 @@ from tiny import tiny_tokenizer
 
 from tuneforge.config.schema import DataConfig
 from tuneforge.data import IGNORE_INDEX, DataError, load_splits, validate_data
-from tuneforge.data.formats import RenderSettings
+from tuneforge.data.formats import RenderSettings, text
 from tuneforge.data.formats import prompt_completion as pc
-from tuneforge.data.formats import text
 from tuneforge.data.types import Record
 
 
@@ -32,7 +31,10 @@ def test_text_blocks_are_full_length_with_eos_between_documents(tok, tmp_path):
     # byte-level tokenizer: a document of n characters is n tokens, plus one EOS
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "abcdef"}, {"text": "ghij"}, {"text": "kl"}])
     splits = load(tok, format="text", train=str(path), max_length=8)
-    assert [len(e.input_ids) for e in splits.train] == [8, 7]  # 15 tokens; the partial block (7 >= 8/2) is kept
+    assert [len(e.input_ids) for e in splits.train] == [
+        8,
+        7,
+    ]  # 15 tokens; the partial block (7 >= 8/2) is kept
     assert all(e.labels == e.input_ids for e in splits.train)  # loss on every token
     stream = [i for e in splits.train for i in e.input_ids]
     assert tok.decode(stream) == "abcdef<|im_end|>ghij<|im_end|>kl<|im_end|>"
@@ -79,16 +81,21 @@ def test_prompt_completion_plain_is_prompt_completion_eos(tok, tmp_path):
 def test_completion_only_loss_false_targets_everything(tok, tmp_path):
     path = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "2+2?", "completion": "4"}])
     for template in ("chat", "plain"):
-        example = load(tok, format="prompt_completion", train=str(path), template=template,
-                       completion_only_loss=False).train[0]
+        example = load(
+            tok, format="prompt_completion", train=str(path), template=template, completion_only_loss=False
+        ).train[0]
         assert example.labels == example.input_ids
 
 
 def test_alpaca_shape_is_detected_with_and_without_input(tok):
     settings = RenderSettings(chat=True)
     problems: list[str] = []
-    with_input = pc.parse(Record({"instruction": "Translate to French.", "input": "cat", "output": "chat"}, "a:1"), problems)
-    no_input = pc.parse(Record({"instruction": "Name a colour.", "input": "", "output": "red"}, "a:2"), problems)
+    with_input = pc.parse(
+        Record({"instruction": "Translate to French.", "input": "cat", "output": "chat"}, "a:1"), problems
+    )
+    no_input = pc.parse(
+        Record({"instruction": "Name a colour.", "input": "", "output": "red"}, "a:2"), problems
+    )
     assert problems == []
     assert (with_input.prompt, with_input.completion) == ("Translate to French.\n\ncat", "chat")
     assert no_input.prompt == "Name a colour."
@@ -102,12 +109,15 @@ def test_alpaca_shape_is_detected_with_and_without_input(tok):
 
 
 def test_prompt_completion_bad_rows_are_listed(tok, tmp_path):
-    path = write_jsonl(tmp_path / "pc.jsonl", [
-        {"prompt": "ok", "completion": "fine"},
-        {"prompt": "no answer"},
-        {"prompt": 3, "completion": "x"},
-        {"instruction": "Do it.", "output": ""},
-    ])
+    path = write_jsonl(
+        tmp_path / "pc.jsonl",
+        [
+            {"prompt": "ok", "completion": "fine"},
+            {"prompt": "no answer"},
+            {"prompt": 3, "completion": "x"},
+            {"instruction": "Do it.", "output": ""},
+        ],
+    )
     with pytest.raises(DataError) as err:
         load(tok, format="prompt_completion", train=str(path))
     assert err.value.problems == [
@@ -120,21 +130,32 @@ def test_prompt_completion_bad_rows_are_listed(tok, tmp_path):
 
 def test_columns_rename_user_fields(tok, tmp_path):
     path = write_jsonl(tmp_path / "pc.jsonl", [{"question": "2+2?", "answer": "4"}])
-    splits = load(tok, format="prompt_completion", train=str(path), columns={"prompt": "question", "completion": "answer"})
+    splits = load(
+        tok,
+        format="prompt_completion",
+        train=str(path),
+        columns={"prompt": "question", "completion": "answer"},
+    )
     assert masked(tok, splits.train[0]) == "4<|im_end|>"
-    report = validate_data(DataConfig(format="prompt_completion", train=str(path), columns={"promt": "question"}), tok)
-    assert any(p.startswith("columns.promt: not a field of format 'prompt_completion'") for p in report.problems)
+    report = validate_data(
+        DataConfig(format="prompt_completion", train=str(path), columns={"promt": "question"}), tok
+    )
+    assert any(
+        p.startswith("columns.promt: not a field of format 'prompt_completion'") for p in report.problems
+    )
 
 
 # ---- chat ---------------------------------------------------------------------------------------
 
-CONVO = {"messages": [
-    {"role": "system", "content": "You are terse."},
-    {"role": "user", "content": "Hi"},
-    {"role": "assistant", "content": "Hello"},
-    {"role": "user", "content": "Bye"},
-    {"role": "assistant", "content": "Later"},
-]}
+CONVO = {
+    "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Later"},
+    ]
+}
 
 
 def test_chat_masks_every_assistant_turn_and_samples_the_last(tok, tmp_path):
@@ -161,20 +182,30 @@ def test_chat_without_a_template_uses_the_plain_layout(tmp_path):
     tok = tiny_tokenizer(chat_template=None)
     path = write_jsonl(tmp_path / "c.jsonl", [CONVO])
     example = load(tok, format="chat", train=str(path)).train[0]
-    assert tok.decode(example.input_ids).startswith("You are terse.\n\nUser:\nHi\n\nAssistant:\nHello<|im_end|>")
+    assert tok.decode(example.input_ids).startswith(
+        "You are terse.\n\nUser:\nHi\n\nAssistant:\nHello<|im_end|>"
+    )
     assert masked(tok, example) == "Hello<|im_end|>Later<|im_end|>"
 
 
 def test_chat_row_problems_name_file_line_and_field(tok, tmp_path):
-    path = write_jsonl(tmp_path / "c.jsonl", [
-        CONVO,
-        {"msgs": []},
-        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                      {"role": "bot", "content": "c"}]},
-        {"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "b"}]},
-        {"messages": [{"role": "user", "content": "only a question"}]},
-        {"messages": [{"role": "assistant", "content": "I start"}, {"role": "user", "content": "hm"}]},
-    ])
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            CONVO,
+            {"msgs": []},
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "assistant", "content": "b"},
+                    {"role": "bot", "content": "c"},
+                ]
+            },
+            {"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "b"}]},
+            {"messages": [{"role": "user", "content": "only a question"}]},
+            {"messages": [{"role": "assistant", "content": "I start"}, {"role": "user", "content": "hm"}]},
+        ],
+    )
     with pytest.raises(DataError) as err:
         load(tok, format="chat", train=str(path))
     assert err.value.problems == [

@@ -25,8 +25,10 @@ def make_examples(lengths, seed=0, prompt=2):
 def shifted_loss_sum(logits, labels):
     # logits (B, T, V) predict labels shifted by one: position i predicts labels[i + 1]
     return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="sum",
+        logits[:, :-1].reshape(-1, logits.shape[-1]),
+        labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
 
 
@@ -60,12 +62,20 @@ def test_packed_loss_equals_sum_of_unpacked_losses(model, attn):
             shifted_loss_sum(model(input_ids=torch.tensor([e.input_ids])).logits, torch.tensor([e.labels]))
             for e in examples
         )
-        out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=None,
-                    use_cache=False)
+        out = model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            attention_mask=None,
+            use_cache=False,
+        )
         packed = shifted_loss_sum(out.logits, batch["labels"])
         # Without restarting positions the examples see each other: the test can fail.
-        leaky = model(input_ids=batch["input_ids"], attention_mask=None, use_cache=False,
-                      position_ids=torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"]))
+        leaky = model(
+            input_ids=batch["input_ids"],
+            attention_mask=None,
+            use_cache=False,
+            position_ids=torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"]),
+        )
         leaky = shifted_loss_sum(leaky.logits, batch["labels"])
     model.config._attn_implementation = "sdpa"
     assert torch.allclose(packed, unpacked, atol=1e-4), (packed, unpacked)
@@ -88,7 +98,11 @@ def test_isolation_needs_use_cache_false(model):
 
 
 def test_first_token_of_each_packed_example_is_not_a_target():
-    examples = [Example([10, 11, 12], [10, 11, 12]), Example([20, 21], [20, 21]), Example([30, 31, 32, 33], [30, 31, 32, 33])]
+    examples = [
+        Example([10, 11, 12], [10, 11, 12]),
+        Example([20, 21], [20, 21]),
+        Example([30, 31, 32, 33], [30, 31, 32, 33]),
+    ]
     (row,) = pack(examples, max_length=9)
     starts = [p for p, pos in enumerate(row.position_ids) if pos == 0]
     assert len(starts) == 3
@@ -126,7 +140,10 @@ def test_collate_pads_right_with_ignored_labels_and_a_fresh_position_segment():
     rows = pack([Example([5, 6, 7, 8], [5, 6, 7, 8]), Example([9, 10], [9, 10])], max_length=4, packing=False)
     batch = collate(rows, pad_id=2)
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 2, 2]]
-    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7, 8], [IGNORE_INDEX, 10, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["labels"].tolist() == [
+        [IGNORE_INDEX, 6, 7, 8],
+        [IGNORE_INDEX, 10, IGNORE_INDEX, IGNORE_INDEX],
+    ]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3], [0, 1, 0, 1]]
     assert all(t.dtype == torch.long and t.shape == (2, 4) for t in batch.values())
 
@@ -140,6 +157,10 @@ def test_padding_does_not_change_the_loss(model):
         )
         batch = collate(pack(examples, max_length=9), pad_id=2)  # rows: [9] and [4+3] padded to 9
         assert batch["input_ids"].shape == (2, 9)
-        out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=None,
-                    use_cache=False)
+        out = model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            attention_mask=None,
+            use_cache=False,
+        )
     assert torch.allclose(shifted_loss_sum(out.logits, batch["labels"]), unpacked, atol=1e-4)

@@ -5,8 +5,7 @@ from conftest import chat_rows, write_jsonl
 from tiny import tiny_tokenizer
 
 from tuneforge.config.schema import DataConfig
-from tuneforge.data import DataError, load_splits, validate_data
-from tuneforge.data import pipeline
+from tuneforge.data import DataError, load_splits, pipeline, validate_data
 from tuneforge.data.formats import loss_tokens
 
 
@@ -44,19 +43,22 @@ def test_eval_fraction_splits_rows_deterministically(tok, tmp_path):
 
 def test_max_examples_caps_training_examples_only(tok, tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", chat_rows(20))
-    splits = load_splits(DataConfig(format="chat", train=str(path), eval_fraction=0.25, max_examples=5), tok,
-                         use_cache=False)
+    splits = load_splits(
+        DataConfig(format="chat", train=str(path), eval_fraction=0.25, max_examples=5), tok, use_cache=False
+    )
     assert (len(splits.train), len(splits.eval)) == (5, 5)
     text = write_jsonl(tmp_path / "t.jsonl", [{"text": "x" * 50}] * 10)
-    blocks = load_splits(DataConfig(format="text", train=str(text), max_length=16, max_examples=3), tok,
-                         use_cache=False)
+    blocks = load_splits(
+        DataConfig(format="text", train=str(text), max_length=16, max_examples=3), tok, use_cache=False
+    )
     assert len(blocks.train) == 3 and all(len(e.input_ids) == 16 for e in blocks.train)
 
 
 def test_report_counts_tokens_and_loss_fraction(tok, tmp_path):
     path = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "abc", "completion": "de"}] * 4)
-    report = load_splits(DataConfig(format="prompt_completion", train=str(path), template="plain"), tok,
-                         use_cache=False).report
+    report = load_splits(
+        DataConfig(format="prompt_completion", train=str(path), template="plain"), tok, use_cache=False
+    ).report
     # plain: "abc" (3, masked) + "de" + EOS (3, targets) per row
     assert (report.rows, report.examples, report.tokens, report.loss_tokens) == (4, 4, 24, 12)
     assert report.loss_fraction == pytest.approx(0.5)
@@ -66,8 +68,11 @@ def test_report_counts_tokens_and_loss_fraction(tok, tmp_path):
 def test_long_examples_are_truncated_and_counted_and_empty_ones_dropped(tok, tmp_path):
     rows = [{"prompt": "p" * 5, "completion": "c" * 20}, {"prompt": "q" * 40, "completion": "d"}]
     path = write_jsonl(tmp_path / "pc.jsonl", rows)
-    splits = load_splits(DataConfig(format="prompt_completion", train=str(path), template="plain", max_length=12),
-                         tok, use_cache=False)
+    splits = load_splits(
+        DataConfig(format="prompt_completion", train=str(path), template="plain", max_length=12),
+        tok,
+        use_cache=False,
+    )
     assert splits.report.truncated == 2
     assert len(splits.train) == 1 and len(splits.train[0].input_ids) == 12
     assert loss_tokens(splits.train[0].labels) == 7
@@ -79,7 +84,10 @@ def test_validate_reports_bad_rows_without_raising_and_caps_the_list(tok, tmp_pa
     path = write_jsonl(tmp_path / "c.jsonl", rows)
     report = validate_data(DataConfig(format="chat", train=str(path)), tok, max_problems=5)
     assert len(report.problems) == 6 and report.problems[-1] == "… and 25 more problem(s)"
-    assert report.problems[0] == f"{path}:4: messages[0].role: must be one of system, user, assistant (got 'bot')"
+    assert (
+        report.problems[0]
+        == f"{path}:4: messages[0].role: must be one of system, user, assistant (got 'bot')"
+    )
     assert report.examples == 3 and 0 < report.loss_fraction < 1
     missing = validate_data(DataConfig(format="chat", train=str(tmp_path / "missing.jsonl")), tok)
     assert "file not found" in missing.problems[0]
@@ -99,7 +107,9 @@ def test_template_that_masks_end_of_turn_stops_loading(tmp_path):
 
 def test_zero_loss_tokens_is_a_problem(tok, tmp_path):
     path = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "x" * 30, "completion": "y"}])
-    report = validate_data(DataConfig(format="prompt_completion", train=str(path), template="plain", max_length=8), tok)
+    report = validate_data(
+        DataConfig(format="prompt_completion", train=str(path), template="plain", max_length=8), tok
+    )
     assert any("no loss tokens" in p for p in report.problems)
 
 
@@ -110,7 +120,9 @@ def test_second_load_is_a_cache_hit_and_changes_miss(tok, tmp_path, counted_buil
     first = load_splits(cfg, tok, cache_dir=cache_dir)
     second = load_splits(cfg, tok, cache_dir=cache_dir)
     assert len(counted_builds) == 1  # hit: nothing re-read
-    assert [(e.input_ids, e.labels, e.where) for e in second.train] == [(e.input_ids, e.labels, e.where) for e in first.train]
+    assert [(e.input_ids, e.labels, e.where) for e in second.train] == [
+        (e.input_ids, e.labels, e.where) for e in first.train
+    ]
     assert second.eval_samples == first.eval_samples and second.report == first.report
     assert len(list(cache_dir.glob("*.npz"))) == 1 and not list(cache_dir.glob("*.tmp"))
 

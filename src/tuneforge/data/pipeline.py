@@ -27,22 +27,36 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tuneforge.data import cache
-from tuneforge.data.formats import RenderSettings, chat, loss_tokens, natural_instructions, prompt_completion, text
+from tuneforge.data.formats import (
+    RenderSettings,
+    chat,
+    loss_tokens,
+    natural_instructions,
+    prompt_completion,
+    split_indices,
+    text,
+)
 from tuneforge.data.formats.natural_instructions import PromptOptions
-from tuneforge.data.formats import split_indices
 from tuneforge.data.sources import fingerprint_sources, read_records
 from tuneforge.data.templates import (
     PLAIN_CHAT_TEMPLATE,
-    VERSION as TEMPLATES_VERSION,
     TemplateError,
     boundary_warnings,
     check_template,
     use_chat_template,
 )
+from tuneforge.data.templates import (
+    VERSION as TEMPLATES_VERSION,
+)
 from tuneforge.data.types import DataError, DataReport, Example, GenerationSample, Record, Splits
 
 PIPELINE_VERSION = 1
-FORMATS = {"text": text, "prompt_completion": prompt_completion, "chat": chat, "natural_instructions": natural_instructions}
+FORMATS = {
+    "text": text,
+    "prompt_completion": prompt_completion,
+    "chat": chat,
+    "natural_instructions": natural_instructions,
+}
 TEMPLATE_SAMPLES = 8
 
 
@@ -68,7 +82,9 @@ def _check_columns(fmt: str, columns: dict[str, str], problems: list[str], warni
     fields = FORMATS[fmt].FIELDS
     for field in columns:
         if field not in fields:
-            problems.append(f"columns.{field}: not a field of format '{fmt}' (its fields: {', '.join(fields)})")
+            problems.append(
+                f"columns.{field}: not a field of format '{fmt}' (its fields: {', '.join(fields)})"
+            )
 
 
 def _read(source, columns, problems: list[str]) -> list[Record]:
@@ -115,7 +131,9 @@ def _sft_items(cfg, train_records, eval_records, problems, report) -> tuple[list
         train_idx, eval_idx = split_indices(len(train), cfg.eval_fraction, cfg.seed)
         return [train[i] for i in train_idx], [train[i] for i in eval_idx]
     ni = cfg.natural_instructions
-    options = PromptOptions(ni.num_positive, ni.num_negative, ni.include_explanations, ni.include_avoid_and_emphasis)
+    options = PromptOptions(
+        ni.num_positive, ni.num_negative, ni.include_explanations, ni.include_avoid_and_emphasis
+    )
     parse = natural_instructions.parse_task
     tasks = [t for t in (parse(r, problems) for r in train_records) if t is not None]
     cap = ni.max_instances_per_task
@@ -165,7 +183,9 @@ def build(cfg, tokenizer) -> tuple[Splits, list[str]]:
         conversations: list[list[dict]] = []
         chat_template = None
     else:
-        settings = RenderSettings(use_chat_template(tokenizer, cfg.template), cfg.completion_only_loss, cfg.system_prompt)
+        settings = RenderSettings(
+            use_chat_template(tokenizer, cfg.template), cfg.completion_only_loss, cfg.system_prompt
+        )
         module = chat if cfg.format == "chat" else prompt_completion
         train_items, held_items = _sft_items(cfg, train_records, eval_records, problems, report)
         render = lambda item: module.render(tokenizer, item, settings)  # noqa: E731
@@ -176,7 +196,9 @@ def build(cfg, tokenizer) -> tuple[Splits, list[str]]:
             conversations = [chat.with_system(c, settings) for c in train_items[:TEMPLATE_SAMPLES]]
             chat_template = None if settings.chat else PLAIN_CHAT_TEMPLATE
         else:
-            conversations = [prompt_completion.conversation(p, settings) for p in train_items[:TEMPLATE_SAMPLES]]
+            conversations = [
+                prompt_completion.conversation(p, settings) for p in train_items[:TEMPLATE_SAMPLES]
+            ]
             conversations = conversations if settings.chat else []
             chat_template = None
 
@@ -194,7 +216,9 @@ def build(cfg, tokenizer) -> tuple[Splits, list[str]]:
     if cfg.eval is None and cfg.eval_fraction > 0 and not held:
         report.warnings.append(f"eval_fraction={cfg.eval_fraction} held out nothing (too few rows or tasks)")
     if report.truncated:
-        report.warnings.append(f"{report.truncated} training example(s) were longer than max_length={cfg.max_length} and were cut")
+        report.warnings.append(
+            f"{report.truncated} training example(s) were longer than max_length={cfg.max_length} and were cut"
+        )
     return Splits(train, held, samples, report), problems
 
 

@@ -129,7 +129,9 @@ def _read_file(path: Path, problems: list[str] | None) -> Iterator[Record]:
     elif suffix == ".txt":
         yield Record({"text": path.read_text(encoding="utf-8")}, f"{path}:1")
     else:
-        _problem(problems, f"{path}: unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED_SUFFIXES)})")
+        _problem(
+            problems, f"{path}: unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED_SUFFIXES)})"
+        )
 
 
 def _read_jsonl(path: Path, problems: list[str] | None) -> Iterator[Record]:
@@ -158,7 +160,9 @@ def _read_json(path: Path, problems: list[str] | None) -> Iterator[Record]:
         yield Record(data, f"{path}:1")
         return
     if not isinstance(data, list):
-        _problem(problems, f"{path}: expected a JSON array of objects or one object, got {type(data).__name__}")
+        _problem(
+            problems, f"{path}: expected a JSON array of objects or one object, got {type(data).__name__}"
+        )
         return
     for index, row in enumerate(data, start=1):
         if not isinstance(row, dict):
@@ -195,8 +199,10 @@ def _read_hub(name: str, split: str) -> Iterator[Record]:
         dataset = datasets.load_dataset(name, split=split)
     except Exception as err:  # offline, unknown name, bad split: all mean "cannot read this"
         raise DataError(
-            [f"{name}: neither a local file nor reachable on the Hugging Face hub "
-             f"(split '{split}'): {type(err).__name__}: {err}"],
+            [
+                f"{name}: neither a local file nor reachable on the Hugging Face hub "
+                f"(split '{split}'): {type(err).__name__}: {err}"
+            ],
             hint="If it is a local file, check the path and its extension "
             f"({', '.join(SUPPORTED_SUFFIXES)}); hub datasets need a network connection "
             "or a prior download into the datasets cache.",

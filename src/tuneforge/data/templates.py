@@ -206,7 +206,9 @@ def check_template(
                 )
             decoded = tokenizer.decode(ids)
             if turn["content"].strip() and turn["content"].strip() not in decoded:
-                problems.append(f"{label}: assistant content is not inside the loss mask (span is {decoded!r})")
+                problems.append(
+                    f"{label}: assistant content is not inside the loss mask (span is {decoded!r})"
+                )
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         train_ids = [i for ids in ids_per_piece for i in ids]
         prompt_ids = render_prompt(tokenizer, messages[:last], chat_template=chat_template)
@@ -215,7 +217,9 @@ def check_template(
     return problems
 
 
-def boundary_warnings(tokenizer, sample_conversations: list[list[dict]], *, chat_template: str | None = None) -> list[str]:
+def boundary_warnings(
+    tokenizer, sample_conversations: list[list[dict]], *, chat_template: str | None = None
+) -> list[str]:
     """Say when piecewise tokenization differs from tokenizing the whole text at once.
 
     Not an error (training and our generation agree), but plain ``transformers``

@@ -52,7 +52,9 @@ def parse(record: Record, problems: list[str]) -> Conversation | None:
         if role not in ROLES:
             problems.append(f"{where}: messages[{i}].role: must be one of {', '.join(ROLES)} (got {role!r})")
         if not isinstance(content, str):
-            problems.append(f"{where}: messages[{i}].content: must be a string (got {type(content).__name__})")
+            problems.append(
+                f"{where}: messages[{i}].content: must be a string (got {type(content).__name__})"
+            )
         # Other keys (name, tool calls, ...) are dropped: the templates we support ignore them.
         clean.append({"role": role, "content": content})
     if len(problems) > before:

@@ -90,7 +90,7 @@ class Task:
 
 
 def detect_schema(data: dict) -> str | None:
-    """"v1", "v2", or None when the object is not a Natural Instructions task."""
+    """ "v1", "v2", or None when the object is not a Natural Instructions task."""
     if "Instances" not in data:
         return None
     if isinstance(data.get("Examples"), dict) or "Things to Avoid" in data or "Emphasis & Caution" in data:
@@ -112,8 +112,14 @@ def _text(value, where: str, name: str, problems: list[str]) -> str:
 
 def _outputs(value, where: str, name: str, problems: list[str]) -> list[str]:
     outputs = [value] if isinstance(value, str) else value
-    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) and o.strip() for o in outputs):
-        problems.append(f"{where}: {name}: must be a non-empty string or a non-empty list of non-empty strings")
+    if (
+        not isinstance(outputs, list)
+        or not outputs
+        or not all(isinstance(o, str) and o.strip() for o in outputs)
+    ):
+        problems.append(
+            f"{where}: {name}: must be a non-empty string or a non-empty list of non-empty strings"
+        )
         return []
     return outputs
 
@@ -174,8 +180,12 @@ def parse_task(record: Record, problems: list[str]) -> Task | None:
         reason = "reason"
     else:
         examples, prefix, reason = data, "", "explanation"
-    task.positives = _demos(examples.get("Positive Examples"), where, f"{prefix}Positive Examples", reason, problems)
-    task.negatives = _demos(examples.get("Negative Examples"), where, f"{prefix}Negative Examples", reason, problems)
+    task.positives = _demos(
+        examples.get("Positive Examples"), where, f"{prefix}Positive Examples", reason, problems
+    )
+    task.negatives = _demos(
+        examples.get("Negative Examples"), where, f"{prefix}Negative Examples", reason, problems
+    )
     instances = data.get("Instances")
     if not isinstance(instances, list) or not instances:
         problems.append(f"{where}: Instances: must be a non-empty list of {{input, output}} objects")
@@ -220,8 +230,11 @@ def instruction_text(task: Task, options: PromptOptions) -> str:
             lines.append(f"Explanation: {demo.explanation}")
         blocks.append("\n".join(lines))
     for i, demo in enumerate(task.negatives[: options.num_negative], start=1):
-        lines = [f"Negative example {i} (a wrong answer, do not answer like this):",
-                 f"Input: {demo.input}", f"Output: {demo.output}"]
+        lines = [
+            f"Negative example {i} (a wrong answer, do not answer like this):",
+            f"Input: {demo.input}",
+            f"Output: {demo.output}",
+        ]
         if options.include_explanations and demo.explanation:
             lines.append(f"Explanation: {demo.explanation}")
         if options.include_explanations and demo.suggestion:

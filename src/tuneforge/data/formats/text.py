@@ -31,7 +31,9 @@ def documents(records: Iterable[Record], problems: list[str]) -> list[tuple[str,
     for record in records:
         text = record.data.get("text")
         if text is None:
-            problems.append(f"{record.where}: text: missing (fields present: {', '.join(record.data) or 'none'})")
+            problems.append(
+                f"{record.where}: text: missing (fields present: {', '.join(record.data) or 'none'})"
+            )
         elif not isinstance(text, str):
             problems.append(f"{record.where}: text: must be a string (got {type(text).__name__})")
         elif text.strip():
@@ -39,7 +41,9 @@ def documents(records: Iterable[Record], problems: list[str]) -> list[tuple[str,
     return docs
 
 
-def build_blocks(docs: list[tuple[str, str]], tokenizer, max_length: int, max_blocks: int | None = None) -> list[Example]:
+def build_blocks(
+    docs: list[tuple[str, str]], tokenizer, max_length: int, max_blocks: int | None = None
+) -> list[Example]:
     """Tokenize documents, join them with EOS and cut blocks of ``max_length``.
 
     Each block's ``where`` names the document its first token comes from.
@@ -51,7 +55,9 @@ def build_blocks(docs: list[tuple[str, str]], tokenizer, max_length: int, max_bl
     batch = 256
     for first in range(0, len(docs), batch):
         chunk = docs[first : first + batch]
-        for (_, where), ids in zip(chunk, tokenizer([t for t, _ in chunk], add_special_tokens=False)["input_ids"]):
+        for (_, where), ids in zip(
+            chunk, tokenizer([t for t, _ in chunk], add_special_tokens=False)["input_ids"]
+        ):
             owners.append((len(stream), where))
             stream.extend(bos + ids + [eos])
         if max_blocks is not None and len(stream) >= max_blocks * max_length:
