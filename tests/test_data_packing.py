@@ -82,6 +82,26 @@ def test_packed_loss_equals_sum_of_unpacked_losses(model, attn):
     assert (leaky - unpacked).abs() > 1e-3
 
 
+def test_loss_never_crosses_an_example_boundary(model):
+    """With loss on every token (CPT-like), the only cross-boundary target would be each
+    example's first token predicted from the previous example's last one."""
+    examples = make_examples([5, 7, 4], seed=2, prompt=0)
+    (row,) = pack(examples, max_length=16)
+    batch = collate([row], pad_id=2)
+    with torch.no_grad():
+        unpacked = sum(
+            shifted_loss_sum(model(input_ids=torch.tensor([e.input_ids])).logits, torch.tensor([e.labels]))
+            for e in examples
+        )
+        logits = model(**batch | {"labels": None}, attention_mask=None, use_cache=False).logits
+    assert torch.allclose(shifted_loss_sum(logits, batch["labels"]), unpacked, atol=1e-4)
+    # Restoring the first labels adds targets across boundaries, and the sums part ways.
+    crossing = batch["labels"].clone()
+    starts = (batch["position_ids"] == 0).nonzero(as_tuple=True)
+    crossing[starts] = batch["input_ids"][starts]
+    assert (shifted_loss_sum(logits, crossing) - unpacked).abs() > 1.0
+
+
 def test_isolation_needs_use_cache_false(model):
     """Trap in transformers 5.24: with the config default use_cache=True a cache is built,
     and find_packed_sequence_indices is skipped, so packed examples attend to each other."""

@@ -127,7 +127,7 @@ def _read_file(path: Path, problems: list[str] | None) -> Iterator[Record]:
     elif suffix == ".parquet":
         yield from _read_parquet(path)
     elif suffix == ".txt":
-        yield Record({"text": path.read_text(encoding="utf-8")}, f"{path}:1")
+        yield Record({"text": path.read_text(encoding="utf-8-sig")}, f"{path}:1")
     else:
         _problem(
             problems, f"{path}: unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED_SUFFIXES)})"
@@ -135,7 +135,7 @@ def _read_file(path: Path, problems: list[str] | None) -> Iterator[Record]:
 
 
 def _read_jsonl(path: Path, problems: list[str] | None) -> Iterator[Record]:
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -152,7 +152,7 @@ def _read_jsonl(path: Path, problems: list[str] | None) -> Iterator[Record]:
 
 def _read_json(path: Path, problems: list[str] | None) -> Iterator[Record]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         _problem(problems, f"{path}:{err.lineno}: not valid JSON: {err.msg} (column {err.colno})")
         return
@@ -172,7 +172,7 @@ def _read_json(path: Path, problems: list[str] | None) -> Iterator[Record]:
 
 
 def _read_csv(path: Path) -> Iterator[Record]:
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         # line_num is the physical line where the reader stopped; a row starts one after
         # the previous stop (quoted fields may span several lines).
