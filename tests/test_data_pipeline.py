@@ -151,3 +151,13 @@ def test_failed_loads_are_not_cached(tok, tmp_path, counted_builds):
         with pytest.raises(DataError):
             load_splits(cfg, tok, cache_dir=tmp_path / "cache")
     assert len(counted_builds) == 2
+
+
+def test_a_single_text_document_is_split_by_blocks(tok, tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_text("word " * 200)  # 1000 bytes + EOS = 1001 tokens: 15 full blocks of 64 + 41 kept
+    splits = load_splits(
+        DataConfig(format="text", train=str(path), max_length=64, eval_fraction=0.2), tok, use_cache=False
+    )
+    assert (len(splits.train), len(splits.eval)) == (13, 3)
+    assert all(e.labels == e.input_ids for e in splits.train + splits.eval)

@@ -6,8 +6,9 @@ split → render (templates.py / formats) → truncate → report, cached on dis
 Decisions the config leaves open:
 
 - Splitting without an ``eval`` source holds out ``eval_fraction`` of the
-  *records* (documents for ``text``), seeded with ``seed``; Natural
-  Instructions follows ``natural_instructions.split_by`` instead.
+  *records* (documents for ``text``; blocks when there are too few documents,
+  e.g. one ``.txt`` file), seeded with ``seed``; Natural Instructions follows
+  ``natural_instructions.split_by`` instead.
 - Examples longer than ``max_length`` are cut from the right (the prompt is
   kept whole so generation prompts stay exact prefixes); those left with no
   loss tokens are dropped with a warning. Both count in ``report.truncated``.
@@ -177,8 +178,13 @@ def build(cfg, tokenizer) -> tuple[Splits, list[str]]:
         else:
             train_idx, eval_idx = split_indices(len(docs), cfg.eval_fraction, cfg.seed)
             docs, held_docs = [docs[i] for i in train_idx], [docs[i] for i in eval_idx]
-        train = text.build_blocks(docs, tokenizer, cfg.max_length, cfg.max_examples)
+        train = text.build_blocks(docs, tokenizer, cfg.max_length, None if held_docs else cfg.max_examples)
         held = text.build_blocks(held_docs, tokenizer, cfg.max_length)
+        if eval_records is None and not held and len(train) > 1:
+            # Too few documents to hold one out (e.g. a single .txt): hold out blocks instead.
+            train_idx, eval_idx = split_indices(len(train), cfg.eval_fraction, cfg.seed)
+            train, held = [train[i] for i in train_idx], [train[i] for i in eval_idx]
+        train = train[: cfg.max_examples] if cfg.max_examples else train
         samples: list[GenerationSample] = []
         conversations: list[list[dict]] = []
         chat_template = None
