@@ -127,8 +127,8 @@ def test_sigint_leaves_checkpoint_and_resume_matches_uninterrupted(tmp_path, tin
     original = step_module.CausalLMLoss.forward
 
     def forward_with_signal(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:  # 2 micro-batches per step: the first micro-batch of step 3
+        calls["n"] += self.training  # held-out loss runs in eval mode and does not count
+        if self.training and calls["n"] == 5:  # 2 micro-batches per step: the first micro-batch of step 3
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, *args, **kwargs)
 

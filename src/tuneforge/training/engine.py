@@ -128,6 +128,8 @@ class MetricsLog:
         self.task = None
 
     def __enter__(self):
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.progress.__enter__()
         self.task = self.progress.add_task("train", total=self.total, completed=self.start_step,
                                            loss="-", lr="-", tps="-")
