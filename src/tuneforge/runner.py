@@ -175,6 +175,9 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
             "adapter": config.adapter.type if config.adapter else None, "output": str(output_dir),
         },
     }
+    field_errors = {k: v["field_errors"] for k, v in (("before", before), ("after", after)) if v.get("field_errors")}
+    if field_errors:
+        summary["field_errors"] = field_errors
     if main:
         _save_json(run_dir / "summary.json", summary)
         samples = _paired_samples(before, after, config.eval.samples_in_report if config.eval else 0)
