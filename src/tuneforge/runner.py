@@ -60,6 +60,8 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     tcfg = config.training
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
+    # Every process checks the folder before any writes: the accelerator's process-group
+    # rendezvous below cannot complete until all of them got past this line.
     run_dir = run_dir or resolve_run_dir(config, config_path, resume=resume)
     accelerator = make_accelerator(mixed_precision=tcfg.mixed_precision, trackers=tcfg.trackers,
                                    project_dir=run_dir)
@@ -200,7 +202,9 @@ def evaluate(model, tokenizer, config, eval_rows, eval_samples, pad_id, accelera
     if eval_rows:
         out["metrics"].update(_heldout(CausalLMLoss(model), eval_rows, pad_id, config.training.batch_size,
                                        accelerator))
-    if eval_samples and config.eval.scorers:
+    # Generation runs on the main process only: it writes the report, and decoding
+    # needs no collective, so the other processes simply wait at the next barrier.
+    if eval_samples and config.eval.scorers and accelerator.is_main_process:
         console.print(f"Generating for {len(eval_samples)} held-out prompts ({label})…")
         result = evaluate_generation(model, tokenizer, eval_samples, config.eval.scorers,
                                      max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size)
