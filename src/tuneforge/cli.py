@@ -55,12 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key.subkey=value overrides, e.g. training.learning_rate=1e-4")
     t.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     t.add_argument("--num-processes", type=int, default=1,
-                   help="data-parallel processes on this machine (launches torchrun)")
+                   help="data-parallel processes on this machine (launches torchrun; gloo on CPU)")
+    t.add_argument("--accelerate-config", default=None,
+                   help="launch with this accelerate config (configs/accelerate/: ddp, fsdp, deepspeed_zero2/3, ...)")
     t.set_defaults(func=_cmd_train)
 
     v = sub.add_parser("validate", help="check a config, its data and chat template without loading weights")
     v.add_argument("config")
     v.add_argument("overrides", nargs="*")
+    v.add_argument("--accelerate-config", default=None, help="also check this launch setup against the config")
     v.set_defaults(func=_cmd_validate)
 
     e = sub.add_parser("eval", help="score a model (+ adapter) on a dataset")
@@ -108,8 +111,22 @@ def _cmd_train(args) -> int:
     from .config import load_config
 
     config = load_config(args.config, args.overrides)
-    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        return _relaunch_with_torchrun(args)
+    launched = "LOCAL_RANK" in os.environ
+    if args.accelerate_config and not launched:
+        import torch
+
+        from .distributed import check_launch, read_accelerate_config
+
+        problems = check_launch(read_accelerate_config(args.accelerate_config), config,
+                                cuda_available=torch.cuda.is_available())
+        if problems:
+            from .checks import ChecksFailed
+
+            raise ChecksFailed(problems)
+        return _relaunch(args, ["-m", "accelerate.commands.launch", "--config_file", args.accelerate_config])
+    if args.num_processes > 1 and not launched:
+        return _relaunch(args, ["-m", "torch.distributed.run", "--standalone",
+                                f"--nproc_per_node={args.num_processes}"])
     from .methods.causal_lm import TrainingInterrupted
     from .runner import train_from_config
 
@@ -122,11 +139,11 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _relaunch_with_torchrun(args) -> int:
+def _relaunch(args, launcher: list[str]) -> int:
+    """Re-run this same command under a launcher (torchrun / accelerate launch): N processes."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.num_processes}",
-           "-m", "tuneforge", "train", args.config, *args.overrides]
+    cmd = [sys.executable, *launcher, "-m", "tuneforge", "train", args.config, *args.overrides]
     if args.resume:
         cmd.append("--resume")
     return subprocess.call(cmd)
@@ -144,6 +161,22 @@ def _cmd_validate(args) -> int:
         err_console.print(f"[bold red]✗ config[/] {exc}", highlight=False)
         return 1
     console.print(f"[green]✓ schema[/] method={config.method} model={config.model.name}")
+    if args.accelerate_config:
+        import torch
+
+        from .distributed import check_launch, read_accelerate_config
+
+        try:
+            setup = read_accelerate_config(args.accelerate_config)
+        except (FileNotFoundError, ValueError) as exc:
+            err_console.print(f"[bold red]✗ launch[/] {exc}", highlight=False)
+            return 1
+        launch_problems = check_launch(setup, config, cuda_available=torch.cuda.is_available())
+        for problem in launch_problems:
+            err_console.print(f"[bold red]✗ launch[/] {problem}", highlight=False)
+        if launch_problems:
+            return 1
+        console.print(f"[green]✓ launch[/] {setup.distributed_type} × {setup.num_processes} processes")
     tokenizer = load_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code,
                                revision=config.model.revision)
     try:

@@ -64,7 +64,8 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     # rendezvous below cannot complete until all of them got past this line.
     run_dir = run_dir or resolve_run_dir(config, config_path, resume=resume)
     accelerator = make_accelerator(mixed_precision=tcfg.mixed_precision, trackers=tcfg.trackers,
-                                   project_dir=run_dir)
+                                   project_dir=run_dir,
+                                   gradient_accumulation_steps=tcfg.gradient_accumulation_steps)
     main = accelerator.is_main_process
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)

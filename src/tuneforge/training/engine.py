@@ -26,6 +26,7 @@ def make_accelerator(*, mixed_precision: str, gradient_accumulation_steps: int =
         mixed_precision = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     return Accelerator(
         cpu=cpu,
+        gradient_accumulation_steps=gradient_accumulation_steps,
         mixed_precision=mixed_precision,
         log_with=trackers or None,
         project_dir=str(project_dir) if project_dir else None,

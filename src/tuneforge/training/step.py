@@ -8,7 +8,6 @@ accumulation give the same update (cf. transformers PR #34191).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -89,11 +88,15 @@ def forward_backward(loss_model, micro_batches: list[dict], accelerator) -> Step
     # average back into the sum that token-weighting needs.
     scale = accelerator.num_processes / total_loss_tokens
     summed = torch.zeros((), dtype=torch.float64, device=device)
-    for i, mb in enumerate(micro_batches):
-        last = i == len(micro_batches) - 1
-        sync = contextlib.nullcontext() if last else accelerator.no_sync(loss_model)
-        with sync:
-            loss_sum, _ = loss_model(mb["input_ids"].to(device), mb["labels"].to(device), mb["position_ids"].to(device))
+    # accelerate's backward divides the loss by its gradient_accumulation_steps (DeepSpeed's
+    # engine does the same); undo that, since the token-weighted scale above is already exact.
+    scale *= accelerator.gradient_accumulation_steps
+    for mb in micro_batches:
+        # `accumulate` skips the gradient all-reduce until the last micro-batch (DDP no_sync,
+        # FSDP / DeepSpeed equivalents) when gradient_accumulation_steps == len(micro_batches).
+        with accelerator.accumulate(loss_model):
+            loss_sum, _ = loss_model(mb["input_ids"].to(device), mb["labels"].to(device),
+                                     mb["position_ids"].to(device))
             accelerator.backward(loss_sum * scale)
         summed += loss_sum.detach().double()
     if accelerator.num_processes > 1:
