@@ -64,7 +64,12 @@ def _converted_gguf(path: Path) -> Path:
 def load_tokenizer(name: str | None, *, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoTokenizer
 
-    source = resolve_model(name)
+    # A run's adapter/ folder holds the tokenizer it was trained with, without a config.json.
+    folder = Path(name).expanduser() if name else None
+    if folder is not None and folder.is_dir() and (folder / "tokenizer_config.json").exists():
+        source = str(folder)
+    else:
+        source = resolve_model(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
     except OSError as exc:
