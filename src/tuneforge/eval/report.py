@@ -262,7 +262,8 @@ def _field_errors_table(summary: dict, samples: list[dict]) -> str:
 
 def _facts(train: dict, metrics: list[dict]) -> str:
     items: list[tuple[str, str]] = []
-    known = {"tokens_per_second", "tokens", "trainable_parameters", "total_parameters", "peak_memory_mb", "wall_seconds"}
+    known = {"tokens_per_second", "tokens", "trainable_parameters", "total_parameters", "peak_memory_mb", "wall_seconds",
+             "steps", "final_loss"}
     if "tokens_per_second" in train:
         items.append(("throughput", f"{_fmt(_num(train['tokens_per_second']))} tokens/s"))
     if "tokens" in train:
@@ -279,8 +280,10 @@ def _facts(train: dict, metrics: list[dict]) -> str:
     if steps:
         items.append(("optimizer steps", _fmt(int(max(steps)))))
         items.append(("final training loss", _fmt(float(loss[-1]))))
+    if "run_wall_seconds" in train:
+        items.append(("whole run (load, eval, train)", _duration(train["run_wall_seconds"])))
     for key, value in train.items():
-        if key not in known and not isinstance(value, (dict, list)):
+        if key not in known | {"run_wall_seconds"} and not isinstance(value, (dict, list)):
             items.append((key.replace("_", " "), _fmt(value)))
     if not items:
         return ""
