@@ -50,5 +50,9 @@ def run_quickstart(output: Path, overrides: list[str] | None = None):
     after = result.summary["after"].get("json_field_accuracy")
     if before is not None and after is not None:
         console.print(f"[bold]Held-out JSON field accuracy: {before:.2f} → {after:.2f}[/]")
-    console.print(f"Try it: tuneforge generate --adapter {result.output_dir} \"<a clinical note>\"")
+    from .tasks.clinical_notes import INSTRUCTION
+
+    example = "62 y/o woman c/o productive cough x5 days. Dx acute bronchitis. Rx azithromycin 500 mg daily."
+    prompt = (INSTRUCTION + example).replace("\n", "\\n")
+    console.print(f"Try it on a new note:\n  tuneforge generate --adapter {result.output_dir} \"$(printf '{prompt}')\"")
     return result
