@@ -65,12 +65,14 @@ def test_two_processes_match_one_process(tmp_path, tiny_model_dir, isolated_cach
     runs = tmp_path / "runs"
     summary = json.loads((runs / "two" / "summary.json").read_text())
     assert summary["train"]["processes"] == 2, done.stderr[-2000:]
-    # Tolerance: float32 sums in a different order (gloo all-reduce) — 1e-5 on the loss, 1e-5 on weights.
+    # Tolerance: float32 sums in another order (gloo all-reduce vs one process). The loss agrees to
+    # 1e-5; weights to 5e-5, since AdamW divides each gradient by its running RMS and so turns
+    # rounding noise in near-zero gradient entries into updates of up to ~lr·1e-3 (seen: 1.4e-5).
     assert losses(runs / "one") == pytest.approx(losses(runs / "two"), abs=1e-5)
     a, b = adapter_weights(runs / "one"), adapter_weights(runs / "two")
     assert a.keys() == b.keys()
     for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-5), key
+        assert torch.allclose(a[key], b[key], atol=5e-5), key
     # Only rank 0 wrote the run folder: one metrics line per step, one report.
     assert len(losses(runs / "two")) == 4
 
@@ -97,4 +99,4 @@ def test_checkpoint_from_two_processes_resumes_with_one(tmp_path, tiny_model_dir
     train(cut, "--resume", "training.batch_size=4")
     a, b = adapter_weights(runs / "ref"), adapter_weights(runs / "cut")
     for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-5), key
+        assert torch.allclose(a[key], b[key], atol=5e-5), key

@@ -17,7 +17,13 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # Overrides (key=value) may come before or after flags such as --resume.
+    args, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or "=" not in x or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
