@@ -1,0 +1,83 @@
+"""Every shipped config under configs/ loads, and passes the full `validate` checks on its own data.
+
+New configs are picked up by the glob. Paths in the configs are relative to the
+repository root, so each test runs from there. The tokenizer is the real
+embedded one (converted from the bundled GGUF once, then cached).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tuneforge.checks import check_config
+from tuneforge.config import load_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tuneforge.models.load import load_tokenizer
+
+    return load_tokenizer("smollm2-135m-instruct")
+
+
+def test_configs_are_shipped():
+    names = {path.name for path in CONFIGS}
+    assert {"quickstart.yaml", "cpt_text.yaml", "sft_full.yaml", "sft_lora_chat.yaml",
+            "instruct_natural_instructions.yaml"} <= names
+
+
+def _overrides(path: Path, tmp_path: Path) -> list[str]:
+    """quickstart.yaml reads data that `tuneforge quickstart` writes first; write it to tmp_path."""
+    if path.name != "quickstart.yaml":
+        return []
+    from tuneforge.tasks.clinical_notes import write_task_files
+
+    files = write_task_files(tmp_path / "quickstart-data")
+    return [f"data.train={files['train']}", f"data.eval={files['eval']}"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_passes_checks(path, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    config = load_config(path.relative_to(REPO_ROOT), _overrides(path, tmp_path))
+    report = check_config(config, tokenizer=tokenizer)
+    assert report.errors == []
+    assert report.facts["examples"] > 0
+    assert report.facts["loss_tokens"] > 0
+    if config.eval is not None:
+        # A config that asks for evaluation must hold data out for it.
+        assert config.data.eval is not None or config.data.eval_fraction > 0
+
+
+def test_validate_suggests_the_misspelt_key(tmp_path, capsys):
+    from tuneforge.cli import main
+
+    text = (REPO_ROOT / "configs" / "sft_full.yaml").read_text()
+    assert "  learning_rate:" in text
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(text.replace("  learning_rate:", "  learnig_rate:", 1))
+    code = main(["validate", str(bad)])
+    captured = capsys.readouterr()
+    output = " ".join((captured.out + captured.err).split())  # rich wraps long lines
+    assert code == 1
+    assert "learnig_rate" in output
+    assert "did you mean `learning_rate`" in output
+
+
+def test_validate_passes_on_a_shipped_config(tmp_path, capsys, monkeypatch):
+    """The CLI path end to end on a copy of a shipped config (no typo): exit code 0."""
+    from tuneforge.cli import main
+
+    monkeypatch.chdir(REPO_ROOT)
+    copy = tmp_path / "sft_lora_chat.yaml"
+    shutil.copy(REPO_ROOT / "configs" / "sft_lora_chat.yaml", copy)
+    code = main(["validate", str(copy)])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert "valid" in output
