@@ -152,3 +152,12 @@ def test_sigint_leaves_checkpoint_and_resume_matches_uninterrupted(tmp_path, tin
     assert ref_losses.keys() == cut_losses.keys()
     for k in ref_losses:
         assert ref_losses[k] == pytest.approx(cut_losses[k], abs=1e-5)
+
+
+def test_rejected_config_leaves_no_run_folder(tmp_path, tiny_model_dir, isolated_cache):
+    from tuneforge.checks import ChecksFailed
+
+    config = make_config(tmp_path, tiny_model_dir, extra={"eval": {"scorers": ["exact_matchh"]}})
+    with pytest.raises(ChecksFailed, match="exact_match"):
+        train_from_config(config)
+    assert not (tmp_path / "runs" / "run").exists()

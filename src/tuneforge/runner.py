@@ -51,7 +51,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     from .methods.causal_lm import LoopSettings, train_loop
     from .models.adapters import add_lora
     from .models.load import count_parameters, load_causal_lm, load_tokenizer, resolve_dtype
-    from .training.checkpoint import latest_checkpoint, load_checkpoint
+    from .training.checkpoint import is_sharded, latest_checkpoint, load_checkpoint
     from .training.engine import make_accelerator, peak_memory_mb, total_steps
     from .training.optim import build_optimizer, build_scheduler
     from .training.step import CausalLMLoss
@@ -67,22 +67,24 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
                                    project_dir=run_dir,
                                    gradient_accumulation_steps=tcfg.gradient_accumulation_steps)
     main = accelerator.is_main_process
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(config))
-    accelerator.wait_for_everyone()
 
     tokenizer = load_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code,
                                revision=config.model.revision)
     report = check_config(config, tokenizer=tokenizer)
     report.raise_if_errors()
-
     splits = load_splits(config.data, tokenizer)
     rows = pack(splits.train, config.data.max_length, config.data.packing)
     eval_rows = pack(splits.eval, config.data.max_length, config.data.packing)
     eval_samples = splits.eval_samples
     if config.eval and config.eval.num_samples:
         eval_samples = eval_samples[: config.eval.num_samples]
+
+    # The run folder appears only once config, data and template passed their checks,
+    # so a rejected config never leaves a folder that blocks the corrected rerun.
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(config))
+    accelerator.wait_for_everyone()
 
     from accelerate.utils import set_seed
 
@@ -124,8 +126,11 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise RunFolderExists(f"--resume: {run_dir} has no checkpoint yet; start a new run instead")
+        sharded_state = is_sharded(accelerator) and (ckpt / "accelerate_state").exists()
+        if sharded_state:
+            accelerator.load_state(str(ckpt / "accelerate_state"))
         start_state = load_checkpoint(ckpt, model=accelerator.unwrap_model(loss_model), optimizer=optimizer,
-                                      scheduler=scheduler)
+                                      scheduler=scheduler, restore_weights=not sharded_state)
         console.print(f"Resuming from {ckpt} (step {start_state['step']}/{steps})")
     if tcfg.trackers:
         accelerator.init_trackers(run_dir.name, config=config.model_dump(mode="json"))
@@ -149,8 +154,11 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(loss_model).model
     output_dir = run_dir / ("adapter" if adapter_model is not None else "model")
+    full_state = None
+    if is_sharded(accelerator):  # gather the sharded weights (collective) into one standard folder
+        full_state = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(loss_model).items()}
     if main:
-        trained.save_pretrained(output_dir, safe_serialization=True)
+        trained.save_pretrained(output_dir, safe_serialization=True, state_dict=full_state)
         tokenizer.save_pretrained(output_dir)
     after = evaluate(trained, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, "after")
     if tcfg.trackers:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..data.types import PackedRow
-from ..training.checkpoint import save_checkpoint
+from ..training.checkpoint import gather_trainable_state, is_sharded, save_checkpoint
 from ..training.engine import MetricsLog, RowOrder, StopSignal, split_for_process
 from ..training.step import check_finite, forward_backward, optimizer_step
 
@@ -73,17 +73,25 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list[Pack
     history: list[dict] = []
     main = accelerator.is_main_process
 
+    sharded = is_sharded(accelerator)
+
     def checkpoint() -> Path | None:
         accelerator.wait_for_everyone()
+        weights = gather_trainable_state(accelerator, loss_model)  # collective under FSDP / DeepSpeed
         path = None
         if main:
             path = save_checkpoint(
-                run_dir, step, model=accelerator.unwrap_model(loss_model), optimizer=optimizer,
-                scheduler=scheduler, keep=settings.keep_checkpoints,
+                run_dir, step, model=accelerator.unwrap_model(loss_model), weights=weights,
+                optimizer=None if sharded else optimizer, scheduler=scheduler, keep=settings.keep_checkpoints,
                 state={"rows_consumed": consumed, "epoch": consumed / len(rows)},
-                adapter_model=adapter_model,
+                adapter_model=None if sharded else adapter_model,
             )
         accelerator.wait_for_everyone()
+        if sharded:
+            # Sharded optimizer state: each process writes its own shard (same process count to resume).
+            target = run_dir / "checkpoints" / f"step-{step:06d}" / "accelerate_state"
+            accelerator.save_state(str(target))
+            accelerator.wait_for_everyone()
         return path
 
     started = time.perf_counter()

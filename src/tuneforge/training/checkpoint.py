@@ -32,15 +32,38 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def is_sharded(accelerator) -> bool:
+    """FSDP and DeepSpeed shard parameters / optimizer state across processes."""
+    return accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
+
+
+def gather_trainable_state(accelerator, prepared_model) -> dict[str, torch.Tensor] | None:
+    """Trainable weights as full tensors on the main process (None elsewhere).
+
+    With FSDP / DeepSpeed the parameters are sharded, so the full state dict is
+    gathered collectively (every process must call this); otherwise the local
+    copy is already complete.
+    """
+    unwrapped = accelerator.unwrap_model(prepared_model)
+    if not is_sharded(accelerator):
+        return trainable_state(unwrapped) if accelerator.is_main_process else None
+    names = {n for n, p in unwrapped.named_parameters() if p.requires_grad}
+    full = accelerator.get_state_dict(prepared_model)
+    if not accelerator.is_main_process:
+        return None
+    return {n: t.detach().to("cpu").contiguous().clone() for n, t in full.items() if n in names}
+
+
 def save_checkpoint(run_dir: Path, step: int, *, model, optimizer, scheduler, state: dict,
-                    keep: int = 2, adapter_model=None) -> Path:
+                    keep: int = 2, adapter_model=None, weights: dict[str, torch.Tensor] | None = None) -> Path:
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file(weights if weights is not None else trainable_state(model), str(tmp / "trainable.safetensors"))
+        if optimizer is not None:  # sharded setups save optimizer state with accelerate (see causal_lm.py)
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
         if adapter_model is not None:
@@ -72,9 +95,26 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and RNG in place; return the saved state dict."""
+def load_checkpoint(path: Path, *, model, optimizer, scheduler, restore_weights: bool = True) -> dict:
+    """Restore weights, optimizer, scheduler and RNG in place; return the saved state dict.
+
+    ``restore_weights=False`` when accelerate's ``load_state`` already restored the
+    (sharded) model and optimizer.
+    """
     path = Path(path)
+    if restore_weights:
+        _restore_weights(path, model)
+    if (path / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
+    state = json.loads((path / "state.json").read_text())
+    version, internal, gauss = state.pop("python_rng")
+    random.setstate((version, tuple(internal), gauss))
+    return state
+
+
+def _restore_weights(path: Path, model) -> None:
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     unknown = sorted(set(weights) - set(params))
@@ -87,10 +127,3 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict:
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
-    state = json.loads((path / "state.json").read_text())
-    version, internal, gauss = state.pop("python_rng")
-    random.setstate((version, tuple(internal), gauss))
-    return state
