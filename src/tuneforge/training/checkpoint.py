@@ -15,14 +15,14 @@ saving never leaves a half-written checkpoint under the final name.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..fsutil import atomic_directory
 
 PREFIX = "step-"
 
@@ -57,10 +57,8 @@ def gather_trainable_state(accelerator, prepared_model) -> dict[str, torch.Tenso
 def save_checkpoint(run_dir: Path, step: int, *, model, optimizer, scheduler, state: dict,
                     keep: int = 2, adapter_model=None, weights: dict[str, torch.Tensor] | None = None) -> Path:
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-    try:
+    with atomic_directory(final) as tmp:
         save_file(weights if weights is not None else trainable_state(model), str(tmp / "trainable.safetensors"))
         if optimizer is not None:  # sharded setups save optimizer state with accelerate (see causal_lm.py)
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -71,12 +69,6 @@ def save_checkpoint(run_dir: Path, step: int, *, model, optimizer, scheduler, st
         version, internal, gauss = random.getstate()
         python_rng = [version, list(internal), gauss]
         (tmp / "state.json").write_text(json.dumps({**state, "step": step, "python_rng": python_rng}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
