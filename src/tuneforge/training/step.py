@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.types import IGNORE_INDEX
+from .linear_ce import linear_cross_entropy, supports_fused
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,9 +37,10 @@ class CausalLMLoss(torch.nn.Module):
     accelerate wrap it (DDP/FSDP) so gradient sync hooks run as usual.
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, fused: bool = True):
         super().__init__()
         self.model = model
+        self.fused = fused
 
     def _parts(self):
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -55,8 +57,11 @@ class CausalLMLoss(torch.nn.Module):
         hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
                          use_cache=False).last_hidden_state  # (B, T, H)
         selected = hidden[:, :-1][keep]  # (N, H)
-        logits = head(selected).float()  # (N, V)
         softcap = getattr(base.config, "final_logit_softcapping", None)
+        if self.fused and not softcap and supports_fused(head):
+            # Chunked projection + loss: the (N, V) logits are never held at once (linear_ce.py).
+            return linear_cross_entropy(selected, head.weight, targets[keep]), keep.sum()
+        logits = head(selected).float()  # (N, V)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
