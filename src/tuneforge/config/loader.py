@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not keys:
             raise ConfigError([f"override '{item}' has an empty key"], "command line")
         value = yaml.safe_load(raw) if raw.strip() else ""
-        # YAML reads 1e-4 as a string (YAML 1.1 wants a dot); be kind to the usual spelling.
-        if isinstance(value, str):
-            try:
-                value = float(value) if any(c in value.lower() for c in ".e") else value
-            except ValueError:
-                pass
+        value = _normalise_floats(value)
         cursor = nested
         for key in keys[:-1]:
             cursor = cursor.setdefault(key, {})
@@ -78,18 +74,17 @@ def read_yaml(path: str | Path) -> dict:
     return _normalise_floats(data)
 
 
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def _normalise_floats(node: Any) -> Any:
-    """YAML 1.1 reads `2e-4` as a string; users mean a number."""
+    """YAML 1.1 reads `2e-4` (no dot) as a string; users mean a number."""
     if isinstance(node, dict):
         return {k: _normalise_floats(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_normalise_floats(v) for v in node]
-    if isinstance(node, str):
-        try:
-            if any(c in node.lower() for c in "e") and any(c.isdigit() for c in node):
-                return float(node)
-        except ValueError:
-            return node
+    if isinstance(node, str) and _SCIENTIFIC.match(node.strip()):
+        return float(node)
     return node
 
 
