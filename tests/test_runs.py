@@ -161,3 +161,20 @@ def test_rejected_config_leaves_no_run_folder(tmp_path, tiny_model_dir, isolated
     with pytest.raises(ChecksFailed, match="exact_match"):
         train_from_config(config)
     assert not (tmp_path / "runs" / "run").exists()
+
+
+def test_resume_refuses_other_adapter_shape_and_missing_checkpoint(tmp_path, tiny_model_dir, isolated_cache):
+    from tuneforge.training.checkpoint import CheckpointMismatch
+
+    config = make_config(tmp_path, tiny_model_dir, name="shape")
+    train_from_config(config)
+    bigger = make_config(tmp_path, tiny_model_dir, name="shape")
+    bigger = bigger.model_copy(update={"adapter": bigger.adapter.model_copy(update={"r": 8})})
+    with pytest.raises(CheckpointMismatch, match="other shape"):
+        train_from_config(bigger, resume=True)
+    assert (tmp_path / "runs" / "shape" / "config.yaml").read_text().count("r: 4") == 1  # original config kept
+
+    empty = tmp_path / "runs" / "fresh"
+    empty.mkdir(parents=True)
+    with pytest.raises(RunFolderExists, match="no checkpoint"):
+        train_from_config(make_config(tmp_path, tiny_model_dir, name="fresh"), resume=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -46,10 +48,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .data.types import DataError
     from .models.load import ModelNotFoundError
     from .runner import RunFolderExists
+    from .training.checkpoint import CheckpointMismatch
     from .training.step import NonFiniteLossError
 
     return (ConfigError, DataError, ChecksFailed, ModelNotFoundError, RunFolderExists, NonFiniteLossError,
-            FileNotFoundError)
+            CheckpointMismatch, FileNotFoundError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,8 +142,9 @@ def _cmd_train(args) -> int:
     try:
         train_from_config(config, config_path=args.config, resume=args.resume)
     except TrainingInterrupted as stop:
+        again = shlex.join(["tuneforge", "train", args.config, *args.overrides, "--resume"])
         err_console.print(f"[yellow]Stopped by {stop.signal_name}.[/] Checkpoint: {stop.checkpoint}\n"
-                          f"Continue with: tuneforge train {args.config} {' '.join(args.overrides)} --resume")
+                          f"Continue with: {again}")
         return 130
     return 0
 
@@ -152,7 +156,13 @@ def _relaunch(args, launcher: list[str]) -> int:
     cmd = [sys.executable, *launcher, "-m", "tuneforge", "train", args.config, *args.overrides]
     if args.resume:
         cmd.append("--resume")
-    return subprocess.call(cmd)
+    process = subprocess.Popen(cmd)
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            # Pass Ctrl-C on and keep waiting: the workers checkpoint before they exit.
+            process.send_signal(signal.SIGINT)
 
 
 def _cmd_validate(args) -> int:

@@ -33,8 +33,15 @@ def resolve_run_dir(config, config_path: str | Path | None, *, resume: bool) -> 
     name = config.name or (Path(config_path).stem if config_path else config.method)
     run_dir = Path(config.output_dir) / name
     if resume:
+        from .training.checkpoint import latest_checkpoint
+
         if not run_dir.exists():
             raise RunFolderExists(f"--resume: no run folder at {run_dir} to continue")
+        if latest_checkpoint(run_dir) is None:
+            raise RunFolderExists(
+                f"--resume: {run_dir} has no checkpoint to continue from; start a new run with a new name, "
+                f"e.g. `name={name}-2`, or delete the folder yourself"
+            )
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunFolderExists(
@@ -83,7 +90,8 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     # so a rejected config never leaves a folder that blocks the corrected rerun.
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(config))
+        # A resumed run keeps the config it started with; what it resumed with goes beside it.
+        _save_text(run_dir / ("config.resumed.yaml" if resume else "config.yaml"), dump_config(config))
     accelerator.wait_for_everyone()
 
     from accelerate.utils import set_seed
@@ -124,14 +132,14 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     start_state: dict = {}
     if resume:
         ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise RunFolderExists(f"--resume: {run_dir} has no checkpoint yet; start a new run instead")
         sharded_state = is_sharded(accelerator) and (ckpt / "accelerate_state").exists()
         if sharded_state:
             accelerator.load_state(str(ckpt / "accelerate_state"))
         start_state = load_checkpoint(ckpt, model=accelerator.unwrap_model(loss_model), optimizer=optimizer,
                                       scheduler=scheduler, restore_weights=not sharded_state)
         console.print(f"Resuming from {ckpt} (step {start_state['step']}/{steps})")
+        if main:  # after a crash the log may run past the checkpoint: those steps are redone
+            _truncate_metrics(run_dir / "metrics.jsonl", start_state["step"])
     if tcfg.trackers:
         accelerator.init_trackers(run_dir.name, config=config.model_dump(mode="json"))
 
@@ -230,6 +238,12 @@ def _heldout(loss_model, rows, pad_id, batch_size, accelerator) -> dict:
 
     from .methods.causal_lm import collate_rows
 
+    from .training.checkpoint import is_sharded
+
+    # No gradients here, so a DDP wrapper is not needed, and skipping it avoids its per-forward
+    # collectives (buffer broadcast) when processes hold different numbers of eval batches.
+    if not is_sharded(accelerator):
+        loss_model = accelerator.unwrap_model(loss_model)
     was_training = loss_model.training
     loss_model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
@@ -260,9 +274,20 @@ def _paired_samples(before: dict, after: dict, limit: int) -> list[dict]:
 
 
 def _save_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
+    _save_text(path, json.dumps(data, indent=2, default=float))
+
+
+def _save_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    _save_text(path, "".join(line + "\n" for line in kept))
 
 
 def _load_json(path: Path):

@@ -51,6 +51,14 @@ class LoopResult:
     history: list[dict] = field(default_factory=list)
 
 
+def _any_process(accelerator, flag: bool) -> bool:
+    """True on every process when any process has the flag: all take the same branch next."""
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="sum").item() > 0)
+
+
 def collate_rows(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
     from ..data.collate import collate
 
@@ -121,8 +129,8 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list[Pack
             if eval_fn is not None and settings.eval_every and step % settings.eval_every == 0:
                 log.log({"step": step, **eval_fn()}, advance=False)
                 loss_model.train()
-            if stop.requested:
-                raise TrainingInterrupted(stop.requested, checkpoint())
+            if _any_process(accelerator, stop.requested is not None):
+                raise TrainingInterrupted(stop.requested or "a stop signal on another process", checkpoint())
             if settings.save_every and step % settings.save_every == 0 and step < settings.total_steps:
                 checkpoint()
     return LoopResult(steps=step, tokens=tokens, loss_tokens=loss_tokens,

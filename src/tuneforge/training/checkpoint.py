@@ -27,6 +27,10 @@ from ..fsutil import atomic_directory
 PREFIX = "step-"
 
 
+class CheckpointMismatch(Exception):
+    """The checkpoint was written by a different model / adapter setup than the one resuming it."""
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     # named_parameters() yields tied weights once, so safetensors sees no shared storage.
     return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -97,7 +101,10 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, restore_weights:
     if restore_weights:
         _restore_weights(path, model)
     if (path / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        try:
+            optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        except ValueError as exc:
+            raise CheckpointMismatch(f"checkpoint {path}: optimizer state does not fit this run: {exc}") from None
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
     state = json.loads((path / "state.json").read_text())
@@ -111,10 +118,11 @@ def _restore_weights(path: Path, model) -> None:
     params = dict(model.named_parameters())
     unknown = sorted(set(weights) - set(params))
     missing = sorted(n for n, p in params.items() if p.requires_grad and n not in weights)
-    if unknown or missing:
-        raise RuntimeError(
-            f"checkpoint {path} does not match this model/adapter (unknown: {unknown[:3]}, missing: {missing[:3]}); "
-            "resume with the same model and adapter settings"
+    reshaped = sorted(n for n in set(weights) & set(params) if tuple(weights[n].shape) != tuple(params[n].shape))
+    if unknown or missing or reshaped:
+        raise CheckpointMismatch(
+            f"checkpoint {path} does not match this model/adapter (unknown: {unknown[:3]}, missing: {missing[:3]}, "
+            f"other shape: {reshaped[:3]}); resume with the model and adapter settings the run started with"
         )
     with torch.no_grad():
         for name, tensor in weights.items():

@@ -81,6 +81,15 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
 
     hidden: (N, H); weight: (V, H) (an output projection without bias); targets: (N,) in [0, V).
     """
+    if not torch.is_grad_enabled() or not (hidden.requires_grad or weight.requires_grad):
+        # Evaluation: the loss only (needs_input_grad would still ask for weight gradients).
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        rows = _chunk_rows(weight.shape[0])
+        buffer = torch.empty((min(rows, hidden.shape[0]), weight.shape[0]), dtype=torch.float32,
+                             device=hidden.device)
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            _accumulate(hidden, weight, targets, rows, buffer, total, None, None)
+        return total
     return _LinearCrossEntropy.apply(hidden, weight, targets)
 
 

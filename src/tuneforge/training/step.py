@@ -58,10 +58,14 @@ class CausalLMLoss(torch.nn.Module):
                          use_cache=False).last_hidden_state  # (B, T, H)
         selected = hidden[:, :-1][keep]  # (N, H)
         softcap = getattr(base.config, "final_logit_softcapping", None)
-        if self.fused and not softcap and supports_fused(head):
+        # Some families rescale logits inside their forward (Granite divides, Cohere multiplies).
+        divide = getattr(base.config, "logits_scaling", None) or 1.0
+        multiply = getattr(base.config, "logit_scale", None) or 1.0
+        plain_logits = not softcap and divide == 1.0 and multiply == 1.0
+        if self.fused and plain_logits and supports_fused(head):
             # Chunked projection + loss: the (N, V) logits are never held at once (linear_ce.py).
             return linear_cross_entropy(selected, head.weight, targets[keep]), keep.sum()
-        logits = head(selected).float()  # (N, V)
+        logits = head(selected).float() * (multiply / divide)  # (N, V)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
@@ -119,7 +123,9 @@ def optimizer_step(model, optimizer, scheduler, accelerator, max_grad_norm: floa
     if max_grad_norm is not None:
         norm = accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
         grad_norm = float(norm)
-        if not math.isfinite(grad_norm):
+        # With fp16 loss scaling an overflow is routine: the scaler skips this step and
+        # lowers its scale. Without a scaler a non-finite gradient is a real failure.
+        if not math.isfinite(grad_norm) and accelerator.scaler is None:
             optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(step, grad_norm, what="gradient norm")
     optimizer.step()
