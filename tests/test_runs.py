@@ -178,3 +178,19 @@ def test_resume_refuses_other_adapter_shape_and_missing_checkpoint(tmp_path, tin
     empty.mkdir(parents=True)
     with pytest.raises(RunFolderExists, match="no checkpoint"):
         train_from_config(make_config(tmp_path, tiny_model_dir, name="fresh"), resume=True)
+
+
+def test_pending_checkpoint_is_ignored_until_complete(tmp_path):
+    import torch
+
+    from tuneforge.training.checkpoint import latest_checkpoint, mark_complete, save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    first = save_checkpoint(tmp_path, 1, model=model, optimizer=opt, scheduler=sched, state={}, keep=1)
+    second = save_checkpoint(tmp_path, 2, model=model, optimizer=None, scheduler=sched, state={}, keep=1,
+                             pending=True)
+    assert latest_checkpoint(tmp_path) == first and first.exists()  # not pruned while step 2 is pending
+    mark_complete(second, tmp_path, keep=1)
+    assert latest_checkpoint(tmp_path) == second and not first.exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..data.types import PackedRow
-from ..training.checkpoint import gather_trainable_state, is_sharded, save_checkpoint
+from ..training.checkpoint import gather_trainable_state, is_sharded, mark_complete, save_checkpoint
 from ..training.engine import MetricsLog, RowOrder, StopSignal, split_for_process
 from ..training.step import check_finite, forward_backward, optimizer_step
 
@@ -92,13 +92,17 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list[Pack
                 run_dir, step, model=accelerator.unwrap_model(loss_model), weights=weights,
                 optimizer=None if sharded else optimizer, scheduler=scheduler, keep=settings.keep_checkpoints,
                 state={"rows_consumed": consumed, "epoch": consumed / len(rows)},
-                adapter_model=None if sharded else adapter_model,
+                adapter_model=None if sharded else adapter_model, pending=sharded,
             )
         accelerator.wait_for_everyone()
         if sharded:
             # Sharded optimizer state: each process writes its own shard (same process count to resume).
-            target = run_dir / "checkpoints" / f"step-{step:06d}" / "accelerate_state"
-            accelerator.save_state(str(target))
+            # The checkpoint counts only once every shard is written (PENDING removed).
+            folder = run_dir / "checkpoints" / f"step-{step:06d}"
+            accelerator.save_state(str(folder / "accelerate_state"))
+            accelerator.wait_for_everyone()
+            if main:
+                mark_complete(folder, run_dir, settings.keep_checkpoints)
             accelerator.wait_for_everyone()
         return path
 

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from ..fsutil import atomic_directory
 
 PREFIX = "step-"
+PENDING = "PENDING"  # present while a sharded checkpoint is still being completed
 
 
 class CheckpointMismatch(Exception):
@@ -59,7 +60,13 @@ def gather_trainable_state(accelerator, prepared_model) -> dict[str, torch.Tenso
 
 
 def save_checkpoint(run_dir: Path, step: int, *, model, optimizer, scheduler, state: dict,
-                    keep: int = 2, adapter_model=None, weights: dict[str, torch.Tensor] | None = None) -> Path:
+                    keep: int = 2, adapter_model=None, weights: dict[str, torch.Tensor] | None = None,
+                    pending: bool = False) -> Path:
+    """Write one checkpoint atomically and prune old ones.
+
+    ``pending=True`` (sharded setups) marks it incomplete until every process has
+    added its optimizer shard and `mark_complete` ran; pruning waits until then.
+    """
     root = Path(run_dir) / "checkpoints"
     final = root / f"{PREFIX}{step:06d}"
     with atomic_directory(final) as tmp:
@@ -67,22 +74,38 @@ def save_checkpoint(run_dir: Path, step: int, *, model, optimizer, scheduler, st
         if optimizer is not None:  # sharded setups save optimizer state with accelerate (see causal_lm.py)
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / "rng.pt")
+        if pending:
+            (tmp / PENDING).write_text("optimizer shards still being written\n")
         if adapter_model is not None:
             adapter_model.save_pretrained(tmp / "adapter", safe_serialization=True)
         version, internal, gauss = random.getstate()
         python_rng = [version, list(internal), gauss]
         (tmp / "state.json").write_text(json.dumps({**state, "step": step, "python_rng": python_rng}))
+    if not pending:
+        prune(run_dir, keep)
+    return final
+
+
+def mark_complete(path: Path, run_dir: Path, keep: int) -> None:
+    (Path(path) / PENDING).unlink(missing_ok=True)
+    prune(run_dir, keep)
+
+
+def prune(run_dir: Path, keep: int) -> None:
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.exists():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").exists()]
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
+             and (p / "state.json").exists() and not (p / PENDING).exists()]
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
 
@@ -106,7 +129,10 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, restore_weights:
         except ValueError as exc:
             raise CheckpointMismatch(f"checkpoint {path}: optimizer state does not fit this run: {exc}") from None
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
+    rng = torch.load(path / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     state = json.loads((path / "state.json").read_text())
     version, internal, gauss = state.pop("python_rng")
     random.setstate((version, tuple(internal), gauss))
