@@ -168,7 +168,15 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     if main:
         trained.save_pretrained(output_dir, safe_serialization=True, state_dict=full_state)
         tokenizer.save_pretrained(output_dir)
-    after = evaluate(trained, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, "after")
+    if is_sharded(accelerator):
+        # The trained model is sharded across processes: the held-out loss runs on the sharded
+        # module everywhere, generation on main with the saved (standard, unsharded) output.
+        accelerator.wait_for_everyone()
+        generator = _load_output(config, output_dir, dtype).to(accelerator.device) if main else None
+        after = evaluate(generator, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, "after",
+                         loss_module=loss_model)
+    else:
+        after = evaluate(trained, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, "after")
     if tcfg.trackers:
         accelerator.end_training()
 
@@ -208,8 +216,13 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     return RunResult(run_dir=run_dir, output_dir=output_dir, summary=summary, model=trained)
 
 
-def evaluate(model, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, label: str) -> dict:
-    """Held-out loss / perplexity and generation scores, same prompts and decoding before and after."""
+def evaluate(model, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, label: str,
+             loss_module=None) -> dict:
+    """Held-out loss / perplexity and generation scores, same prompts and decoding before and after.
+
+    ``loss_module`` (default: a loss wrapper around ``model``) computes the held-out loss on
+    every process; ``model`` generates on the main process only.
+    """
     from .eval.generation import evaluate_generation
     from .training.step import CausalLMLoss
 
@@ -217,8 +230,8 @@ def evaluate(model, tokenizer, config, eval_rows, eval_samples, pad_id, accelera
     if config.eval is None:
         return out
     if eval_rows:
-        out["metrics"].update(_heldout(CausalLMLoss(model), eval_rows, pad_id, config.training.batch_size,
-                                       accelerator))
+        loss_module = loss_module if loss_module is not None else CausalLMLoss(model)
+        out["metrics"].update(_heldout(loss_module, eval_rows, pad_id, config.training.batch_size, accelerator))
     # Generation runs on the main process only: it writes the report, and decoding
     # needs no collective, so the other processes simply wait at the next barrier.
     if eval_samples and config.eval.scorers and accelerator.is_main_process:
@@ -236,6 +249,7 @@ def evaluate(model, tokenizer, config, eval_rows, eval_samples, pad_id, accelera
 def _heldout(loss_model, rows, pad_id, batch_size, accelerator) -> dict:
     import math
 
+    from .data.types import IGNORE_INDEX, PackedRow
     from .methods.causal_lm import collate_rows
 
     from .training.checkpoint import is_sharded
@@ -250,8 +264,16 @@ def _heldout(loss_model, rows, pad_id, batch_size, accelerator) -> dict:
     mine = rows[accelerator.process_index::accelerator.num_processes]
     # Sorting by length keeps padding small: rows of similar length share a batch.
     mine = sorted(mine, key=lambda r: len(r.input_ids))
-    for i in range(0, len(mine), batch_size):
-        batch = collate_rows(mine[i:i + batch_size], pad_id)
+    batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    if is_sharded(accelerator):
+        # Sharded forwards gather parameters collectively: every process must run as many
+        # batches. Extra batches carry no loss token (all labels ignored), so they add nothing.
+        count = torch.tensor([len(batches)], device=accelerator.device)
+        most = int(accelerator.reduce(count, reduction="max").item())
+        filler = PackedRow(input_ids=[pad_id, pad_id], labels=[IGNORE_INDEX, IGNORE_INDEX], position_ids=[0, 1])
+        batches += [[filler]] * (most - len(batches))
+    for rows_of_batch in batches:
+        batch = collate_rows(rows_of_batch, pad_id)
         loss_sum, n = loss_model(batch["input_ids"].to(accelerator.device), batch["labels"].to(accelerator.device),
                                  batch["position_ids"].to(accelerator.device))
         total += torch.stack([loss_sum.double(), n.double()])
@@ -260,6 +282,19 @@ def _heldout(loss_model, rows, pad_id, batch_size, accelerator) -> dict:
     loss_model.train(was_training)
     loss = float(total[0] / total[1].clamp(min=1))
     return {"eval_loss": round(loss, 6), "eval_perplexity": round(math.exp(min(loss, 50)), 4)}
+
+
+def _load_output(config, output_dir: Path, dtype):
+    """The run's saved output as an ordinary model: base + adapter, or the full model folder."""
+    from .models.load import load_causal_lm
+
+    if config.adapter is None:
+        return load_causal_lm(str(output_dir), dtype=dtype)
+    from peft import PeftModel
+
+    base = load_causal_lm(config.model.name, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
+                          revision=config.model.revision)
+    return PeftModel.from_pretrained(base, str(output_dir))
 
 
 def _paired_samples(before: dict, after: dict, limit: int) -> list[dict]:
