@@ -9,7 +9,7 @@ import torch
 
 from conftest import chat_rows, write_jsonl
 from tuneforge.config import load_config
-from tuneforge.methods.causal_lm import TrainingInterrupted
+from tuneforge.training.loop import TrainingInterrupted
 from tuneforge.runner import RunFolderExists, train_from_config
 
 

@@ -9,7 +9,8 @@ from accelerate import Accelerator
 
 from tiny import tiny_model
 from tuneforge.data.types import IGNORE_INDEX, PackedRow
-from tuneforge.methods.causal_lm import LoopSettings, collate_rows, train_loop
+from tuneforge.methods.causal_lm import collate_rows
+from tuneforge.training.loop import LoopSettings, train_loop
 from tuneforge.training.optim import build_optimizer, build_scheduler, lr_lambda
 from tuneforge.training.step import CausalLMLoss, NonFiniteLossError
 
@@ -37,7 +38,8 @@ def run_steps(rows, *, batch_size, accum, steps=1, lr=0.5, tmp_path, seed=0):
     settings = LoopSettings(batch_size=batch_size, gradient_accumulation_steps=accum, total_steps=steps, seed=1,
                             max_grad_norm=None, save_every=None, keep_checkpoints=1, log_every=1, eval_every=None)
     result = train_loop(loss_model=loss_model, optimizer=opt, scheduler=sched, accelerator=accelerator, rows=rows,
-                        pad_id=2, settings=settings, run_dir=tmp_path, start_state={})
+                        collate=lambda rs: collate_rows(rs, 2), settings=settings, run_dir=tmp_path,
+                        start_state={})
     return model, result
 
 
@@ -45,7 +47,7 @@ def test_loss_matches_full_logits_cross_entropy():
     """Projecting only loss positions gives the same loss as HF's full-logits path."""
     rows = make_rows(4)
     model = tiny_model()
-    batch = collate_rows(rows, pad_id=2)
+    batch = collate_rows(rows, pad_id=2).inputs
     loss_sum, n = CausalLMLoss(model)(batch["input_ids"], batch["labels"], batch["position_ids"])
     logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
     ref = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
@@ -81,7 +83,7 @@ def test_per_microbatch_mean_would_differ(tmp_path):
     per_mb = []
     total_sum, total_n = 0.0, 0
     for r in rows:
-        s, n = lm(**{k: v for k, v in collate_rows([r], 2).items() if k != "real_tokens"})
+        s, n = lm(**collate_rows([r], 2).inputs)
         per_mb.append(float(s) / int(n))
         total_sum += float(s)
         total_n += int(n)
@@ -108,7 +110,7 @@ def test_nonfinite_loss_stops_with_step(tmp_path):
                             max_grad_norm=1.0, save_every=1, keep_checkpoints=5, log_every=1, eval_every=None)
     with pytest.raises(NonFiniteLossError) as info:
         train_loop(loss_model=loss_model, optimizer=opt, scheduler=sched, accelerator=accelerator, rows=rows,
-                   pad_id=2, settings=settings, run_dir=tmp_path, start_state={})
+                   collate=lambda rs: collate_rows(rs, 2), settings=settings, run_dir=tmp_path, start_state={})
     assert info.value.step == 3
     assert "step 3" in str(info.value)
     # The last good checkpoint (step 2) is kept and holds finite weights; no checkpoint of the bad step.

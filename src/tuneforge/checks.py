@@ -31,26 +31,77 @@ class CheckReport:
             raise ChecksFailed(self.errors)
 
 
-def check_config(config, *, tokenizer) -> CheckReport:
-    from .data import validate_data
+def check_config(config, *, tokenizer, method=None) -> CheckReport:
+    """Shared option checks, the model family against the method, then the method's own checks."""
+    from .methods import get_method
 
+    method = method or get_method(config.method)
     report = CheckReport()
+    _check_output_dir(config, report)
     _check_options(config, report)
-    data_report = validate_data(config.data, tokenizer)
-    report.errors.extend(data_report.problems)
-    report.warnings.extend(data_report.warnings)
-    report.facts.update({
-        "rows": data_report.rows,
-        "examples": data_report.examples,
-        "tokens": data_report.tokens,
-        "loss_tokens": data_report.loss_tokens,
-        "loss_fraction": round(data_report.loss_fraction, 4),
-        "truncated": data_report.truncated,
-    })
-    if data_report.tokens and data_report.loss_tokens == 0:
-        report.errors.append("data: no token carries a loss; check data.format and data.completion_only_loss")
-    _check_model_limits(config, tokenizer, report)
+    model_config = _read_model_config(config, report)
+    if model_config is not None:
+        kind = model_kind(model_config)
+        report.facts["model_type"] = getattr(model_config, "model_type", "?")
+        if kind not in method.model_kinds:
+            # One clear line instead of the method's data / template checks failing on the wrong model.
+            report.errors.append(_wrong_kind_message(config, method, kind, model_config))
+            return report
+    errors, warnings, facts = method.check(config, tokenizer)
+    report.errors.extend(errors)
+    report.warnings.extend(warnings)
+    report.facts.update(facts)
+    if model_config is not None:
+        _check_model_limits(config, tokenizer, model_config, report)
     return report
+
+
+def model_kind(model_config) -> str:
+    """"causal-lm", "encoder", "encoder-decoder" or "other", from the model's config alone.
+
+    Encoders (BERT, RoBERTa, MiniLM, …) are the families transformers has a masked-LM head
+    for; a few of them also register a causal-LM class, so that test comes first.
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = getattr(model_config, "model_type", None)
+    if getattr(model_config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "encoder"
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal-lm"
+    architectures = " ".join(getattr(model_config, "architectures", None) or [])
+    return "causal-lm" if "CausalLM" in architectures or "LMHeadModel" in architectures else "other"
+
+
+_KIND_NAMES = {"causal-lm": "a causal language model", "encoder": "an encoder",
+               "encoder-decoder": "an encoder-decoder model", "other": "a model of a kind tuneforge does not train"}
+
+
+def _wrong_kind_message(config, method, kind: str, model_config) -> str:
+    from .methods import get_method, method_names
+
+    needs = " or ".join(_KIND_NAMES[k] for k in method.model_kinds)
+    takers = [name for name in method_names() if kind in get_method(name).model_kinds]
+    which = (f"methods that take {_KIND_NAMES[kind]}: {', '.join(takers)}" if takers
+             else "no method takes this kind of model")
+    return (f"model.name: {config.model.name} is {_KIND_NAMES[kind]} (model_type: "
+            f"{getattr(model_config, 'model_type', '?')}); method '{config.method}' needs {needs}; {which}")
+
+
+def _check_output_dir(config, report: CheckReport) -> None:
+    from pathlib import Path
+
+    parent = Path(config.output_dir)
+    for folder in (parent, *parent.parents):
+        if folder.exists() and not folder.is_dir():
+            report.errors.append(f"output_dir: {folder} is a file, not a folder; point output_dir at a folder "
+                                 "(it is created if missing)")
+            return
 
 
 def _check_options(config, report: CheckReport) -> None:
@@ -74,20 +125,6 @@ def _check_options(config, report: CheckReport) -> None:
                 f"training.trackers: '{tracker}' is not installed; pip install {module} "
                 "(or pip install 'tuneforge[track]' for TensorBoard)"
             )
-    if config.eval is not None:
-        from .eval.scorers import resolve_scorer
-
-        for spec in config.eval.scorers:
-            try:
-                resolve_scorer(spec)
-            except (ValueError, ImportError, AttributeError, FileNotFoundError) as exc:
-                report.errors.append(f"eval.scorers: {exc}")
-        if config.data.eval is None and config.data.eval_fraction == 0 and not (
-            config.data.format == "natural_instructions"
-        ):
-            report.errors.append(
-                "eval: needs held-out data; set data.eval to a file or data.eval_fraction (e.g. 0.1)"
-            )
     if config.adapter is None and config.training.learning_rate > 1e-3:
         report.warnings.append(
             f"training.learning_rate {config.training.learning_rate} is high for full fine-tuning "
@@ -95,26 +132,28 @@ def _check_options(config, report: CheckReport) -> None:
         )
 
 
-def _check_model_limits(config, tokenizer, report: CheckReport) -> None:
-    """Read the model's config.json (no weights) for limits worth checking up front."""
+def _read_model_config(config, report: CheckReport):
+    """The model's config.json (no weights), or None with the reason added to the errors."""
     from transformers import AutoConfig
 
     from .models.load import resolve_model
 
     try:
-        model_config = AutoConfig.from_pretrained(resolve_model(config.model.name),
-                                                  trust_remote_code=config.model.trust_remote_code)
+        return AutoConfig.from_pretrained(resolve_model(config.model.name),
+                                          trust_remote_code=config.model.trust_remote_code)
     except (OSError, ValueError) as exc:
         report.errors.append(f"model.name: cannot read the model's config: {exc}")
-        return
+        return None
+
+
+def _check_model_limits(config, tokenizer, model_config, report: CheckReport) -> None:
+    """Limits in the model's config worth checking up front."""
     limit = getattr(model_config, "max_position_embeddings", None)
-    if limit and config.data.max_length > limit:
-        report.errors.append(
-            f"data.max_length: {config.data.max_length} exceeds the model's context of {limit} tokens"
-        )
+    max_length = getattr(config.data, "max_length", None)
+    if limit and max_length and max_length > limit:
+        report.errors.append(f"data.max_length: {max_length} exceeds the model's context of {limit} tokens")
     vocab = getattr(model_config, "vocab_size", None)
     if vocab and len(tokenizer) > vocab:
         report.errors.append(
             f"model: the tokenizer has {len(tokenizer)} tokens but the model only {vocab} embeddings"
         )
-    report.facts["model_type"] = getattr(model_config, "model_type", "?")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import signal
@@ -49,10 +50,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .models.load import ModelNotFoundError
     from .runner import RunFolderExists
     from .training.checkpoint import CheckpointMismatch
+    from .training.divergence import DivergenceError
     from .training.step import NonFiniteLossError
 
     return (ConfigError, DataError, ChecksFailed, ModelNotFoundError, RunFolderExists, NonFiniteLossError,
-            CheckpointMismatch, FileNotFoundError)
+            DivergenceError, CheckpointMismatch, FileNotFoundError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,7 +138,7 @@ def _cmd_train(args) -> int:
     if args.num_processes > 1 and not launched:
         return _relaunch(args, ["-m", "torch.distributed.run", "--standalone",
                                 f"--nproc_per_node={args.num_processes}"])
-    from .methods.causal_lm import TrainingInterrupted
+    from .training.loop import TrainingInterrupted
     from .runner import train_from_config
 
     try:
@@ -200,12 +202,8 @@ def _cmd_validate(args) -> int:
     except DataError as exc:
         err_console.print(f"[bold red]✗ data[/] {exc}", highlight=False)
         return 1
-    facts = report.facts
-    console.print(
-        f"[green]✓ data[/] {facts.get('rows')} rows → {facts.get('examples')} examples, {facts.get('tokens')} tokens, "
-        f"{facts.get('loss_fraction', 0):.1%} of them carry the loss"
-        + (f", {facts['truncated']} truncated" if facts.get("truncated") else "")
-    )
+    if report.facts.get("data"):
+        console.print(f"[green]✓ data[/] {report.facts['data']}", highlight=False)
     for warning in report.warnings:
         console.print(f"[yellow]! {warning}[/]", highlight=False)
     for error in report.errors:
@@ -238,7 +236,6 @@ def _cmd_eval(args) -> int:
     from .config.schema import DataConfig
     from .data import load_splits
     from .eval.generation import evaluate_generation
-    from .runner import _heldout
 
     model, tokenizer = load_for_inference(args.model, args.adapter, args.trust_remote_code)
     data_cfg = DataConfig(format=args.format, train=args.data, eval=args.data, max_length=args.max_length,
@@ -250,10 +247,14 @@ def _cmd_eval(args) -> int:
         from accelerate import Accelerator
 
         from .data import pack
+        from .methods.causal_lm import collate_rows
+        from .training.loop import heldout_mean_loss
         from .training.step import CausalLMLoss
 
-        result.update(_heldout(CausalLMLoss(model), pack(splits.eval, args.max_length, False),
-                               tokenizer.pad_token_id, args.batch_size, Accelerator(cpu=True)))
+        loss = heldout_mean_loss(CausalLMLoss(model), pack(splits.eval, args.max_length, False),
+                                 lambda rows: collate_rows(rows, tokenizer.pad_token_id), args.batch_size,
+                                 Accelerator(cpu=True))
+        result.update({"eval_loss": round(loss, 6), "eval_perplexity": round(math.exp(min(loss, 50)), 4)})
     predictions = []
     if samples:
         gen = evaluate_generation(model, tokenizer, samples, args.scorers, max_new_tokens=args.max_new_tokens,

@@ -1,19 +1,23 @@
 """One run, start to finish: checks → data → model → eval before → train → save → eval after → report.
 
-Every method goes through here; the method-specific part is the loop in
-`methods/`. Only the main process writes the run folder.
+Every method goes through this one skeleton and it names none of them: the
+method object from ``methods.get_method(config.method)`` (interface in
+``methods/base.py``) supplies the data, the model, the loss, the collate
+function, the evaluation and the output format; the loop is
+``training/loop.py``. Only the main process writes the run folder.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .config import dump_config
+from .eval.report import print_before_after, write_report
 from .training.engine import console
 
 
@@ -52,17 +56,20 @@ def resolve_run_dir(config, config_path: str | Path | None, *, resume: bool) -> 
 
 
 def train_from_config(config, *, config_path=None, resume: bool = False, run_dir: Path | None = None) -> RunResult:
-    from .checks import check_config
-    from .data import load_splits, pack
-    from .eval.report import print_before_after, write_report
-    from .methods.causal_lm import LoopSettings, train_loop
-    from .models.adapters import add_lora
-    from .models.load import count_parameters, load_causal_lm, load_tokenizer, resolve_dtype
-    from .training.checkpoint import is_sharded, latest_checkpoint, load_checkpoint
-    from .training.engine import make_accelerator, peak_memory_mb, total_steps
-    from .training.optim import build_optimizer, build_scheduler
-    from .training.step import CausalLMLoss
+    from functools import partial
 
+    from .checks import check_config
+    from .methods import get_method
+    from .methods.base import EvalContext
+    from .models.adapters import attach_adapter
+    from .models.load import count_parameters, load_tokenizer, resolve_dtype
+    from .training.checkpoint import is_sharded, latest_checkpoint, load_checkpoint
+    from .training.divergence import DivergenceWatch, divergence_hint
+    from .training.engine import make_accelerator, peak_memory_mb, total_steps
+    from .training.loop import LoopSettings, heldout_mean_loss, train_loop
+    from .training.optim import build_optimizer, build_scheduler
+
+    method = get_method(config.method)
     t_start = time.perf_counter()
     tcfg = config.training
     if tcfg.num_threads:
@@ -77,14 +84,9 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
 
     tokenizer = load_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code,
                                revision=config.model.revision)
-    report = check_config(config, tokenizer=tokenizer)
-    report.raise_if_errors()
-    splits = load_splits(config.data, tokenizer)
-    rows = pack(splits.train, config.data.max_length, config.data.packing)
-    eval_rows = pack(splits.eval, config.data.max_length, config.data.packing)
-    eval_samples = splits.eval_samples
-    if config.eval and config.eval.num_samples:
-        eval_samples = eval_samples[: config.eval.num_samples]
+    check_config(config, tokenizer=tokenizer, method=method).raise_if_errors()
+    data = method.load_data(config, tokenizer)
+    collate = partial(method.collate, tokenizer=tokenizer)
 
     # The run folder appears only once config, data and template passed their checks,
     # so a rejected config never leaves a folder that blocks the corrected rerun.
@@ -98,32 +100,30 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
 
     set_seed(tcfg.seed)
     dtype = resolve_dtype(config.model.dtype, accelerator.device)
-    model = load_causal_lm(config.model.name, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
-                           revision=config.model.revision, attn_implementation=config.model.attn_implementation)
+    model = method.build_model(config, data, dtype=dtype)
     model.to(accelerator.device)
-    pad_id = tokenizer.pad_token_id
 
     before = _load_json(run_dir / "before.json") if resume else None
     if before is None:
-        before = evaluate(model, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, "before")
+        before = method.evaluate(model, EvalContext(config, tokenizer, data, accelerator, "before"))
         if main:
             _save_json(run_dir / "before.json", before)
 
     adapter_model = None
     if config.adapter is not None:
-        a = config.adapter
-        model = add_lora(model, r=a.r, alpha=a.alpha, dropout=a.dropout, target_modules=a.target_modules,
-                         use_rslora=a.use_rslora, use_dora=a.use_dora)
+        model = attach_adapter(model, config.adapter, task_type=method.peft_task_type)
         adapter_model = model
     if tcfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trainable, total = count_parameters(model)
+    chance = method.chance_loss(config, model, data)
 
-    loss_model = CausalLMLoss(model)
+    loss_model = method.loss_module(model)
     optimizer = build_optimizer(loss_model, learning_rate=tcfg.learning_rate, weight_decay=tcfg.weight_decay,
                                 betas=tuple(tcfg.adam_betas), eps=tcfg.adam_epsilon)
     world = accelerator.num_processes
     global_batch = tcfg.batch_size * tcfg.gradient_accumulation_steps * world
+    rows = data.train
     steps = total_steps(len(rows), global_batch, tcfg.epochs, tcfg.max_steps)
     warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else int(tcfg.warmup_ratio * steps)
     scheduler = build_scheduler(optimizer, kind=tcfg.scheduler, warmup_steps=warmup, total_steps=steps)
@@ -144,20 +144,23 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         accelerator.init_trackers(run_dir.name, config=config.model_dump(mode="json"))
 
     def periodic_eval():
-        return _heldout(loss_model, eval_rows, pad_id, tcfg.batch_size, accelerator)
+        loss = heldout_mean_loss(loss_model, data.eval, collate, tcfg.batch_size, accelerator)
+        return method.periodic_metrics(loss)
 
     settings = LoopSettings(
         batch_size=tcfg.batch_size, gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
         total_steps=steps, seed=tcfg.seed, max_grad_norm=tcfg.max_grad_norm, save_every=tcfg.save_every,
         keep_checkpoints=tcfg.keep_checkpoints, log_every=tcfg.log_every, eval_every=tcfg.eval_every,
     )
+    watch = DivergenceWatch(chance_loss=chance, mode=tcfg.on_divergence, console=console if main else None,
+                            hint=divergence_hint(tcfg.learning_rate, tcfg.max_grad_norm, config.adapter is None))
     console.print(
         f"[bold]{config.method}[/] on {len(rows)} rows ({sum(len(r.input_ids) for r in rows)} tokens), "
         f"{steps} steps of {global_batch} rows; trainable {trainable:,} / {total:,} parameters"
     )
     result = train_loop(loss_model=loss_model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
-                        rows=rows, pad_id=pad_id, settings=settings, run_dir=run_dir, start_state=start_state,
-                        adapter_model=adapter_model, eval_fn=periodic_eval if eval_rows else None)
+                        rows=rows, collate=collate, settings=settings, run_dir=run_dir, start_state=start_state,
+                        adapter_model=adapter_model, eval_fn=periodic_eval if data.eval else None, watch=watch)
 
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(loss_model).model
@@ -166,17 +169,17 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     if is_sharded(accelerator):  # gather the sharded weights (collective) into one standard folder
         full_state = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(loss_model).items()}
     if main:
-        trained.save_pretrained(output_dir, safe_serialization=True, state_dict=full_state)
-        tokenizer.save_pretrained(output_dir)
+        method.save(trained, output_dir, tokenizer, state_dict=full_state)
+    after_ctx = EvalContext(config, tokenizer, data, accelerator, "after")
     if is_sharded(accelerator):
         # The trained model is sharded across processes: the held-out loss runs on the sharded
-        # module everywhere, generation on main with the saved (standard, unsharded) output.
+        # module everywhere, the rest on main with the saved (standard, unsharded) output.
         accelerator.wait_for_everyone()
-        generator = _load_output(config, output_dir, dtype).to(accelerator.device) if main else None
-        after = evaluate(generator, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, "after",
-                         loss_module=loss_model)
+        after_ctx.loss_module = loss_model
+        reloaded = method.load_output(config, output_dir, dtype=dtype).to(accelerator.device) if main else None
+        after = method.evaluate(reloaded, after_ctx)
     else:
-        after = evaluate(trained, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, "after")
+        after = method.evaluate(trained, after_ctx)
     if tcfg.trackers:
         accelerator.end_training()
 
@@ -186,7 +189,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         "train": {
             "tokens_per_second": round(result.tokens / max(result.wall_seconds, 1e-9), 2),
             "tokens": result.tokens,
-            "loss_tokens": result.loss_tokens,
+            method.count_name: result.count,
             "steps": result.steps,
             "final_loss": result.final_loss,
             "trainable_parameters": trainable,
@@ -202,12 +205,13 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
             "adapter": config.adapter.type if config.adapter else None, "output": str(output_dir),
         },
     }
-    field_errors = {k: v["field_errors"] for k, v in (("before", before), ("after", after)) if v.get("field_errors")}
-    if field_errors:
-        summary["field_errors"] = field_errors
+    if watch.warning:
+        summary["train"]["divergence_warning"] = watch.warning
+    summary.update(_report_extras(before, after))
     if main:
         _save_json(run_dir / "summary.json", summary)
-        samples = _paired_samples(before, after, config.eval.samples_in_report if config.eval else 0)
+        limit = config.eval.samples_in_report if config.eval else 0
+        samples = _paired_samples(before, after, limit)
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
         report_path = write_report(run_dir, summary=summary, metrics=metrics, samples=samples,
                                    config_text=dump_config(config))
@@ -216,85 +220,26 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     return RunResult(run_dir=run_dir, output_dir=output_dir, summary=summary, model=trained)
 
 
-def evaluate(model, tokenizer, config, eval_rows, eval_samples, pad_id, accelerator, label: str,
-             loss_module=None) -> dict:
-    """Held-out loss / perplexity and generation scores, same prompts and decoding before and after.
-
-    ``loss_module`` (default: a loss wrapper around ``model``) computes the held-out loss on
-    every process; ``model`` generates on the main process only.
-    """
-    from .eval.generation import evaluate_generation
-    from .training.step import CausalLMLoss
-
-    out: dict = {"metrics": {}, "samples": []}
-    if config.eval is None:
-        return out
-    if eval_rows:
-        loss_module = loss_module if loss_module is not None else CausalLMLoss(model)
-        out["metrics"].update(_heldout(loss_module, eval_rows, pad_id, config.training.batch_size, accelerator))
-    # Generation runs on the main process only: it writes the report, and decoding
-    # needs no collective, so the other processes simply wait at the next barrier.
-    if eval_samples and config.eval.scorers and accelerator.is_main_process:
-        console.print(f"Generating for {len(eval_samples)} held-out prompts ({label})…")
-        result = evaluate_generation(model, tokenizer, eval_samples, config.eval.scorers,
-                                     max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size)
-        out["metrics"].update(result.scores)
-        out["samples"] = [asdict(sample) for sample in result.samples]
-        if result.field_errors:
-            out["field_errors"] = result.field_errors
-    return out
-
-
-@torch.no_grad()
-def _heldout(loss_model, rows, pad_id, batch_size, accelerator) -> dict:
-    import math
-
-    from .data.types import IGNORE_INDEX, PackedRow
-    from .methods.causal_lm import collate_rows
-
-    from .training.checkpoint import is_sharded
-
-    # No gradients here, so a DDP wrapper is not needed, and skipping it avoids its per-forward
-    # collectives (buffer broadcast) when processes hold different numbers of eval batches.
-    if not is_sharded(accelerator):
-        loss_model = accelerator.unwrap_model(loss_model)
-    was_training = loss_model.training
-    loss_model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-    mine = rows[accelerator.process_index::accelerator.num_processes]
-    # Sorting by length keeps padding small: rows of similar length share a batch.
-    mine = sorted(mine, key=lambda r: len(r.input_ids))
-    batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
-    if is_sharded(accelerator):
-        # Sharded forwards gather parameters collectively: every process must run as many
-        # batches. Extra batches carry no loss token (all labels ignored), so they add nothing.
-        count = torch.tensor([len(batches)], device=accelerator.device)
-        most = int(accelerator.reduce(count, reduction="max").item())
-        filler = PackedRow(input_ids=[pad_id, pad_id], labels=[IGNORE_INDEX, IGNORE_INDEX], position_ids=[0, 1])
-        batches += [[filler]] * (most - len(batches))
-    for rows_of_batch in batches:
-        batch = collate_rows(rows_of_batch, pad_id)
-        loss_sum, n = loss_model(batch["input_ids"].to(accelerator.device), batch["labels"].to(accelerator.device),
-                                 batch["position_ids"].to(accelerator.device))
-        total += torch.stack([loss_sum.double(), n.double()])
-    if accelerator.num_processes > 1:
-        total = accelerator.reduce(total, reduction="sum")
-    loss_model.train(was_training)
-    loss = float(total[0] / total[1].clamp(min=1))
-    return {"eval_loss": round(loss, 6), "eval_perplexity": round(math.exp(min(loss, 50)), 4)}
-
-
-def _load_output(config, output_dir: Path, dtype):
-    """The run's saved output as an ordinary model: base + adapter, or the full model folder."""
-    from .models.load import load_causal_lm
-
-    if config.adapter is None:
-        return load_causal_lm(str(output_dir), dtype=dtype)
-    from peft import PeftModel
-
-    base = load_causal_lm(config.model.name, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
-                          revision=config.model.revision)
-    return PeftModel.from_pretrained(base, str(output_dir))
+def _report_extras(before: dict, after: dict) -> dict:
+    """What evaluations returned beyond metrics and samples, shaped for summary.json and the report."""
+    extras: dict = {}
+    field_errors = {k: v["field_errors"] for k, v in (("before", before), ("after", after)) if v.get("field_errors")}
+    if field_errors:
+        extras["field_errors"] = field_errors
+    baselines = {**before.get("baselines", {}), **after.get("baselines", {})}
+    if baselines:
+        extras["baselines"] = baselines
+    matrices: dict = {}
+    for side, result in (("before", before), ("after", after)):
+        for title, matrix in (result.get("matrices") or {}).items():
+            matrices.setdefault(title, {"labels": matrix["labels"]})[side] = matrix["values"]
+    if matrices:
+        extras["matrices"] = matrices
+    tables = {f"{title} ({side})": table for side, result in (("before", before), ("after", after))
+              for title, table in (result.get("tables") or {}).items()}
+    if tables:
+        extras["tables"] = tables
+    return extras
 
 
 def _paired_samples(before: dict, after: dict, limit: int) -> list[dict]:

@@ -1,20 +1,13 @@
-"""Validated run configs: ``load_config(path, overrides)`` → a CptConfig / SftConfig."""
+"""Validated run configs: ``load_config(path, overrides)`` → the method's config object.
+
+The shared sections are here (``schema.py``); each method's run config class is
+in its folder under ``methods/`` and is found through ``methods/registry.py``.
+"""
 
 from .loader import ConfigError, dump_config, load_config, parse_overrides, validate_dict
-from .schema import (
-    METHODS,
-    CptConfig,
-    DataConfig,
-    EvalConfig,
-    LoraConfig,
-    ModelConfig,
-    RunConfig,
-    SftConfig,
-    TrainingConfig,
-)
+from .schema import DataConfig, EvalConfig, LoraConfig, ModelConfig, RunBase, TrainingConfig
 
 __all__ = [
-    "METHODS", "ConfigError", "CptConfig", "DataConfig", "EvalConfig", "LoraConfig", "ModelConfig",
-    "RunConfig", "SftConfig", "TrainingConfig", "dump_config", "load_config", "parse_overrides",
-    "validate_dict",
+    "ConfigError", "DataConfig", "EvalConfig", "LoraConfig", "ModelConfig", "RunBase", "TrainingConfig",
+    "dump_config", "load_config", "parse_overrides", "validate_dict",
 ]

@@ -8,11 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, TypeAdapter, ValidationError
-
-from .schema import METHODS, RunConfig
-
-_ADAPTER = TypeAdapter(RunConfig)
+from pydantic import BaseModel, ValidationError
 
 
 class ConfigError(Exception):
@@ -98,25 +94,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def validate_dict(raw: dict, source: str = "config"):
+    """Validate against the config class the registry gives for ``raw["method"]``."""
+    from ..methods.registry import config_class, method_names
+
+    names = method_names()
     method = raw.get("method")
     if method is None:
-        raise ConfigError([f"missing key 'method': one of {', '.join(METHODS)}"], source)
-    if method not in METHODS:
-        raise ConfigError([f"method: unknown method '{method}'{_suggest(str(method), METHODS)}; "
-                           f"choose one of {', '.join(METHODS)}"], source)
+        raise ConfigError([f"missing key 'method': one of {', '.join(names)}"], source)
+    if method not in names:
+        raise ConfigError([f"method: unknown method '{method}'{_suggest(str(method), names)}; "
+                           f"choose one of {', '.join(names)}"], source)
+    model_cls = config_class(method)
     try:
-        return _ADAPTER.validate_python(raw)
+        return model_cls.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, raw), source) from None
+        raise ConfigError(_explain(exc, model_cls), source) from None
 
 
-def _explain(exc: ValidationError, raw: dict) -> list[str]:
-    from . import schema
-
-    model_cls = {"cpt": schema.CptConfig, "sft": schema.SftConfig}[raw["method"]]
+def _explain(exc: ValidationError, model_cls: type[BaseModel]) -> list[str]:
     problems = []
     for err in exc.errors():
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p in METHODS)]
+        loc = list(err["loc"])
         key = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             parent_cls = _section_class(model_cls, loc[:-1])

@@ -1,4 +1,8 @@
-"""The config schema: pydantic v2 sections, one run config per method.
+"""The config sections every method shares: pydantic v2, unknown keys forbidden.
+
+Each method's own run config (``method: cpt`` → ``CptConfig``, ...) lives in
+its folder under ``methods/`` and extends :class:`RunBase`; the registry
+(``methods/registry.py``) maps the ``method:`` value to it.
 
 Every section forbids unknown keys (a misspelt key is an error with a
 suggestion, never silently ignored) and no validator rewrites what the user
@@ -99,6 +103,10 @@ class TrainingConfig(Section):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     warmup_steps: int | None = Field(None, ge=0, description="Overrides warmup_ratio when set.")
     max_grad_norm: float | None = Field(1.0, gt=0)
+    on_divergence: Literal["stop", "warn", "off"] = Field(
+        "stop", description="When the training loss climbs far above its start or to the chance level "
+        "(the model is being destroyed, usually by too high a learning rate): stop, warn, or do nothing."
+    )
     seed: int = 42
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
@@ -140,37 +148,3 @@ class RunBase(Section):
         if value is not None and ("/" in value or value in {"", ".", ".."}):
             raise ValueError("must be a plain folder name (no '/'); use output_dir for the parent")
         return value
-
-
-class CptConfig(RunBase):
-    """Continued pretraining: next-token loss on every token of raw text."""
-
-    method: Literal["cpt"]
-
-    @model_validator(mode="after")
-    def _text_only(self) -> "CptConfig":
-        if self.data.format != "text":
-            raise ValueError(
-                f"method 'cpt' trains on raw text: set data.format to 'text' (got '{self.data.format}'); "
-                "for prompt/response data use method 'sft'"
-            )
-        return self
-
-
-class SftConfig(RunBase):
-    """Supervised / instruction fine-tuning: loss on completions."""
-
-    method: Literal["sft"]
-
-    @model_validator(mode="after")
-    def _not_text(self) -> "SftConfig":
-        if self.data.format == "text":
-            raise ValueError(
-                "method 'sft' needs prompts and completions: data.format 'text' is raw text, "
-                "use method 'cpt' for it, or 'prompt_completion' / 'chat' / 'natural_instructions'"
-            )
-        return self
-
-
-RunConfig = Annotated[Union[CptConfig, SftConfig], Field(discriminator="method")]
-METHODS = ("cpt", "sft")

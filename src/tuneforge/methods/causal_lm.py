@@ -1,141 +1,158 @@
-"""The training loop shared by continued pretraining (`cpt`) and SFT (`sft`).
+"""Next-token prediction on a causal LM: the recipe shared by `cpt` and `sft`.
 
 Both minimise next-token cross-entropy; they differ only in which tokens carry
 a loss (every token for raw text, completions / assistant turns for SFT), and
-that is decided by the data pipeline's labels. The loop reads top to bottom:
-take the next global batch, forward/backward (token-weighted), step, log,
-maybe evaluate, maybe checkpoint.
+that is decided by the data pipeline's labels, so one recipe serves both and
+each method folder (``methods/cpt``, ``methods/sft``) only brings its config.
+
+Evaluation: held-out loss and perplexity with the training loss itself, and
+greedy generation for held-out prompts scored by ``eval.scorers`` (main process
+only; same prompts and decoding before and after).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from ..data.types import PackedRow
-from ..training.checkpoint import gather_trainable_state, is_sharded, mark_complete, save_checkpoint
-from ..training.engine import MetricsLog, RowOrder, StopSignal, split_for_process
-from ..training.step import check_finite, forward_backward, optimizer_step
+from .base import CAUSAL_LM, Batch, EvalContext, MethodData
 
 
-class TrainingInterrupted(Exception):
-    def __init__(self, signal_name: str, checkpoint: Path | None):
-        self.signal_name = signal_name
-        self.checkpoint = checkpoint
-        super().__init__(f"stopped by {signal_name}; checkpoint at {checkpoint}")
-
-
-@dataclass
-class LoopSettings:
-    batch_size: int
-    gradient_accumulation_steps: int
-    total_steps: int
-    seed: int
-    max_grad_norm: float | None
-    save_every: int | None
-    keep_checkpoints: int
-    log_every: int
-    eval_every: int | None
-
-
-@dataclass
-class LoopResult:
-    steps: int
-    tokens: int
-    loss_tokens: int
-    wall_seconds: float
-    final_loss: float | None
-    history: list[dict] = field(default_factory=list)
-
-
-def _any_process(accelerator, flag: bool) -> bool:
-    """True on every process when any process has the flag: all take the same branch next."""
-    if accelerator.num_processes == 1:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(value, reduction="sum").item() > 0)
-
-
-def collate_rows(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_rows(rows: list[PackedRow], pad_id: int) -> Batch:
+    """Packed rows → a right-padded batch; the count is the loss tokens after the shift."""
     from ..data.collate import collate
+    from ..training.step import count_loss_tokens
 
-    batch = collate(rows, pad_id)
-    batch["real_tokens"] = torch.tensor(sum(len(r.input_ids) for r in rows))
-    return batch
+    tensors = collate(rows, pad_id)
+    return Batch(inputs=tensors, count=count_loss_tokens(tensors["labels"]),
+                 tokens=sum(len(r.input_ids) for r in rows))
 
 
-def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list[PackedRow], pad_id: int,
-               settings: LoopSettings, run_dir: Path, start_state: dict, adapter_model=None,
-               eval_fn=None) -> LoopResult:
-    """Train until ``settings.total_steps``; resume from ``start_state`` (step, rows_consumed)."""
-    world, rank = accelerator.num_processes, accelerator.process_index
-    order = RowOrder(len(rows), settings.seed)
-    global_batch = settings.batch_size * settings.gradient_accumulation_steps * world
-    step = int(start_state.get("step", 0))
-    consumed = int(start_state.get("rows_consumed", 0))
-    tokens = loss_tokens = 0
-    last_loss = None
-    history: list[dict] = []
-    main = accelerator.is_main_process
+@dataclass(frozen=True)
+class CausalLM:
+    name: str
+    config_class: type
+    model_kinds: tuple[str, ...] = (CAUSAL_LM,)
+    peft_task_type: str = "CAUSAL_LM"
+    count_name: str = "loss_tokens"
 
-    sharded = is_sharded(accelerator)
+    # ------------------------------------------------------------------ checks and data
 
-    def checkpoint() -> Path | None:
-        accelerator.wait_for_everyone()
-        weights = gather_trainable_state(accelerator, loss_model)  # collective under FSDP / DeepSpeed
-        path = None
-        if main:
-            path = save_checkpoint(
-                run_dir, step, model=accelerator.unwrap_model(loss_model), weights=weights,
-                optimizer=None if sharded else optimizer, scheduler=scheduler, keep=settings.keep_checkpoints,
-                state={"rows_consumed": consumed, "epoch": consumed / len(rows)},
-                adapter_model=None if sharded else adapter_model, pending=sharded,
-            )
-        accelerator.wait_for_everyone()
-        if sharded:
-            # Sharded optimizer state: each process writes its own shard (same process count to resume).
-            # The checkpoint counts only once every shard is written (PENDING removed).
-            folder = run_dir / "checkpoints" / f"step-{step:06d}"
-            accelerator.save_state(str(folder / "accelerate_state"))
-            accelerator.wait_for_everyone()
-            if main:
-                mark_complete(folder, run_dir, settings.keep_checkpoints)
-            accelerator.wait_for_everyone()
-        return path
+    def check(self, config, tokenizer) -> tuple[list[str], list[str], dict]:
+        from ..data import validate_data
 
-    started = time.perf_counter()
-    loss_model.train()
-    log = MetricsLog(run_dir / "metrics.jsonl", total_steps=settings.total_steps, start_step=step,
-                     accelerator=accelerator, enabled=main)
-    with StopSignal() as stop, log:
-        while step < settings.total_steps:
-            indices = order.take(consumed, global_batch)
-            micro = [collate_rows([rows[i] for i in mb], pad_id)
-                     for mb in split_for_process(indices, rank, world, settings.batch_size)]
-            stats = forward_backward(loss_model, micro, accelerator)
-            check_finite(stats.loss, step + 1)
-            grad_norm = optimizer_step(loss_model, optimizer, scheduler, accelerator, settings.max_grad_norm,
-                                       step=step + 1)
-            step += 1
-            consumed += global_batch
-            tokens += stats.tokens
-            loss_tokens += stats.loss_tokens
-            last_loss = stats.loss
-            record = {"step": step, "loss": round(stats.loss, 6), "lr": scheduler.get_last_lr()[0],
-                      "grad_norm": round(grad_norm, 6), "tokens": stats.tokens,
-                      "epoch": round(consumed / len(rows), 4)}
-            history.append(record)
-            if step % settings.log_every == 0 or step == settings.total_steps:
-                log.log(dict(record))
-            if eval_fn is not None and settings.eval_every and step % settings.eval_every == 0:
-                log.log({"step": step, **eval_fn()}, advance=False)
-                loss_model.train()
-            if _any_process(accelerator, stop.requested is not None):
-                raise TrainingInterrupted(stop.requested or "a stop signal on another process", checkpoint())
-            if settings.save_every and step % settings.save_every == 0 and step < settings.total_steps:
-                checkpoint()
-    return LoopResult(steps=step, tokens=tokens, loss_tokens=loss_tokens,
-                      wall_seconds=time.perf_counter() - started, final_loss=last_loss, history=history)
+        errors: list[str] = []
+        data_report = validate_data(config.data, tokenizer)
+        errors.extend(data_report.problems)
+        facts = {
+            "rows": data_report.rows, "examples": data_report.examples, "tokens": data_report.tokens,
+            "loss_tokens": data_report.loss_tokens, "loss_fraction": round(data_report.loss_fraction, 4),
+            "truncated": data_report.truncated,
+            "data": (f"{data_report.rows} rows → {data_report.examples} examples, {data_report.tokens} tokens, "
+                     f"{data_report.loss_fraction:.1%} of them carry the loss"
+                     + (f", {data_report.truncated} truncated" if data_report.truncated else "")),
+        }
+        if data_report.tokens and data_report.loss_tokens == 0:
+            errors.append("data: no token carries a loss; check data.format and data.completion_only_loss")
+        if config.eval is not None:
+            from ..eval.scorers import resolve_scorer
+
+            for spec in config.eval.scorers:
+                try:
+                    resolve_scorer(spec)
+                except (ValueError, ImportError, AttributeError, FileNotFoundError) as exc:
+                    errors.append(f"eval.scorers: {exc}")
+            if config.data.eval is None and config.data.eval_fraction == 0 and not (
+                config.data.format == "natural_instructions"
+            ):
+                errors.append("eval: needs held-out data; set data.eval to a file or data.eval_fraction (e.g. 0.1)")
+        return errors, list(data_report.warnings), facts
+
+    def load_data(self, config, tokenizer) -> MethodData:
+        from ..data import load_splits, pack
+
+        splits = load_splits(config.data, tokenizer)
+        samples = splits.eval_samples
+        if config.eval and config.eval.num_samples:
+            samples = samples[: config.eval.num_samples]
+        train = pack(splits.train, config.data.max_length, config.data.packing)
+        held = pack(splits.eval, config.data.max_length, config.data.packing)
+        return MethodData(train=train, eval=held, extra={"samples": samples},
+                          facts={"rows": len(train), "tokens": sum(len(r.input_ids) for r in train)})
+
+    # ------------------------------------------------------------------ model and loss
+
+    def build_model(self, config, data: MethodData, *, dtype: torch.dtype) -> torch.nn.Module:
+        from ..models.load import load_causal_lm
+
+        m = config.model
+        return load_causal_lm(m.name, dtype=dtype, trust_remote_code=m.trust_remote_code, revision=m.revision,
+                              attn_implementation=m.attn_implementation)
+
+    def loss_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        from ..training.step import CausalLMLoss
+
+        return CausalLMLoss(model)
+
+    def collate(self, rows: list[PackedRow], tokenizer) -> Batch:
+        return collate_rows(rows, tokenizer.pad_token_id)
+
+    def chance_loss(self, config, model, data) -> float | None:
+        head = model.get_output_embeddings()
+        vocab = head.weight.shape[0] if head is not None else getattr(model.config, "vocab_size", None)
+        return math.log(vocab) if vocab else None
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, model, ctx: EvalContext) -> dict:
+        from ..eval.generation import evaluate_generation
+        from ..training.engine import console
+        from ..training.loop import heldout_mean_loss
+        from ..training.step import CausalLMLoss
+
+        config = ctx.config
+        out: dict = {"metrics": {}, "samples": []}
+        if config.eval is None:
+            return out
+        if ctx.data.eval:
+            loss_module = ctx.loss_module if ctx.loss_module is not None else CausalLMLoss(model)
+            loss = heldout_mean_loss(loss_module, ctx.data.eval, lambda rows: self.collate(rows, ctx.tokenizer),
+                                     config.training.batch_size, ctx.accelerator)
+            out["metrics"].update({"eval_loss": round(loss, 6), "eval_perplexity": round(math.exp(min(loss, 50)), 4)})
+        samples = ctx.data.extra.get("samples") or []
+        # Generation runs on the main process only: it writes the report, and decoding
+        # needs no collective, so the other processes simply wait at the next barrier.
+        if samples and config.eval.scorers and ctx.accelerator.is_main_process:
+            console.print(f"Generating for {len(samples)} held-out prompts ({ctx.label})…")
+            result = evaluate_generation(model, ctx.tokenizer, samples, config.eval.scorers,
+                                         max_new_tokens=config.eval.max_new_tokens,
+                                         batch_size=config.eval.batch_size)
+            out["metrics"].update(result.scores)
+            out["samples"] = [asdict(sample) for sample in result.samples]
+            if result.field_errors:
+                out["field_errors"] = result.field_errors
+        return out
+
+    def periodic_metrics(self, loss: float) -> dict:
+        return {"eval_loss": round(loss, 6), "eval_perplexity": round(math.exp(min(loss, 50)), 4)}
+
+    # ------------------------------------------------------------------ output
+
+    def save(self, model, output_dir: Path, tokenizer, *, state_dict=None) -> None:
+        model.save_pretrained(output_dir, safe_serialization=True, state_dict=state_dict)
+        tokenizer.save_pretrained(output_dir)
+
+    def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
+        from ..models.load import load_causal_lm
+
+        if config.adapter is None:
+            return load_causal_lm(str(output_dir), dtype=dtype)
+        from peft import PeftModel
+
+        base = load_causal_lm(config.model.name, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
+                              revision=config.model.revision)
+        return PeftModel.from_pretrained(base, str(output_dir))

@@ -11,8 +11,20 @@ from __future__ import annotations
 import torch
 
 
+def attach_adapter(model: torch.nn.Module, adapter_config, *, task_type: str = "CAUSAL_LM"):
+    """Wrap ``model`` with the adapter the config's ``adapter:`` section describes.
+
+    ``task_type`` is peft's TaskType name (the method's ``peft_task_type``); for
+    ``SEQ_CLS`` peft also trains and saves the new label head (``modules_to_save``).
+    """
+    a = adapter_config
+    return add_lora(model, r=a.r, alpha=a.alpha, dropout=a.dropout, target_modules=a.target_modules,
+                    use_rslora=a.use_rslora, use_dora=a.use_dora, task_type=task_type)
+
+
 def add_lora(model: torch.nn.Module, *, r: int, alpha: float, dropout: float,
-             target_modules: list[str] | str, use_rslora: bool = False, use_dora: bool = False):
+             target_modules: list[str] | str, use_rslora: bool = False, use_dora: bool = False,
+             task_type: str = "CAUSAL_LM"):
     """Return a `peft.PeftModel` wrapping ``model``.
 
     Note: peft injects the adapter layers into ``model`` in place, so the
@@ -21,7 +33,7 @@ def add_lora(model: torch.nn.Module, *, r: int, alpha: float, dropout: float,
     from peft import LoraConfig, TaskType, get_peft_model
 
     config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType[task_type],
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,

@@ -1,9 +1,13 @@
 """The two verbs every method shares: `forward_backward` and `optimizer_step`.
 
-Gradient accumulation is token-weighted: the summed loss of each micro-batch
-is divided by the number of loss tokens in the *whole* accumulated batch (all
-micro-batches, all processes), so batch 8 × 1 step and batch 1 × 8
-accumulation give the same update (cf. transformers PR #34191).
+Gradient accumulation is count-weighted: the summed loss of each micro-batch
+is divided by the count (loss tokens for language modelling, examples for
+classification) of the *whole* accumulated batch (all micro-batches, all
+processes), so batch 8 × 1 step and batch 1 × 8 accumulation give the same
+update (cf. transformers PR #34191).
+
+`CausalLMLoss` is here rather than under one method because every method that
+trains next-token prediction (cpt, sft, and later DPO's policy) shares it.
 """
 
 from __future__ import annotations
@@ -72,45 +76,47 @@ class CausalLMLoss(torch.nn.Module):
         return loss_sum, keep.sum()
 
 
-def count_loss_tokens(batch: dict[str, torch.Tensor]) -> int:
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+def count_loss_tokens(labels: torch.Tensor) -> int:
+    """Positions that carry a loss once labels are shifted (labels[:, 0] is never a target)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 @dataclass
 class StepStats:
-    loss: float  # token-weighted mean over the accumulated batch (all processes)
-    loss_tokens: int  # loss tokens in the accumulated batch (all processes)
+    loss: float  # count-weighted mean over the accumulated batch (all processes)
+    count: int  # what the loss is normalised by (loss tokens or examples), accumulated batch, all processes
     tokens: int  # real (non-padding) tokens in the accumulated batch (all processes)
 
 
-def forward_backward(loss_model, micro_batches: list[dict], accelerator) -> StepStats:
-    """Run forward and backward over one accumulated batch; gradients are summed in place."""
+def forward_backward(loss_model, micro_batches: list, accelerator) -> StepStats:
+    """Run forward and backward over one accumulated batch; gradients are summed in place.
+
+    ``micro_batches`` are ``methods.base.Batch`` objects: ``loss_model(**batch.inputs)``
+    returns (summed loss, count) and ``batch.count`` is known before the forward, so
+    every micro-batch can be scaled by the count of the whole accumulated batch.
+    """
     device = accelerator.device
-    local = torch.tensor(
-        [sum(count_loss_tokens(mb) for mb in micro_batches),
-         sum(int(mb.get("real_tokens", mb["input_ids"].numel())) for mb in micro_batches)],
-        dtype=torch.float64, device=device,
-    )
+    local = torch.tensor([sum(mb.count for mb in micro_batches), sum(mb.tokens for mb in micro_batches)],
+                         dtype=torch.float64, device=device)
     totals = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
-    total_loss_tokens = max(int(totals[0].item()), 1)
+    total_count = max(int(totals[0].item()), 1)
     # DDP averages gradients over processes; scaling by the process count turns that
-    # average back into the sum that token-weighting needs.
-    scale = accelerator.num_processes / total_loss_tokens
+    # average back into the sum that count-weighting needs.
+    scale = accelerator.num_processes / total_count
     summed = torch.zeros((), dtype=torch.float64, device=device)
     # accelerate's backward divides the loss by its gradient_accumulation_steps (DeepSpeed's
-    # engine does the same); undo that, since the token-weighted scale above is already exact.
+    # engine does the same); undo that, since the count-weighted scale above is already exact.
     scale *= accelerator.gradient_accumulation_steps
     for mb in micro_batches:
         # `accumulate` skips the gradient all-reduce until the last micro-batch (DDP no_sync,
         # FSDP / DeepSpeed equivalents) when gradient_accumulation_steps == len(micro_batches).
         with accelerator.accumulate(loss_model):
-            loss_sum, _ = loss_model(mb["input_ids"].to(device), mb["labels"].to(device),
-                                     mb["position_ids"].to(device))
+            loss_sum, _ = loss_model(**{k: v.to(device) for k, v in mb.inputs.items()})
             accelerator.backward(loss_sum * scale)
         summed += loss_sum.detach().double()
     if accelerator.num_processes > 1:
         summed = accelerator.reduce(summed, reduction="sum")
-    return StepStats(loss=float(summed.item()) / total_loss_tokens, loss_tokens=int(totals[0].item()),
+    return StepStats(loss=float(summed.item()) / total_count, count=int(totals[0].item()),
                      tokens=int(totals[1].item()))
 
 

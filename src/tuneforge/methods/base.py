@@ -1,0 +1,107 @@
+"""The method interface: what a folder under ``methods/`` supplies to the runner.
+
+The runner (``runner.py``) runs every method through one skeleton:
+
+    checks → data → run folder → model → evaluate "before" → adapter →
+    train (shared loop) → save → evaluate "after" → summary + report
+
+and calls the method at each step through the :class:`Method` protocol below.
+Nothing here is a base class to inherit from (STYLE.md: no implementation
+inheritance); a method is any object with these attributes, usually a small
+frozen dataclass instance named ``METHOD`` in ``methods/<name>/recipe.py``.
+
+The loss contract is what keeps gradient accumulation and DDP exact for every
+method: ``loss_module(**batch.inputs)`` returns ``(summed_loss, count)`` and
+the shared ``training.step.forward_backward`` divides the sum by the count of
+the *whole* accumulated batch over all processes (``Batch.count``, known
+before the forward). Token-weighted methods count loss tokens, example-weighted
+ones count examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+# Model families a method can declare it accepts (``Method.model_kinds``); see checks.model_kind.
+CAUSAL_LM = "causal-lm"
+ENCODER = "encoder"
+
+
+@dataclass
+class Batch:
+    """One micro-batch: tensors for ``loss_module(**inputs)`` and the counts the engine needs."""
+
+    inputs: dict[str, torch.Tensor]
+    count: int  # what the summed loss is normalised by: loss tokens, or examples
+    tokens: int  # real (non-padding) tokens, for throughput
+
+
+@dataclass
+class MethodData:
+    """A method's prepared data: training rows, held-out rows, and anything its evaluation needs."""
+
+    train: list  # rows the collate function turns into batches (any type; must have ``input_ids``)
+    eval: list
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. generation samples, the label set
+    facts: dict[str, Any] = field(default_factory=dict)  # printed by validate / train (rows, tokens, ...)
+
+
+@dataclass
+class EvalContext:
+    """What an evaluation may use; the same object "before" and "after" training."""
+
+    config: Any
+    tokenizer: Any
+    data: MethodData
+    accelerator: Any
+    label: str = "before"  # "before" | "after"
+    loss_module: torch.nn.Module | None = None  # the (possibly sharded) training loss module, "after" only
+
+
+class Method(Protocol):
+    """What the runner calls. Attributes first, then the steps in the order they run."""
+
+    name: str  # the ``method:`` value
+    config_class: type  # pydantic run config (extends config.schema.RunBase)
+    model_kinds: tuple[str, ...]  # model families it trains (CAUSAL_LM, ENCODER)
+    peft_task_type: str  # peft TaskType name for adapters: "CAUSAL_LM", "SEQ_CLS", ...
+    count_name: str  # what Batch.count counts, as written to summary.json ("loss_tokens", "examples")
+
+    def check(self, config, tokenizer) -> tuple[list[str], list[str], dict]:
+        """Everything method-specific `validate` checks without weights: (errors, warnings, facts)."""
+
+    def load_data(self, config, tokenizer) -> MethodData:
+        """Read, validate and tokenise; raise ``data.types.DataError`` listing bad rows."""
+
+    def build_model(self, config, data: MethodData, *, dtype: torch.dtype) -> torch.nn.Module:
+        """The model to train, before any adapter: a base model plus whatever heads the method needs."""
+
+    def loss_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        """An ``nn.Module`` whose ``forward(**batch.inputs)`` returns (summed loss, count)."""
+
+    def collate(self, rows: list, tokenizer) -> Batch:
+        """Rows of ``MethodData.train`` / ``.eval`` → one padded batch."""
+
+    def chance_loss(self, config, model: torch.nn.Module, data: MethodData) -> float | None:
+        """The loss of a uniform prediction (ln of the number of choices), for divergence detection."""
+
+    def evaluate(self, model: torch.nn.Module | None, ctx: EvalContext) -> dict:
+        """Score the model. Returns a JSON-serialisable dict:
+        ``metrics`` ({name: number}, required), ``samples`` (list of {prompt, reference, prediction,
+        scores}), and optional report extras: ``baselines`` ({name: {metric: value}}),
+        ``field_errors``, ``matrices`` ({title: {"labels": [...], "values": [[...]]}}),
+        ``tables`` ({title: {"columns": [...], "rows": [[...]]}}).
+        ``model`` is None on processes other than the main one in sharded runs."""
+
+    def periodic_metrics(self, loss: float) -> dict:
+        """Held-out loss (every ``training.eval_every`` steps) → the metrics to log, e.g. {"eval_loss": ...}."""
+
+    def save(self, model: torch.nn.Module, output_dir: Path, tokenizer, *, state_dict=None) -> None:
+        """Write the trained model in a standard format (plain transformers / peft load it)."""
+
+    def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
+        """Load what ``save`` wrote, as an ordinary model (used for evaluation after sharded runs)."""

@@ -1,0 +1,1 @@
+"""`method: classify` — sequence classification with a label head, full or with an adapter."""

@@ -1,0 +1,1 @@
+"""`method: cpt` — continued pretraining on raw text (loss on every token)."""

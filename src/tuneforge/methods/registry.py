@@ -1,0 +1,61 @@
+"""The one place that maps a ``method:`` value to its config class and its recipe.
+
+Config classes are imported eagerly (they are light pydantic classes, needed to
+validate any config); recipes lazily, by module path, so `tuneforge validate`
+never imports a method's model code. Adding a method: a folder under
+``methods/`` with ``config.py`` and ``recipe.py`` (``METHOD = ...``), and one
+line in each dict below. See docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .classify.config import ClassifyConfig
+from .cpt.config import CptConfig
+from .sft.config import SftConfig
+
+_CONFIGS: dict[str, type] = {
+    "cpt": CptConfig,
+    "sft": SftConfig,
+    "classify": ClassifyConfig,
+}
+_RECIPES: dict[str, str] = {
+    "cpt": "tuneforge.methods.cpt.recipe",
+    "sft": "tuneforge.methods.sft.recipe",
+    "classify": "tuneforge.methods.classify.recipe",
+}
+_REGISTERED: dict[str, object] = {}  # methods registered at run time (plug-ins, tests)
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*_CONFIGS, *_REGISTERED]))
+
+
+def config_class(name: str) -> type:
+    if name in _REGISTERED:
+        return _REGISTERED[name].config_class
+    return _CONFIGS[name]
+
+
+def get_method(name: str):
+    """The method object (see ``methods/base.py``) for a ``method:`` value."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name not in _RECIPES:
+        raise KeyError(f"unknown method '{name}'; known: {', '.join(method_names())}")
+    return importlib.import_module(_RECIPES[name]).METHOD
+
+
+def register_method(method) -> None:
+    """Make a method defined outside this package known (its ``name`` and ``config_class``).
+
+    The built-in methods are listed above instead; this is for plug-ins and tests.
+    """
+    if method.name in _CONFIGS:
+        raise ValueError(f"method '{method.name}' is built in and cannot be replaced")
+    _REGISTERED[method.name] = method
+
+
+def unregister_method(name: str) -> None:
+    _REGISTERED.pop(name, None)

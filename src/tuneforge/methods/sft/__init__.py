@@ -1,0 +1,1 @@
+"""`method: sft` — supervised / instruction fine-tuning (loss on completions)."""

@@ -1,0 +1,171 @@
+"""The training loop every method shares, and held-out loss.
+
+The loop reads top to bottom: take the next global batch, collate it with the
+method's collate function, forward/backward (count-weighted), step, log, watch
+for divergence, maybe evaluate, maybe checkpoint. It knows nothing about what
+a row is or what the loss computes: ``collate(rows) -> methods.base.Batch``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import gather_trainable_state, is_sharded, mark_complete, save_checkpoint
+from .divergence import DivergenceWatch
+from .engine import MetricsLog, RowOrder, StopSignal, split_for_process
+from .step import check_finite, forward_backward, optimizer_step
+
+
+class TrainingInterrupted(Exception):
+    def __init__(self, signal_name: str, checkpoint: Path | None):
+        self.signal_name = signal_name
+        self.checkpoint = checkpoint
+        super().__init__(f"stopped by {signal_name}; checkpoint at {checkpoint}")
+
+
+@dataclass
+class LoopSettings:
+    batch_size: int
+    gradient_accumulation_steps: int
+    total_steps: int
+    seed: int
+    max_grad_norm: float | None
+    save_every: int | None
+    keep_checkpoints: int
+    log_every: int
+    eval_every: int | None
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    tokens: int
+    count: int  # what the loss was normalised by, summed over the run (loss tokens, examples)
+    wall_seconds: float
+    final_loss: float | None
+    history: list[dict] = field(default_factory=list)
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    """True on every process when any process has the flag: all take the same branch next."""
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="sum").item() > 0)
+
+
+def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, collate: Callable[[list], object],
+               settings: LoopSettings, run_dir: Path, start_state: dict, adapter_model=None,
+               eval_fn=None, watch: DivergenceWatch | None = None) -> LoopResult:
+    """Train until ``settings.total_steps``; resume from ``start_state`` (step, rows_consumed)."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    order = RowOrder(len(rows), settings.seed)
+    global_batch = settings.batch_size * settings.gradient_accumulation_steps * world
+    step = int(start_state.get("step", 0))
+    consumed = int(start_state.get("rows_consumed", 0))
+    tokens = count = 0
+    last_loss = None
+    history: list[dict] = []
+    main = accelerator.is_main_process
+
+    sharded = is_sharded(accelerator)
+
+    def checkpoint() -> Path | None:
+        accelerator.wait_for_everyone()
+        weights = gather_trainable_state(accelerator, loss_model)  # collective under FSDP / DeepSpeed
+        path = None
+        if main:
+            path = save_checkpoint(
+                run_dir, step, model=accelerator.unwrap_model(loss_model), weights=weights,
+                optimizer=None if sharded else optimizer, scheduler=scheduler, keep=settings.keep_checkpoints,
+                state={"rows_consumed": consumed, "epoch": consumed / len(rows)},
+                adapter_model=None if sharded else adapter_model, pending=sharded,
+            )
+        accelerator.wait_for_everyone()
+        if sharded:
+            # Sharded optimizer state: each process writes its own shard (same process count to resume).
+            # The checkpoint counts only once every shard is written (PENDING removed).
+            folder = run_dir / "checkpoints" / f"step-{step:06d}"
+            accelerator.save_state(str(folder / "accelerate_state"))
+            accelerator.wait_for_everyone()
+            if main:
+                mark_complete(folder, run_dir, settings.keep_checkpoints)
+            accelerator.wait_for_everyone()
+        return path
+
+    started = time.perf_counter()
+    loss_model.train()
+    log = MetricsLog(run_dir / "metrics.jsonl", total_steps=settings.total_steps, start_step=step,
+                     accelerator=accelerator, enabled=main)
+    with StopSignal() as stop, log:
+        while step < settings.total_steps:
+            indices = order.take(consumed, global_batch)
+            micro = [collate([rows[i] for i in mb])
+                     for mb in split_for_process(indices, rank, world, settings.batch_size)]
+            stats = forward_backward(loss_model, micro, accelerator)
+            check_finite(stats.loss, step + 1)
+            if watch is not None:
+                watch.observe(step + 1, stats.loss)  # raises before the step that would go on destroying
+            grad_norm = optimizer_step(loss_model, optimizer, scheduler, accelerator, settings.max_grad_norm,
+                                       step=step + 1)
+            step += 1
+            consumed += global_batch
+            tokens += stats.tokens
+            count += stats.count
+            last_loss = stats.loss
+            record = {"step": step, "loss": round(stats.loss, 6), "lr": scheduler.get_last_lr()[0],
+                      "grad_norm": round(grad_norm, 6), "tokens": stats.tokens,
+                      "epoch": round(consumed / len(rows), 4)}
+            history.append(record)
+            if step % settings.log_every == 0 or step == settings.total_steps:
+                log.log(dict(record))
+            if eval_fn is not None and settings.eval_every and step % settings.eval_every == 0:
+                log.log({"step": step, **eval_fn()}, advance=False)
+                loss_model.train()
+            if _any_process(accelerator, stop.requested is not None):
+                raise TrainingInterrupted(stop.requested or "a stop signal on another process", checkpoint())
+            if settings.save_every and step % settings.save_every == 0 and step < settings.total_steps:
+                checkpoint()
+    return LoopResult(steps=step, tokens=tokens, count=count, wall_seconds=time.perf_counter() - started,
+                      final_loss=last_loss, history=history)
+
+
+@torch.no_grad()
+def heldout_mean_loss(loss_model, rows: list, collate: Callable[[list], object], batch_size: int,
+                      accelerator) -> float:
+    """Count-weighted mean loss over ``rows``, split across processes and reduced.
+
+    Runs the training loss module itself, so held-out and training loss mean the same thing.
+    """
+    # No gradients here, so a DDP wrapper is not needed, and skipping it avoids its per-forward
+    # collectives (buffer broadcast) when processes hold different numbers of eval batches.
+    if not is_sharded(accelerator):
+        loss_model = accelerator.unwrap_model(loss_model)
+    was_training = loss_model.training
+    loss_model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    mine = rows[accelerator.process_index::accelerator.num_processes]
+    # Sorting by length keeps padding small: rows of similar length share a batch.
+    mine = sorted(mine, key=lambda r: len(r.input_ids))
+    batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    real = len(batches)
+    if is_sharded(accelerator):
+        # Sharded forwards gather parameters collectively: every process must run as many
+        # batches. The extra forwards repeat a real batch and their result is dropped.
+        most = int(accelerator.reduce(torch.tensor([real], device=accelerator.device), reduction="max").item())
+        batches += [rows[:1]] * (most - real)
+    device = accelerator.device
+    for k, rows_of_batch in enumerate(batches):
+        batch = collate(rows_of_batch)
+        loss_sum, n = loss_model(**{key: v.to(device) for key, v in batch.inputs.items()})
+        if k < real:
+            total += torch.stack([loss_sum.double(), torch.as_tensor(n, device=device).double()])
+    if accelerator.num_processes > 1:
+        total = accelerator.reduce(total, reduction="sum")
+    loss_model.train(was_training)
+    return float(total[0] / total[1].clamp(min=1))
