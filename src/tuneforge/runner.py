@@ -118,7 +118,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     trainable, total = count_parameters(model)
     chance = method.chance_loss(config, model, data)
 
-    loss_model = method.loss_module(model)
+    loss_model = method.loss_module(config, model, data)
     optimizer = build_optimizer(loss_model, learning_rate=tcfg.learning_rate, weight_decay=tcfg.weight_decay,
                                 betas=tuple(tcfg.adam_betas), eps=tcfg.adam_epsilon)
     world = accelerator.num_processes

@@ -80,8 +80,8 @@ class Method(Protocol):
     def build_model(self, config, data: MethodData, *, dtype: torch.dtype) -> torch.nn.Module:
         """The model to train, before any adapter: a base model plus whatever heads the method needs."""
 
-    def loss_module(self, model: torch.nn.Module) -> torch.nn.Module:
-        """An ``nn.Module`` whose ``forward(**batch.inputs)`` returns (summed loss, count)."""
+    def loss_module(self, config, model: torch.nn.Module, data: MethodData) -> torch.nn.Module:
+        """An ``nn.Module`` holding ``model`` whose ``forward(**batch.inputs)`` returns (summed loss, count)."""
 
     def collate(self, rows: list, tokenizer) -> Batch:
         """Rows of ``MethodData.train`` / ``.eval`` → one padded batch."""

@@ -93,7 +93,7 @@ class CausalLM:
         return load_causal_lm(m.name, dtype=dtype, trust_remote_code=m.trust_remote_code, revision=m.revision,
                               attn_implementation=m.attn_implementation)
 
-    def loss_module(self, model: torch.nn.Module) -> torch.nn.Module:
+    def loss_module(self, config, model: torch.nn.Module, data: MethodData) -> torch.nn.Module:
         from ..training.step import CausalLMLoss
 
         return CausalLMLoss(model)

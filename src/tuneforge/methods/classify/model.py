@@ -1,0 +1,93 @@
+"""The classifier: a standard ``AutoModelForSequenceClassification`` on the chosen base.
+
+For Llama-family decoders transformers scores the last non-pad token (hence
+``pad_token_id`` must be set); for encoders (BERT, MiniLM) the [CLS] token
+through the pooler. Either way the saved folder is what plain transformers
+loads. With an adapter, peft trains and saves the new head as
+``modules_to_save``; ``classifier.json`` beside the adapter records the label
+names, the base model and the pad token, which a plain ``peft`` user needs to
+rebuild the base with the right head shape (see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+
+INFO_FILE = "classifier.json"
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers prints a load report for the new head ("newly initialized"): expected here."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+def load_classifier(name: str, labels: list[str], *, dtype: torch.dtype = torch.float32, pad_token_id: int | None,
+                    trust_remote_code: bool = False, revision: str | None = None):
+    """A base model (embedded name, folder or hub id) with a fresh head of ``len(labels)`` outputs."""
+    from transformers import AutoModelForSequenceClassification
+
+    from ...models.load import ModelNotFoundError, resolve_model
+
+    source = resolve_model(name)
+    try:
+        with _quiet_transformers():
+            return AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                label2id={n: i for i, n in enumerate(labels)}, pad_token_id=pad_token_id, dtype=dtype,
+                trust_remote_code=trust_remote_code, revision=revision,
+            )
+    except OSError as exc:
+        raise ModelNotFoundError(f"model.name: could not load '{name}': {exc}") from None
+
+
+def save_classifier(model, output_dir: Path, tokenizer, *, labels: list[str], base_model: str,
+                    state_dict=None) -> None:
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir, safe_serialization=True, state_dict=state_dict)
+    tokenizer.save_pretrained(output_dir)
+    if (output_dir / "adapter_config.json").exists():
+        info = {"labels": labels, "base_model": base_model, "pad_token_id": tokenizer.pad_token_id}
+        (output_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
+
+
+def load_trained_classifier(path: str | Path, *, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer, labels) from a run's ``model/`` or ``adapter/`` folder, or the run folder itself."""
+    from transformers import AutoModelForSequenceClassification
+
+    from ...models.load import ModelNotFoundError, load_tokenizer
+
+    path = Path(path)
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        for inner in ("adapter", "model"):
+            if (path / inner).is_dir():
+                path = path / inner
+                break
+    if (path / "adapter_config.json").exists():
+        if not (path / INFO_FILE).exists():
+            raise ModelNotFoundError(f"{path}: an adapter without {INFO_FILE}; not a classifier written by "
+                                     "`tuneforge train` with method: classify")
+        info = json.loads((path / INFO_FILE).read_text())
+        from peft import PeftModel
+
+        base = load_classifier(info["base_model"], info["labels"], dtype=dtype, pad_token_id=info["pad_token_id"])
+        model, labels = PeftModel.from_pretrained(base, str(path)), info["labels"]
+    elif (path / "config.json").exists():
+        with _quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    else:
+        raise ModelNotFoundError(f"{path}: not a classifier folder (no config.json or adapter_config.json); "
+                                 "give a run folder or its model/ or adapter/ folder")
+    return model.eval(), load_tokenizer(str(path)), labels
