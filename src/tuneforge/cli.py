@@ -1,4 +1,4 @@
-"""The `tuneforge` command: train | validate | eval | generate | chat | models | quickstart."""
+"""The `tuneforge` command: train | validate | eval | generate | chat | predict | models | quickstart."""
 
 from __future__ import annotations
 
@@ -101,6 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--system", default=None)
     c.add_argument("--max-new-tokens", type=int, default=256)
     c.set_defaults(func=_cmd_chat)
+
+    pr = sub.add_parser("predict", help="label a file of texts with a classifier trained by method: classify")
+    pr.add_argument("--model", required=True, help="a classify run folder, or its model/ or adapter/ folder")
+    pr.add_argument("--data", required=True, help="JSONL / CSV / JSON with a text column (optional text_pair)")
+    pr.add_argument("--output", default=None, help="write JSONL here (default: print to standard output)")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--max-length", type=int, default=512)
+    pr.add_argument("--text-column", default="text", help="the column that holds the text")
+    pr.set_defaults(func=_cmd_predict)
 
     m = sub.add_parser("models", help="list the embedded models and whether each is cached")
     m.set_defaults(func=_cmd_models)
@@ -305,6 +314,24 @@ def _cmd_chat(args) -> int:
         answer = _reply(model, tokenizer, messages, args.max_new_tokens)
         messages.append({"role": "assistant", "content": answer})
         console.print(f"[bold green]model>[/] {answer}", highlight=False)
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .methods.classify.predict import predict_file
+
+    columns = {"text": args.text_column} if args.text_column != "text" else {}
+    rows, metrics = predict_file(args.model, args.data, batch_size=args.batch_size, max_length=args.max_length,
+                                 columns=columns)
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if args.output:
+        Path(args.output).write_text(lines, encoding="utf-8")
+        err_console.print(f"Wrote {len(rows)} predictions to {args.output}")
+    else:
+        sys.stdout.write(lines)
+    if metrics:
+        err_console.print("Against the file's labels: " + ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return 0
 
 

@@ -114,7 +114,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         model = attach_adapter(model, config.adapter, task_type=method.peft_task_type)
         adapter_model = model
     if tcfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_activation_checkpointing(model)
     trainable, total = count_parameters(model)
     chance = method.chance_loss(config, model, data)
 
@@ -218,6 +218,14 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         print_before_after(console, summary)
         console.print(f"Output: {output_dir}\nReport: {report_path}")
     return RunResult(run_dir=run_dir, output_dir=output_dir, summary=summary, model=trained)
+
+
+def _enable_activation_checkpointing(model) -> None:
+    """transformers 5 renamed gradient checkpointing to activation checkpointing; use whichever exists."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _report_extras(before: dict, after: dict) -> dict:

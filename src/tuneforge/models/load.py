@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .embedded import DEFAULT_MODEL, EMBEDDED_MODELS, cache_root, convert_gguf, embedded_model_path
+from .embedded import ALIASES, DEFAULT_MODEL, EMBEDDED_MODELS, cache_root, convert_gguf, embedded_model_path
 
 
 class ModelNotFoundError(Exception):
@@ -24,7 +24,7 @@ class ModelNotFoundError(Exception):
 def resolve_model(name: str | None) -> str:
     """Return something `from_pretrained` accepts: a local folder or a hub id."""
     name = name or DEFAULT_MODEL
-    if name in EMBEDDED_MODELS:
+    if name in EMBEDDED_MODELS or name in ALIASES:
         return str(embedded_model_path(name))
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
@@ -39,6 +39,12 @@ def resolve_model(name: str | None) -> str:
         return str(path)
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelNotFoundError(f"model.name: {name} is not a model folder, a .gguf file or a hub id")
+    close = _misspelt_embedded(name)
+    if close:
+        raise ModelNotFoundError(
+            f"model.name: '{name}' is not an embedded model, local folder or .gguf file; "
+            f"did you mean `{close}`? (`tuneforge models` lists the embedded models)"
+        )
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         hint = difflib.get_close_matches(name, list(EMBEDDED_MODELS), n=1)
         extra = f" (did you mean the embedded `{hint[0]}`?)" if hint else ""
@@ -47,6 +53,21 @@ def resolve_model(name: str | None) -> str:
             f"forbids downloading it{extra}. Embedded models: {', '.join(EMBEDDED_MODELS)}"
         )
     return name  # a hub id; from_pretrained downloads it (or fails with the hub's message)
+
+
+def _misspelt_embedded(name: str) -> str | None:
+    """The embedded model a bare name is a near miss of (a typo, or the wrong case), or None.
+
+    Without this a typo goes to the hub and comes back, after a network timeout or
+    an offline error, as a message about downloads. Names with a ``/`` are hub ids
+    (``org/model``) and are left alone: ``someorg/smollm2-135m-instruct`` may well be
+    a real repository. Bare hub ids that remain (``gpt2``) are nowhere near
+    the embedded names.
+    """
+    if "/" in name:
+        return None
+    close = difflib.get_close_matches(name.lower(), list(EMBEDDED_MODELS), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _converted_gguf(path: Path) -> Path:

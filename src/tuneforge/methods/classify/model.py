@@ -25,12 +25,15 @@ def _quiet_transformers():
     """transformers prints a load report for the new head ("newly initialized"): expected here."""
     from transformers.utils import logging
 
-    level = logging.get_verbosity()
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def load_classifier(name: str, labels: list[str], *, dtype: torch.dtype = torch.float32, pad_token_id: int | None,

@@ -1,0 +1,75 @@
+"""`tuneforge predict`: label a file of texts with a trained classifier, with probabilities.
+
+Texts are tokenised by the same ``encode`` as in training (decoders: text and
+text_pair joined by a newline; encoders: the tokenizer's pair encoding), so a
+prediction here equals the model's held-out evaluation of the same text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ...data.types import DataError
+
+
+def predict_file(model_path: str | Path, data: str, *, batch_size: int = 32, max_length: int = 512,
+                 columns: dict[str, str] | None = None) -> tuple[list[dict], dict | None]:
+    """(one output row per input row, metrics when the rows carry a known ``label``)."""
+    from ...checks import model_kind
+    from ...data.sources import read_records
+    from .data import LabelledText, encode
+    from .metrics import classification_metrics
+    from .model import load_trained_classifier
+
+    model, tokenizer, labels = load_trained_classifier(model_path)
+    decoder = model_kind(model.config) == "causal-lm"
+    problems: list[str] = []
+    records = list(read_records(data, problems=problems))
+    items = []
+    for record in records:
+        row = dict(record.data)
+        for field, column in (columns or {}).items():
+            if column in row:
+                row[field] = row.pop(column)
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            problems.append(f"{record.where}: text: missing or empty")
+            continue
+        items.append((row, LabelledText(text, row.get("text_pair"), "", record.where)))
+    if problems:
+        raise DataError(problems)
+    out: list[dict] = []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            encoded = [encode(tokenizer, item, 0, max_length, decoder)[0] for _, item in chunk]
+            width = max(len(e.input_ids) for e in encoded)
+            ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            types = torch.zeros_like(ids)
+            for b, e in enumerate(encoded):
+                ids[b, :len(e.input_ids)] = torch.tensor(e.input_ids)
+                mask[b, :len(e.input_ids)] = 1
+                if e.token_type_ids is not None:
+                    types[b, :len(e.input_ids)] = torch.tensor(e.token_type_ids)
+            extra = {"token_type_ids": types.to(device)} if encoded[0].token_type_ids is not None else {}
+            probs = torch.softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                        **extra).logits.float(), dim=-1).cpu()
+            for (row, item), p in zip(chunk, probs):
+                result = {"text": item.text, "label": labels[int(p.argmax())],
+                          "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}}
+                if item.text_pair is not None:
+                    result["text_pair"] = item.text_pair
+                if "label" in row:
+                    result["true_label"] = row["label"]
+                out.append(result)
+    metrics = None
+    known = [r for r in out if "true_label" in r and str(r["true_label"]) in labels]
+    if known:
+        gold = [labels.index(str(r["true_label"])) for r in known]
+        metrics = classification_metrics(gold, [labels.index(r["label"]) for r in known], labels)
+        metrics = {"rows": len(known), **{k: v for k, v in metrics.items() if "/" not in k}}
+    return out, metrics
