@@ -10,6 +10,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TUNEFORGE_NO_PROGRESS", "1")
 
 
+@pytest.fixture(autouse=True)
+def quiet_library_noise():
+    """quiet.py's warning filters, as every tuneforge process has them from import on.
+    pytest captures warnings inside its own catch_warnings blocks (collection, each test),
+    so filters installed when a test module first imports tuneforge do not last."""
+    from tuneforge.quiet import silence_library_noise
+
+    silence_library_noise()
+
+
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
     """Tokenisation caches and conversions go to a temporary folder."""

@@ -22,9 +22,10 @@ def test_missing_gguf_is_a_clear_error(tmp_path):
 
 
 def test_hub_id_offline_suggests_embedded(monkeypatch):
+    # Not close enough to be taken for a typo (see test_loose_ends.py), but worth a hint.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError) as info:
-        resolve_model("smollm2-135m-instruc")
+        resolve_model("smollm2-135m")
     assert "HF_HUB_OFFLINE" in str(info.value) and "smollm2-135m-instruct" in str(info.value)
 
 

@@ -32,20 +32,12 @@ def test_configs_are_shipped():
             "instruct_natural_instructions.yaml"} <= names
 
 
-def _overrides(path: Path, tmp_path: Path) -> list[str]:
-    """quickstart.yaml reads data that `tuneforge quickstart` writes first; write it to tmp_path."""
-    if path.name != "quickstart.yaml":
-        return []
-    from tuneforge.tasks.clinical_notes import write_task_files
-
-    files = write_task_files(tmp_path / "quickstart-data")
-    return [f"data.train={files['train']}", f"data.eval={files['eval']}"]
-
-
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_shipped_config_passes_checks(path, tokenizer, tmp_path, monkeypatch):
+def test_shipped_config_passes_checks(path, tokenizer, monkeypatch):
+    """As a user on a fresh checkout runs `tuneforge validate configs/X.yaml`: from the
+    repository root, no overrides, nothing written first."""
     monkeypatch.chdir(REPO_ROOT)
-    config = load_config(path.relative_to(REPO_ROOT), _overrides(path, tmp_path))
+    config = load_config(path.relative_to(REPO_ROOT))
     report = check_config(config, tokenizer=tokenizer)
     assert report.errors == []
     assert report.facts["examples"] > 0
@@ -53,6 +45,27 @@ def test_shipped_config_passes_checks(path, tokenizer, tmp_path, monkeypatch):
     if config.eval is not None:
         # A config that asks for evaluation must hold data out for it.
         assert config.data.eval is not None or config.data.eval_fraction > 0
+
+
+def test_shipped_quickstart_data_is_what_the_task_writes(tmp_path):
+    """examples/clinical_notes/ is generated, not hand-edited: regenerate it with
+    `write_task_files(Path("examples/clinical_notes"))` whenever the task changes."""
+    from tuneforge.tasks.clinical_notes import write_task_files
+
+    fresh = write_task_files(tmp_path)
+    for split in ("train", "eval"):
+        shipped = REPO_ROOT / "examples" / "clinical_notes" / f"{split}.jsonl"
+        assert shipped.read_bytes() == fresh[split].read_bytes(), f"{shipped} is stale"
+    config = load_config(REPO_ROOT / "configs" / "quickstart.yaml")
+    assert config.data.train == "examples/clinical_notes/train.jsonl"
+    assert config.data.eval == "examples/clinical_notes/eval.jsonl"
+
+
+def test_packaged_quickstart_config_is_the_shipped_one():
+    """`tuneforge quickstart` loads the copy inside the package; it must not drift."""
+    from tuneforge.quickstart import quickstart_config_path
+
+    assert quickstart_config_path().read_bytes() == (REPO_ROOT / "configs" / "quickstart.yaml").read_bytes()
 
 
 def test_validate_suggests_the_misspelt_key(tmp_path, capsys):

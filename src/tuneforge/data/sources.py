@@ -15,6 +15,10 @@ Supported local files:
 - ``.txt``: the whole file is one record ``{"text": ...}`` (raw documents for
   continued pretraining); ``where`` is line 1.
 
+Text files must be UTF-8 (a leading BOM is dropped). A file that is not names
+the first bad byte and its offset in the file, so it can be found with a hex
+viewer, rather than ending in a UnicodeDecodeError traceback.
+
 A folder means every supported file directly inside it (not recursive, sorted
 by name). A pattern with ``*`` or ``?`` is a glob (``**`` recurses). Anything
 else that is not a local path is tried as a hub dataset name, optionally with
@@ -23,6 +27,7 @@ a split in brackets: ``"tatsu-lab/alpaca[train]"``.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import hashlib
@@ -118,20 +123,58 @@ def _problem(problems: list[str] | None, message: str) -> None:
 
 def _read_file(path: Path, problems: list[str] | None) -> Iterator[Record]:
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        yield from _read_jsonl(path, problems)
-    elif suffix == ".json":
-        yield from _read_json(path, problems)
-    elif suffix == ".csv":
-        yield from _read_csv(path)
-    elif suffix == ".parquet":
-        yield from _read_parquet(path)
-    elif suffix == ".txt":
-        yield Record({"text": path.read_text(encoding="utf-8-sig")}, f"{path}:1")
-    else:
-        _problem(
-            problems, f"{path}: unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED_SUFFIXES)})"
-        )
+    try:
+        if suffix == ".jsonl":
+            yield from _read_jsonl(path, problems)
+        elif suffix == ".json":
+            yield from _read_json(path, problems)
+        elif suffix == ".csv":
+            yield from _read_csv(path)
+        elif suffix == ".parquet":
+            yield from _read_parquet(path)
+        elif suffix == ".txt":
+            yield Record({"text": path.read_text(encoding="utf-8-sig")}, f"{path}:1")
+        else:
+            _problem(
+                problems, f"{path}: unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED_SUFFIXES)})"
+            )
+    except UnicodeDecodeError as err:
+        # The rest of the file cannot be read (rows decoded with the bad byte's buffer are lost too).
+        message = f"{path}: not UTF-8 text ({_first_bad_byte(path, err)})"
+        if problems is None:
+            raise DataError([message], hint=_NOT_UTF8_HINT) from None
+        problems.append(message)
+
+
+_NOT_UTF8_HINT = (
+    "Data files are read as UTF-8. Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), "
+    "or check that it is the file you meant (a binary file renamed to a text extension reads like this)."
+)
+
+
+def _first_bad_byte(path: Path, err: UnicodeDecodeError) -> str:
+    """``byte 0x.. at offset N`` for the first byte of ``path`` that is not UTF-8.
+
+    The decode error's own position is relative to whatever buffer the text reader
+    was decoding (and to the end of a BOM), so the file is scanned again as bytes to
+    give an absolute offset. Plain ``utf-8`` here: a BOM is valid UTF-8 and counts.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    consumed = 0  # bytes handed to the decoder so far
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(1 << 20)
+            pending = len(decoder.getstate()[0])  # an incomplete sequence carried over
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as found:
+                offset = consumed - pending + found.start
+                return f"byte 0x{found.object[found.start]:02x} at offset {offset}"
+            if not chunk:
+                break
+            consumed += len(chunk)
+    # Not reproducible from the bytes (the file changed under us): report what the reader saw.
+    return f"byte 0x{err.object[err.start]:02x}"
 
 
 def _read_jsonl(path: Path, problems: list[str] | None) -> Iterator[Record]:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tuneforge.data.types import GenerationSample
-from tuneforge.eval.scorers import json_field_errors, resolve_scorer
+from tuneforge.eval.scorers import best_reference, json_field_errors, resolve_scorer
 
 END_OF_TURN = "<|im_end|>"
 
@@ -160,20 +160,26 @@ def evaluate_generation(
 ) -> GenerationResult:
     """Generate greedily for every sample and score each answer with each scorer.
 
-    Scorers are resolved, and each is run on (reference, reference) before any
-    generation: a typo in a scorer name or a reference that a scorer cannot read
-    (json_field_accuracy on non-JSON) fails in a second, not after decoding.
+    An answer scores the best it gets against any of the sample's ``references``
+    (every acceptable answer; just ``reference`` when there are none), and
+    json_field_accuracy's per-field errors count against that best reference.
+
+    Scorers are resolved, and each is run on (reference, reference) for every
+    reference before any generation: a typo in a scorer name or a reference that a
+    scorer cannot read (json_field_accuracy on non-JSON) fails in a second, not
+    after decoding.
     """
     if not scorers:
         raise ValueError("no scorers given; e.g. ['exact_match']")
     funcs = {name: resolve_scorer(name) for name in scorers}
     for sample in samples:
         for name, func in funcs.items():
-            try:
-                func(sample.reference, sample.reference)
-            except Exception as err:
-                where = f"{sample.where}: " if sample.where else ""
-                raise ValueError(f"{where}scorer '{name}' cannot score this sample's reference: {err}") from err
+            for reference in _references(sample):
+                try:
+                    func(reference, reference)
+                except Exception as err:
+                    where = f"{sample.where}: " if sample.where else ""
+                    raise ValueError(f"{where}scorer '{name}' cannot score this sample's reference: {err}") from err
     if not samples:
         return GenerationResult(scores={})
 
@@ -185,18 +191,22 @@ def evaluate_generation(
         batch_size=batch_size,
         progress=progress,
     )
-    results = [
-        SampleResult(
-            prompt=s.prompt,
-            reference=s.reference,
-            prediction=p,
-            scores={name: float(func(p, s.reference)) for name, func in funcs.items()},
-            where=s.where,
+    results: list[SampleResult] = []
+    json_pairs: list[tuple[str, str]] = []  # (prediction, its best-matching reference)
+    for s, p in zip(samples, predictions):
+        scores: dict[str, float] = {}
+        for name, func in funcs.items():
+            scores[name], best = best_reference(func, p, _references(s))
+            if name == "json_field_accuracy":
+                json_pairs.append((p, best))
+        results.append(
+            SampleResult(prompt=s.prompt, reference=s.reference, prediction=p, scores=scores, where=s.where)
         )
-        for s, p in zip(samples, predictions)
-    ]
     means = {name: sum(r.scores[name] for r in results) / len(results) for name in funcs}
-    errors = None
-    if "json_field_accuracy" in funcs:
-        errors = json_field_errors((r.prediction, r.reference) for r in results)
+    errors = json_field_errors(json_pairs) if "json_field_accuracy" in funcs else None
     return GenerationResult(scores=means, samples=results, field_errors=errors)
+
+
+def _references(sample: GenerationSample) -> list[str]:
+    """Every acceptable answer; samples built without ``references`` have just the one."""
+    return sample.references or [sample.reference]

@@ -17,6 +17,10 @@ Decisions where a scorer could go either way (tests pin each one):
   (``1 == 1.0``), strings ignore case and whitespace runs, lists and objects
   compare after normalising their contents the same way (list order matters).
   Only real JSON is accepted (no single quotes or trailing commas).
+* A sample with several acceptable answers (a Natural Instructions instance
+  with more than one output) scores the best of them: ``best_reference`` runs
+  the scorer against each one. Scorers themselves, plug-ins included, only
+  ever see one reference.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numbers
 import re
 import string
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 Scorer = Callable[[str, str], float]
@@ -154,6 +158,25 @@ def json_field_errors(pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, i
             entry["total"] += 1
             entry["wrong"] += not ok
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1]["wrong"], kv[0])))
+
+
+# --------------------------------------------------------------------------- several references
+
+
+def best_reference(scorer: Scorer, prediction: str, references: Sequence[str]) -> tuple[float, str]:
+    """``(score, reference)`` for the acceptable answer the prediction matches best.
+
+    Ties go to the earlier reference, so the primary answer (listed first) is the
+    one named whenever it does as well as any other.
+    """
+    if not references:
+        raise ValueError("best_reference: no references to score against")
+    best_score, best = float(scorer(prediction, references[0])), references[0]
+    for reference in references[1:]:
+        score = float(scorer(prediction, reference))
+        if score > best_score:
+            best_score, best = score, reference
+    return best_score, best
 
 
 # --------------------------------------------------------------------------- registry
