@@ -6,8 +6,8 @@ level of a uniform guess (ln of the vocabulary, ≈ 10.8 for a 49k vocabulary) a
 the run "finishes". :class:`DivergenceWatch` sees the training loss of every
 step and flags a run when, for ``patience`` steps in a row,
 
-- the loss is far above where training started (more than twice the mean of
-  the first steps, and at least 1 nat above it), or
+- the loss is far above where training started (more than twice the lowest
+  loss of the first steps, and at least 1 nat above it), or
 - the loss has reached the chance level (≥ 95 % of ln K, K = number of choices)
   although training started clearly below it (< 80 % of ln K).
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-FIRST_STEPS = 3  # steps whose mean loss is "where training started"
+FIRST_STEPS = 3  # steps whose lowest loss is "where training started" (a bad update can follow step 1)
 PATIENCE = 3  # bad steps in a row before it counts
 
 
@@ -46,14 +46,14 @@ class DivergenceWatch:
 
     @property
     def start(self) -> float | None:
-        return sum(self.first) / len(self.first) if len(self.first) == self.first_steps else None
+        return min(self.first) if self.first else None
 
     def _reason(self, loss: float) -> str | None:
         start = self.start
         if start is None:
             return None
         if loss > 2 * start and loss > start + 1.0:
-            return f"rose from {start:.3f} over the first steps to {loss:.3f}"
+            return f"rose from {start:.3f} at the start to {loss:.3f}"
         if self.chance and start < 0.8 * self.chance and loss >= 0.95 * self.chance:
             return (f"rose from {start:.3f} to {loss:.3f}, the loss of a uniform guess "
                     f"(ln K = {self.chance:.2f})")
@@ -62,10 +62,9 @@ class DivergenceWatch:
     def observe(self, step: int, loss: float) -> None:
         if self.mode == "off" or not math.isfinite(loss):
             return
+        reason = self._reason(loss)
         if len(self.first) < self.first_steps:
             self.first.append(loss)
-            return
-        reason = self._reason(loss)
         self.bad_in_a_row = self.bad_in_a_row + 1 if reason else 0
         if self.bad_in_a_row < self.patience or self.warning is not None:
             return
