@@ -6,8 +6,8 @@ level of a uniform guess (ln of the vocabulary, ≈ 10.8 for a 49k vocabulary) a
 the run "finishes". :class:`DivergenceWatch` sees the training loss of every
 step and flags a run when, for ``patience`` steps in a row,
 
-- the loss is far above where training started (more than twice the lowest
-  loss of the first steps, and at least 1 nat above it), or
+- the loss is far above where training started (more than three times the
+  lowest loss of the first steps, and at least 2 nats above it), or
 - the loss has reached the chance level (≥ 95 % of ln K, K = number of choices)
   although training started clearly below it (< 80 % of ln K).
 
@@ -52,11 +52,11 @@ class DivergenceWatch:
         start = self.start
         if start is None:
             return None
-        if loss > 2 * start and loss > start + 1.0:
-            return f"rose from {start:.3f} at the start to {loss:.3f}"
         if self.chance and start < 0.8 * self.chance and loss >= 0.95 * self.chance:
             return (f"rose from {start:.3f} to {loss:.3f}, the loss of a uniform guess "
                     f"(ln K = {self.chance:.2f})")
+        if loss > 3 * start and loss > start + 2.0:
+            return f"rose from {start:.3f} at the start to {loss:.3f}"
         return None
 
     def observe(self, step: int, loss: float) -> None:
