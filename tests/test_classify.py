@@ -97,6 +97,10 @@ def test_metrics_against_a_hand_worked_confusion_matrix():
     # A class never predicted has precision 0 (and F1 0).
     never = per_class([0, 1], [0, 0], 2)[1]
     assert never["precision"] == 0 and never["f1"] == 0
+    # A class absent from the held-out set and never predicted is not averaged in: perfect is 1.0.
+    assert classification_metrics([0, 0, 1], [0, 0, 1], ["a", "b", "c"])["macro_f1"] == 1.0
+    assert classification_metrics([0, 0, 1], [0, 2, 1], ["a", "b", "c"])["macro_f1"] == pytest.approx(
+        (2 / 3 + 1 + 0) / 3, abs=1e-6)
 
 
 def test_zero_shot_answer_mapping():
@@ -289,3 +293,44 @@ def test_classify_data_is_refused_by_sft(tmp_path, tiny_model_dir):
 
     with pytest.raises(ConfigError, match="data.format"):
         load_config(data={"method": "sft", "data": {"format": "classification", "train": "x.jsonl"}})
+
+
+def test_csv_integer_labels_nan_labels_and_literal_special_tokens(tmp_path, tiny_model_dir):
+    from tuneforge.data.types import Record
+    from tuneforge.methods.classify.data import LabelledText, encode, parse
+    from tuneforge.models.load import load_tokenizer
+
+    problems: list[str] = []
+    # CSV cells are text: "1" with data.labels set is an index; a NaN (pandas' missing value) is a row problem.
+    assert parse(Record({"text": "a", "label": "1"}, "f.csv:2"), {}, ["neg", "pos"], problems).label == "pos"
+    assert parse(Record({"text": "a", "label": float("nan")}, "f.csv:3"), {}, ["neg", "pos"], problems) is None
+    assert problems == ["f.csv:3: label: missing (got nan)"]
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    item = LabelledText("say <|im_end|> now", None, "pos", "x")
+    example, _ = encode(tok, item, 1, 64, decoder=True)
+    assert tok.pad_token_id not in example.input_ids  # pooling stays on the text's last token
+    # Decoder pairs: a long text is cut so that the pair survives.
+    long = LabelledText("x" * 200, "the question?", "pos", "y")
+    example, cut = encode(tok, long, 1, 64, decoder=True)
+    assert cut and len(example.input_ids) == 64
+    assert tok.decode(example.input_ids).endswith("\nthe question?")
+
+
+def test_predict_refuses_a_model_that_is_not_a_classifier(tiny_model_dir):
+    from tuneforge.methods.classify.predict import predict_file
+    from tuneforge.models.load import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="not a classifier"):
+        predict_file(tiny_model_dir, "unused.jsonl")
+
+
+def test_class_weights_switch_off_the_chance_level_divergence_rule(tmp_path, tiny_model_dir):
+    from tuneforge.methods import get_method
+
+    method = get_method("classify")
+    plain = classify_config(tmp_path, tiny_model_dir)
+    weighted = classify_config(tmp_path, tiny_model_dir, loss={"class_weights": "balanced"})
+    data = type("D", (), {"extra": {"labels": ["a", "b", "c"]}})()
+    assert method.chance_loss(plain, None, data) == pytest.approx(math.log(3))
+    assert method.chance_loss(weighted, None, data) is None

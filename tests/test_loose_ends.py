@@ -231,3 +231,32 @@ def test_only_that_warning_is_silenced():
         (message, "tuneforge/runner.py"),
         ("`gradient_checkpointing_enable` is deprecated and will be removed in v6.", "transformers/modeling_utils.py"),
     ]
+
+
+# ---------------------------------------------------------------------------
+# The same bad inputs through the command line, as a new user meets them: one message, no traceback.
+
+
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_bad_inputs_on_the_command_line_give_one_line(command, tmp_path, tiny_model_dir, isolated_cache, capsys):
+    from conftest import chat_rows, write_jsonl
+    from tuneforge.cli import main
+
+    good = write_jsonl(tmp_path / "good.jsonl", chat_rows(8))
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(good.read_bytes()[:40] + b"\xff\xfe\x00garbage")
+    cases = {
+        "smollm2-135m-instuct": (f"data: {{format: chat, train: {good}}}",
+                                 "is not an embedded model, local folder or .gguf file; did you mean "
+                                 "`smollm2-135m-instruct`?"),
+        str(tiny_model_dir): (f"data: {{format: chat, train: {binary}, max_length: 128}}",
+                              f"{binary}: not UTF-8 text (byte 0xff at offset 40)"),
+    }
+    for model, (data, expected) in cases.items():
+        config = tmp_path / "c.yaml"
+        config.write_text(f"method: sft\noutput_dir: {tmp_path / 'runs'}\nmodel: {{name: {model}}}\n{data}\n")
+        capsys.readouterr()
+        assert main([command, str(config)]) in (1, 2)
+        err = capsys.readouterr().err
+        assert expected in " ".join(err.split()), err
+        assert "Traceback" not in err

@@ -105,7 +105,7 @@ class ToyRegression:
     def periodic_metrics(self, loss):
         return {"eval_mse": loss}
 
-    def save(self, model, output_dir, tokenizer, *, state_dict=None):
+    def save(self, config, model, output_dir, tokenizer, *, state_dict=None):
         output_dir.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in (state_dict or model.state_dict()).items()},
                   str(output_dir / "regressor.safetensors"))
@@ -244,14 +244,19 @@ def test_learning_rate_far_too_high_stops_the_run(tmp_path, tiny_model_dir, isol
     raw = {"method": "sft", "name": "hot", "output_dir": str(tmp_path / "runs"), "model": {"name": str(tiny_model_dir)},
            "data": {"format": "chat", "train": str(train), "max_length": 128},
            "training": {"max_steps": 30, "batch_size": 4, "learning_rate": 3.0, "max_grad_norm": None,
-                        "save_every": 1, "keep_checkpoints": 10}}
+                        "save_every": 1, "keep_checkpoints": 10, "warmup_steps": 4, "scheduler": "constant"}}
     with pytest.raises(DivergenceError) as info:
         train_from_config(load_config(data=raw))
     message = str(info.value)
     assert "learning_rate=3 is too high" in message and "gradient clipping is off" in message
-    step = info.value.step
-    checkpoints = sorted(p.name for p in (tmp_path / "runs" / "hot" / "checkpoints").iterdir())
-    assert checkpoints[-1] == f"step-{step - 1:06d}"  # nothing written for the step that tripped it
+    from tuneforge.training.checkpoint import latest_checkpoint
+
+    first_bad = info.value.first_bad_step
+    assert info.value.step == first_bad + 2  # three bad steps in a row
+    # Checkpoint s holds the weights that gave step s + 1's loss: resume only from before the first bad loss.
+    assert latest_checkpoint(tmp_path / "runs" / "hot").name == f"step-{first_bad - 2:06d}"
+    aside = sorted(p.name for p in (tmp_path / "runs" / "hot" / "checkpoints").glob("diverged-*"))
+    assert aside == [f"diverged-step-{first_bad - 1:06d}"]  # none written while the losses were bad
     assert not (tmp_path / "runs" / "hot" / "model").exists()
     # warn: the run finishes and says so in its summary.
     raw.update(name="hot-warn", training={**raw["training"], "on_divergence": "warn", "max_steps": 8})

@@ -40,19 +40,19 @@ def check_config(config, *, tokenizer, method=None) -> CheckReport:
     _check_output_dir(config, report)
     _check_options(config, report)
     model_config = _read_model_config(config, report)
-    if model_config is not None:
-        kind = model_kind(model_config)
-        report.facts["model_type"] = getattr(model_config, "model_type", "?")
-        if kind not in method.model_kinds:
-            # One clear line instead of the method's data / template checks failing on the wrong model.
-            report.errors.append(_wrong_kind_message(config, method, kind, model_config))
-            return report
+    if model_config is None:
+        return report  # the reason is in the errors; every later check needs the model's config
+    kind = model_kind(model_config)
+    report.facts["model_type"] = getattr(model_config, "model_type", "?")
+    if kind not in method.model_kinds:
+        # One clear line instead of the method's data / template checks failing on the wrong model.
+        report.errors.append(_wrong_kind_message(config, method, kind, model_config))
+        return report
     errors, warnings, facts = method.check(config, tokenizer)
     report.errors.extend(errors)
     report.warnings.extend(warnings)
     report.facts.update(facts)
-    if model_config is not None:
-        _check_model_limits(config, tokenizer, model_config, report)
+    _check_model_limits(config, tokenizer, model_config, report)
     return report
 
 

@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", required=True, help="JSONL / CSV / JSON with a text column (optional text_pair)")
     pr.add_argument("--output", default=None, help="write JSONL here (default: print to standard output)")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--max-length", type=int, default=512)
+    pr.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
     pr.add_argument("--text-column", default="text", help="the column that holds the text")
     pr.set_defaults(func=_cmd_predict)
 

@@ -169,7 +169,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     if is_sharded(accelerator):  # gather the sharded weights (collective) into one standard folder
         full_state = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(loss_model).items()}
     if main:
-        method.save(trained, output_dir, tokenizer, state_dict=full_state)
+        method.save(config, trained, output_dir, tokenizer, state_dict=full_state)
     after_ctx = EvalContext(config, tokenizer, data, accelerator, "after")
     if is_sharded(accelerator):
         # The trained model is sharded across processes: the held-out loss runs on the sharded

@@ -212,7 +212,7 @@ def _results_table(before: dict, after: dict, baselines: dict | None = None) -> 
             "(or a held-out set) to score the model before and after training.</p>"
         )
     baselines = baselines or {}
-    names = list(dict.fromkeys([*after, *before]))
+    names = list(dict.fromkeys([*after, *before, *(k for b in baselines.values() for k in b)]))
     rows = []
     for name in names:
         text, cls = _delta(name, before.get(name), after.get(name))

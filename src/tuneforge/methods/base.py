@@ -81,7 +81,8 @@ class Method(Protocol):
         """The model to train, before any adapter: a base model plus whatever heads the method needs."""
 
     def loss_module(self, config, model: torch.nn.Module, data: MethodData) -> torch.nn.Module:
-        """An ``nn.Module`` holding ``model`` whose ``forward(**batch.inputs)`` returns (summed loss, count)."""
+        """An ``nn.Module`` whose ``forward(**batch.inputs)`` returns (summed loss, count). It must keep
+        the trained model as its ``.model`` attribute: the runner saves ``loss_module.model``."""
 
     def collate(self, rows: list, tokenizer) -> Batch:
         """Rows of ``MethodData.train`` / ``.eval`` → one padded batch."""
@@ -100,8 +101,10 @@ class Method(Protocol):
     def periodic_metrics(self, loss: float) -> dict:
         """Held-out loss (every ``training.eval_every`` steps) → the metrics to log, e.g. {"eval_loss": ...}."""
 
-    def save(self, model: torch.nn.Module, output_dir: Path, tokenizer, *, state_dict=None) -> None:
-        """Write the trained model in a standard format (plain transformers / peft load it)."""
+    def save(self, config, model: torch.nn.Module, output_dir: Path, tokenizer, *, state_dict=None) -> None:
+        """Write the trained model in a standard format (plain transformers / peft load it).
+
+        ``state_dict`` is the gathered full state after a sharded (FSDP / DeepSpeed) run."""
 
     def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
         """Load what ``save`` wrote, as an ordinary model (used for evaluation after sharded runs)."""

@@ -142,7 +142,7 @@ class CausalLM:
 
     # ------------------------------------------------------------------ output
 
-    def save(self, model, output_dir: Path, tokenizer, *, state_dict=None) -> None:
+    def save(self, config, model, output_dir: Path, tokenizer, *, state_dict=None) -> None:
         model.save_pretrained(output_dir, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(output_dir)
 

@@ -109,6 +109,18 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
 
+def set_aside(run_dir: Path, from_step: int) -> list[Path]:
+    """Rename checkpoints of ``from_step`` and later to ``diverged-step-…``: kept for a look,
+    never resumed from (``list_checkpoints`` only sees ``step-…``)."""
+    moved = []
+    for path in list_checkpoints(run_dir):
+        if int(path.name[len(PREFIX):]) >= from_step:
+            target = path.with_name("diverged-" + path.name)
+            path.rename(target)
+            moved.append(target)
+    return moved
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None

@@ -13,8 +13,11 @@ step and flags a run when, for ``patience`` steps in a row,
 
 A single noisy batch never trips it; a model that really was destroyed does
 within a few steps. ``mode="stop"`` raises :class:`DivergenceError` before the
-next optimizer step (the last good checkpoint is kept, nothing is overwritten);
-``"warn"`` prints once and goes on.
+next optimizer step; the loop writes no checkpoint while losses are bad and sets
+aside any written from the weights that produced the first bad loss on (the
+loss of step s is computed with the weights saved as checkpoint s − 1), so
+``--resume`` can only continue from good weights. ``"warn"`` prints once and
+goes on.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ PATIENCE = 3  # bad steps in a row before it counts
 
 
 class DivergenceError(RuntimeError):
-    def __init__(self, step: int, message: str):
+    def __init__(self, step: int, message: str, first_bad_step: int | None = None):
         self.step = step
+        self.first_bad_step = first_bad_step if first_bad_step is not None else step
         super().__init__(message)
 
 
@@ -42,6 +46,7 @@ class DivergenceWatch:
         self.patience = patience
         self.first: list[float] = []
         self.bad_in_a_row = 0
+        self.first_bad_step: int | None = None  # the first step of the current run of bad losses
         self.warning: str | None = None  # the message, once flagged in "warn" mode
 
     @property
@@ -66,13 +71,16 @@ class DivergenceWatch:
         if len(self.first) < self.first_steps:
             self.first.append(loss)
         self.bad_in_a_row = self.bad_in_a_row + 1 if reason else 0
+        if self.bad_in_a_row == 1:
+            self.first_bad_step = step
         if self.bad_in_a_row < self.patience or self.warning is not None:
             return
         message = (f"training diverged at step {step}: the loss {reason} and stayed there for "
                    f"{self.patience} steps; the model is being destroyed. {self.hint}").strip()
         if self.mode == "stop":
             raise DivergenceError(step, message + " The run stopped and the last good checkpoint was kept; "
-                                  "set training.on_divergence=warn to train on regardless.")
+                                  "set training.on_divergence=warn to train on regardless.",
+                                  first_bad_step=self.first_bad_step)
         self.warning = message
         if self.console is not None:
             self.console.print(f"[bold yellow]warning:[/] {message}", highlight=False)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import gather_trainable_state, is_sharded, mark_complete, save_checkpoint
-from .divergence import DivergenceWatch
+from .checkpoint import gather_trainable_state, is_sharded, mark_complete, save_checkpoint, set_aside
+from .divergence import DivergenceError, DivergenceWatch
 from .engine import MetricsLog, RowOrder, StopSignal, split_for_process
 from .step import check_finite, forward_backward, optimizer_step
 
@@ -110,7 +110,13 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
             stats = forward_backward(loss_model, micro, accelerator)
             check_finite(stats.loss, step + 1)
             if watch is not None:
-                watch.observe(step + 1, stats.loss)  # raises before the step that would go on destroying
+                try:
+                    watch.observe(step + 1, stats.loss)  # raises before the step that would go on destroying
+                except DivergenceError as diverged:
+                    # Checkpoint s holds the weights that gave step s + 1's loss.
+                    if main:
+                        set_aside(run_dir, diverged.first_bad_step - 1)
+                    raise
             grad_norm = optimizer_step(loss_model, optimizer, scheduler, accelerator, settings.max_grad_norm,
                                        step=step + 1)
             step += 1
@@ -129,7 +135,9 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
                 loss_model.train()
             if _any_process(accelerator, stop.requested is not None):
                 raise TrainingInterrupted(stop.requested or "a stop signal on another process", checkpoint())
-            if settings.save_every and step % settings.save_every == 0 and step < settings.total_steps:
+            losses_bad = watch is not None and watch.bad_in_a_row > 0 and watch.mode == "stop"
+            if settings.save_every and step % settings.save_every == 0 and step < settings.total_steps \
+                    and not losses_bad:  # never checkpoint weights that may be the diverging ones
                 checkpoint()
     return LoopResult(steps=step, tokens=tokens, count=count, wall_seconds=time.perf_counter() - started,
                       final_loss=last_loss, history=history)

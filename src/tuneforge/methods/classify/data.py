@@ -9,6 +9,7 @@ example, stops the run before any weight is read.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -70,11 +71,16 @@ def parse(record: Record, columns: dict[str, str], label_names: list[str] | None
         problems.append(f"{where}: text_pair: must be a string")
     label = data.get("label")
     name = None
+    if isinstance(label, str) and label.strip().isdigit() and label_names is not None \
+            and label.strip() not in label_names:
+        label = int(label.strip())  # CSV cells are text: "0" with data.labels set is an index
     if label is None or (isinstance(label, str) and not label.strip()):
         problems.append(f"{where}: label: missing")
     elif isinstance(label, bool) or not isinstance(label, (str, int, float)):
         problems.append(f"{where}: label: must be a string or an integer (got {type(label).__name__})")
-    elif isinstance(label, (int, float)) and not isinstance(label, str):
+    elif isinstance(label, float) and not math.isfinite(label):
+        problems.append(f"{where}: label: missing (got {label})")
+    elif isinstance(label, (int, float)):
         if float(label) != int(label):
             problems.append(f"{where}: label: {label} is not an integer")
         elif label_names is None:
@@ -125,25 +131,30 @@ def encode(tokenizer, item: LabelledText, label_index: int, max_length: int,
            decoder: bool) -> tuple[ClassificationExample, bool]:
     """Tokenise one text (pair); returns the example and whether it was cut to ``max_length``.
 
-    Encoders get the tokenizer's own pair encoding ([CLS] a [SEP] b [SEP], token types);
-    decoders read "text\\ntext_pair" as one sequence, scored at its last token.
+    Encoders get the tokenizer's own pair encoding ([CLS] a [SEP] b [SEP], token types),
+    cut from the longer side by the tokenizer. Decoders read ``text`` then ``"\n" + text_pair``
+    as one sequence scored at its last token; when too long, ``text`` is cut so the pair
+    (usually the shorter, decisive part) survives. Special-token strings inside user text
+    stay plain text (``split_special_tokens``): a literal "<|im_end|>" must not become the
+    pad id, which would move the last-token pooling.
     """
     if decoder:
-        joined = item.text if item.text_pair is None else f"{item.text}\n{item.text_pair}"
-        full = tokenizer(joined)
-    else:
-        full = tokenizer(item.text, item.text_pair)
-    ids = list(full["input_ids"])
-    types = list(full["token_type_ids"]) if (not decoder and "token_type_ids" in full) else None
-    cut = len(ids) > max_length
+        ids = tokenizer(item.text, split_special_tokens=True)["input_ids"]
+        pair = tokenizer("\n" + item.text_pair, add_special_tokens=False,
+                         split_special_tokens=True)["input_ids"] if item.text_pair is not None else []
+        cut = len(ids) + len(pair) > max_length
+        if cut:
+            # The pair keeps what the text leaves, and at least half when both are long.
+            pair = pair[:min(len(pair), max(max_length - len(ids), max_length // 2))]
+            ids = ids[:max_length - len(pair)]
+        return ClassificationExample(list(ids) + list(pair), None, label_index, item.text, item.where), cut
+    full = tokenizer(item.text, item.text_pair, split_special_tokens=True)
+    cut = len(full["input_ids"]) > max_length
     if cut:
-        if decoder:
-            ids = ids[:max_length]
-        else:  # let the tokenizer cut, so [SEP] stays at the end
-            full = tokenizer(item.text, item.text_pair, truncation=True, max_length=max_length)
-            ids = list(full["input_ids"])
-            types = list(full["token_type_ids"]) if "token_type_ids" in full else None
-    return ClassificationExample(ids, types, label_index, item.text, item.where), cut
+        full = tokenizer(item.text, item.text_pair, truncation=True, max_length=max_length,
+                         split_special_tokens=True)
+    types = list(full["token_type_ids"]) if "token_type_ids" in full else None
+    return ClassificationExample(list(full["input_ids"]), types, label_index, item.text, item.where), cut
 
 
 def load_classification(cfg, tokenizer, *, decoder: bool) -> ClassificationSplits:

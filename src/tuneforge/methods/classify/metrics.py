@@ -3,8 +3,11 @@
 Predictions may hold ``-1`` for "no label" (the zero-shot baseline's answers
 that name no label): such an answer is wrong for its true class and is a
 prediction of no class, so it lowers recall without adding to any precision.
-Macro-F1 is the unweighted mean of per-class F1; a class never predicted has
-precision 0 by convention (METHODS.md).
+Macro-F1 is the unweighted mean of per-class F1 over the classes that occur in
+the gold labels or the predictions (as scikit-learn does): a class absent from
+a small held-out set and never predicted says nothing, so it is not counted as
+F1 = 0. A class that occurs but is never predicted has precision 0 by
+convention (METHODS.md).
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ def classification_metrics(gold: list[int], predicted: list[int], labels: list[s
         return {}
     k = len(labels)
     classes = per_class(gold, predicted, k)
+    present = set(gold) | {p for p in predicted if p >= 0}
     out = {
         "accuracy": sum(1 for t, p in zip(gold, predicted) if t == p) / len(gold),
-        "macro_f1": sum(c["f1"] for c in classes) / k,
+        "macro_f1": sum(classes[i]["f1"] for i in present) / len(present),
     }
     for name, c in zip(labels, classes):
         out[f"precision/{name}"] = c["precision"]

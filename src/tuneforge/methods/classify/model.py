@@ -6,7 +6,8 @@ through the pooler. Either way the saved folder is what plain transformers
 loads. With an adapter, peft trains and saves the new head as
 ``modules_to_save``; ``classifier.json`` beside the adapter records the label
 names, the base model and the pad token, which a plain ``peft`` user needs to
-rebuild the base with the right head shape (see docs/ARCHITECTURE.md).
+rebuild the base with the right head shape (see docs/ARCHITECTURE.md). Full
+outputs get the same file, for `predict` (the training ``max_length``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _quiet_transformers():
 
 
 def load_classifier(name: str, labels: list[str], *, dtype: torch.dtype = torch.float32, pad_token_id: int | None,
-                    trust_remote_code: bool = False, revision: str | None = None):
+                    trust_remote_code: bool = False, revision: str | None = None,
+                    attn_implementation: str | None = None):
     """A base model (embedded name, folder or hub id) with a fresh head of ``len(labels)`` outputs."""
     from transformers import AutoModelForSequenceClassification
 
@@ -50,24 +52,32 @@ def load_classifier(name: str, labels: list[str], *, dtype: torch.dtype = torch.
                 source, num_labels=len(labels), id2label=dict(enumerate(labels)),
                 label2id={n: i for i, n in enumerate(labels)}, pad_token_id=pad_token_id, dtype=dtype,
                 trust_remote_code=trust_remote_code, revision=revision,
+                **({"attn_implementation": attn_implementation} if attn_implementation else {}),
             )
     except OSError as exc:
         raise ModelNotFoundError(f"model.name: could not load '{name}': {exc}") from None
 
 
-def save_classifier(model, output_dir: Path, tokenizer, *, labels: list[str], base_model: str,
-                    state_dict=None) -> None:
+def save_classifier(model, output_dir: Path, tokenizer, *, info: dict, state_dict=None) -> None:
+    """The model (full folder or peft adapter), its tokenizer, and ``classifier.json``.
+
+    ``info``: labels, max_length (so `predict` cuts texts as training did), pad_token_id,
+    base_model (what plain peft loads the base from), model_name / revision /
+    trust_remote_code (what tuneforge loads it from).
+    """
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(output_dir)
-    if (output_dir / "adapter_config.json").exists():
-        info = {"labels": labels, "base_model": base_model, "pad_token_id": tokenizer.pad_token_id}
-        (output_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
+    (output_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
 
 
-def load_trained_classifier(path: str | Path, *, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer, labels) from a run's ``model/`` or ``adapter/`` folder, or the run folder itself."""
-    from transformers import AutoModelForSequenceClassification
+def read_info(path: Path) -> dict:
+    return json.loads((Path(path) / INFO_FILE).read_text()) if (Path(path) / INFO_FILE).exists() else {}
+
+
+def load_trained_classifier(path: str | Path, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
+    """(model, tokenizer, labels, info) from a run's ``model/`` or ``adapter/`` folder, or the run folder."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from ...models.load import ModelNotFoundError, load_tokenizer
 
@@ -77,20 +87,27 @@ def load_trained_classifier(path: str | Path, *, dtype: torch.dtype = torch.floa
             if (path / inner).is_dir():
                 path = path / inner
                 break
+    info = read_info(path)
     if (path / "adapter_config.json").exists():
-        if not (path / INFO_FILE).exists():
+        if not info:
             raise ModelNotFoundError(f"{path}: an adapter without {INFO_FILE}; not a classifier written by "
                                      "`tuneforge train` with method: classify")
-        info = json.loads((path / INFO_FILE).read_text())
         from peft import PeftModel
 
-        base = load_classifier(info["base_model"], info["labels"], dtype=dtype, pad_token_id=info["pad_token_id"])
+        base = load_classifier(info.get("model_name") or info["base_model"], info["labels"], dtype=dtype,
+                               pad_token_id=info["pad_token_id"], revision=info.get("revision"),
+                               trust_remote_code=trust_remote_code)
         model, labels = PeftModel.from_pretrained(base, str(path)), info["labels"]
     elif (path / "config.json").exists():
+        architectures = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).architectures or []
+        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+            raise ModelNotFoundError(f"{path}: not a classifier (architectures: {', '.join(architectures) or 'none'}); "
+                                     "give the output of a `method: classify` run")
         with _quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
+            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype,
+                                                                       trust_remote_code=trust_remote_code)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     else:
         raise ModelNotFoundError(f"{path}: not a classifier folder (no config.json or adapter_config.json); "
                                  "give a run folder or its model/ or adapter/ folder")
-    return model.eval(), load_tokenizer(str(path)), labels
+    return model.eval(), load_tokenizer(str(path)), labels, info

@@ -14,16 +14,20 @@ import torch
 from ...data.types import DataError
 
 
-def predict_file(model_path: str | Path, data: str, *, batch_size: int = 32, max_length: int = 512,
+def predict_file(model_path: str | Path, data: str, *, batch_size: int = 32, max_length: int | None = None,
                  columns: dict[str, str] | None = None) -> tuple[list[dict], dict | None]:
-    """(one output row per input row, metrics when the rows carry a known ``label``)."""
+    """(one output row per input row, metrics when the rows carry a known ``label``).
+
+    ``max_length`` defaults to the one the model was trained with (``classifier.json``), else 512.
+    """
     from ...checks import model_kind
     from ...data.sources import read_records
     from .data import LabelledText, encode
     from .metrics import classification_metrics
     from .model import load_trained_classifier
 
-    model, tokenizer, labels = load_trained_classifier(model_path)
+    model, tokenizer, labels, info = load_trained_classifier(model_path)
+    max_length = max_length or info.get("max_length") or 512
     decoder = model_kind(model.config) == "causal-lm"
     problems: list[str] = []
     records = list(read_records(data, problems=problems))
@@ -35,7 +39,10 @@ def predict_file(model_path: str | Path, data: str, *, batch_size: int = 32, max
                 row[field] = row.pop(column)
         text = row.get("text")
         if not isinstance(text, str) or not text.strip():
-            problems.append(f"{record.where}: text: missing or empty")
+            problems.append(f"{record.where}: text: missing or empty (use --text-column to name yours)")
+            continue
+        if row.get("text_pair") is not None and not isinstance(row["text_pair"], str):
+            problems.append(f"{record.where}: text_pair: must be a string")
             continue
         items.append((row, LabelledText(text, row.get("text_pair"), "", record.where)))
     if problems:
@@ -63,13 +70,18 @@ def predict_file(model_path: str | Path, data: str, *, batch_size: int = 32, max
                           "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}}
                 if item.text_pair is not None:
                     result["text_pair"] = item.text_pair
-                if "label" in row:
-                    result["true_label"] = row["label"]
+                if row.get("label") is not None:
+                    result["true_label"] = str(row["label"]).strip()
                 out.append(result)
     metrics = None
-    known = [r for r in out if "true_label" in r and str(r["true_label"]) in labels]
+    def gold_index(value: str) -> int | None:
+        if value in labels:
+            return labels.index(value)
+        return int(value) if value.isdigit() and int(value) < len(labels) else None  # integer labels
+
+    known = [r for r in out if "true_label" in r and gold_index(r["true_label"]) is not None]
     if known:
-        gold = [labels.index(str(r["true_label"])) for r in known]
+        gold = [gold_index(r["true_label"]) for r in known]
         metrics = classification_metrics(gold, [labels.index(r["label"]) for r in known], labels)
         metrics = {"rows": len(known), **{k: v for k, v in metrics.items() if "/" not in k}}
     return out, metrics

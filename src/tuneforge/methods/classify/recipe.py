@@ -100,7 +100,8 @@ class Classify:
 
         m = config.model
         return load_classifier(m.name, data.extra["labels"], dtype=dtype, pad_token_id=data.extra["pad_token_id"],
-                               trust_remote_code=m.trust_remote_code, revision=m.revision)
+                               trust_remote_code=m.trust_remote_code, revision=m.revision,
+                               attn_implementation=m.attn_implementation)
 
     def loss_module(self, config, model: torch.nn.Module, data: MethodData) -> torch.nn.Module:
         from .losses import ClassifierLoss
@@ -128,7 +129,8 @@ class Classify:
         return Batch(inputs=inputs, count=len(rows), tokens=sum(len(r.input_ids) for r in rows))
 
     def chance_loss(self, config, model, data: MethodData) -> float | None:
-        return math.log(len(data.extra["labels"]))
+        # With class weights a batch's loss at chance is Σ w_y·ln K / n, not ln K: no fixed level.
+        return None if config.loss.class_weights is not None else math.log(len(data.extra["labels"]))
 
     def periodic_metrics(self, loss: float) -> dict:
         return {"eval_loss": round(loss, 6)}
@@ -197,7 +199,7 @@ class Classify:
         return out, torch.tensor([r.label for r in rows])
 
     def _zero_shot(self, ctx: EvalContext, labels: list[str], gold: list[int]) -> dict | None:
-        from ...models.load import load_causal_lm
+        from ...models.load import load_causal_lm, resolve_dtype
         from ...training.engine import console
         from .metrics import classification_metrics
         from .zero_shot import zero_shot_predictions
@@ -206,10 +208,12 @@ class Classify:
         if not ctx.data.extra["decoder"] or not getattr(ctx.tokenizer, "chat_template", None):
             return None  # an encoder, or a base model without a chat template, cannot be prompted
         n = config.eval.zero_shot_samples or len(gold)
-        texts = [t.text for t in ctx.data.extra["texts"][:n]]
+        texts = [t.text if t.text_pair is None else f"{t.text}\n{t.text_pair}" for t in ctx.data.extra["texts"][:n]]
         console.print(f"Zero-shot baseline: prompting the base model for {len(texts)} held-out texts…")
         m = config.model
-        lm = load_causal_lm(m.name, trust_remote_code=m.trust_remote_code, revision=m.revision)
+        device = ctx.accelerator.device
+        lm = load_causal_lm(m.name, dtype=resolve_dtype(m.dtype, device), trust_remote_code=m.trust_remote_code,
+                            revision=m.revision).to(device)
         predicted, answers = zero_shot_predictions(lm, ctx.tokenizer, texts, labels, batch_size=config.eval.batch_size)
         del lm
         metrics = classification_metrics(gold[:n], predicted, labels)
@@ -218,17 +222,23 @@ class Classify:
 
     # ------------------------------------------------------------------ output
 
-    def save(self, model, output_dir: Path, tokenizer, *, state_dict=None) -> None:
+    def save(self, config, model, output_dir: Path, tokenizer, *, state_dict=None) -> None:
         from .model import save_classifier
 
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        m = config.model
         base = model.peft_config["default"].base_model_name_or_path if hasattr(model, "peft_config") else None
-        save_classifier(model, output_dir, tokenizer, labels=labels, base_model=base or "", state_dict=state_dict)
+        save_classifier(model, output_dir, tokenizer, state_dict=state_dict, info={
+            "labels": labels, "max_length": config.data.max_length, "pad_token_id": tokenizer.pad_token_id,
+            "base_model": base or m.name, "model_name": m.name, "revision": m.revision,
+            "trust_remote_code": m.trust_remote_code,
+        })
 
     def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
         from .model import load_trained_classifier
 
-        return load_trained_classifier(output_dir, dtype=dtype)[0]
+        m = config.model
+        return load_trained_classifier(output_dir, dtype=dtype, trust_remote_code=m.trust_remote_code)[0]
 
 
 METHOD = Classify()
