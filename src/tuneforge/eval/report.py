@@ -19,7 +19,7 @@ from pathlib import Path
 from tuneforge.eval.scorers import json_field_errors
 
 # Metric names that mean "lower is better"; everything else (scores) is higher-better.
-_LOWER_IS_BETTER = ("loss", "perplexity", "ppl")
+_LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "unmapped", "error")
 LONG_PROMPT_CHARS = 700
 LONG_PROMPT_LINES = 14
 
