@@ -241,7 +241,7 @@ def _tiny_bert_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "tiny-bert"
     folder.mkdir()
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)

@@ -1,4 +1,4 @@
-"""The `tuneforge` command: train | validate | eval | generate | chat | predict | models | quickstart."""
+"""The `tuneforge` command: train | validate | eval | generate | chat | predict | embed | models | quickstart."""
 
 from __future__ import annotations
 
@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
     pr.add_argument("--text-column", default="text", help="the column that holds the text")
     pr.set_defaults(func=_cmd_predict)
+
+    em = sub.add_parser("embed", help="embed a file of texts with a model trained by method: contrastive")
+    em.add_argument("--model", required=True, help="a contrastive run folder, or its model/ or adapter/ folder")
+    em.add_argument("--data", required=True, help="JSONL / CSV / JSON / .txt with a text column")
+    em.add_argument("--output", required=True, help="a .jsonl ({text, embedding} rows) or .npy file")
+    em.add_argument("--text-column", default="text")
+    em.add_argument("--batch-size", type=int, default=64)
+    em.set_defaults(func=_cmd_embed)
 
     m = sub.add_parser("models", help="list the embedded models and whether each is cached")
     m.set_defaults(func=_cmd_models)
@@ -332,6 +340,22 @@ def _cmd_predict(args) -> int:
     if metrics:
         err_console.print("Against the file's labels: " + ", ".join(
             f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    from .methods.contrastive.model import embed_file
+
+    texts, vectors = embed_file(args.model, args.data, text_column=args.text_column, batch_size=args.batch_size)
+    output = Path(args.output)
+    if output.suffix == ".npy":
+        import numpy as np
+
+        np.save(output, vectors.numpy())
+    else:
+        output.write_text("".join(json.dumps({"text": t, "embedding": [round(x, 7) for x in v]}, ensure_ascii=False)
+                                  + "\n" for t, v in zip(texts, vectors.tolist())), encoding="utf-8")
+    err_console.print(f"Wrote {len(texts)} embeddings of dimension {vectors.shape[1]} to {output}")
     return 0
 
 

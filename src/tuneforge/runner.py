@@ -160,7 +160,8 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     )
     result = train_loop(loss_model=loss_model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
                         rows=rows, collate=collate, settings=settings, run_dir=run_dir, start_state=start_state,
-                        adapter_model=adapter_model, eval_fn=periodic_eval if data.eval else None, watch=watch)
+                        adapter_model=adapter_model, eval_fn=periodic_eval if data.eval else None, watch=watch,
+                        arrange=data.arrange)
 
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(loss_model).model
@@ -200,6 +201,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
             "processes": world,
             "device": str(accelerator.device),
         },
+        "data": {k: v for k, v in data.facts.items() if isinstance(v, (int, float, str, bool))},
         "run": {
             "name": run_dir.name, "method": config.method, "model": config.model.name,
             "adapter": config.adapter.type if config.adapter else None, "output": str(output_dir),
@@ -210,7 +212,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     summary.update(_report_extras(before, after))
     if main:
         _save_json(run_dir / "summary.json", summary)
-        limit = config.eval.samples_in_report if config.eval else 0
+        limit = getattr(config.eval, "samples_in_report", 6) if config.eval else 0
         samples = _paired_samples(before, after, limit)
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
         report_path = write_report(run_dir, summary=summary, metrics=metrics, samples=samples,
@@ -243,6 +245,13 @@ def _report_extras(before: dict, after: dict) -> dict:
             matrices.setdefault(title, {"labels": matrix["labels"]})[side] = matrix["values"]
     if matrices:
         extras["matrices"] = matrices
+    curves: dict = {}
+    for side, result in (("before", before), ("after", after)):
+        for title, curve in (result.get("curves") or {}).items():
+            entry = curves.setdefault(title, {k: v for k, v in curve.items() if k != "y"})
+            entry[side] = curve["y"]
+    if curves:
+        extras["curves"] = curves
     tables = {f"{title} ({side})": table for side, result in (("before", before), ("after", after))
               for title, table in (result.get("tables") or {}).items()}
     if tables:

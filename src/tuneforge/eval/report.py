@@ -281,6 +281,30 @@ def _matrices_html(matrices: dict, run_dir: Path) -> str:
     return "".join(html_parts)
 
 
+def _curves_html(curves: dict, run_dir: Path) -> str:
+    """Before / after curves over the same x (e.g. recall@k against k), one plot each."""
+    parts = []
+    for k, (title, curve) in enumerate(curves.items()):
+
+        def draw(ax, curve=curve, title=title):
+            for side, colour in (("before", "#94a3b8"), ("after", "#2563eb")):
+                if side in curve:
+                    ax.plot(curve["x"], curve[side], marker="o", color=colour, linewidth=1.8, label=side)
+            ax.set_xlabel(curve.get("xlabel", ""))
+            ax.set_ylabel(curve.get("ylabel", ""))
+            ax.set_ylim(0, 1.02 if max(curve.get("after", [0]) + curve.get("before", [0])) <= 1 else None)
+            ax.set_title(title, loc="left", fontsize=11)
+            ax.legend(frameon=False, fontsize=8)
+
+        data = _figure_png(draw)
+        name = f"curve-{k + 1}.png"
+        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+        (run_dir / "plots" / name).write_bytes(data)
+        parts.append(f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+                     f"<figcaption>plots/{_e(name)}</figcaption></figure>")
+    return f'<div class="plots">{"".join(parts)}</div>' if parts else ""
+
+
 def _tables_html(tables: dict) -> str:
     parts = []
     for title, table in tables.items():
@@ -325,6 +349,12 @@ def _field_errors_table(summary: dict, samples: list[dict]) -> str:
         '<table class="metrics narrow"><thead><tr><th>field</th><th class="num">wrong before</th>'
         f'<th class="num">wrong after</th></tr></thead><tbody>{rows}</tbody></table>{note}'
     )
+
+
+def _train_and_data(summary: dict) -> dict:
+    """Training facts, then what the method reported about its data (prefixed "data")."""
+    data = {f"data_{k}": v for k, v in (summary.get("data") or {}).items()}
+    return {**(summary.get("train") or {}), **data}
 
 
 def _facts(train: dict, metrics: list[dict]) -> str:
@@ -519,9 +549,10 @@ def write_report(run_dir: Path, *, summary: dict, metrics: list[dict], samples: 
         _header(run)
         + f"<section><h2>Before and after training</h2>"
         f"{_results_table(before, after, summary.get('baselines'))}"
-        f"{_field_errors_table(summary, samples)}{_matrices_html(summary.get('matrices') or {}, run_dir)}"
+        f"{_field_errors_table(summary, samples)}{_curves_html(summary.get('curves') or {}, run_dir)}"
+        f"{_matrices_html(summary.get('matrices') or {}, run_dir)}"
         f"{_tables_html(summary.get('tables') or {})}</section>"
-        + f"<section><h2>Training</h2>{_plots_html(plots)}{_facts(summary.get('train') or {}, metrics or [])}</section>"
+        + f"<section><h2>Training</h2>{_plots_html(plots)}{_facts(_train_and_data(summary), metrics or [])}</section>"
         + f"<section><h2>Held-out samples</h2>{_samples_html(samples)}</section>"
         + '<section class="config"><details><summary><b>resolved config</b></summary>'
         f"<pre>{_e(config_text) if config_text else '(not recorded)'}</pre></details></section>"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -47,7 +48,10 @@ class MethodData:
     train: list  # rows the collate function turns into batches (any type; must have ``input_ids``)
     eval: list
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. generation samples, the label set
-    facts: dict[str, Any] = field(default_factory=dict)  # printed by validate / train (rows, tokens, ...)
+    facts: dict[str, Any] = field(default_factory=dict)  # about the data; written to summary.json "data"
+    # Optional reordering of each epoch's shuffled rows: (order, group, first) -> order; see
+    # training.engine.RowOrder. Contrastive training uses it to keep duplicates out of a batch.
+    arrange: Callable[[list[int], int, int], list[int]] | None = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 
 from .classify.config import ClassifyConfig
+from .contrastive.config import ContrastiveConfig
 from .cpt.config import CptConfig
 from .sft.config import SftConfig
 
@@ -19,11 +20,13 @@ _CONFIGS: dict[str, type] = {
     "cpt": CptConfig,
     "sft": SftConfig,
     "classify": ClassifyConfig,
+    "contrastive": ContrastiveConfig,
 }
 _RECIPES: dict[str, str] = {
     "cpt": "tuneforge.methods.cpt.recipe",
     "sft": "tuneforge.methods.sft.recipe",
     "classify": "tuneforge.methods.classify.recipe",
+    "contrastive": "tuneforge.methods.contrastive.recipe",
 }
 _REGISTERED: dict[str, object] = {}  # methods registered at run time (plug-ins, tests)
 

@@ -39,19 +39,29 @@ class RowOrder:
     A position is "rows consumed so far", so it does not depend on how many
     processes or micro-batches share a step: a checkpoint written by N processes
     resumes with M.
+
+    ``arrange(permutation, group, first) -> permutation`` lets a method reorder each
+    epoch, e.g. so that no global batch of ``group`` rows holds the same text twice;
+    ``first`` is the size of the epoch's first batch when the previous epoch's last
+    batch runs into it (0: the epoch starts a fresh batch). It must be deterministic.
     """
 
-    def __init__(self, num_rows: int, seed: int):
+    def __init__(self, num_rows: int, seed: int, *, arrange=None, group: int = 1):
         if num_rows == 0:
             raise ValueError("no training rows")
         self.num_rows = num_rows
         self.seed = seed
+        self.arrange = arrange
+        self.group = group
         self._cache: dict[int, list[int]] = {}
 
     def _epoch(self, epoch: int) -> list[int]:
         if epoch not in self._cache:
             generator = torch.Generator().manual_seed(self.seed + epoch)
-            self._cache = {epoch: torch.randperm(self.num_rows, generator=generator).tolist()}
+            order = torch.randperm(self.num_rows, generator=generator).tolist()
+            if self.arrange is not None:
+                order = self.arrange(order, self.group, (self.group - (epoch * self.num_rows) % self.group) % self.group)
+            self._cache = {epoch: order}
         return self._cache[epoch]
 
     def take(self, start: int, count: int) -> list[int]:

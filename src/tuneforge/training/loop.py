@@ -61,11 +61,14 @@ def _any_process(accelerator, flag: bool) -> bool:
 
 def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, collate: Callable[[list], object],
                settings: LoopSettings, run_dir: Path, start_state: dict, adapter_model=None,
-               eval_fn=None, watch: DivergenceWatch | None = None) -> LoopResult:
-    """Train until ``settings.total_steps``; resume from ``start_state`` (step, rows_consumed)."""
+               eval_fn=None, watch: DivergenceWatch | None = None, arrange=None) -> LoopResult:
+    """Train until ``settings.total_steps``; resume from ``start_state`` (step, rows_consumed).
+
+    ``arrange``: the method's reordering of each epoch (see ``engine.RowOrder``), or None.
+    """
     world, rank = accelerator.num_processes, accelerator.process_index
-    order = RowOrder(len(rows), settings.seed)
     global_batch = settings.batch_size * settings.gradient_accumulation_steps * world
+    order = RowOrder(len(rows), settings.seed, arrange=arrange, group=global_batch)
     step = int(start_state.get("step", 0))
     consumed = int(start_state.get("rows_consumed", 0))
     tokens = count = 0

@@ -1,0 +1,1 @@
+"""`method: contrastive` — fine-tune an embedding model (encoder or decoder) contrastively."""
