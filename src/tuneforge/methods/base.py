@@ -99,7 +99,8 @@ class Method(Protocol):
         ``metrics`` ({name: number}, required), ``samples`` (list of {prompt, reference, prediction,
         scores}), and optional report extras: ``baselines`` ({name: {metric: value}}),
         ``field_errors``, ``matrices`` ({title: {"labels": [...], "values": [[...]]}}),
-        ``tables`` ({title: {"columns": [...], "rows": [[...]]}}).
+        ``tables`` ({title: {"columns": [...], "rows": [[...]]}}), ``curves`` ({title: {"x": [...],
+        "y": [...], "xlabel", "ylabel"}}, drawn before vs after).
         ``model`` is None on processes other than the main one in sharded runs."""
 
     def periodic_metrics(self, loss: float) -> dict:
