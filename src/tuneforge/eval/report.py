@@ -290,19 +290,22 @@ def _curves_html(curves: dict, run_dir: Path) -> str:
             for side, colour in (("before", "#94a3b8"), ("after", "#2563eb")):
                 if side in curve:
                     ax.plot(curve["x"], curve[side], marker="o", color=colour, linewidth=1.8, label=side)
+            ax.set_xscale("log")  # k = 1, 2, 3, 5, 10, 20: the small k matter most
+            ax.set_xticks(curve["x"], labels=[str(x) for x in curve["x"]])
+            ax.minorticks_off()
             ax.set_xlabel(curve.get("xlabel", ""))
             ax.set_ylabel(curve.get("ylabel", ""))
             ax.set_ylim(0, 1.02 if max(curve.get("after", [0]) + curve.get("before", [0])) <= 1 else None)
             ax.set_title(title, loc="left", fontsize=11)
             ax.legend(frameon=False, fontsize=8)
 
-        data = _figure_png(draw)
+        data = _figure_png(draw, figsize=(5.2, 3.4), integer_x=False)
         name = f"curve-{k + 1}.png"
         (run_dir / "plots").mkdir(parents=True, exist_ok=True)
         (run_dir / "plots" / name).write_bytes(data)
         parts.append(f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
                      f"<figcaption>plots/{_e(name)}</figcaption></figure>")
-    return f'<div class="plots">{"".join(parts)}</div>' if parts else ""
+    return f'<div class="plots curves">{"".join(parts)}</div>' if parts else ""
 
 
 def _tables_html(tables: dict) -> str:
@@ -494,6 +497,7 @@ table.metrics tbody th { font-weight:600; }
 .delta.same { color:var(--muted); }
 .plots { display:grid; grid-template-columns:repeat(auto-fit,minmax(440px,1fr)); gap:16px; }
 .plots.matrices { grid-template-columns:repeat(auto-fit,minmax(260px,380px)); }
+.plots.curves { grid-template-columns:repeat(auto-fit,minmax(320px,560px)); margin-top:16px; }
 th.baseline { color:#7c3aed !important; }
 figure { margin:0; }
 figure img { width:100%; height:auto; border:1px solid var(--line); border-radius:8px; }
