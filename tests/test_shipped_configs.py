@@ -20,25 +20,33 @@ CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def tokenizer_for():
+    """The tokenizer of a config's model (the embedded SmolLM2 or MiniLM), loaded once per model."""
     from tuneforge.models.load import load_tokenizer
 
-    return load_tokenizer("smollm2-135m-instruct")
+    loaded: dict = {}
+
+    def get(name: str):
+        if name not in loaded:
+            loaded[name] = load_tokenizer(name)
+        return loaded[name]
+
+    return get
 
 
 def test_configs_are_shipped():
     names = {path.name for path in CONFIGS}
     assert {"quickstart.yaml", "cpt_text.yaml", "sft_full.yaml", "sft_lora_chat.yaml",
-            "instruct_natural_instructions.yaml", "classify_sentiment.yaml"} <= names
+            "instruct_natural_instructions.yaml", "classify_sentiment.yaml", "contrastive_faq.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_shipped_config_passes_checks(path, tokenizer, monkeypatch):
+def test_shipped_config_passes_checks(path, tokenizer_for, monkeypatch):
     """As a user on a fresh checkout runs `tuneforge validate configs/X.yaml`: from the
     repository root, no overrides, nothing written first."""
     monkeypatch.chdir(REPO_ROOT)
     config = load_config(path.relative_to(REPO_ROOT))
-    report = check_config(config, tokenizer=tokenizer)
+    report = check_config(config, tokenizer=tokenizer_for(config.model.name))
     assert report.errors == []
     assert report.facts["examples"] > 0
     if "loss_tokens" in report.facts:  # token-level methods (cpt, sft); classify counts examples
