@@ -237,7 +237,10 @@ def test_encoder_run_improves_recall_and_loads_in_sentence_transformers(tmp_path
     before, after = result.summary["before"], result.summary["after"]
     assert set(after) == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
     assert after["recall@1"] > before["recall@1"] + 0.2
-    assert result.summary["data"]["duplicates_kept_apart"] > 0  # 200 rows over 30 answers
+    # 200 rows over 30 answers, each row naming two (positive, hard negative): a batch of 16 rows
+    # needs 32 answer slots, so some repeats are unavoidable; far fewer remain than when shuffled.
+    data = result.summary["data"]
+    assert data["duplicate_texts_in_batches"] < 0.75 * data["duplicate_texts_in_batches_if_shuffled"]
     assert "recall@k on held-out queries" in result.summary["curves"]
     texts = ["how do i fix error code 3", "reset the inverter 3 3", "solar panel"]
     plain = SentenceTransformer(str(result.output_dir), device="cpu").encode(texts, convert_to_tensor=True)
@@ -314,3 +317,53 @@ def test_data_errors_name_the_row(tmp_path, isolated_cache):
     errors = check_config(config, tokenizer=_tok(bert)).errors
     assert errors[0].startswith(f"{tmp_path / 'bad.jsonl'}:2: positive: missing")
     assert errors[1] == f"{tmp_path / 'bad.jsonl'}:3: negative: must be a string or a list of non-empty strings"
+
+
+def test_triplet_pairs_each_anchor_with_its_own_first_negative(tmp_path):
+    from tuneforge.methods import get_method
+    from tuneforge.methods.contrastive.data import to_rows
+    from tuneforge.models.load import load_tokenizer
+
+    bert = tiny_bert(tmp_path, dropout=0.0)
+    tok = load_tokenizer(str(bert))
+    items = [(("how do i fix error code 1", "reset the inverter 1 1", "solar panel", "grid charge"), None, ""),
+             (("how do i fix error code 2", "reset the inverter 2 2"), None, ""),  # no negative
+             (("how do i fix error code 3", "reset the inverter 3 3", "battery app"), None, "")]
+    inputs = get_method("contrastive").collate(to_rows(items, tok, 32)[0], tok).inputs
+    assert inputs["negative_of"].tolist() == [0, 0, 2]
+    module = _embedding_loss(bert, loss="triplet")
+    module.model.eval()
+    loss, n = module(**inputs)
+    emb = module.embed(**{k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+    role = inputs["role"]
+    a, p, neg = emb[role == 0], emb[role == 1], emb[role == 2]
+    expected = triplet_sum(a[[0, 2]], p[[0, 2]], neg[[0, 2]], margin=0.3)  # row 0 → its first, row 2 → its own
+    assert int(n) == 3 and float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_gradient_cache_under_bf16_autocast_matches_the_plain_batch(tmp_path):
+    """Under mixed precision the recomputed chunks run in the same autocast as the cached pass:
+    the gradients equal the plain large batch's up to bf16 rounding (relative norm), while
+    recomputing in fp32 would not give every parameter a gradient of the same numerics."""
+    bert = tiny_bert(tmp_path, dropout=0.0)
+    inputs = _batch(bert, pair_rows(12, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = _grads(_embedding_loss(bert), inputs)
+        cached = _grads(_embedding_loss(bert, gradient_cache=5), inputs)
+    assert plain.keys() == cached.keys()
+    for name in plain:
+        error = (cached[name] - plain[name]).norm() / plain[name].norm().clamp(min=1e-6)
+        assert error < 2e-2, (name, float(error))
+
+
+def test_simcse_from_a_txt_file_with_periodic_eval(tmp_path, isolated_cache):
+    lines = [f"reset the inverter {k} {k}" for k in range(40)] + [f"how do i fix error code {k}" for k in range(40)]
+    raw = tmp_path / "raw.txt"
+    raw.write_text("\n".join(lines) + "\n")
+    config = contrastive_config(tmp_path, tiny_bert(tmp_path, dropout=0.1), name="simcse",
+                                data={"format": "text", "train": str(raw)},
+                                training={"max_steps": 4, "eval_every": 2, "batch_size": 16})
+    result = train_from_config(config)
+    assert result.summary["data"]["rows"] == 80  # one row per line of the .txt file
+    metrics = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "eval_loss" in m] == [2, 4]

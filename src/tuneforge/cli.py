@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 
     em = sub.add_parser("embed", help="embed a file of texts with a model trained by method: contrastive")
     em.add_argument("--model", required=True, help="a contrastive run folder, or its model/ or adapter/ folder")
-    em.add_argument("--data", required=True, help="JSONL / CSV / JSON / .txt with a text column")
+    em.add_argument("--data", required=True, help="JSONL / CSV / JSON with a text column, or .txt (one text a line)")
     em.add_argument("--output", required=True, help="a .jsonl ({text, embedding} rows) or .npy file")
     em.add_argument("--text-column", default="text")
     em.add_argument("--batch-size", type=int, default=64)
@@ -348,6 +348,7 @@ def _cmd_embed(args) -> int:
 
     texts, vectors = embed_file(args.model, args.data, text_column=args.text_column, batch_size=args.batch_size)
     output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".npy":
         import numpy as np
 

@@ -167,8 +167,8 @@ class MetricsLog:
                 tps=f"{record.get('tokens_per_second', 0):.0f}",
             )
         elif "eval_loss" in record and self.enabled:
-            console.print(f"step {record['step']}: held-out loss {record['eval_loss']:.4f} "
-                          f"(perplexity {record['eval_perplexity']:.2f})")
+            extra = f" (perplexity {record['eval_perplexity']:.2f})" if "eval_perplexity" in record else ""
+            console.print(f"step {record['step']}: held-out loss {record['eval_loss']:.4f}{extra}")
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import gather_trainable_state, is_sharded, mark_complete, save_checkpoint, set_aside
+from .checkpoint import (
+    CheckpointMismatch,
+    gather_trainable_state,
+    is_sharded,
+    mark_complete,
+    save_checkpoint,
+    set_aside,
+)
 from .divergence import DivergenceError, DivergenceWatch
 from .engine import MetricsLog, RowOrder, StopSignal, split_for_process
 from .step import check_finite, forward_backward, optimizer_step
@@ -69,6 +76,13 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
     world, rank = accelerator.num_processes, accelerator.process_index
     global_batch = settings.batch_size * settings.gradient_accumulation_steps * world
     order = RowOrder(len(rows), settings.seed, arrange=arrange, group=global_batch)
+    saved_batch = start_state.get("global_batch")
+    if arrange is not None and saved_batch is not None and saved_batch != global_batch:
+        # The method's row order depends on the global batch: another one would repeat some rows
+        # of this epoch and skip others.
+        raise CheckpointMismatch(
+            f"this run arranges its rows in global batches of {saved_batch} (batch_size × "
+            f"gradient_accumulation_steps × processes); resume with the same global batch, not {global_batch}")
     step = int(start_state.get("step", 0))
     consumed = int(start_state.get("rows_consumed", 0))
     tokens = count = 0
@@ -86,7 +100,7 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
             path = save_checkpoint(
                 run_dir, step, model=accelerator.unwrap_model(loss_model), weights=weights,
                 optimizer=None if sharded else optimizer, scheduler=scheduler, keep=settings.keep_checkpoints,
-                state={"rows_consumed": consumed, "epoch": consumed / len(rows)},
+                state={"rows_consumed": consumed, "epoch": consumed / len(rows), "global_batch": global_batch},
                 adapter_model=None if sharded else adapter_model, pending=sharded,
             )
         accelerator.wait_for_everyone()

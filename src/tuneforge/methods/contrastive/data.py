@@ -75,7 +75,7 @@ def parse(record: Record, fmt: str, columns: dict[str, str], problems: list[str]
     before = len(problems)
     if fmt == "text":
         text = _text(data, "text", where, problems)
-        return ((text, text), None) if len(problems) == before else None
+        return ((text, text), None) if len(problems) == before else None  # read_rows splits it into lines
     if fmt == "scored_pairs":
         a, b = _text(data, "text_a", where, problems), _text(data, "text_b", where, problems)
         score = data.get("score")
@@ -99,12 +99,22 @@ def parse(record: Record, fmt: str, columns: dict[str, str], problems: list[str]
 
 
 def read_rows(source, fmt: str, columns: dict[str, str], problems: list[str]) -> list[tuple]:
+    """Parsed rows. Raw text (SimCSE) is cut into its non-empty lines: a ``.txt`` file is one
+    record, and sentences or short paragraphs are the unit SimCSE learns from."""
     out = []
     for record in read_records(source, problems=problems):
         parsed = parse(record, fmt, columns, problems)
-        if parsed is not None:
+        if parsed is None:
+            continue
+        if fmt == "text":
+            out.extend(((line, line), None, record.where) for line in _lines(parsed[0][0]))
+        else:
             out.append((*parsed, record.where))
     return out
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def tokenize(tokenizer, text: str, max_length: int) -> tuple[list[int], list[int] | None, bool]:
@@ -174,8 +184,21 @@ def load_contrastive(cfg, tokenizer) -> dict:
     return {
         "train": train_rows, "eval": eval_rows, "truncated": truncated, "anchor_equals_positive": same,
         "retrieval": retrieval_set(held, corpus) if eval_format == "pairs" and held else None,
-        "scored": [(texts[0], texts[1], score) for texts, score, _ in held] if eval_format == "scored_pairs" else None,
+        "scored": [(texts[0], texts[1], score) for texts, score, _ in held]
+        if eval_format == "scored_pairs" and held else None,
     }
+
+
+def duplicate_texts(rows: list[ContrastiveRow], order: list[int], group: int, first: int = 0) -> int:
+    """How many texts repeat inside the global batches of ``order`` (each extra copy counts once)."""
+    count, start = 0, 0
+    size = first or group
+    while start < len(order):
+        texts = [t for i in order[start:start + size] for t in set(rows[i].texts)]
+        count += len(texts) - len(set(texts))
+        start += size
+        size = group
+    return count
 
 
 def arrange_without_duplicates(rows: list[ContrastiveRow], order: list[int], group: int,
@@ -200,11 +223,17 @@ def arrange_without_duplicates(rows: list[ContrastiveRow], order: list[int], gro
     while queue or waiting:
         batch: list[int] = []
         seen: set[str] = set()
-        for i in list(waiting):  # the rows that waited come first
-            if len(batch) < size and not (texts(i) & seen):
+        kept = []
+        for k, i in enumerate(waiting):  # the rows that waited come first
+            if len(batch) >= size:
+                kept.extend(waiting[k:])
+                break
+            if texts(i) & seen:
+                kept.append(i)
+            else:
                 batch.append(i)
                 seen |= texts(i)
-                waiting.remove(i)
+        waiting = kept
         while len(batch) < size and queue:
             i = queue.pop()
             if texts(i) & seen:
@@ -213,8 +242,10 @@ def arrange_without_duplicates(rows: list[ContrastiveRow], order: list[int], gro
             else:
                 batch.append(i)
                 seen |= texts(i)
-        while len(batch) < size and waiting and not queue:  # nothing else left: unavoidable
-            batch.append(waiting.pop(0))
+        if len(batch) < size and waiting and not queue:  # nothing else left: unavoidable
+            take = size - len(batch)
+            batch.extend(waiting[:take])
+            waiting = waiting[take:]
         out.extend(batch)
         size = group
     return out, deferred

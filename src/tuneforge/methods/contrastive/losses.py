@@ -79,8 +79,8 @@ class _CachedEmbeddings(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, anchor, embed, chunks, rng_states, embeddings):
-        ctx.embed, ctx.chunks, ctx.rng_states = embed, chunks, rng_states
+    def forward(ctx, anchor, embed, chunks, rng_states, embeddings, autocast_state):
+        ctx.embed, ctx.chunks, ctx.rng_states, ctx.autocast_state = embed, chunks, rng_states, autocast_state
         return embeddings.clone()
 
     @staticmethod
@@ -88,14 +88,17 @@ class _CachedEmbeddings(torch.autograd.Function):
         start = 0
         for chunk, (cpu_state, cuda_state) in zip(ctx.chunks, ctx.rng_states):
             devices = [torch.cuda.current_device()] if cuda_state is not None else []
-            with torch.random.fork_rng(devices=devices), torch.enable_grad():
+            device_type, dtype, enabled = ctx.autocast_state
+            # The same RNG draws (dropout masks) and the same autocast as the forward pass.
+            with torch.random.fork_rng(devices=devices), torch.enable_grad(), \
+                    torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=False):
                 torch.set_rng_state(cpu_state)
                 if cuda_state is not None:
                     torch.cuda.set_rng_state(cuda_state)
                 out = ctx.embed(**chunk)  # (b, d), with a graph this time
             torch.autograd.backward(out, grad[start:start + out.shape[0]])
             start += out.shape[0]
-        return None, None, None, None, None
+        return None, None, None, None, None, None
 
 
 class EmbeddingLoss(torch.nn.Module):
@@ -125,7 +128,12 @@ class EmbeddingLoss(torch.nn.Module):
         if not self.gradient_cache or not torch.is_grad_enabled() or n <= self.gradient_cache:
             return self.embed(**tensors)
         chunks, states, parts = [], [], []
-        with torch.no_grad():
+        device_type = tensors["input_ids"].device.type
+        autocast_state = (device_type, torch.get_autocast_dtype(device_type), torch.is_autocast_enabled(device_type))
+        # No autocast weight cache here: casts made without a graph must not be reused by the
+        # recomputation in backward (the weights would get no gradient through them).
+        with torch.no_grad(), torch.autocast(device_type, dtype=autocast_state[1], enabled=autocast_state[2],
+                                             cache_enabled=False):
             for start in range(0, n, self.gradient_cache):
                 chunk = {k: v[start:start + self.gradient_cache] for k, v in tensors.items()}
                 on_cuda = chunk["input_ids"].is_cuda
@@ -133,20 +141,30 @@ class EmbeddingLoss(torch.nn.Module):
                 parts.append(self.embed(**chunk))
                 chunks.append(chunk)
         anchor = torch.zeros((), requires_grad=True)  # gives autograd a reason to call backward
-        return _CachedEmbeddings.apply(anchor, self.embed, chunks, states, torch.cat(parts))
+        return _CachedEmbeddings.apply(anchor, self.embed, chunks, states, torch.cat(parts), autocast_state)
 
-    def forward(self, input_ids, attention_mask, role, scores=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask, role, scores=None, token_type_ids=None, negative_of=None):
         tensors = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             tensors["token_type_ids"] = token_type_ids
         emb = self._embed_all(tensors)  # (N, d)
         a, p, n = emb[role == 0], emb[role == 1], emb[role == 2]
-        if self.loss == "infonce":
-            loss = info_nce_sum(a, p, n, scale=self.scale, symmetric=self.symmetric)
-        elif self.loss == "triplet":
-            loss = triplet_sum(a, p, n[: a.shape[0]], margin=self.margin)
-        elif self.loss == "cosent":
-            loss = cosent_sum(a, p, scores, scale=self.scale)
-        else:
-            loss = cosine_mse_sum(a, p, scores)
+        # Similarities in fp32 even under autocast: at scale 20 bf16 logits are off by ~0.1.
+        with torch.autocast(emb.device.type, enabled=False):
+            a, p, n = a.float(), p.float(), n.float()
+            if self.loss == "infonce":
+                loss = info_nce_sum(a, p, n, scale=self.scale, symmetric=self.symmetric)
+            elif self.loss == "triplet":
+                # The first negative of each row (negative_of: the row each negative belongs to);
+                # rows without a negative add nothing.
+                first = {}
+                for k, row in enumerate(negative_of.tolist() if negative_of is not None else []):
+                    first.setdefault(row, k)
+                rows = sorted(first)
+                loss = triplet_sum(a[rows], p[rows], n[[first[r] for r in rows]], margin=self.margin) if rows \
+                    else a.sum() * 0
+            elif self.loss == "cosent":
+                loss = cosent_sum(a, p, scores, scale=self.scale)
+            else:
+                loss = cosine_mse_sum(a, p, scores)
         return loss, role.new_tensor(a.shape[0])

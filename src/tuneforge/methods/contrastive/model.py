@@ -40,7 +40,7 @@ def load_encoder(name: str, *, dtype: torch.dtype = torch.float32, trust_remote_
 
 
 def save_sentence_transformer(model, output_dir: Path, tokenizer, *, pooling: str, normalize: bool,
-                              max_length: int, state_dict=None) -> None:
+                              max_length: int, state_dict=None, source: dict | None = None) -> None:
     """Weights (full folder or adapter), tokenizer, and the sentence-transformers module files."""
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir, safe_serialization=True, state_dict=state_dict)
@@ -59,7 +59,7 @@ def save_sentence_transformer(model, output_dir: Path, tokenizer, *, pooling: st
     (output_dir / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": dim, **flags,
                                                                        "include_prompt": True}, indent=2))
     (output_dir / SETTINGS_FILE).write_text(json.dumps({"pooling": pooling, "normalize": normalize,
-                                                        "max_length": max_length}, indent=2))
+                                                        "max_length": max_length, **(source or {})}, indent=2))
 
 
 def load_embedding_model(path: str | Path, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
@@ -79,9 +79,12 @@ def load_embedding_model(path: str | Path, *, dtype: torch.dtype = torch.float32
     if (path / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base_name = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        model = PeftModel.from_pretrained(load_encoder(base_name, dtype=dtype, trust_remote_code=trust_remote_code),
-                                          str(path))
+        # The base as the config named it (an embedded name resolves on any machine), else peft's record.
+        base_name = settings.get("model_name") or json.loads(
+            (path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = load_encoder(base_name, dtype=dtype, trust_remote_code=trust_remote_code,
+                            revision=settings.get("revision"))
+        model = PeftModel.from_pretrained(base, str(path))
     else:
         model = load_encoder(str(path), dtype=dtype, trust_remote_code=trust_remote_code)
     return model.eval(), load_tokenizer(str(path)), settings
@@ -103,9 +106,7 @@ def embed_texts(model, tokenizer, texts: list[str], *, pooling: str, normalize: 
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         enc = tokenizer([texts[i] for i in chunk], truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt")
-        if tokenizer.padding_side == "left":  # pooling expects right padding
-            raise ValueError("left-padding tokenizer: set tokenizer.padding_side = 'right' for embedding")
+                        padding_side="right", return_tensors="pt")  # pooling expects right padding
         enc = {k: v.to(device) for k, v in enc.items()}
         hidden = model(**enc).last_hidden_state
         emb = pool(hidden, enc["attention_mask"], pooling).float()
@@ -122,6 +123,8 @@ def embed_file(model_path: str | Path, data: str, *, text_column: str = "text", 
     model, tokenizer, settings = load_embedding_model(model_path)
     problems: list[str] = []
     texts = []
+    if str(data).endswith(".txt"):  # a .txt file: one text per non-empty line
+        return _embed_lines(model, tokenizer, settings, Path(data), batch_size)
     for record in read_records(data, problems=problems):
         text = record.data.get(text_column)
         if not isinstance(text, str) or not text.strip():
@@ -130,5 +133,11 @@ def embed_file(model_path: str | Path, data: str, *, text_column: str = "text", 
             texts.append(text)
     if problems:
         raise DataError(problems)
+    return texts, embed_texts(model, tokenizer, texts, pooling=settings["pooling"], normalize=settings["normalize"],
+                              max_length=settings["max_length"], batch_size=batch_size)
+
+
+def _embed_lines(model, tokenizer, settings: dict, path: Path, batch_size: int):
+    texts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     return texts, embed_texts(model, tokenizer, texts, pooling=settings["pooling"], normalize=settings["normalize"],
                               max_length=settings["max_length"], batch_size=batch_size)

@@ -12,6 +12,8 @@ Output: a sentence-transformers folder (``model.py``).
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +24,22 @@ from .config import ContrastiveConfig
 
 
 def _pooling(config, decoder: bool) -> str:
+    """``auto``: what the base model's own sentence-transformers setup uses (BGE: cls), else
+    mean for encoders and the last token for decoders."""
     mode = config.embedding.pooling
-    return ("last" if decoder else "mean") if mode == "auto" else mode
+    if mode != "auto":
+        return mode
+    from ...models.load import resolve_model
+    from .model import POOLING_FLAGS
+
+    folder = Path(resolve_model(config.model.name))
+    saved = folder / "1_Pooling" / "config.json"
+    if saved.exists():
+        flags = json.loads(saved.read_text())
+        for name, flag in POOLING_FLAGS.items():
+            if flags.get(flag):
+                return name
+    return "last" if decoder else "mean"
 
 
 def _is_decoder(config) -> bool:
@@ -68,6 +84,9 @@ class Contrastive:
         if extra["truncated"]:
             warnings.append(f"{extra['truncated']} training row(s) had a text longer than data.max_length="
                             f"{config.data.max_length} tokens, cut")
+        if config.loss.gradient_cache and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            errors.append("loss.gradient_cache runs in one process for now (its recomputing backward is not "
+                          "DDP-safe); drop it or train with one process")
         if config.loss.gradient_cache and config.training.gradient_checkpointing:
             warnings.append("loss.gradient_cache already bounds activation memory; gradient checkpointing on top "
                             "only costs time")
@@ -80,7 +99,7 @@ class Contrastive:
         return errors, warnings, facts
 
     def load_data(self, config, tokenizer) -> MethodData:
-        from .data import arrange_without_duplicates, load_contrastive
+        from .data import arrange_without_duplicates, duplicate_texts, load_contrastive
 
         loaded = load_contrastive(config.data, tokenizer)
         train = loaded["train"]
@@ -88,8 +107,10 @@ class Contrastive:
         arrange = None
         if config.loss.avoid_duplicates:
             def arrange(order, group, first):
-                new, deferred = arrange_without_duplicates(train, order, group, first)
-                facts["duplicates_kept_apart"] = facts.get("duplicates_kept_apart", 0) + deferred
+                new, _ = arrange_without_duplicates(train, order, group, first)
+                if "duplicate_texts_in_batches" not in facts:  # the first epoch arranged, as a measure
+                    facts["duplicate_texts_in_batches_if_shuffled"] = duplicate_texts(train, order, group, first)
+                    facts["duplicate_texts_in_batches"] = duplicate_texts(train, new, group, first)
                 return new
         decoder = _is_decoder(config)
         return MethodData(train=train, eval=loaded["eval"], facts=facts, arrange=arrange,
@@ -99,8 +120,13 @@ class Contrastive:
         from .model import load_encoder
 
         m = config.model
-        return load_encoder(m.name, dtype=dtype, trust_remote_code=m.trust_remote_code, revision=m.revision,
-                            attn_implementation=m.attn_implementation)
+        model = load_encoder(m.name, dtype=dtype, trust_remote_code=m.trust_remote_code, revision=m.revision,
+                             attn_implementation=m.attn_implementation)
+        if getattr(model, "pooler", None) is not None:
+            # BERT's pooler (CLS → dense → tanh) is not part of the embedding: frozen, it neither
+            # trains nor trips DDP's unused-parameter check; it is saved unchanged.
+            model.pooler.requires_grad_(False)
+        return model
 
     def loss_module(self, config, model, data: MethodData) -> torch.nn.Module:
         from .losses import EmbeddingLoss
@@ -125,7 +151,8 @@ class Contrastive:
             if token_types is not None:
                 types[k, :len(ids)] = torch.tensor(token_types)
         inputs = {"input_ids": input_ids, "attention_mask": mask,
-                  "role": torch.tensor([role for _, _, role in layout])}
+                  "role": torch.tensor([role for _, _, role in layout]),
+                  "negative_of": torch.tensor([b for b, r in enumerate(rows) for _ in r.ids[2:]], dtype=torch.long)}
         if layout[0][1] is not None:
             inputs["token_type_ids"] = types
         if rows[0].score is not None:
@@ -182,7 +209,8 @@ class Contrastive:
         decoder = _is_decoder(config)
         save_sentence_transformer(model, output_dir, tokenizer, pooling=_pooling(config, decoder),
                                   normalize=config.embedding.normalize, max_length=config.data.max_length,
-                                  state_dict=state_dict)
+                                  state_dict=state_dict, source={"model_name": config.model.name,
+                                                                 "revision": config.model.revision})
 
     def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
         from .model import load_embedding_model
