@@ -18,7 +18,7 @@ from tuneforge.cli import main
 from tuneforge.config import load_config
 from tuneforge.config.schema import RunBase, Section
 from tuneforge.methods import register_method, unregister_method
-from tuneforge.methods.base import CAUSAL_LM, Batch, MethodData
+from tuneforge.interface import CAUSAL_LM, Batch, MethodData
 from tuneforge.runner import train_from_config
 from tuneforge.training.divergence import DivergenceError, DivergenceWatch
 
@@ -156,7 +156,7 @@ def test_runner_loop_and_checkpoints_import_no_method():
                  SRC / "eval" / "report.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and "methods" in node.module:
-                assert node.module.rstrip(".").endswith(("methods", "methods.base")), (path.name, node.module)
+                assert node.module.rstrip(".").endswith("methods"), (path.name, node.module)
 
 
 def test_every_method_has_its_folder():

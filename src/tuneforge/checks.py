@@ -33,7 +33,7 @@ class CheckReport:
 
 def check_config(config, *, tokenizer, method=None) -> CheckReport:
     """Shared option checks, the model family against the method, then the method's own checks."""
-    from .methods import get_method
+    from .registry import get_method
 
     method = method or get_method(config.method)
     report = CheckReport()
@@ -83,7 +83,7 @@ _KIND_NAMES = {"causal-lm": "a causal language model", "encoder": "an encoder",
 
 
 def _wrong_kind_message(config, method, kind: str, model_config) -> str:
-    from .methods import get_method, method_names
+    from .registry import get_method, method_names
 
     needs = " or ".join(_KIND_NAMES[k] for k in method.model_kinds)
     takers = [name for name in method_names() if kind in get_method(name).model_kinds]

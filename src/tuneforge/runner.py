@@ -1,8 +1,8 @@
 """One run, start to finish: checks → data → model → eval before → train → save → eval after → report.
 
 Every method goes through this one skeleton and it names none of them: the
-method object from ``methods.get_method(config.method)`` (interface in
-``methods/base.py``) supplies the data, the model, the loss, the collate
+method object from ``registry.get_method(config.method)`` (interface in
+``interface.py``) supplies the data, the model, the loss, the collate
 function, the evaluation and the output format; the loop is
 ``training/loop.py``. Only the main process writes the run folder.
 """
@@ -59,8 +59,8 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     from functools import partial
 
     from .checks import check_config
-    from .methods import get_method
-    from .methods.base import EvalContext
+    from .registry import get_method
+    from .interface import EvalContext
     from .models.adapters import attach_adapter
     from .models.load import count_parameters, load_tokenizer, resolve_dtype
     from .training.checkpoint import is_sharded, latest_checkpoint, load_checkpoint

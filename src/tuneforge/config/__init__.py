@@ -1,7 +1,7 @@
 """Validated run configs: ``load_config(path, overrides)`` → the method's config object.
 
 The shared sections are here (``schema.py``); each method's run config class is
-in its folder under ``methods/`` and is found through ``methods/registry.py``.
+in its folder under ``methods/`` and is found through ``registry.py``.
 """
 
 from .loader import ConfigError, dump_config, load_config, parse_overrides, validate_dict

@@ -95,7 +95,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def validate_dict(raw: dict, source: str = "config"):
     """Validate against the config class the registry gives for ``raw["method"]``."""
-    from ..methods.registry import config_class, method_names
+    from ..registry import config_class, method_names
 
     names = method_names()
     method = raw.get("method")

@@ -2,7 +2,7 @@
 
 Each method's own run config (``method: cpt`` → ``CptConfig``, ...) lives in
 its folder under ``methods/`` and extends :class:`RunBase`; the registry
-(``methods/registry.py``) maps the ``method:`` value to it.
+(``registry.py``) maps the ``method:`` value to it.
 
 Every section forbids unknown keys (a misspelt key is an error with a
 suggestion, never silently ignored) and no validator rewrites what the user

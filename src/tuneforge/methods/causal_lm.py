@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..data.types import PackedRow
-from .base import CAUSAL_LM, Batch, EvalContext, MethodData
+from ..interface import CAUSAL_LM, Batch, EvalContext, MethodData
 
 
 def collate_rows(rows: list[PackedRow], pad_id: int) -> Batch:

@@ -3,7 +3,7 @@
 The loop reads top to bottom: take the next global batch, collate it with the
 method's collate function, forward/backward (count-weighted), step, log, watch
 for divergence, maybe evaluate, maybe checkpoint. It knows nothing about what
-a row is or what the loss computes: ``collate(rows) -> methods.base.Batch``.
+a row is or what the loss computes: ``collate(rows) -> interface.Batch``.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class StepStats:
 def forward_backward(loss_model, micro_batches: list, accelerator) -> StepStats:
     """Run forward and backward over one accumulated batch; gradients are summed in place.
 
-    ``micro_batches`` are ``methods.base.Batch`` objects: ``loss_model(**batch.inputs)``
+    ``micro_batches`` are ``interface.Batch`` objects: ``loss_model(**batch.inputs)``
     returns (summed loss, count) and ``batch.count`` is known before the forward, so
     every micro-batch can be scaled by the count of the whole accumulated batch.
     """

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..base import CAUSAL_LM, ENCODER, Batch, EvalContext, MethodData
+from ...interface import CAUSAL_LM, ENCODER, Batch, EvalContext, MethodData
 from .config import ContrastiveConfig
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import importlib
 
-from .classify.config import ClassifyConfig
-from .contrastive.config import ContrastiveConfig
-from .cpt.config import CptConfig
-from .sft.config import SftConfig
+from .methods.classify.config import ClassifyConfig
+from .methods.contrastive.config import ContrastiveConfig
+from .methods.cpt.config import CptConfig
+from .methods.sft.config import SftConfig
 
 _CONFIGS: dict[str, type] = {
     "cpt": CptConfig,
@@ -42,7 +42,7 @@ def config_class(name: str) -> type:
 
 
 def get_method(name: str):
-    """The method object (see ``methods/base.py``) for a ``method:`` value."""
+    """The method object (see ``interface.py``) for a ``method:`` value."""
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name not in _RECIPES:
