@@ -1,4 +1,4 @@
-"""Filesystem helpers shared by checkpoints and model conversion."""
+"""Filesystem helpers shared by checkpoints, model conversion and the data cache."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+CACHE_ENV = "TUNEFORGE_CACHE"
+
+
+def cache_root() -> Path:
+    """Where converted models and tokenisation caches live (``$TUNEFORGE_CACHE``)."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "tuneforge")).expanduser()
 
 
 @contextmanager

@@ -30,7 +30,7 @@ CACHE_VERSION = 1
 
 
 def default_dir() -> Path:
-    from tuneforge.models.embedded import cache_root
+    from tuneforge.fsutil import cache_root
 
     return cache_root() / "tokenized"
 

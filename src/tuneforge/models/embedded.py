@@ -16,11 +16,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..fsutil import atomic_directory
+from ..fsutil import CACHE_ENV, atomic_directory, cache_root  # noqa: F401  (cache_root: re-exported)
 
 _console = Console(stderr=True)
 
-CACHE_ENV = "TUNEFORGE_CACHE"
 
 
 @dataclass(frozen=True)
@@ -56,11 +55,6 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # Names accepted for an embedded model besides its own (earlier releases' names).
 ALIASES = {"all-minilm-l6-v2": "minilm-l6-v2"}
-
-
-def cache_root() -> Path:
-    """Where converted models and tokenisation caches live (``$TUNEFORGE_CACHE``)."""
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "tuneforge")).expanduser()
 
 
 def package_file(model: EmbeddedModel) -> Path | None:
