@@ -10,7 +10,6 @@ cache and load that folder from then on (< 1 s).
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
