@@ -11,7 +11,6 @@ import torch
 
 from conftest import write_jsonl
 from tuneforge.config import load_config
-from tuneforge.data.types import DataError
 from tuneforge.methods.classify.losses import ClassifierLoss, balanced_weights, classification_loss_sum
 from tuneforge.methods.classify.metrics import classification_metrics, confusion_matrix, per_class
 from tuneforge.methods.classify.zero_shot import first_word_label

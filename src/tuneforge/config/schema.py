@@ -11,9 +11,9 @@ wrote: defaults fill gaps, nothing else changes.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DataFormat = Literal["text", "prompt_completion", "chat", "natural_instructions"]
 

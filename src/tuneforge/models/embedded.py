@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..fsutil import CACHE_ENV, atomic_directory, cache_root  # noqa: F401  (cache_root: re-exported)
+from ..fsutil import atomic_directory, cache_root  # noqa: F401  (cache_root: re-exported)
 
 _console = Console(stderr=True)
 

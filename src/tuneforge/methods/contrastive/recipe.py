@@ -104,16 +104,16 @@ class Contrastive:
         loaded = load_contrastive(config.data, tokenizer)
         train = loaded["train"]
         facts = {"rows": len(train), "tokens": sum(len(r.input_ids) for r in train)}
-        arrange = None
-        if config.loss.avoid_duplicates:
-            def arrange(order, group, first):
-                new, _ = arrange_without_duplicates(train, order, group, first)
-                if "duplicate_texts_in_batches" not in facts:  # the first epoch arranged, as a measure
-                    facts["duplicate_texts_in_batches_if_shuffled"] = duplicate_texts(train, order, group, first)
-                    facts["duplicate_texts_in_batches"] = duplicate_texts(train, new, group, first)
-                return new
+        def arrange(order, group, first):
+            new, _ = arrange_without_duplicates(train, order, group, first)
+            if "duplicate_texts_in_batches" not in facts:  # the first epoch arranged, as a measure
+                facts["duplicate_texts_in_batches_if_shuffled"] = duplicate_texts(train, order, group, first)
+                facts["duplicate_texts_in_batches"] = duplicate_texts(train, new, group, first)
+            return new
+
         decoder = _is_decoder(config)
-        return MethodData(train=train, eval=loaded["eval"], facts=facts, arrange=arrange,
+        return MethodData(train=train, eval=loaded["eval"], facts=facts,
+                          arrange=arrange if config.loss.avoid_duplicates else None,
                           extra={**loaded, "decoder": decoder, "pooling": _pooling(config, decoder)})
 
     def build_model(self, config, data: MethodData, *, dtype: torch.dtype) -> torch.nn.Module:
