@@ -56,6 +56,18 @@ def check_config(config, *, tokenizer, method=None) -> CheckReport:
     return report
 
 
+def is_causal_lm(config) -> bool:
+    """Whether the run config's model is a causal LM (reads its config.json only)."""
+    from transformers import AutoConfig
+
+    from .models.load import resolve_model
+
+    m = config.model
+    model_config = AutoConfig.from_pretrained(resolve_model(m.name), trust_remote_code=m.trust_remote_code,
+                                              revision=m.revision)
+    return model_kind(model_config) == "causal-lm"
+
+
 def model_kind(model_config) -> str:
     """"causal-lm", "encoder", "encoder-decoder" or "other", from the model's config alone.
 

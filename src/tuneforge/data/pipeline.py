@@ -38,7 +38,7 @@ from tuneforge.data.formats import (
     text,
 )
 from tuneforge.data.formats.natural_instructions import PromptOptions
-from tuneforge.data.sources import fingerprint_sources, read_records
+from tuneforge.data.sources import fingerprint_sources, read_records, with_columns
 from tuneforge.data.templates import (
     PLAIN_CHAT_TEMPLATE,
     TemplateError,
@@ -65,14 +65,7 @@ def _rename(records: list[Record], columns: dict[str, str]) -> list[Record]:
     """Map user column names onto the format's field names (``columns: {field: column}``)."""
     if not columns:
         return records
-    out = []
-    for record in records:
-        data = dict(record.data)
-        for field, column in columns.items():
-            if column in data and field != column:
-                data[field] = data.pop(column)
-        out.append(Record(data, record.where))
-    return out
+    return [Record(with_columns(record, columns), record.where) for record in records]
 
 
 def _check_columns(fmt: str, columns: dict[str, str], problems: list[str], warnings: list[str]) -> None:

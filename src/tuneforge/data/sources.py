@@ -271,3 +271,13 @@ def fingerprint_sources(source: str | list[str] | None, split: str | None = None
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(chunk)
     return digest.hexdigest()
+
+
+def with_columns(record: Record, columns: dict[str, str]) -> dict:
+    """The record's fields with the user's column names mapped onto the format's
+    (``columns: {field: column}``); the record itself is not changed."""
+    data = dict(record.data)
+    for field, column in columns.items():
+        if column in data and field != column:
+            data[field] = data.pop(column)
+    return data

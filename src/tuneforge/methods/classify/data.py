@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ...data.formats import split_indices
-from ...data.sources import read_records
+from ...data.sources import read_records, with_columns
 from ...data.types import DataError, Record
 
 FIELDS = ("text", "text_pair", "label")
@@ -47,17 +47,9 @@ class ClassificationSplits:
     truncated: int = 0
 
 
-def _rename(record: Record, columns: dict[str, str]) -> dict:
-    data = dict(record.data)
-    for field, column in columns.items():
-        if column in data and field != column:
-            data[field] = data.pop(column)
-    return data
-
-
 def parse(record: Record, columns: dict[str, str], label_names: list[str] | None,
           problems: list[str]) -> LabelledText | None:
-    data = _rename(record, columns)
+    data = with_columns(record, columns)
     where = record.where
     before = len(problems)
     text = data.get("text")

@@ -17,19 +17,9 @@ from pathlib import Path
 
 import torch
 
+from ...checks import is_causal_lm
 from ...interface import CAUSAL_LM, ENCODER, Batch, EvalContext, MethodData
 from .config import ClassifyConfig
-
-
-def _is_decoder(config) -> bool:
-    from transformers import AutoConfig
-
-    from ...checks import model_kind
-    from ...models.load import resolve_model
-
-    model_config = AutoConfig.from_pretrained(resolve_model(config.model.name),
-                                              trust_remote_code=config.model.trust_remote_code)
-    return model_kind(model_config) == CAUSAL_LM
 
 
 def _class_weights(config, counts: list[int], labels: list[str]) -> list[float] | None:
@@ -86,7 +76,7 @@ class Classify:
     def load_data(self, config, tokenizer) -> MethodData:
         from .data import load_classification
 
-        decoder = _is_decoder(config)
+        decoder = is_causal_lm(config)
         splits = load_classification(config.data, tokenizer, decoder=decoder)
         return MethodData(
             train=splits.train, eval=splits.eval,

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 from ...data.formats import split_indices
-from ...data.sources import read_records
+from ...data.sources import read_records, with_columns
 from ...data.types import DataError, Record
 
 FIELDS = {"pairs": ("anchor", "positive", "negative"), "scored_pairs": ("text_a", "text_b", "score"),
@@ -48,14 +48,6 @@ class RetrievalSet:
     relevant: list[int]  # for each query, the index of its document
 
 
-def _renamed(record: Record, columns: dict[str, str]) -> dict:
-    data = dict(record.data)
-    for field, column in columns.items():
-        if column in data and field != column:
-            data[field] = data.pop(column)
-    return data
-
-
 def _text(data: dict, field: str, where: str, problems: list[str], required: bool = True) -> str | None:
     value = data.get(field)
     if value is None:
@@ -71,7 +63,7 @@ def _text(data: dict, field: str, where: str, problems: list[str], required: boo
 
 def parse(record: Record, fmt: str, columns: dict[str, str], problems: list[str]) -> tuple | None:
     """(texts, score) of one row, or None with the problems appended."""
-    data, where = _renamed(record, columns), record.where
+    data, where = with_columns(record, columns), record.where
     before = len(problems)
     if fmt == "text":
         text = _text(data, "text", where, problems)

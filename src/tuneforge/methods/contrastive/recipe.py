@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ...checks import is_causal_lm
 from ...interface import CAUSAL_LM, ENCODER, Batch, EvalContext, MethodData
 from .config import ContrastiveConfig
 
@@ -40,17 +41,6 @@ def _pooling(config, decoder: bool) -> str:
             if flags.get(flag):
                 return name
     return "last" if decoder else "mean"
-
-
-def _is_decoder(config) -> bool:
-    from transformers import AutoConfig
-
-    from ...checks import model_kind
-    from ...models.load import resolve_model
-
-    model_config = AutoConfig.from_pretrained(resolve_model(config.model.name),
-                                              trust_remote_code=config.model.trust_remote_code)
-    return model_kind(model_config) == CAUSAL_LM
 
 
 @dataclass(frozen=True)
@@ -111,7 +101,7 @@ class Contrastive:
                 facts["duplicate_texts_in_batches"] = duplicate_texts(train, new, group, first)
             return new
 
-        decoder = _is_decoder(config)
+        decoder = is_causal_lm(config)
         return MethodData(train=train, eval=loaded["eval"], facts=facts,
                           arrange=arrange if config.loss.avoid_duplicates else None,
                           extra={**loaded, "decoder": decoder, "pooling": _pooling(config, decoder)})
@@ -206,7 +196,7 @@ class Contrastive:
     def save(self, config, model, output_dir: Path, tokenizer, *, state_dict=None) -> None:
         from .model import save_sentence_transformer
 
-        decoder = _is_decoder(config)
+        decoder = is_causal_lm(config)
         save_sentence_transformer(model, output_dir, tokenizer, pooling=_pooling(config, decoder),
                                   normalize=config.embedding.normalize, max_length=config.data.max_length,
                                   state_dict=state_dict, source={"model_name": config.model.name,
