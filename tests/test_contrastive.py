@@ -168,6 +168,19 @@ def _grads(module, inputs, seed=123):
     return {k: p.grad.clone() for k, p in module.model.named_parameters() if p.grad is not None}
 
 
+def test_pieces_are_runs_of_one_role_trimmed_to_their_own_width(tmp_path):
+    bert = tiny_bert(tmp_path, dropout=0.0)
+    inputs = _batch(bert, pair_rows(4, 5))  # short anchors, longer positives and negatives
+    tensors = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    pieces = EmbeddingLoss._pieces(tensors, inputs["role"], 3)
+    assert [p["input_ids"].shape[0] for p in pieces] == [3, 1, 3, 1, 3, 1]
+    assert all(int(p["attention_mask"][:, -1].max()) == 1 for p in pieces)  # no all-padding column left
+    module = _embedding_loss(bert)
+    module.model.eval()
+    whole = module.embed(**tensors)  # one width for every text
+    torch.testing.assert_close(module._embed_all(tensors, inputs["role"]), whole, atol=1e-6, rtol=1e-5)
+
+
 def test_gradient_cache_gives_the_gradients_of_the_plain_large_batch(tmp_path):
     bert = tiny_bert(tmp_path, dropout=0.0)
     inputs = _batch(bert, pair_rows(12, 5))  # 36 texts: chunks of 5 do not divide it evenly
@@ -188,8 +201,8 @@ def test_gradient_cache_replays_each_chunks_dropout(tmp_path):
     graph = _embedding_loss(bert, gradient_cache=5)
     torch.manual_seed(123)
     tensors = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    emb = torch.cat([graph.embed(**{k: v[i:i + 5] for k, v in tensors.items()}) for i in range(0, 36, 5)])
     role = inputs["role"]
+    emb = torch.cat([graph.embed(**piece) for piece in graph._pieces(tensors, role, 5)])  # the same chunks
     info_nce_sum(emb[role == 0], emb[role == 1], emb[role == 2], scale=graph.scale).backward()
     for name, param in graph.model.named_parameters():
         if param.grad is not None:

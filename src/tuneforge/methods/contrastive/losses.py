@@ -123,10 +123,26 @@ class EmbeddingLoss(torch.nn.Module):
         emb = pool(hidden, attention_mask, self.pooling).float()
         return F.normalize(emb, dim=-1) if self.normalize else emb
 
-    def _embed_all(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    @staticmethod
+    def _pieces(tensors: dict[str, torch.Tensor], role: torch.Tensor, size: int | None) -> list[dict]:
+        """Rows cut into runs of one role (anchors, positives, negatives) and then into chunks of
+        ``size``, each trimmed to its own longest text: questions are short and answers long, and
+        padding them to one width would embed up to twice the tokens (right padding: exact)."""
+        changes = (role[1:] != role[:-1]).nonzero().flatten().add(1).tolist()
+        bounds = [0, *changes, role.shape[0]]
+        pieces = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            step = size or hi - lo
+            for start in range(lo, hi, step):
+                end = min(start + step, hi)
+                width = int(tensors["attention_mask"][start:end].sum(dim=1).max())
+                pieces.append({k: v[start:end, :width] for k, v in tensors.items()})
+        return pieces
+
+    def _embed_all(self, tensors: dict[str, torch.Tensor], role: torch.Tensor) -> torch.Tensor:
         n = tensors["input_ids"].shape[0]
         if not self.gradient_cache or not torch.is_grad_enabled() or n <= self.gradient_cache:
-            return self.embed(**tensors)
+            return torch.cat([self.embed(**piece) for piece in self._pieces(tensors, role, None)])
         chunks, states, parts = [], [], []
         device_type = tensors["input_ids"].device.type
         autocast_state = (device_type, torch.get_autocast_dtype(device_type), torch.is_autocast_enabled(device_type))
@@ -134,8 +150,7 @@ class EmbeddingLoss(torch.nn.Module):
         # recomputation in backward (the weights would get no gradient through them).
         with torch.no_grad(), torch.autocast(device_type, dtype=autocast_state[1], enabled=autocast_state[2],
                                              cache_enabled=False):
-            for start in range(0, n, self.gradient_cache):
-                chunk = {k: v[start:start + self.gradient_cache] for k, v in tensors.items()}
+            for chunk in self._pieces(tensors, role, self.gradient_cache):
                 on_cuda = chunk["input_ids"].is_cuda
                 states.append((torch.get_rng_state(), torch.cuda.get_rng_state() if on_cuda else None))
                 parts.append(self.embed(**chunk))
@@ -147,7 +162,7 @@ class EmbeddingLoss(torch.nn.Module):
         tensors = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             tensors["token_type_ids"] = token_type_ids
-        emb = self._embed_all(tensors)  # (N, d)
+        emb = self._embed_all(tensors, role)  # (N, d), rows in the order of the batch
         a, p, n = emb[role == 0], emb[role == 1], emb[role == 2]
         # Similarities in fp32 even under autocast: at scale 20 bf16 logits are off by ~0.1.
         with torch.autocast(emb.device.type, enabled=False):
