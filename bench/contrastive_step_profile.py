@@ -10,8 +10,10 @@ forward + loss, backward, gradient clipping, AdamW step + zero_grad) and the
 process's peak RSS:
 
 - ``tuneforge``: the step as tuneforge runs it: ``Contrastive.collate`` (every
-  text of the batch in one (2B, T) tensor, T = the longest text) →
-  ``EmbeddingLoss`` → ``training/optim.build_optimizer`` (non-fused AdamW on CPU).
+  text of the batch in one (2B, T) tensor) → ``EmbeddingLoss`` (since b62904e
+  it embeds anchors and positives as separate runs, each trimmed to its own
+  longest text; before, the whole (2B, T) tensor in one forward) →
+  ``training/optim.build_optimizer`` (non-fused AdamW on CPU).
 - ``tuneforge_fused_adamw``: the same with ``torch.optim.AdamW(fused=True)``
   (what the HF Trainer uses on CPU: ``adamw_torch_fused``).
 - ``per_column``: tuneforge's model and ``EmbeddingLoss.embed``, but anchors and

@@ -94,7 +94,9 @@ def run_tuneforge(spec: dict) -> dict:
     tokens = sum(len(ids) for b in batches for i in b for ids in rows[i].ids)
     if tokens != train["tokens"]:
         raise RuntimeError(f"rebuilt batches hold {tokens} tokens but the loop reported {train['tokens']}")
-    slots = sum(2 * len(b) * max(len(ids) for i in b for ids in rows[i].ids) for b in batches)
+    # EmbeddingLoss embeds anchors and positives as separate runs, each trimmed to its own longest
+    # text (since b62904e; before, the whole (2B, T) batch was one forward at the longest text).
+    slots = sum(len(b) * max(len(rows[i].ids[role]) for i in b) for b in batches for role in (0, 1))
     copies = [2 * len(b) - len({t for i in b for t in rows[i].texts}) for b in batches]
     pairs = sum(len(b) for b in batches)
     if pairs != train["anchors"]:
@@ -116,8 +118,8 @@ def run_tuneforge(spec: dict) -> dict:
         "final_loss": train["final_loss"],
         "trainable_parameters": train["trainable_parameters"],
         "output": str(result.output_dir),
-        "batch": f"{spec['batch_size']} pairs: anchors and positives in one ({2 * spec['batch_size']}, T) "
-                 "tensor, T = longest text of the batch",
+        "batch": f"{spec['batch_size']} pairs collated into one ({2 * spec['batch_size']}, T) tensor; anchors and "
+                 "positives embedded in two forwards, each trimmed to its own longest text",
         "peak_rss_mb": peak,
         "process_cpu": cpu_usage(),
     }
