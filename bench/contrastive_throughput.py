@@ -40,7 +40,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -54,7 +53,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from sft_throughput import (BUSY_WARNING, _git, busy_cpu_seconds, children_cpu_seconds,  # noqa: E402
-                            cpu_info, wait_for_quiet)
+                            wait_for_quiet)
+from sft_throughput import machine_info as shared_machine_info  # noqa: E402
 
 SETUPS = ("tuneforge", "st")
 LABELS = {"tuneforge": "tuneforge (contrastive)", "st": "sentence-transformers (MNRL, NO_DUPLICATES)",
@@ -92,33 +92,9 @@ def model_path() -> Path:
 
 
 def machine_info() -> dict:
-    mem_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    versions = {}
-    for package in ("torch", "transformers", "sentence-transformers", "accelerate", "datasets", "tokenizers",
-                    "tuneforge"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        **cpu_info(),
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gb": mem_gb,
-        "threads": THREADS,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "src_dirty": bool(_git("status", "--porcelain", "--", str(ROOT / "src"))),
-    }
+    packages = ("torch", "transformers", "sentence-transformers", "accelerate", "datasets", "tokenizers", "tuneforge")
+    return {**shared_machine_info(packages),
+            "src_dirty": bool(_git("status", "--porcelain", "--", str(ROOT / "src")))}
 
 
 def _commit_at_end(start: str | None) -> dict:

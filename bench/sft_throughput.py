@@ -101,7 +101,8 @@ def cpu_info() -> dict:
             "vector_extensions": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
 
 
-def machine_info() -> dict:
+def machine_info(packages=("torch", "transformers", "peft", "trl", "accelerate", "datasets", "tuneforge")) -> dict:
+    """CPU, memory, threads, library versions (``packages``) and the git state."""
     mem_gb = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -110,7 +111,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     versions = {}
-    for package in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "tuneforge"):
+    for package in packages:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
