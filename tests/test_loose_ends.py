@@ -167,9 +167,10 @@ def test_best_reference_prefers_the_primary_answer_on_ties():
 
 def _lora_step(gradient_checkpointing: bool) -> None:
     from tiny import tiny_model
-    from tuneforge.models.adapters import add_lora
+    from tuneforge.adapters import attach_adapter
+    from tuneforge.adapters.config import LoraConfig
 
-    model = add_lora(tiny_model(layers=1), r=2, alpha=4, dropout=0.0, target_modules="all-linear")
+    model = attach_adapter(tiny_model(layers=1), LoraConfig(r=2, alpha=4)).model
     if gradient_checkpointing:
         # What runner.py does, through the new name where transformers has it: the deprecated
         # alias is tuneforge's own call, not library noise (see quiet.py).

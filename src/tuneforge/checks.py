@@ -52,6 +52,12 @@ def check_config(config, *, tokenizer, method=None) -> CheckReport:
     report.errors.extend(errors)
     report.warnings.extend(warnings)
     report.facts.update(facts)
+    from .adapters.checks import check_adapter
+
+    errors, warnings, facts = check_adapter(config, method, model_config)
+    report.errors.extend(errors)
+    report.warnings.extend(warnings)
+    report.facts.update(facts)
     _check_model_limits(config, tokenizer, model_config, report)
     return report
 

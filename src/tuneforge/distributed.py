@@ -83,7 +83,7 @@ def check_launch(setup: LaunchSetup, config, *, cuda_available: bool,
             problems.append(where + f"deepspeed_config.gradient_accumulation_steps is {setup.deepspeed_accumulation} "
                             f"but training.gradient_accumulation_steps is {accum}: DeepSpeed steps the optimizer "
                             "at its own accumulation boundary, so the two must be equal")
-    quantization = getattr(config.model, "quantization", None)
+    quantization = getattr(config.model, "quantize", None)
     if quantization and setup.distributed_type == "DEEPSPEED" and setup.zero_stage == 3:
         problems.append(where + f"a {quantization}-quantized base cannot be used with ZeRO-3: ZeRO-3 partitions "
                         "parameters, and bitsandbytes' packed quantized weights cannot be partitioned; use ZeRO-2 "

@@ -38,3 +38,37 @@ def silence_library_noise() -> None:
         return
     for message, category, module in _LIBRARY_NOISE:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    _once_per_process("bitsandbytes", ("MatMul8bitLt: inputs will be cast",))
+
+
+class _OncePerMessage:
+    """A logging filter that lets each listed message through once, then drops its repeats.
+
+    bitsandbytes' 8-bit matmul logs "inputs will be cast from float32 to float16" on
+    every forward of every layer on CPU (its int8 kernels take fp16 inputs): worth
+    knowing once, noise after that.
+    """
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        self.prefixes = prefixes
+        self.seen: set[str] = set()
+
+    def filter(self, record) -> bool:
+        text = str(record.msg)
+        for prefix in self.prefixes:
+            if text.startswith(prefix):
+                if prefix in self.seen:
+                    return False
+                self.seen.add(prefix)
+        return True
+
+
+def _once_per_process(logger_prefix: str, prefixes: tuple[str, ...]) -> None:
+    import logging
+
+    # bitsandbytes logs through per-module loggers (bitsandbytes.autograd._functions, …); a filter
+    # on a parent logger does not see child records, so it goes on the handlers' path: the module loggers.
+    for name in ("bitsandbytes.autograd._functions",):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OncePerMessage) for f in logger.filters):
+            logger.addFilter(_OncePerMessage(prefixes))

@@ -61,8 +61,9 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     from .checks import check_config
     from .registry import get_method
     from .interface import EvalContext
-    from .models.adapters import attach_adapter
-    from .models.load import count_parameters, load_tokenizer, resolve_dtype
+    from .adapters import attach_adapter
+    from .models.load import count_parameters, is_quantized, load_tokenizer, resolve_dtype, resolve_model
+    from .models.load import training_state_bytes
     from .training.checkpoint import is_sharded, latest_checkpoint, load_checkpoint
     from .training.divergence import DivergenceWatch, divergence_hint
     from .training.engine import make_accelerator, peak_memory_mb, total_steps
@@ -101,7 +102,8 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     set_seed(tcfg.seed)
     dtype = resolve_dtype(config.model.dtype, accelerator.device)
     model = method.build_model(config, data, dtype=dtype)
-    model.to(accelerator.device)
+    if not is_quantized(model):  # bitsandbytes places quantized weights itself; .to() would refuse
+        model.to(accelerator.device)
 
     before = _load_json(run_dir / "before.json") if resume else None
     if before is None:
@@ -109,22 +111,28 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         if main:
             _save_json(run_dir / "before.json", before)
 
-    adapter_model = None
+    world = accelerator.num_processes
+    global_batch = tcfg.batch_size * tcfg.gradient_accumulation_steps * world
+    rows = data.train
+    steps = total_steps(len(rows), global_batch, tcfg.epochs, tcfg.max_steps)
+
+    adapted = None
     if config.adapter is not None:
-        model = attach_adapter(model, config.adapter, task_type=method.peft_task_type)
-        adapter_model = model
+        # AdaLoRA's rank schedule needs the step count; prompt tuning's text init the tokenizer.
+        adapted = attach_adapter(model, config.adapter, task_type=method.peft_task_type, total_steps=steps,
+                                 tokenizer_path=resolve_model(config.model.name),
+                                 gradient_checkpointing=tcfg.gradient_checkpointing)
+        model = adapted.model
+    adapter_model = adapted.saver if adapted is not None else None
     if tcfg.gradient_checkpointing:
         _enable_activation_checkpointing(model)
     trainable, total = count_parameters(model)
+    state_bytes = training_state_bytes(model)
     chance = method.chance_loss(config, model, data)
 
     loss_model = method.loss_module(config, model, data)
     optimizer = build_optimizer(loss_model, learning_rate=tcfg.learning_rate, weight_decay=tcfg.weight_decay,
                                 betas=tuple(tcfg.adam_betas), eps=tcfg.adam_epsilon)
-    world = accelerator.num_processes
-    global_batch = tcfg.batch_size * tcfg.gradient_accumulation_steps * world
-    rows = data.train
-    steps = total_steps(len(rows), global_batch, tcfg.epochs, tcfg.max_steps)
     warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else int(tcfg.warmup_ratio * steps)
     scheduler = build_scheduler(optimizer, kind=tcfg.scheduler, warmup_steps=warmup, total_steps=steps)
     loss_model, optimizer = accelerator.prepare(loss_model, optimizer)
@@ -156,21 +164,24 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
                             hint=divergence_hint(tcfg.learning_rate, tcfg.max_grad_norm, config.adapter is None))
     console.print(
         f"[bold]{config.method}[/] on {len(rows)} rows ({sum(len(r.input_ids) for r in rows)} tokens), "
-        f"{steps} steps of {global_batch} rows; trainable {trainable:,} / {total:,} parameters"
+        f"{steps} steps of {global_batch} rows; trainable {trainable:,} / {total:,} parameters "
+        f"({100 * trainable / max(total, 1):.4f}%)"
     )
     result = train_loop(loss_model=loss_model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
                         rows=rows, collate=collate, settings=settings, run_dir=run_dir, start_state=start_state,
                         adapter_model=adapter_model, eval_fn=periodic_eval if data.eval else None, watch=watch,
-                        arrange=data.arrange)
+                        arrange=data.arrange, after_step=adapted.after_optimizer_step if adapted else None)
 
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(loss_model).model
-    output_dir = run_dir / ("adapter" if adapter_model is not None else "model")
+    output_dir = run_dir / ("adapter" if adapted is not None and adapted.saves_adapter else "model")
     full_state = None
     if is_sharded(accelerator):  # gather the sharded weights (collective) into one standard folder
         full_state = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(loss_model).items()}
     if main:
         method.save(config, trained, output_dir, tokenizer, state_dict=full_state)
+        if adapted is not None:
+            adapted.save(output_dir)
     after_ctx = EvalContext(config, tokenizer, data, accelerator, "after")
     if is_sharded(accelerator):
         # The trained model is sharded across processes: the held-out loss runs on the sharded
@@ -195,6 +206,8 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
             "final_loss": result.final_loss,
             "trainable_parameters": trainable,
             "total_parameters": total,
+            "trainable_percent": round(100 * trainable / max(total, 1), 4),
+            **state_bytes,
             "peak_memory_mb": round(peak_memory_mb(accelerator.device), 1),
             "wall_seconds": round(result.wall_seconds, 2),
             "run_wall_seconds": round(time.perf_counter() - t_start, 2),
@@ -205,6 +218,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         "run": {
             "name": run_dir.name, "method": config.method, "model": config.model.name,
             "adapter": config.adapter.type if config.adapter else None, "output": str(output_dir),
+            "quantize": config.model.quantize,
         },
     }
     if watch.warning:

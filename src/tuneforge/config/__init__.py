@@ -5,7 +5,8 @@ in its folder under ``methods/`` and is found through ``registry.py``.
 """
 
 from .loader import ConfigError, dump_config, load_config, parse_overrides, validate_dict
-from .schema import DataConfig, EvalConfig, LoraConfig, ModelConfig, RunBase, TrainingConfig
+from ..adapters.config import LoraConfig
+from .schema import DataConfig, EvalConfig, ModelConfig, RunBase, TrainingConfig
 
 __all__ = [
     "ConfigError", "DataConfig", "EvalConfig", "LoraConfig", "ModelConfig", "RunBase", "TrainingConfig",

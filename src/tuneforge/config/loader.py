@@ -112,12 +112,23 @@ def validate_dict(raw: dict, source: str = "config"):
 
 
 def _explain(exc: ValidationError, model_cls: type[BaseModel]) -> list[str]:
+    from ..adapters.config import ADAPTER_TYPES, adapter_class
+
     problems = []
     for err in exc.errors():
         loc = list(err["loc"])
+        adapter_cls = None
+        # The adapter section is a tagged union: pydantic puts the tag in the path (adapter.ia3.rr).
+        if len(loc) > 1 and loc[0] == "adapter" and loc[1] in ADAPTER_TYPES:
+            adapter_cls = adapter_class(loc.pop(1))
         key = ".".join(str(p) for p in loc)
+        if err["type"] == "union_tag_invalid" and loc == ["adapter"]:
+            tag = str(err.get("ctx", {}).get("tag", ""))
+            problems.append(f"adapter.type: unknown adapter type '{tag}'{_suggest(tag, ADAPTER_TYPES)}; "
+                            f"choose one of {', '.join(ADAPTER_TYPES)}")
+            continue
         if err["type"] == "extra_forbidden":
-            parent_cls = _section_class(model_cls, loc[:-1])
+            parent_cls = adapter_cls if adapter_cls and len(loc) == 2 else _section_class(model_cls, loc[:-1])
             valid = sorted(parent_cls.model_fields) if parent_cls else []
             hint = _suggest(str(loc[-1]), valid)
             valid_text = f" Valid keys here: {', '.join(valid)}." if valid and not hint else ""

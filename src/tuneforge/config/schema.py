@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..adapters.config import AdapterConfig
 
 DataFormat = Literal["text", "prompt_completion", "chat", "natural_instructions"]
 
@@ -33,19 +35,24 @@ class ModelConfig(Section):
         "auto", description="auto: float32 on CPU, bfloat16 on CUDA."
     )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
+    quantize: Literal["8bit", "4bit"] | None = Field(
+        None, description="Load the frozen base quantized with bitsandbytes: 8bit (LLM.int8, Dettmers et al. 2022) "
+        "or 4bit (QLoRA, Dettmers et al. 2023). Needs an adapter: quantized weights are not trained.")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4bit: NormalFloat4 (QLoRA's) or FP4.")
+    double_quant: bool = Field(True, description="4bit: quantize the quantization constants too (QLoRA).")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="4bit: dtype of the matmuls on dequantized weights (auto: the model dtype).")
+
+    @model_validator(mode="after")
+    def _quant_options(self):
+        # Only values other than the defaults: a dumped config spells every key out and must reload.
+        stray = sorted(k for k in ("quant_type", "double_quant", "compute_dtype")
+                       if getattr(self, k) != type(self).model_fields[k].default)
+        if stray and self.quantize != "4bit":
+            raise ValueError(f"{', '.join(stray)} only apply to quantize: 4bit")
+        return self
 
 
-class LoraConfig(Section):
-    type: Literal["lora"] = "lora"
-    r: int = Field(16, ge=1)
-    alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    use_rslora: bool = False
-    use_dora: bool = False
-
-
-AdapterConfig = LoraConfig  # later issues turn this into a discriminated union
 
 
 class NaturalInstructionsOptions(Section):

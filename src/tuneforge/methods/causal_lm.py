@@ -87,11 +87,12 @@ class CausalLM:
     # ------------------------------------------------------------------ model and loss
 
     def build_model(self, config, data: MethodData, *, dtype: torch.dtype) -> torch.nn.Module:
-        from ..models.load import load_causal_lm
+        from ..models.load import load_causal_lm, quantization_config
 
         m = config.model
         return load_causal_lm(m.name, dtype=dtype, trust_remote_code=m.trust_remote_code, revision=m.revision,
-                              attn_implementation=m.attn_implementation)
+                              attn_implementation=m.attn_implementation,
+                              quantization_config=quantization_config(m, dtype))
 
     def loss_module(self, config, model: torch.nn.Module, data: MethodData) -> torch.nn.Module:
         from ..training.step import CausalLMLoss
@@ -147,12 +148,12 @@ class CausalLM:
         tokenizer.save_pretrained(output_dir)
 
     def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
-        from ..models.load import load_causal_lm
+        from ..adapters import is_adapter_folder, load_adapter
+        from ..models.load import load_causal_lm, quantization_config
 
-        if config.adapter is None:
+        if not is_adapter_folder(output_dir):  # full fine-tuning, or a selective method's full folder
             return load_causal_lm(str(output_dir), dtype=dtype)
-        from peft import PeftModel
-
-        base = load_causal_lm(config.model.name, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
-                              revision=config.model.revision)
-        return PeftModel.from_pretrained(base, str(output_dir))
+        m = config.model
+        base = load_causal_lm(m.name, dtype=dtype, trust_remote_code=m.trust_remote_code, revision=m.revision,
+                              quantization_config=quantization_config(m, dtype))
+        return load_adapter(base, output_dir)

@@ -116,6 +116,7 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     revision: str | None = None,
     attn_implementation: str | None = None,
+    quantization_config=None,
 ):
     from transformers import AutoModelForCausalLM
 
@@ -123,6 +124,8 @@ def load_causal_lm(
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "revision": revision}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
     try:
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
@@ -130,14 +133,60 @@ def load_causal_lm(
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total), counting tied weights once."""
+    """(trainable, total), counting tied weights once and 4-bit weights as peft does.
+
+    bitsandbytes packs two 4-bit values per byte of its storage, so a ``Params4bit``
+    of ``n`` elements holds ``2 · n · itemsize(quant_storage)`` weights.
+    """
     seen: set[int] = set()
     trainable = total = 0
     for param in model.parameters():
         if id(param) in seen:
             continue
         seen.add(id(param))
-        total += param.numel()
+        count = param.numel()
+        if param.__class__.__name__ == "Params4bit":
+            storage = getattr(param, "quant_storage", None)
+            count *= 2 * (storage.itemsize if storage is not None else param.element_size())
+        total += count
         if param.requires_grad:
-            trainable += param.numel()
+            trainable += count
     return trainable, total
+
+
+def training_state_bytes(model: torch.nn.Module) -> dict[str, int]:
+    """Bytes of the trainable weights, their gradients and AdamW's two moments (same dtype as the weights)."""
+    seen: set[int] = set()
+    weights = 0
+    for param in model.parameters():
+        if param.requires_grad and id(param) not in seen:
+            seen.add(id(param))
+            weights += param.numel() * param.element_size()
+    return {"trainable_bytes": weights, "gradient_bytes": weights, "optimizer_state_bytes": 2 * weights}
+
+
+def quantization_config(model_cfg, dtype: torch.dtype):
+    """bitsandbytes settings for ``model.quantize`` (None when not quantizing).
+
+    8bit is LLM.int8() (Dettmers et al. 2022, arXiv 2208.07339); 4bit is QLoRA's
+    NF4 with double quantisation (Dettmers et al. 2023, arXiv 2305.14314). The
+    output head stays unquantized (transformers skips it), as in both papers.
+    """
+    if model_cfg.quantize is None:
+        return None
+    import importlib.util
+
+    from transformers import BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelNotFoundError("model.quantize needs bitsandbytes: pip install 'tuneforge[quant]'")
+    if model_cfg.quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = dtype if model_cfg.compute_dtype == "auto" else getattr(torch, model_cfg.compute_dtype)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=model_cfg.quant_type,
+                              bnb_4bit_use_double_quant=model_cfg.double_quant, bnb_4bit_compute_dtype=compute)
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+                or getattr(model, "hf_quantizer", None) is not None)

@@ -68,10 +68,13 @@ def _any_process(accelerator, flag: bool) -> bool:
 
 def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, collate: Callable[[list], object],
                settings: LoopSettings, run_dir: Path, start_state: dict, adapter_model=None,
-               eval_fn=None, watch: DivergenceWatch | None = None, arrange=None) -> LoopResult:
+               eval_fn=None, watch: DivergenceWatch | None = None, arrange=None,
+               after_step: Callable[[int], None] | None = None) -> LoopResult:
     """Train until ``settings.total_steps``; resume from ``start_state`` (step, rows_consumed).
 
     ``arrange``: the method's reordering of each epoch (see ``engine.RowOrder``), or None.
+    ``after_step(step)``: runs after each optimizer step while the gradients still exist
+    (AdaLoRA's rank allocation reads them).
     """
     world, rank = accelerator.num_processes, accelerator.process_index
     global_batch = settings.batch_size * settings.gradient_accumulation_steps * world
@@ -135,7 +138,7 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
                         set_aside(run_dir, diverged.first_bad_step - 1)
                     raise
             grad_norm = optimizer_step(loss_model, optimizer, scheduler, accelerator, settings.max_grad_norm,
-                                       step=step + 1)
+                                       step=step + 1, before_zero_grad=after_step)
             step += 1
             consumed += global_batch
             tokens += stats.tokens

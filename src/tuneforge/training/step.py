@@ -56,24 +56,86 @@ class CausalLMLoss(torch.nn.Module):
         base, decoder, head = self._parts()
         targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
         keep = targets != IGNORE_INDEX
-        # attention_mask=None + restarting position_ids → block-diagonal causal mask
-        # (transformers' packed-sequence detection), so packed examples stay isolated.
-        hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
-                         use_cache=False).last_hidden_state  # (B, T, H)
+        if _prompt_learning(self.model):
+            hidden = _hidden_through_peft(self.model, decoder, input_ids)
+        else:
+            # attention_mask=None + restarting position_ids → block-diagonal causal mask
+            # (transformers' packed-sequence detection), so packed examples stay isolated.
+            hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
+                             use_cache=False).last_hidden_state  # (B, T, H)
         selected = hidden[:, :-1][keep]  # (N, H)
+        loss_sum, count = self._loss(base, head, selected, targets[keep])
+        orth = _adalora_orthogonality(self.model)
+        if orth is not None:  # AdaLoRA's regulariser, per token so count-weighting keeps it a mean
+            loss_sum = loss_sum + orth * count
+        return loss_sum, count
+
+    def _loss(self, base, head, selected, targets):
         softcap = getattr(base.config, "final_logit_softcapping", None)
         # Some families rescale logits inside their forward (Granite divides, Cohere multiplies).
         divide = getattr(base.config, "logits_scaling", None) or 1.0
         multiply = getattr(base.config, "logit_scale", None) or 1.0
         plain_logits = not softcap and divide == 1.0 and multiply == 1.0
+        count = torch.tensor(targets.numel(), device=targets.device)
         if self.fused and plain_logits and supports_fused(head):
             # Chunked projection + loss: the (N, V) logits are never held at once (linear_ce.py).
-            return linear_cross_entropy(selected, head.weight, targets[keep]), keep.sum()
+            return linear_cross_entropy(selected, head.weight, targets), count
         logits = head(selected).float() * (multiply / divide)  # (N, V)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
-        loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
-        return loss_sum, keep.sum()
+        loss_sum = F.cross_entropy(logits, targets, reduction="sum")
+        return loss_sum, count
+
+
+def _prompt_learning(model) -> bool:
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
+def _hidden_through_peft(model, decoder, input_ids: torch.Tensor) -> torch.Tensor:
+    """The decoder's last hidden states for ``input_ids`` when peft must run the forward.
+
+    Soft prompts live in peft's forward (prompt / p-tuning prepend virtual token
+    embeddings, prefix tuning passes key/value prefixes as a cache), so the model
+    runs through peft; a hook takes the decoder's output, and ``logits_to_keep=1``
+    keeps the full-vocabulary logits from being computed. peft ignores
+    ``position_ids`` for soft prompts, and rows hold one example each (validation
+    refuses packing), so no mask is needed beyond the causal one: right padding
+    only follows the real tokens.
+    """
+    captured = {}
+
+    def grab(_module, _inputs, output):
+        captured["hidden"] = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    handle = decoder.register_forward_hook(grab)
+    try:
+        model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return captured["hidden"][:, -input_ids.shape[1]:]  # drop prompt / p-tuning's virtual positions
+
+
+def _adalora_orthogonality(model):
+    """AdaLoRA's ‖PᵀP − I‖_F + ‖QQᵀ − I‖_F regulariser (Zhang et al. 2023, eq. 4), times its weight.
+
+    peft adds it inside ``AdaLoraModel.forward`` only when that forward computes the
+    loss; the loss here is computed outside, so it is added here the same way.
+    """
+    config = getattr(model, "active_peft_config", None)
+    if getattr(config, "peft_type", None) is None or str(config.peft_type.value) != "ADALORA":
+        return None
+    weight = config.orth_reg_weight
+    if weight <= 0:
+        return None
+    total, count = 0.0, 0
+    for name, param in model.named_parameters():
+        if ("lora_A" in name or "lora_B" in name) and param.requires_grad:
+            mat = param @ param.T if "lora_A" in name else param.T @ param
+            eye = torch.eye(*mat.size(), out=torch.empty_like(mat))
+            total = total + torch.norm(mat - eye, p="fro")
+            count += 1
+    return weight * total / max(count, 1) if count else None
 
 
 def count_loss_tokens(labels: torch.Tensor) -> int:
@@ -120,7 +182,8 @@ def forward_backward(loss_model, micro_batches: list, accelerator) -> StepStats:
                      tokens=int(totals[1].item()))
 
 
-def optimizer_step(model, optimizer, scheduler, accelerator, max_grad_norm: float | None, *, step: int) -> float:
+def optimizer_step(model, optimizer, scheduler, accelerator, max_grad_norm: float | None, *, step: int,
+                   before_zero_grad=None) -> float:
     """Clip, step, schedule, zero. Returns the gradient norm before clipping (nan if not clipped).
 
     A non-finite gradient norm stops the run *before* the weights are touched.
@@ -136,6 +199,8 @@ def optimizer_step(model, optimizer, scheduler, accelerator, max_grad_norm: floa
             raise NonFiniteLossError(step, grad_norm, what="gradient norm")
     optimizer.step()
     scheduler.step()
+    if before_zero_grad is not None:
+        before_zero_grad(step)
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
 

@@ -81,23 +81,23 @@ def load_trained_classifier(path: str | Path, *, dtype: torch.dtype = torch.floa
 
     from ...models.load import ModelNotFoundError, load_tokenizer
 
+    from ...adapters import is_adapter_folder, load_adapter
+
     path = Path(path)
-    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+    if not (path / "config.json").exists() and not is_adapter_folder(path):
         for inner in ("adapter", "model"):
             if (path / inner).is_dir():
                 path = path / inner
                 break
     info = read_info(path)
-    if (path / "adapter_config.json").exists():
+    if is_adapter_folder(path):
         if not info:
             raise ModelNotFoundError(f"{path}: an adapter without {INFO_FILE}; not a classifier written by "
                                      "`tuneforge train` with method: classify")
-        from peft import PeftModel
-
         base = load_classifier(info.get("model_name") or info["base_model"], info["labels"], dtype=dtype,
                                pad_token_id=info["pad_token_id"], revision=info.get("revision"),
                                trust_remote_code=trust_remote_code)
-        model, labels = PeftModel.from_pretrained(base, str(path)), info["labels"]
+        model, labels = load_adapter(base, path), info["labels"]
     elif (path / "config.json").exists():
         architectures = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).architectures or []
         if not any(a.endswith("ForSequenceClassification") for a in architectures):

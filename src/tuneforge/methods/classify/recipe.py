@@ -218,6 +218,8 @@ class Classify:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         m = config.model
         base = model.peft_config["default"].base_model_name_or_path if hasattr(model, "peft_config") else None
+        if base is None and hasattr(model, "get_base_model"):  # our bottleneck adapters
+            base = getattr(model.get_base_model().config, "_name_or_path", None)
         save_classifier(model, output_dir, tokenizer, state_dict=state_dict, info={
             "labels": labels, "max_length": config.data.max_length, "pad_token_id": tokenizer.pad_token_id,
             "base_model": base or m.name, "model_name": m.name, "revision": m.revision,

@@ -76,15 +76,14 @@ def load_embedding_model(path: str | Path, *, dtype: torch.dtype = torch.float32
         raise ModelNotFoundError(f"{path}: not an embedding model written by `method: contrastive` "
                                  f"(no {SETTINGS_FILE}); give the run folder or its model/ or adapter/ folder")
     settings = json.loads((path / SETTINGS_FILE).read_text())
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
+    from ...adapters import adapter_base_name, is_adapter_folder, load_adapter
 
-        # The base as the config named it (an embedded name resolves on any machine), else peft's record.
-        base_name = settings.get("model_name") or json.loads(
-            (path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    if is_adapter_folder(path):
+        # The base as the config named it (an embedded name resolves on any machine), else the adapter's record.
+        base_name = settings.get("model_name") or adapter_base_name(path)
         base = load_encoder(base_name, dtype=dtype, trust_remote_code=trust_remote_code,
                             revision=settings.get("revision"))
-        model = PeftModel.from_pretrained(base, str(path))
+        model = load_adapter(base, path)
     else:
         model = load_encoder(str(path), dtype=dtype, trust_remote_code=trust_remote_code)
     return model.eval(), load_tokenizer(str(path)), settings

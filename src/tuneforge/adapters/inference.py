@@ -1,0 +1,401 @@
+"""Many task adapters on one base model: load the base once, switch adapters per call.
+
+:class:`AdapterSet` loads a base model and every named adapter onto it (peft
+``PeftModel.from_pretrained(..., adapter_name=)`` for the first,
+``model.load_adapter(path, adapter_name=)`` for the rest) and switches between
+them with peft's ``set_adapter``. What peft cannot hold in one model is refused
+up front with the reason: adapters trained on different bases, soft prompts
+mixed with weight adapters, several peft types at once, and our bottleneck /
+MAM adapters (wired into the base's layers) beside any other adapter.
+
+Folders given here may be an adapter folder or a run folder (``runs/NAME``,
+resolved to its ``adapter/``). The base an adapter belongs to is, in order: the
+run's ``config.yaml`` ``model.name`` (an embedded name resolves on any
+machine), the name in ``classifier.json`` / ``tuneforge_embedding.json``, then
+the path peft recorded (``base_model_name_or_path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import config as C
+from . import adapter_base_name, adapter_type_of, is_adapter_folder
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+SINGLE_NAME = "default"  # the name of a lone unnamed --adapter, as peft calls it
+WIRED_IN = ("bottleneck", "mam")  # ours: changes to the base's layers that peft's set_adapter cannot switch
+CLASSIFIER_INFO = "classifier.json"
+EMBEDDING_INFO = "tuneforge_embedding.json"
+
+
+class AdapterSetError(ValueError):
+    """A set of adapters that cannot be loaded together; the message names the argument and the fix."""
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """One adapter of a set: its name, folder, type and the base model it was trained on."""
+
+    name: str
+    path: Path
+    kind: str
+    base: str | None
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+def parse_named_paths(values: list[str], *, flag: str = "--adapter", lone: str | None = SINGLE_NAME) -> dict[str, str]:
+    """``name=path`` or bare ``path`` values → {name: path}, in the order given.
+
+    A lone unnamed path is called ``lone`` (default: ``default``, peft's name; None: as below);
+    other unnamed paths are named after their run folder (``runs/sql/adapter`` → ``sql``).
+    """
+    named: list[tuple[str | None, str]] = [_split_named(value, flag) for value in values]
+    out: dict[str, str] = {}
+    for name, path in named:
+        if name is None:
+            name = lone if len(named) == 1 and lone else derived_name(path)
+        if name in out:
+            raise AdapterSetError(f"{flag}: the name '{name}' is given twice ({out[name]} and {path}); "
+                                  "name each adapter once, as name=path")
+        out[name] = path
+    return out
+
+
+def _split_named(value: str, flag: str) -> tuple[str | None, str]:
+    if "=" in value and not Path(value).expanduser().exists():
+        name, path = value.split("=", 1)
+        if not NAME_PATTERN.match(name):
+            raise AdapterSetError(f"{flag} {value}: the name '{name}' may use letters, digits, '_', '.' and '-' "
+                                  "only; write name=path")
+        if not path:
+            raise AdapterSetError(f"{flag} {value}: no path after '='; write name=path")
+        return name, path
+    if not value:
+        raise AdapterSetError(f"{flag}: empty value; give an adapter folder or name=path")
+    return None, value
+
+
+def derived_name(path: str | Path) -> str:
+    """A name for an unnamed adapter: its run's folder name (``runs/sql/adapter`` → ``sql``)."""
+    path = Path(path).expanduser()
+    name = path.parent.name if path.name in ("adapter", "model") and path.parent.name else path.name
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "adapter"
+    return name
+
+
+# ---------------------------------------------------------------------------- folders
+
+
+def resolve_adapter_folder(path: str | Path, *, label: str = "--adapter") -> Path:
+    """The adapter folder ``path`` names: itself, or a run folder's ``adapter/``.
+
+    Raises :class:`AdapterSetError` for a full-model run (no adapter to load)
+    and :class:`FileNotFoundError` for a missing path.
+    """
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise FileNotFoundError(f"{label}: {folder} does not exist; give an adapter folder or a run folder (runs/NAME)")
+    if is_adapter_folder(folder):
+        return folder
+    if is_adapter_folder(folder / "adapter"):
+        return folder / "adapter"
+    full = folder / "model" if (folder / "model" / "config.json").exists() else folder
+    if (full / "config.json").exists():
+        raise AdapterSetError(f"{label}: {folder} is a full model, not an adapter; load it with --model {full}")
+    raise AdapterSetError(f"{label}: {folder} holds no adapter (no adapter_config.json, no adapter/ folder); "
+                          "give runs/NAME or runs/NAME/adapter")
+
+
+def run_base_name(folder: str | Path) -> str | None:
+    """The base model an adapter folder belongs to (see the module docstring for the order)."""
+    folder = Path(folder)
+    run_config = folder.parent / "config.yaml"
+    if folder.name == "adapter" and run_config.exists():
+        name = _yaml_model_name(run_config)
+        if name:
+            return name
+    for info_file in (CLASSIFIER_INFO, EMBEDDING_INFO):
+        if (folder / info_file).exists():
+            name = json.loads((folder / info_file).read_text()).get("model_name")
+            if name:
+                return name
+    return adapter_base_name(folder)
+
+
+def _yaml_model_name(path: Path) -> str | None:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model.get("name") if isinstance(model, dict) else None
+
+
+def describe(name: str, path: str | Path, *, label: str = "--adapter") -> AdapterSpec:
+    """An :class:`AdapterSpec` for one ``name=path`` argument."""
+    folder = resolve_adapter_folder(path, label=f"{label} {name}")
+    kind = adapter_type_of(folder)
+    if kind is None or kind in C.SELECTIVE:
+        raise AdapterSetError(f"{label} {name}: {folder} is not an adapter folder")
+    return AdapterSpec(name=name, path=folder, kind=kind, base=run_base_name(folder))
+
+
+def peft_type_of(folder: Path) -> str | None:
+    """peft's ``peft_type`` (``LORA``, ``PROMPT_TUNING``…) recorded in ``adapter_config.json``."""
+    config = folder / "adapter_config.json"
+    return json.loads(config.read_text()).get("peft_type") if config.exists() else None
+
+
+def tokenizer_folder(folder: Path) -> Path | None:
+    """``folder`` if it holds tokenizer files (a run's adapter does), else None."""
+    return folder if (folder / "tokenizer_config.json").exists() else None
+
+
+# ---------------------------------------------------------------------------- compatibility
+
+
+def check_compatible(specs: list[AdapterSpec], base_override: str | None = None) -> None:
+    """Refuse, with the reason, a set of adapters one peft model cannot hold."""
+    if len(specs) > 1:
+        _check_kinds(specs)
+    for spec in specs:
+        check_adapter_name(spec.name, peft_type_of(spec.path))
+    _check_same_base(specs, base_override)
+
+
+def _check_kinds(specs: list[AdapterSpec]) -> None:
+    for spec in specs:
+        if spec.kind in WIRED_IN:
+            raise AdapterSetError(
+                f"--adapter {spec.name}: {spec.kind} adapters are wired into the base model's layers and cannot share "
+                f"a model with other adapters; load {spec.path} on its own")
+    soft = [s for s in specs if s.kind in C.SOFT_PROMPTS]
+    if soft and len(soft) < len(specs):
+        weights = [s for s in specs if s.kind not in C.SOFT_PROMPTS]
+        raise AdapterSetError(
+            f"--adapter: {_listing(soft)} are soft prompts and {_listing(weights)} are weight adapters; peft cannot "
+            "hold both kinds in one model: use them in separate commands")
+    types = {s.name: peft_type_of(s.path) for s in specs}
+    if len(set(types.values())) > 1:
+        raise AdapterSetError(
+            f"--adapter: peft holds one adapter type per model, and these differ ({_listing(specs)}); "
+            "use each type in its own command")
+
+
+def _listing(specs: list[AdapterSpec]) -> str:
+    return ", ".join(f"{s.name} ({s.kind})" for s in specs)
+
+
+def check_adapter_name(name: str, peft_type: str | None, flag: str = "--adapter") -> None:
+    """peft warns, and may re-initialise weights, when a name is part of its parameter prefix ("a" in "lora_")."""
+    import peft  # noqa: F401  (registers the prefixes)
+    from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
+    from peft.utils import PeftType
+
+    prefix = PEFT_TYPE_TO_PREFIX_MAPPING.get(PeftType(peft_type)) if peft_type in PeftType.__members__ else None
+    if prefix and name in prefix:
+        raise AdapterSetError(f"{flag} {name}: the name '{name}' is part of peft's parameter prefix '{prefix}', which "
+                              "can make peft re-initialise the weights on load; choose another name")
+
+
+def _check_same_base(specs: list[AdapterSpec], base_override: str | None) -> None:
+    if not specs:
+        return
+    if base_override is None and specs[0].base is None:
+        raise AdapterSetError(f"--model: {specs[0].path} records no base model; name it with --model")
+    bases = {s.name: s.base for s in specs if s.base}
+    canonical = {name: _canonical(base) for name, base in bases.items()}
+    if base_override is None and len(set(canonical.values())) > 1:
+        shown = "; ".join(f"{name}: {bases[name]}" for name in canonical)
+        raise AdapterSetError(
+            f"--adapter: the adapters were trained on different base models ({shown}); one model serves adapters "
+            "of one base: use them in separate commands (or pass --model if these are the same model)")
+    target = _hidden_size(base_override) if base_override else None
+    sizes = {name: _hidden_size(base) for name, base in bases.items()}
+    if target is None:
+        known = [size for size in sizes.values() if size is not None]
+        target = known[0] if known else None
+    for name, size in sizes.items():
+        if target is not None and size is not None and size != target:
+            raise AdapterSetError(
+                f"--adapter {name}: trained on {bases[name]} (hidden size {size}), which does not fit a base of hidden "
+                f"size {target}; use adapters of one base model together")
+
+
+def _canonical(name: str) -> str:
+    """One spelling per model: embedded names (and their cache folders) by name, folders by resolved path."""
+    from ..models.embedded import ALIASES, EMBEDDED_MODELS, converted_dir
+
+    if name in EMBEDDED_MODELS or name in ALIASES:
+        return ALIASES.get(name, name)
+    path = Path(name).expanduser()
+    if not path.exists():
+        return name
+    resolved = path.resolve()
+    for model in EMBEDDED_MODELS.values():
+        if converted_dir(model).resolve() == resolved:
+            return model.name
+    return str(resolved)
+
+
+def _hidden_size(name: str | None) -> int | None:
+    """``hidden_size`` from a local model folder's config.json; None where it cannot be read cheaply."""
+    if not name:
+        return None
+    config = Path(name).expanduser() / "config.json"
+    if not config.exists():
+        return None
+    data = json.loads(config.read_text())
+    return data.get("hidden_size") or data.get("d_model") or data.get("n_embd")
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def base_loader_for(folder: Path | None) -> Callable[..., torch.nn.Module]:
+    """How to load the base an adapter was trained on: a classifier, an encoder, or a causal LM."""
+    if folder is not None and (folder / CLASSIFIER_INFO).exists():
+        info = json.loads((folder / CLASSIFIER_INFO).read_text())
+
+        def load_classifier_base(name: str, *, trust_remote_code: bool = False):
+            from ..methods.classify.model import load_classifier
+
+            return load_classifier(name, info["labels"], pad_token_id=info.get("pad_token_id"),
+                                   revision=info.get("revision"), trust_remote_code=trust_remote_code)
+
+        return load_classifier_base
+    if folder is not None and (folder / EMBEDDING_INFO).exists():
+        from ..methods.contrastive.model import load_encoder
+
+        return load_encoder
+    from ..models.load import load_causal_lm
+
+    return load_causal_lm
+
+
+def attach_all(model: torch.nn.Module, specs: list[AdapterSpec], base_name: str) -> torch.nn.Module:
+    """Put every adapter of ``specs`` on ``model`` under its own name; the first is active."""
+    from . import load_adapter
+
+    for i, spec in enumerate(specs):
+        try:
+            if i == 0:
+                model = load_adapter(model, spec.path, adapter_name=spec.name)
+            else:
+                model.load_adapter(str(spec.path), adapter_name=spec.name, is_trainable=False)
+        except RuntimeError as exc:
+            if "size mismatch" not in str(exc):
+                raise
+            raise AdapterSetError(f"--adapter {spec.name}: {spec.path} does not fit the base {base_name}: its weights "
+                                  "have other shapes; give the base it was trained on with --model") from None
+    return model
+
+
+class AdapterSet:
+    """A base model with named adapters on it, one active at a time.
+
+    >>> adapters = AdapterSet.load(None, {"sql": "runs/sql", "chat": "runs/chat"})
+    >>> with adapters.use("sql") as model:
+    ...     model.generate(...)
+    """
+
+    def __init__(self, model: torch.nn.Module, specs: list[AdapterSpec], tokenizers: dict[str, object],
+                 base_tokenizer, base_name: str | None):
+        self.model = model
+        self.specs = {spec.name: spec for spec in specs}
+        self.tokenizers = tokenizers
+        self.base_tokenizer = base_tokenizer
+        self.base_name = base_name
+        self.active: str | None = specs[0].name if specs else None
+
+    @classmethod
+    def load(cls, base_name: str | None, adapters: Mapping[str, str | Path], *, trust_remote_code: bool = False,
+             loader: Callable[..., torch.nn.Module] | None = None) -> AdapterSet:
+        """Load ``base_name`` (default: the first adapter's base) once and every adapter onto it.
+
+        ``adapters``: {name: adapter or run folder}, in order; may be empty (the plain base model).
+        ``loader(name, trust_remote_code=)``: how to load the base; default from the first adapter's folder.
+        """
+        from ..models.load import load_tokenizer
+
+        specs = [describe(name, path) for name, path in adapters.items()]
+        check_compatible(specs, base_name)
+        base_name = base_name or (specs[0].base if specs else None)
+        tokenizers = {s.name: load_tokenizer(str(tokenizer_folder(s.path) or base_name),
+                                             trust_remote_code=trust_remote_code) for s in specs}
+        base_tokenizer = (next(iter(tokenizers.values())) if tokenizers
+                          else load_tokenizer(base_name, trust_remote_code=trust_remote_code))
+        loader = loader or base_loader_for(specs[0].path if specs else None)
+        model = loader(base_name, trust_remote_code=trust_remote_code)
+        model = attach_all(model, specs, base_name or "")
+        model.eval()
+        return cls(model, specs, tokenizers, base_tokenizer, base_name)
+
+    @property
+    def names(self) -> list[str]:
+        """The adapters' names, in the order they were given."""
+        return list(self.specs)
+
+    @property
+    def tokenizer(self):
+        """The active adapter's tokenizer (its own chat template), else the first adapter's / the base's."""
+        return self.tokenizers.get(self.active, self.base_tokenizer) if self.active else self.base_tokenizer
+
+    def check_name(self, name: str) -> str:
+        """``name`` if it is one of the set, else an :class:`AdapterSetError` listing the names."""
+        if name not in self.specs:
+            known = ", ".join(self.names) or "none (no --adapter given)"
+            raise AdapterSetError(f"--use {name}: no adapter of that name; loaded: {known}")
+        return name
+
+    def activate(self, name: str) -> torch.nn.Module:
+        """Make ``name`` the active adapter (for the rest of the session); returns the model."""
+        self.check_name(name)
+        if hasattr(self.model, "set_adapter") and name in getattr(self.model, "peft_config", {}):
+            self.model.set_adapter(name, inference_mode=True)
+        self.active = name
+        return self.model
+
+    @contextlib.contextmanager
+    def use(self, name: str) -> Iterator[torch.nn.Module]:
+        """Inside, ``name`` is the active adapter; the one active before comes back after."""
+        before = self.active
+        self.activate(name)
+        try:
+            yield self.model
+        finally:
+            if before is not None and before != name:
+                self.activate(before)
+
+    @contextlib.contextmanager
+    def base(self) -> Iterator[torch.nn.Module]:
+        """Inside, the model computes what the base model computes (every adapter switched off)."""
+        if not self.specs:
+            yield self.model
+            return
+        if any(spec.kind in WIRED_IN for spec in self.specs.values()):
+            from . import adapters_disabled
+
+            with adapters_disabled(self.model):
+                yield self.model
+            return
+        with self.model.disable_adapter():
+            yield self.model
+
+    def describe(self, name: str | None) -> str:
+        """``name (path)`` for messages and table titles; the base for None."""
+        if name is None:
+            return f"base ({self.base_name or 'default model'})"
+        return f"{name} ({self.specs[name].path})"
