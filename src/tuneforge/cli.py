@@ -1,4 +1,5 @@
-"""The `tuneforge` command: train | validate | eval | generate | chat | predict | embed | models | quickstart."""
+"""The `tuneforge` command: train | validate | eval | generate | chat | predict | embed | merge | adapters | models |
+quickstart."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from .adapters import AdapterLoadError
+    from .adapters.combine import CombineRefused
+    from .adapters.inference import AdapterSetError
+    from .adapters.merge import MergeRefused, OutputNotEmpty
     from .checks import ChecksFailed
     from .config import ConfigError
     from .data.types import DataError
@@ -54,7 +59,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .training.step import NonFiniteLossError
 
     return (ConfigError, DataError, ChecksFailed, ModelNotFoundError, RunFolderExists, NonFiniteLossError,
-            DivergenceError, CheckpointMismatch, FileNotFoundError)
+            DivergenceError, CheckpointMismatch, FileNotFoundError, AdapterLoadError, AdapterSetError, MergeRefused,
+            OutputNotEmpty, CombineRefused)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,8 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--accelerate-config", default=None, help="also check this launch setup against the config")
     v.set_defaults(func=_cmd_validate)
 
-    e = sub.add_parser("eval", help="score a model (+ adapter) on a dataset")
+    e = sub.add_parser("eval", help="score a model (+ adapters, each in turn) on a dataset")
     _model_args(e)
+    e.add_argument("--with-base", action="store_true", help="also score the base model without adapters")
     e.add_argument("--data", required=True, help="data file(s) to evaluate on")
     e.add_argument("--format", default="chat", choices=["prompt_completion", "chat", "natural_instructions", "text"])
     e.add_argument("--scorers", nargs="+", default=["exact_match"])
@@ -119,6 +126,18 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--batch-size", type=int, default=64)
     em.set_defaults(func=_cmd_embed)
 
+    mg = sub.add_parser("merge", help="fold an adapter into its base: a standalone model folder")
+    mg.add_argument("target", metavar="RUN_OR_ADAPTER", help="a run folder (runs/NAME) or an adapter folder")
+    mg.add_argument("--output", required=True, help="the new model folder (must not exist or be empty)")
+    mg.add_argument("--model", default=None,
+                    help="the base (default: the run's config.yaml model.name, else the adapter's record)")
+    mg.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="dtype of the saved weights (default: the base's stored dtype)")
+    mg.add_argument("--trust-remote-code", action="store_true")
+    mg.set_defaults(func=_cmd_merge)
+
+    _adapters_parser(sub)
+
     m = sub.add_parser("models", help="list the embedded models and whether each is cached")
     m.set_defaults(func=_cmd_models)
 
@@ -130,9 +149,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="embedded name, model folder, .gguf or hub id (default: embedded)")
-    p.add_argument("--adapter", default=None, help="a PEFT adapter folder, e.g. runs/NAME/adapter")
+    p.add_argument("--model", default=None,
+                   help="embedded name, model folder, .gguf or hub id (default: the adapters' base, else embedded)")
+    p.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
+                   help="an adapter or run folder, e.g. sql=runs/sql; repeat for several adapters on one base")
+    p.add_argument("--use", default=None, metavar="NAME", help="the adapter to use (default: the first)")
     p.add_argument("--trust-remote-code", action="store_true")
+
+
+def _adapters_parser(sub) -> None:
+    ad = sub.add_parser("adapters", help="adapter folders: combine several LoRA adapters into one")
+    ad_sub = ad.add_subparsers(dest="adapters_command")
+    ad.set_defaults(func=lambda _args: (ad.print_help(), 2)[1])
+    co = ad_sub.add_parser("combine", help="a weighted combination of LoRA adapters (peft add_weighted_adapter)")
+    co.add_argument("adapters", nargs="+", metavar="[NAME=]PATH", help="LoRA adapter or run folders")
+    co.add_argument("--weights", nargs="+", type=float, required=True, help="one weight per adapter, in order")
+    co.add_argument("--method", required=True, metavar="METHOD",
+                    help="linear | cat | svd | ties | dare_linear | dare_ties | magnitude_prune")
+    co.add_argument("--density", type=float, default=None,
+                    help="ties / dare_linear / dare_ties / magnitude_prune: share of entries kept, in (0, 1]")
+    co.add_argument("--output", required=True, help="the new adapter folder (must not exist or be empty)")
+    co.add_argument("--name", default="combined", help="the combined adapter's name (not one of the inputs')")
+    co.add_argument("--model", default=None, help="the base (default: the first adapter's)")
+    co.add_argument("--trust-remote-code", action="store_true")
+    co.set_defaults(func=_cmd_combine)
 
 
 def _cmd_train(args) -> int:
@@ -231,36 +271,91 @@ def _cmd_validate(args) -> int:
     return 0
 
 
-def load_for_inference(model_name: str | None, adapter: str | None, trust_remote_code: bool = False):
-    """Base model (+ adapter) and the tokenizer saved with them, ready for generation."""
-    from .models.load import load_causal_lm, load_tokenizer
+def load_for_inference(model_name: str | None, adapter: str | list[str] | None, trust_remote_code: bool = False):
+    """Base model (+ adapter) and the tokenizer saved with them, ready for generation.
 
-    tokenizer_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else model_name
-    if adapter and model_name is None:
-        cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
-        model_name = cfg.get("base_model_name_or_path") or None
-    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code=trust_remote_code)
-    model = load_causal_lm(model_name, trust_remote_code=trust_remote_code)
-    if adapter:
-        from peft import PeftModel
+    ``adapter``: one folder, or ``[NAME=]PATH`` values (all loaded; the first is active).
+    """
+    values = [adapter] if isinstance(adapter, str) else list(adapter or [])
+    adapters = _load_adapter_set(model_name, values, None, trust_remote_code)
+    return adapters.model, adapters.tokenizer
 
-        model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
-    return model, tokenizer
+
+def _load_adapter_set(model_name: str | None, values: list[str], use: str | None, trust_remote_code: bool):
+    """The base once and every ``--adapter`` on it, ``--use`` (default: the first) active."""
+    from .adapters.inference import AdapterSet, AdapterSetError, parse_named_paths
+
+    named = parse_named_paths(values)
+    if use is not None and use not in named:  # before any weights load
+        known = ", ".join(named) or "none (no --adapter given)"
+        raise AdapterSetError(f"--use {use}: no adapter of that name; loaded: {known}")
+    adapters = AdapterSet.load(model_name, named, trust_remote_code=trust_remote_code, task="CAUSAL_LM")
+    if use is not None:
+        adapters.activate(use)
+    return adapters
+
+
+def _adapter_set(args):
+    return _load_adapter_set(args.model, args.adapter, args.use, args.trust_remote_code)
 
 
 def _cmd_eval(args) -> int:
+    adapters = _adapter_set(args)
+    targets = _eval_targets(args, adapters)
+    scored: dict[str, tuple[dict, list]] = {}
+    splits_by_tokenizer: dict[int, tuple] = {}
+    for name in targets:
+        with (adapters.use(name) if name else adapters.base()) as model:
+            tokenizer = adapters.tokenizer if name else adapters.base_tokenizer
+            key = id(tokenizer)
+            if key not in splits_by_tokenizer:
+                splits_by_tokenizer[key] = _eval_data(tokenizer, args)
+            scored[name or "base"] = _score(model, tokenizer, *splits_by_tokenizer[key], args)
+    if len(scored) == 1:
+        (result, predictions), = scored.values()
+        title = args.model or adapters.base_name or "default model"
+        if targets[0]:
+            name, path = targets[0], adapters.specs[targets[0]].path
+            title += f" + {path}" if name == "default" else f" + {name} ({path})"
+        _print_metrics(title, result)
+        payload = {"metrics": result, "samples": predictions}
+    else:
+        _print_comparison(f"{args.data} on {adapters.base_name or 'default model'}", scored)
+        payload = {"by_adapter": {label: {"path": str(adapters.specs[label].path) if label in adapters.specs else None,
+                                          "metrics": result, "samples": predictions}
+                                  for label, (result, predictions) in scored.items()}}
+    if args.output:
+        Path(args.output).write_text(json.dumps(payload, indent=2))
+        console.print(f"Wrote {args.output}")
+    return 0
+
+
+def _eval_targets(args, adapters) -> list[str | None]:
+    """What to score: --use's adapter, else every adapter; the base first with --with-base (None = the base)."""
+    names = [args.use] if args.use else adapters.names
+    if not names:
+        return [None]
+    return ([None] if args.with_base else []) + names
+
+
+def _eval_data(tokenizer, args):
+    """(held-out rows, generation samples) of --data, tokenised with ``tokenizer``."""
     from .config.schema import DataConfig
     from .data import load_splits
-    from .eval.generation import evaluate_generation
 
-    model, tokenizer = load_for_inference(args.model, args.adapter, args.trust_remote_code)
     data_cfg = DataConfig(format=args.format, train=args.data, eval=args.data, max_length=args.max_length,
                           packing=False)
     splits = load_splits(data_cfg, tokenizer)
     samples = splits.eval_samples[: args.num_samples] if args.num_samples else splits.eval_samples
+    return splits.eval, samples
+
+
+def _score(model, tokenizer, rows, samples, args) -> tuple[dict, list]:
+    """(metrics, predictions) of ``model`` on the held-out rows (loss) and samples (generation)."""
+    from .eval.generation import evaluate_generation
+
     result: dict = {}
-    if splits.eval:
+    if rows:
         from accelerate import Accelerator
 
         from .data import pack
@@ -268,8 +363,8 @@ def _cmd_eval(args) -> int:
         from .training.loop import heldout_mean_loss
         from .training.step import CausalLMLoss
 
-        loss = heldout_mean_loss(CausalLMLoss(model), pack(splits.eval, args.max_length, False),
-                                 lambda rows: collate_rows(rows, tokenizer.pad_token_id), args.batch_size,
+        loss = heldout_mean_loss(CausalLMLoss(model), pack(rows, args.max_length, False),
+                                 lambda batch: collate_rows(batch, tokenizer.pad_token_id), args.batch_size,
                                  Accelerator(cpu=True))
         result.update({"eval_loss": round(loss, 6), "eval_perplexity": round(math.exp(min(loss, 50)), 4)})
     predictions = []
@@ -278,14 +373,26 @@ def _cmd_eval(args) -> int:
                                   batch_size=args.batch_size)
         result.update(gen.scores)
         predictions = [s.__dict__ for s in gen.samples]
-    table = Table("metric", "value", title=f"{args.model or 'default model'}{' + ' + args.adapter if args.adapter else ''}")
+    return result, predictions
+
+
+def _print_metrics(title: str, result: dict) -> None:
+    table = Table("metric", "value", title=title)
     for key, value in result.items():
         table.add_row(key, f"{value:.4f}")
     console.print(table)
-    if args.output:
-        Path(args.output).write_text(json.dumps({"metrics": result, "samples": predictions}, indent=2))
-        console.print(f"Wrote {args.output}")
-    return 0
+
+
+def _print_comparison(title: str, scored: dict[str, tuple[dict, list]]) -> None:
+    """One row per adapter (and the base), one column per metric."""
+    metrics = list(dict.fromkeys(key for result, _ in scored.values() for key in result))
+    table = Table(title=title)
+    table.add_column("adapter", no_wrap=True)
+    for key in metrics:
+        table.add_column(key, justify="right")
+    for label, (result, _) in scored.items():
+        table.add_row(label, *(f"{result[key]:.4f}" if key in result else "-" for key in metrics))
+    console.print(table)
 
 
 def _reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
@@ -297,17 +404,20 @@ def _reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
 
 
 def _cmd_generate(args) -> int:
-    model, tokenizer = load_for_inference(args.model, args.adapter, args.trust_remote_code)
+    adapters = _adapter_set(args)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}]
-    print(_reply(model, tokenizer, messages, args.max_new_tokens))
+    print(_reply(adapters.model, adapters.tokenizer, messages, args.max_new_tokens))
     return 0
 
 
 def _cmd_chat(args) -> int:
-    model, tokenizer = load_for_inference(args.model, args.adapter, args.trust_remote_code)
+    from .adapters.inference import AdapterSetError
+
+    adapters = _adapter_set(args)
     messages = [{"role": "system", "content": args.system}] if args.system else []
-    console.print("[dim]Chat with the model. Empty line or Ctrl-D to quit; /reset clears the history.[/]")
+    switch = f"; /use NAME switches adapter ({', '.join(adapters.names)})" if len(adapters.names) > 1 else ""
+    console.print(f"[dim]Chat with the model. Empty line or Ctrl-D to quit; /reset clears the history{switch}.[/]")
     while True:
         try:
             text = console.input("[bold cyan]you>[/] ")
@@ -318,10 +428,38 @@ def _cmd_chat(args) -> int:
         if text.strip() == "/reset":
             messages = messages[:1] if args.system else []
             continue
+        if text.strip().startswith("/use ") and adapters.names:
+            try:
+                adapters.activate(text.strip()[5:].strip())
+                console.print(f"[dim]now using {adapters.active}[/]")
+            except AdapterSetError as exc:
+                err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            continue
         messages.append({"role": "user", "content": text})
-        answer = _reply(model, tokenizer, messages, args.max_new_tokens)
+        answer = _reply(adapters.model, adapters.tokenizer, messages, args.max_new_tokens)
         messages.append({"role": "assistant", "content": answer})
         console.print(f"[bold green]model>[/] {answer}", highlight=False)
+    return 0
+
+
+def _cmd_merge(args) -> int:
+    from .adapters.merge import merge_to_folder
+
+    result = merge_to_folder(args.target, args.output, model_name=args.model, dtype=args.dtype,
+                             trust_remote_code=args.trust_remote_code)
+    console.print(f"Merged the {result.adapter_type} adapter {result.adapter} into {result.base}: "
+                  f"{result.output} (a plain transformers model folder)", highlight=False)
+    return 0
+
+
+def _cmd_combine(args) -> int:
+    from .adapters.combine import combine_adapters
+
+    result = combine_adapters(args.adapters, args.weights, method=args.method, output=args.output,
+                              density=args.density, name=args.name, model_name=args.model,
+                              trust_remote_code=args.trust_remote_code)
+    console.print(f"Combined {len(args.adapters)} adapters ({result.method}, rank {result.rank}): {result.output}",
+                  highlight=False)
     return 0
 
 

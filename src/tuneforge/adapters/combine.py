@@ -4,7 +4,8 @@ peft's ``add_weighted_adapter`` does the arithmetic; this module checks the
 request first, because peft either fails deep inside (mismatched ranks) or,
 for a name that already exists, silently does nothing. Methods:
 
-- ``linear``: A = Σ √(wᵢ sᵢ) Aᵢ, B = Σ √(wᵢ sᵢ) Bᵢ (sᵢ the adapter's scaling); equal ranks; exact for one adapter;
+- ``linear``: A = Σ √(wᵢ sᵢ) Aᵢ, B = Σ √(wᵢ sᵢ) Bᵢ (sᵢ the adapter's scaling); equal ranks; exact for one
+  adapter, for several BA has cross terms (cheap, approximate);
 - ``cat``: the adapters side by side (rank Σ rᵢ), exactly Σ wᵢ ΔWᵢ;
 - ``svd``: Σ wᵢ ΔWᵢ truncated by SVD to the largest rank;
 - ``ties`` (Yadav et al. 2023), ``dare_linear`` / ``dare_ties`` (Yu et al. 2023), ``magnitude_prune``:
@@ -21,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .inference import AdapterSet, AdapterSpec, check_adapter_name, describe, parse_named_paths
+from .inference import NAME_PATTERN, AdapterSet, AdapterSpec, describe, parse_named_paths
 from .merge import ensure_new_output, write_atomically
 
 METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
@@ -85,7 +86,8 @@ def check_request(specs: list[AdapterSpec], weights: list[float], method: str, d
                              f"(got {shown}); e.g. --density 0.5")
     if method not in DENSITY_METHODS and density is not None:
         raise CombineRefused(f"--density: only {', '.join(DENSITY_METHODS)} prune; --method {method} does not use it")
-    check_adapter_name(name, "LORA", flag="--name")
+    if not NAME_PATTERN.match(name):
+        raise CombineRefused(f"--name {name}: use letters, digits, '_', '.' and '-' only")
     if name in {spec.name for spec in specs}:
         raise CombineRefused(f"--name {name}: already the name of an input adapter (peft would silently keep that "
                              "one); choose another --name")

@@ -158,6 +158,20 @@ def peft_type_of(folder: Path) -> str | None:
     return json.loads(config.read_text()).get("peft_type") if config.exists() else None
 
 
+def task_of(folder: Path) -> str | None:
+    """peft's task type of an adapter folder (``CAUSAL_LM``, ``SEQ_CLS``, ``FEATURE_EXTRACTION``); None: unrecorded."""
+    if (folder / CLASSIFIER_INFO).exists():
+        return "SEQ_CLS"
+    if (folder / EMBEDDING_INFO).exists():
+        return "FEATURE_EXTRACTION"
+    config = folder / "adapter_config.json"
+    return json.loads(config.read_text()).get("task_type") if config.exists() else None
+
+
+TASK_WORDS = {"CAUSAL_LM": "a causal-LM adapter", "SEQ_CLS": "a classifier (use `tuneforge predict`)",
+              "FEATURE_EXTRACTION": "an embedding model (use `tuneforge embed`)"}
+
+
 def tokenizer_folder(folder: Path) -> Path | None:
     """``folder`` if it holds tokenizer files (a run's adapter does), else None."""
     return folder if (folder / "tokenizer_config.json").exists() else None
@@ -166,13 +180,25 @@ def tokenizer_folder(folder: Path) -> Path | None:
 # ---------------------------------------------------------------------------- compatibility
 
 
-def check_compatible(specs: list[AdapterSpec], base_override: str | None = None) -> None:
-    """Refuse, with the reason, a set of adapters one peft model cannot hold."""
+def check_compatible(specs: list[AdapterSpec], base_override: str | None = None, task: str | None = None) -> None:
+    """Refuse, with the reason, a set of adapters one peft model cannot hold (or not for ``task``)."""
+    _check_tasks(specs, task)
     if len(specs) > 1:
         _check_kinds(specs)
-    for spec in specs:
-        check_adapter_name(spec.name, peft_type_of(spec.path))
     _check_same_base(specs, base_override)
+
+
+def _check_tasks(specs: list[AdapterSpec], task: str | None) -> None:
+    tasks = {s.name: task_of(s.path) for s in specs}
+    for spec in specs:
+        found = tasks[spec.name]
+        if task and found and found != task:
+            what, wanted = TASK_WORDS.get(found, f"for task {found}"), TASK_WORDS.get(task, f"for task {task}")
+            raise AdapterSetError(f"--adapter {spec.name}: {spec.path} is {what}, not {wanted}")
+    known = {t for t in tasks.values() if t}
+    if len(known) > 1:
+        shown = ", ".join(f"{name} ({t})" for name, t in tasks.items() if t)
+        raise AdapterSetError(f"--adapter: these adapters are for different tasks ({shown}); one model serves one task")
 
 
 def _check_kinds(specs: list[AdapterSpec]) -> None:
@@ -196,18 +222,6 @@ def _check_kinds(specs: list[AdapterSpec]) -> None:
 
 def _listing(specs: list[AdapterSpec]) -> str:
     return ", ".join(f"{s.name} ({s.kind})" for s in specs)
-
-
-def check_adapter_name(name: str, peft_type: str | None, flag: str = "--adapter") -> None:
-    """peft warns, and may re-initialise weights, when a name is part of its parameter prefix ("a" in "lora_")."""
-    import peft  # noqa: F401  (registers the prefixes)
-    from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
-    from peft.utils import PeftType
-
-    prefix = PEFT_TYPE_TO_PREFIX_MAPPING.get(PeftType(peft_type)) if peft_type in PeftType.__members__ else None
-    if prefix and name in prefix:
-        raise AdapterSetError(f"{flag} {name}: the name '{name}' is part of peft's parameter prefix '{prefix}', which "
-                              "can make peft re-initialise the weights on load; choose another name")
 
 
 def _check_same_base(specs: list[AdapterSpec], base_override: str | None) -> None:
@@ -266,7 +280,8 @@ def _hidden_size(name: str | None) -> int | None:
 
 def base_loader_for(folder: Path | None) -> Callable[..., torch.nn.Module]:
     """How to load the base an adapter was trained on: a classifier, an encoder, or a causal LM."""
-    if folder is not None and (folder / CLASSIFIER_INFO).exists():
+    task = task_of(folder) if folder is not None else None
+    if task == "SEQ_CLS" and (folder / CLASSIFIER_INFO).exists():
         info = json.loads((folder / CLASSIFIER_INFO).read_text())
 
         def load_classifier_base(name: str, *, trust_remote_code: bool = False):
@@ -276,7 +291,7 @@ def base_loader_for(folder: Path | None) -> Callable[..., torch.nn.Module]:
                                    revision=info.get("revision"), trust_remote_code=trust_remote_code)
 
         return load_classifier_base
-    if folder is not None and (folder / EMBEDDING_INFO).exists():
+    if task == "FEATURE_EXTRACTION":
         from ..methods.contrastive.model import load_encoder
 
         return load_encoder
@@ -287,14 +302,19 @@ def base_loader_for(folder: Path | None) -> Callable[..., torch.nn.Module]:
 
 def attach_all(model: torch.nn.Module, specs: list[AdapterSpec], base_name: str) -> torch.nn.Module:
     """Put every adapter of ``specs`` on ``model`` under its own name; the first is active."""
+    import warnings
+
     from . import load_adapter
 
     for i, spec in enumerate(specs):
         try:
-            if i == 0:
-                model = load_adapter(model, spec.path, adapter_name=spec.name)
-            else:
-                model.load_adapter(str(spec.path), adapter_name=spec.name, is_trainable=False)
+            with warnings.catch_warnings():
+                # peft 0.21 warns for names inside its prefix ("a" in "lora_") although loading is exact.
+                warnings.filterwarnings("ignore", message="Adapter name .* should not be contained in the prefix")
+                if i == 0:
+                    model = load_adapter(model, spec.path, adapter_name=spec.name)
+                else:
+                    model.load_adapter(str(spec.path), adapter_name=spec.name, is_trainable=False)
         except RuntimeError as exc:
             if "size mismatch" not in str(exc):
                 raise
@@ -322,16 +342,17 @@ class AdapterSet:
 
     @classmethod
     def load(cls, base_name: str | None, adapters: Mapping[str, str | Path], *, trust_remote_code: bool = False,
-             loader: Callable[..., torch.nn.Module] | None = None) -> AdapterSet:
+             loader: Callable[..., torch.nn.Module] | None = None, task: str | None = None) -> AdapterSet:
         """Load ``base_name`` (default: the first adapter's base) once and every adapter onto it.
 
         ``adapters``: {name: adapter or run folder}, in order; may be empty (the plain base model).
         ``loader(name, trust_remote_code=)``: how to load the base; default from the first adapter's folder.
+        ``task``: refuse adapters recorded for another peft task type (e.g. ``CAUSAL_LM`` for generation).
         """
         from ..models.load import load_tokenizer
 
         specs = [describe(name, path) for name, path in adapters.items()]
-        check_compatible(specs, base_name)
+        check_compatible(specs, base_name, task)
         base_name = base_name or (specs[0].base if specs else None)
         tokenizers = {s.name: load_tokenizer(str(tokenizer_folder(s.path) or base_name),
                                              trust_remote_code=trust_remote_code) for s in specs}
@@ -362,8 +383,10 @@ class AdapterSet:
 
     def activate(self, name: str) -> torch.nn.Module:
         """Make ``name`` the active adapter (for the rest of the session); returns the model."""
+        from . import is_peft_model
+
         self.check_name(name)
-        if hasattr(self.model, "set_adapter") and name in getattr(self.model, "peft_config", {}):
+        if is_peft_model(self.model) and name in self.model.peft_config:
             self.model.set_adapter(name, inference_mode=True)
         self.active = name
         return self.model
