@@ -123,9 +123,9 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", default=",".join(m[0] for m in METHODS))
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--out", default=str(ROOT / "bench/results/peft_compare.json"))
     args = parser.parse_args()
     wanted = args.methods.split(",")

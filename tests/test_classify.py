@@ -333,3 +333,29 @@ def test_class_weights_switch_off_the_chance_level_divergence_rule(tmp_path, tin
     data = type("D", (), {"extra": {"labels": ["a", "b", "c"]}})()
     assert method.chance_loss(plain, None, data) == pytest.approx(math.log(3))
     assert method.chance_loss(weighted, None, data) is None
+
+
+def test_predict_with_several_classify_adapters_on_one_base(tmp_path, tiny_model_dir, isolated_cache, capsys):
+    """Each adapter brings its own head; switching gives each run's own predictions."""
+    from tuneforge.cli import main
+    from tuneforge.methods.classify.predict import predict_file, predict_with_adapters
+
+    a = train_from_config(classify_config(tmp_path, tiny_model_dir, name="a", training={"max_steps": 2}))
+    b = train_from_config(classify_config(tmp_path, tiny_model_dir, name="b",
+                                          training={"max_steps": 3, "learning_rate": 5e-3, "seed": 9}))
+    data = str(tmp_path / "eval.jsonl")
+    together = predict_with_adapters({"a": a.run_dir, "b": b.run_dir}, data)
+    for name, run in (("a", a), ("b", b)):
+        alone, metrics = predict_file(run.run_dir, data)
+        flat = [[r["probabilities"][k] for k in sorted(r["probabilities"])] for r in together[name][0]]
+        flat_alone = [[r["probabilities"][k] for k in sorted(r["probabilities"])] for r in alone]
+        torch.testing.assert_close(torch.tensor(flat), torch.tensor(flat_alone), atol=1e-5, rtol=0)
+        assert together[name][1] == pytest.approx(metrics)
+    assert together["a"][0][0]["probabilities"] != together["b"][0][0]["probabilities"]
+    out = tmp_path / "both.jsonl"
+    assert main(["predict", "--adapter", f"a={a.run_dir}", "--adapter", f"b={b.run_dir}", "--data", data,
+                 "--output", str(out)]) == 0
+    first = json.loads(out.read_text().splitlines()[0])
+    assert set(first["by_adapter"]) == {"a", "b"}
+    assert "accuracy" in capsys.readouterr().err
+    assert main(["predict", "--adapter", f"a={a.run_dir}", "--use", "c", "--data", data]) == 2

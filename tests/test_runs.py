@@ -194,3 +194,20 @@ def test_pending_checkpoint_is_ignored_until_complete(tmp_path):
     assert latest_checkpoint(tmp_path) == first and first.exists()  # not pruned while step 2 is pending
     mark_complete(second, tmp_path, keep=1)
     assert latest_checkpoint(tmp_path) == second and not first.exists()
+
+
+def test_eval_before_false_skips_the_base_model_evaluation(tmp_path, tiny_model_dir, isolated_cache, monkeypatch):
+    from tuneforge.methods.causal_lm import CausalLM
+
+    calls = []
+    original = CausalLM.evaluate
+
+    def counting(self, model, ctx):
+        calls.append(ctx.label)
+        return original(self, model, ctx)
+
+    monkeypatch.setattr(CausalLM, "evaluate", counting)
+    result = train_from_config(make_config(tmp_path, tiny_model_dir, extra={
+        "training": {"max_steps": 1, "save_every": None}, "eval": {"before": False}}))
+    assert calls == ["after"]
+    assert result.summary["before"] == {} and result.summary["after"]

@@ -107,7 +107,10 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
 
     before = _load_json(run_dir / "before.json") if resume else None
     if before is None:
-        before = method.evaluate(model, EvalContext(config, tokenizer, data, accelerator, "before"))
+        if config.eval is not None and not getattr(config.eval, "before", True):
+            before = {"metrics": {}, "samples": []}  # eval.before: false — nothing to compare against
+        else:
+            before = method.evaluate(model, EvalContext(config, tokenizer, data, accelerator, "before"))
         if main:
             _save_json(run_dir / "before.json", before)
 

@@ -111,3 +111,46 @@ def load_trained_classifier(path: str | Path, *, dtype: torch.dtype = torch.floa
         raise ModelNotFoundError(f"{path}: not a classifier folder (no config.json or adapter_config.json); "
                                  "give a run folder or its model/ or adapter/ folder")
     return model.eval(), load_tokenizer(str(path)), labels, info
+
+
+def load_classifier_adapters(adapters: dict[str, str | Path], *, dtype: torch.dtype = torch.float32,
+                             trust_remote_code: bool = False):
+    """(peft model with every adapter under its name, tokenizer, labels, info) on one base.
+
+    Refuses, with the reason, adapters that don't share the base model or the label set
+    (each brings a head of its own label count), and full-model folders (nothing to share).
+    """
+    from ...adapters import adapter_type_of, is_adapter_folder, load_adapter
+    from ...models.load import ModelNotFoundError, load_tokenizer
+
+    folders: dict[str, Path] = {}
+    for name, path in adapters.items():
+        folder = Path(path)
+        if not is_adapter_folder(folder) and is_adapter_folder(folder / "adapter"):
+            folder = folder / "adapter"
+        if not is_adapter_folder(folder) or not read_info(folder):
+            raise ModelNotFoundError(f"--adapter {name}={path}: not a classify adapter (a run trained with an "
+                                     "adapter, or its adapter/ folder); full models are predicted one at a time "
+                                     "with --model")
+        if len(adapters) > 1 and adapter_type_of(folder) in ("bottleneck", "mam"):
+            raise ModelNotFoundError(f"--adapter {name}: bottleneck adapters are wired into the base and can't "
+                                     "share it with others; predict with it alone")
+        folders[name] = folder
+    infos = {name: read_info(folder) for name, folder in folders.items()}
+    first = next(iter(infos))
+    for name, info in infos.items():
+        if info["labels"] != infos[first]["labels"]:
+            raise ModelNotFoundError(f"--adapter {name}: labels {info['labels']} differ from {first}'s "
+                                     f"{infos[first]['labels']}; predict them in separate calls")
+        base_of = (info.get("model_name") or info["base_model"], infos[first].get("model_name") or infos[first]["base_model"])
+        if base_of[0] != base_of[1]:
+            raise ModelNotFoundError(f"--adapter {name}: trained on {base_of[0]}, but {first} on {base_of[1]}; "
+                                     "adapters on one base must share it")
+    info = infos[first]
+    base = load_classifier(info.get("model_name") or info["base_model"], info["labels"], dtype=dtype,
+                           pad_token_id=info["pad_token_id"], revision=info.get("revision"),
+                           trust_remote_code=trust_remote_code)
+    model = load_adapter(base, folders[first], adapter_name=first)
+    for name, folder in list(folders.items())[1:]:
+        model.load_adapter(str(folder), adapter_name=name)
+    return model.eval(), load_tokenizer(str(folders[first])), info["labels"], info

@@ -20,14 +20,40 @@ def predict_file(model_path: str | Path, data: str, *, batch_size: int = 32, max
 
     ``max_length`` defaults to the one the model was trained with (``classifier.json``), else 512.
     """
+    from .model import load_trained_classifier
+
+    model, tokenizer, labels, info = load_trained_classifier(model_path)
+    return predict_records(model, tokenizer, labels, data, batch_size=batch_size,
+                           max_length=max_length or info.get("max_length") or 512, columns=columns)
+
+
+def predict_with_adapters(adapters: dict[str, str | Path], data: str, *, use: str | None = None,
+                          batch_size: int = 32, max_length: int | None = None,
+                          columns: dict[str, str] | None = None) -> dict[str, tuple[list[dict], dict | None]]:
+    """{adapter name: (rows, metrics)} for ``use`` or every adapter, all on one base loaded once.
+
+    Each classify adapter carries its own label head (peft's ``modules_to_save`` keeps one
+    copy per adapter name), so switching the adapter switches the head too. The
+    adapters must share the base model and the label set.
+    """
+    from .model import load_classifier_adapters
+
+    model, tokenizer, labels, info = load_classifier_adapters(adapters)
+    out = {}
+    for name in ([use] if use else list(adapters)):
+        model.set_adapter(name)
+        out[name] = predict_records(model, tokenizer, labels, data, batch_size=batch_size,
+                                    max_length=max_length or info.get("max_length") or 512, columns=columns)
+    return out
+
+
+def predict_records(model, tokenizer, labels: list[str], data: str, *, batch_size: int, max_length: int,
+                    columns: dict[str, str] | None = None) -> tuple[list[dict], dict | None]:
     from ...checks import model_kind
     from ...data.sources import read_records
     from .data import LabelledText, encode
     from .metrics import classification_metrics
-    from .model import load_trained_classifier
 
-    model, tokenizer, labels, info = load_trained_classifier(model_path)
-    max_length = max_length or info.get("max_length") or 512
     decoder = model_kind(model.config) == "causal-lm"
     problems: list[str] = []
     records = list(read_records(data, problems=problems))
