@@ -359,3 +359,21 @@ def test_predict_with_several_classify_adapters_on_one_base(tmp_path, tiny_model
     assert set(first["by_adapter"]) == {"a", "b"}
     assert "accuracy" in capsys.readouterr().err
     assert main(["predict", "--adapter", f"a={a.run_dir}", "--use", "c", "--data", data]) == 2
+
+
+@pytest.mark.parametrize("adapter", [{"type": "bottleneck", "size": 8}, {"type": "ia3"}])
+def test_classify_with_other_adapter_types_saves_head_and_predicts_the_same(adapter, tmp_path, tiny_model_dir,
+                                                                            isolated_cache):
+    """The label head trains and is saved with the adapter (ours and peft's), and predict reloads both."""
+    from tuneforge.methods.classify.predict import predict_file
+
+    raw_config = classify_config(tmp_path, tiny_model_dir, training={"max_steps": 3, "batch_size": 8,
+                                                                     "learning_rate": 5e-3, "seed": 1})
+    config = raw_config.model_copy(update={"adapter": type(raw_config).model_validate(
+        {**raw_config.model_dump(), "adapter": adapter}).adapter})
+    result = train_from_config(config)
+    assert result.output_dir.name == "adapter"
+    head = [n for n, p in result.model.named_parameters() if p.requires_grad and "score" in n]
+    assert head, "the label head must train"
+    predictions, metrics = predict_file(result.run_dir, str(tmp_path / "eval.jsonl"))
+    assert metrics["accuracy"] == pytest.approx(result.summary["after"]["accuracy"])

@@ -120,7 +120,9 @@ def attach_adapter(model: torch.nn.Module, cfg, *, task_type: str = "CAUSAL_LM",
     if kind == "bottleneck":
         from .bottleneck import BottleneckAdapterModel
 
-        wrapped = BottleneckAdapterModel(model, cfg, modules_to_save=_heads_to_save(task_type))
+        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        heads = [head for head in _heads_to_save(task_type) if head in present]
+        wrapped = BottleneckAdapterModel(model, cfg, modules_to_save=heads)
         return Adapted(model=wrapped, adapter_type=kind, saver=wrapped)
     from peft import get_peft_model
 
@@ -148,7 +150,7 @@ def attach_adapter(model: torch.nn.Module, cfg, *, task_type: str = "CAUSAL_LM",
 
 
 def _heads_to_save(task_type: str) -> list[str]:
-    # What peft's SEQ_CLS task type puts in modules_to_save: the new label head.
+    # What peft's SEQ_CLS task type puts in modules_to_save: the new label head (named either way).
     return ["score", "classifier"] if task_type == "SEQ_CLS" else []
 
 
