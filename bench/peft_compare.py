@@ -55,10 +55,11 @@ METHODS = [
     ("layernorm", {"type": "layernorm"}, 5e-3, {}),
     ("partial_top2", {"type": "partial", "top_k_layers": 2}, 1e-4, {}),
     ("qlora_4bit", {"type": "lora", "r": 16, "alpha": 32}, 2e-3, {"model": {"quantize": "4bit"}}),
+    ("lora_8bit", {"type": "lora", "r": 16, "alpha": 32}, 2e-3, {"model": {"quantize": "8bit"}}),
     ("full", None, 5e-5, {}),
 ]
 MERGEABLE = {"lora", "dora", "rslora", "pissa", "loha", "lokr", "vera", "adalora", "oft", "ia3", "layernorm",
-             "qlora_4bit"}  # a QLoRA adapter merges into the unquantized base
+             "qlora_4bit", "lora_8bit"}  # a LoRA adapter trained on a quantized base merges into the unquantized one
 OUTPUT_IS_FULL_MODEL = {"partial_top2", "full"}
 
 
@@ -101,7 +102,7 @@ def row_of(name, lr, result) -> dict:
         "trainable_parameters": t["trainable_parameters"], "trainable_percent": t["trainable_percent"],
         "peak_memory_mb": t["peak_memory_mb"], "tokens_per_second": t["tokens_per_second"],
         "json_field_accuracy": s["after"].get("json_field_accuracy"), "exact_match": s["after"].get("exact_match"),
-        "final_loss": t["final_loss"], "before": s.get("before", {}),
+        "final_loss": t["final_loss"], "eval_loss": s["after"].get("eval_loss"), "before": s.get("before", {}),
         "merges": "yes" if name in MERGEABLE else ("full model" if name in OUTPUT_IS_FULL_MODEL else "no"),
         "run_wall_seconds": result["wall_seconds"],
     }
@@ -127,6 +128,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--out", default=str(ROOT / "bench/results/peft_compare.json"))
+    parser.add_argument("--update", action="store_true",
+                        help="replace only these methods' rows in an existing --out (e.g. to re-measure runs that "
+                        "shared the CPU with something else), keeping the others")
     args = parser.parse_args()
     wanted = args.methods.split(",")
     unknown = set(wanted) - {m[0] for m in METHODS}
@@ -138,12 +142,22 @@ def main() -> None:
         work = Path(tmp)
         for i, (name, adapter, lr, extra) in enumerate(m for m in METHODS if m[0] in wanted):
             config = method_config(name, adapter, lr, extra, steps=args.steps, batch=args.batch,
-                                   samples=args.samples, out_dir=work / "runs", before=(i == 0))
+                                   samples=args.samples, out_dir=work / "runs", before=(i == 0 and not args.update))
             print(f"[{i + 1}/{len(wanted)}] {name} …", flush=True)
             row = row_of(name, lr, run_one(config, work))
             rows.append(row)
             print("   ", {k: v for k, v in row.items() if k != "before"}, flush=True)
-    base = next((r["before"] for r in rows if r.get("before")), {})
+    if args.update and Path(args.out).exists():
+        previous = json.loads(Path(args.out).read_text())
+        fresh = {r["method"]: r for r in rows}
+        order = [m[0] for m in METHODS]
+        kept = {r["method"]: r for r in previous["rows"]}
+        kept.update(fresh)
+        rows = sorted(kept.values(), key=lambda r: order.index(r["method"]))
+        base_before = previous.get("base_model_scores") or {}
+    else:
+        base_before = {}
+    base = next((r["before"] for r in rows if r.get("before")), base_before)
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "cpus": os.cpu_count()},
               "setup": {"task": "clinical_notes", "steps": args.steps, "batch_rows": args.batch,

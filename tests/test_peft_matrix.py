@@ -255,3 +255,27 @@ def test_partial_selects_the_top_blocks_and_patterns():
     with pytest.raises(ValueError, match="matches no parameter"):
         attach_adapter(tiny_model(layers=1), TypeAdapter(AdapterConfig).validate_python(
             {"type": "partial", "patterns": ["*.nothing"]}))
+
+
+@pytest.mark.parametrize("case", sorted(SOFT_PROMPT_CASES))
+def test_generation_with_soft_prompts_equals_greedy_full_forwards(case):
+    """tuneforge's generate() must give what step-by-step full forwards give (peft's cached path did not)."""
+    from tiny import tiny_tokenizer
+    from tuneforge.eval.generation import generate
+
+    adapted = _adapted(case)
+    _perturb(adapted.model, seed=11)
+    model = adapted.model.eval()
+    tok = tiny_tokenizer()
+    prompts = [[5, 40, 41, 42, 43, 44], [7, 50, 51]]
+    got = generate(model, tok, prompts, max_new_tokens=6, batch_size=2, stop_token_ids=[2], progress=False)
+    for prompt, text in zip(prompts, got):
+        cur, new = torch.tensor([prompt]), []
+        with torch.no_grad():
+            for _ in range(6):
+                nxt = int(model(input_ids=cur).logits[0, -1].argmax())
+                if nxt == 2:
+                    break
+                new.append(nxt)
+                cur = torch.cat([cur, torch.tensor([[nxt]])], 1)
+        assert text == tok.decode(new, skip_special_tokens=True), case

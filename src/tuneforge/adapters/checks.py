@@ -32,10 +32,9 @@ def check_adapter(config, method, model_config) -> tuple[list[str], list[str], d
         if not causal:
             errors.append(f"model.quantize: supported for the causal-LM methods (cpt, sft); not yet for "
                           f"method '{config.method}'")
-        if adapter is not None and adapter.type == "lora" and adapter.init in ("pissa", "olora", "loftq"):
+        if adapter is not None and adapter.type == "lora" and adapter.init in ("pissa", "olora"):
             errors.append(f"adapter.init: {adapter.init} rewrites the base weights from their SVD / QR, which "
-                          "a quantized base doesn't allow; drop model.quantize (loftq itself anticipates the "
-                          "quantisation error) or use init: default")
+                          "a quantized base doesn't allow; drop model.quantize or use init: default")
     if adapter is None:
         return errors, notes, facts
     if adapter.type in C.SOFT_PROMPTS:

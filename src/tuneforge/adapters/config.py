@@ -35,8 +35,9 @@ class LoraConfig(_Adapter):
     learned magnitude per output row. ``init``: ``default`` (B = 0, the base
     model exactly), ``gaussian``, ``pissa`` (Meng et al. 2024: principal
     singular vectors; changes the base weights it keeps), ``olora`` (Büyükakyüz
-    2024: QR of the weights), ``loftq`` (Li et al. 2023: quantisation-aware init,
-    with ``model.quantize: 4bit``'s counterpart done in peft on the fp weights).
+    2024: QR of the weights). LoftQ (Li et al. 2023) is not offered: peft runs it
+    either on CUDA only (``replace_lora_weights_loftq``) or by rewriting the base
+    weights, which would then have to ship with the adapter (docs/PEFT.md).
     """
 
     type: Literal["lora"] = "lora"
@@ -46,8 +47,7 @@ class LoraConfig(_Adapter):
     target_modules: list[str] | Literal["all-linear"] = LINEAR_TARGETS
     use_rslora: bool = False
     use_dora: bool = False
-    init: Literal["default", "gaussian", "pissa", "olora", "loftq"] = "default"
-    loftq_bits: int = Field(4, ge=2, le=8, description="LoftQ: bits of the quantisation the init anticipates.")
+    init: Literal["default", "gaussian", "pissa", "olora"] = "default"
 
 
 class LohaConfig(_Adapter):

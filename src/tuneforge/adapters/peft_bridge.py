@@ -16,13 +16,10 @@ def peft_config(cfg, *, task_type: str, total_steps: int | None = None, tokenize
 
     task = peft.TaskType[task_type]
     if isinstance(cfg, C.LoraConfig):
-        init = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora", "loftq": "loftq"}[cfg.init]
-        extra = {}
-        if cfg.init == "loftq":
-            extra["loftq_config"] = peft.LoftQConfig(loftq_bits=cfg.loftq_bits)
+        init = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}[cfg.init]
         return peft.LoraConfig(task_type=task, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                                target_modules=cfg.target_modules, use_rslora=cfg.use_rslora,
-                               use_dora=cfg.use_dora, init_lora_weights=init, **extra)
+                               use_dora=cfg.use_dora, init_lora_weights=init)
     if isinstance(cfg, C.LohaConfig):
         return peft.LoHaConfig(task_type=task, r=cfg.r, alpha=cfg.alpha, module_dropout=cfg.dropout,
                                target_modules=cfg.target_modules)

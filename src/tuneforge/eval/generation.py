@@ -93,6 +93,11 @@ def generate(
     if any(len(ids) == 0 for ids in prompts_ids):
         raise ValueError("cannot generate from an empty prompt")
     stops = stop_token_ids_for(model, tokenizer, stop_token_ids)
+    # peft's soft prompts (prompt / prefix / p-tuning) go wrong with the KV cache in generate here
+    # (peft drops the position ids generate passes, and later steps attend from the wrong
+    # positions: a trained prompt-tuning adapter stopped after 3 tokens). Without the cache every
+    # step is one full forward, exactly as in training; slower, but only for soft prompts.
+    use_cache = not getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     device = _device_of(model)
     order = sorted(range(len(prompts_ids)), key=lambda i: len(prompts_ids[i]))
@@ -120,6 +125,7 @@ def generate(
                 min_new_tokens=0,
                 eos_token_id=stops,
                 pad_token_id=pad_id,
+                use_cache=use_cache,
             )  # (B, longest + new)
             for row, i in enumerate(chunk):
                 new = output[row, longest:].tolist()
