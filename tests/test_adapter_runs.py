@@ -120,3 +120,59 @@ def test_validate_reports_the_exact_count_without_weights(tmp_path, tiny_model_d
     assert not report.errors
     result = train_from_config(config)
     assert report.facts["trainable_parameters"] == result.summary["train"]["trainable_parameters"]
+
+
+def test_adapter_config_errors_name_the_key_once():
+    from tuneforge.config import ConfigError, load_config
+
+    base = {"method": "sft", "data": {"format": "chat", "train": "x.jsonl"}}
+    cases = [({"type": "lora", "target_modules": "q_proj"}, "adapter.target_modules: expected a list"),
+             ({"type": None}, "adapter.type: missing or empty"),
+             ({"type": "lorra"}, "did you mean `lora`"),
+             ({"type": "ia3", "r": 4}, "adapter.r: unknown key")]
+    for adapter, message in cases:
+        with pytest.raises(ConfigError) as caught:
+            load_config(data={**base, "adapter": adapter})
+        assert len(caught.value.problems) == 1 and message in caught.value.problems[0], caught.value.problems
+
+
+def test_pissa_with_dora_and_adalora_for_classify_are_refused(tmp_path, tiny_model_dir, isolated_cache):
+    from tuneforge.checks import check_config
+    from tuneforge.models.load import load_tokenizer
+
+    config = make_config(tmp_path, tiny_model_dir, adapter=False,
+                         extra={"adapter": {"type": "lora", "init": "pissa", "use_dora": True}})
+    report = check_config(config, tokenizer=load_tokenizer(str(tiny_model_dir)))
+    assert any("drop DoRA's magnitudes" in e for e in report.errors), report.errors
+
+
+def test_adalora_resume_is_refused_with_the_reason(tmp_path, tiny_model_dir, isolated_cache):
+    from tuneforge.training.checkpoint import CheckpointMismatch
+
+    result = _train(tmp_path, tiny_model_dir, RUN_CASES["adalora"], "ada")
+    config = make_config(tmp_path, tiny_model_dir, name="ada", adapter=False,
+                         extra={"adapter": RUN_CASES["adalora"]})
+    with pytest.raises(CheckpointMismatch, match="rank allocator"):
+        train_from_config(config, resume=True, run_dir=result.run_dir)
+
+
+def test_adalora_orthogonality_term_only_while_training():
+    from pydantic import TypeAdapter
+
+    from tiny import tiny_model
+    from tuneforge.adapters import attach_adapter
+    from tuneforge.adapters.config import AdapterConfig
+    from tuneforge.training.step import CausalLMLoss
+
+    adapted = attach_adapter(tiny_model(layers=1), TypeAdapter(AdapterConfig).validate_python(
+        {"type": "adalora", "init_r": 4, "target_r": 2}), total_steps=20)
+    loss = CausalLMLoss(adapted.model)
+    ids = torch.randint(3, 200, (2, 8))
+    positions = torch.arange(8).expand(2, 8)
+    loss.train()
+    with torch.no_grad():
+        trained, n = loss(input_ids=ids, labels=ids, position_ids=positions)
+    loss.eval()
+    with torch.no_grad():
+        held, _ = loss(input_ids=ids, labels=ids, position_ids=positions)
+    assert trained > held  # the regulariser (> 0 at a random init) counts in training only

@@ -377,3 +377,13 @@ def test_classify_with_other_adapter_types_saves_head_and_predicts_the_same(adap
     assert head, "the label head must train"
     predictions, metrics = predict_file(result.run_dir, str(tmp_path / "eval.jsonl"))
     assert metrics["accuracy"] == pytest.approx(result.summary["after"]["accuracy"])
+
+
+def test_partial_fine_tuning_for_classify_also_trains_the_new_head(tmp_path, tiny_model_dir, isolated_cache):
+    raw = classify_config(tmp_path, tiny_model_dir, training={"max_steps": 2, "batch_size": 8, "seed": 1})
+    config = raw.model_copy(update={"adapter": type(raw).model_validate(
+        {**raw.model_dump(), "adapter": {"type": "partial", "top_k_layers": 1}}).adapter})
+    result = train_from_config(config)
+    trainable = [n for n, p in result.model.named_parameters() if p.requires_grad]
+    assert any(n.startswith("score.") for n in trainable)
+    assert result.output_dir.name == "model"

@@ -64,7 +64,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     from .adapters import attach_adapter
     from .models.load import count_parameters, is_quantized, load_tokenizer, resolve_dtype, resolve_model
     from .models.load import training_state_bytes
-    from .training.checkpoint import is_sharded, latest_checkpoint, load_checkpoint
+    from .training.checkpoint import CheckpointMismatch, is_sharded, latest_checkpoint, load_checkpoint
     from .training.divergence import DivergenceWatch, divergence_hint
     from .training.engine import make_accelerator, peak_memory_mb, total_steps
     from .training.loop import LoopSettings, heldout_mean_loss, train_loop
@@ -141,6 +141,10 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     loss_model, optimizer = accelerator.prepare(loss_model, optimizer)
 
     start_state: dict = {}
+    if resume and config.adapter is not None and config.adapter.type == "adalora":
+        raise CheckpointMismatch("adapter.type adalora: its rank allocator's importance statistics and rank "
+                                 "pattern are not in the checkpoints, so a resumed run would not continue the "
+                                 "same schedule; start the run again (without --resume)")
     if resume:
         ckpt = latest_checkpoint(run_dir)
         sharded_state = is_sharded(accelerator) and (ckpt / "accelerate_state").exists()
@@ -191,7 +195,9 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         # module everywhere, the rest on main with the saved (standard, unsharded) output.
         accelerator.wait_for_everyone()
         after_ctx.loss_module = loss_model
-        reloaded = method.load_output(config, output_dir, dtype=dtype).to(accelerator.device) if main else None
+        reloaded = method.load_output(config, output_dir, dtype=dtype) if main else None
+        if reloaded is not None and not is_quantized(reloaded):
+            reloaded = reloaded.to(accelerator.device)
         after = method.evaluate(reloaded, after_ctx)
     else:
         after = method.evaluate(trained, after_ctx)

@@ -95,8 +95,12 @@ class _ConvertingSaver:
         config.init_lora_weights = init
 
     def save_pretrained(self, path, safe_serialization: bool = True, **kwargs):
+        # peft's conversion loads the initial adapter, which puts the model in eval mode: a
+        # mid-run checkpoint would otherwise switch off dropout and activation checkpointing.
+        training = self.model.training
         self.model.save_pretrained(path, safe_serialization=True,
                                    path_initial_model_for_weight_conversion=self._initial.name, **kwargs)
+        self.model.train(training)
 
 
 def attach_adapter(model: torch.nn.Module, cfg, *, task_type: str = "CAUSAL_LM", total_steps: int | None = None,
@@ -115,7 +119,7 @@ def attach_adapter(model: torch.nn.Module, cfg, *, task_type: str = "CAUSAL_LM",
     if kind in C.SELECTIVE:
         from .selective import apply_selection
 
-        names = apply_selection(model, cfg)
+        names = apply_selection(model, cfg, also_train=_heads_to_save(task_type))
         return Adapted(model=model, adapter_type=kind, saves_adapter=False, trained_names=names)
     if kind == "bottleneck":
         from .bottleneck import BottleneckAdapterModel

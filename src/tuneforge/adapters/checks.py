@@ -46,6 +46,18 @@ def check_adapter(config, method, model_config) -> tuple[list[str], list[str], d
             errors.append(f"adapter.type: {adapter.type} prepends its virtual tokens once per row, and packing puts "
                           "several examples in one row, so every example after the first would not see them; "
                           "set data.packing: false")
+    if adapter.type == "lora" and adapter.init in ("pissa", "olora"):
+        # peft converts these to plain LoRA at save time and keeps only the A / B matrices,
+        # so a DoRA magnitude or a classification head would be lost from the saved adapter.
+        if adapter.use_dora:
+            errors.append(f"adapter.init: {adapter.init} with use_dora: peft's conversion at save time keeps only "
+                          "the LoRA matrices and would drop DoRA's magnitudes; use one or the other")
+        if method.peft_task_type == "SEQ_CLS":
+            errors.append(f"adapter.init: {adapter.init} for classify: peft's conversion at save time would drop "
+                          "the trained label head; use init: default")
+    if adapter.type == "adalora" and not causal:
+        errors.append(f"adapter.type: adalora is supported for cpt / sft; method '{config.method}' computes its "
+                      "loss outside peft, where AdaLoRA's orthogonality term would be missing; use lora")
     if adapter.type in ("bottleneck", "mam") and config.method == "contrastive":
         notes.append("adapter: bottleneck adapters wrap modules named 'mlp' by default; encoder models name "
                      "theirs differently (set adapter.target_modules)")
@@ -53,7 +65,7 @@ def check_adapter(config, method, model_config) -> tuple[list[str], list[str], d
         return errors, notes, facts
     try:
         trainable, total = dry_run_counts(config, method, model_config)
-    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+    except (ValueError, TypeError, RuntimeError, KeyError, AttributeError) as exc:
         errors.append(f"adapter: {exc}".replace("adapter: adapter", "adapter"))
         return errors, notes, facts
     facts.update({"trainable_parameters": trainable, "total_parameters": total,

@@ -51,11 +51,17 @@ def selected_names(model: torch.nn.Module, cfg) -> list[str]:
     return [n for n in names if n in chosen]
 
 
-def apply_selection(model: torch.nn.Module, cfg) -> list[str]:
-    """Freeze everything, then unfreeze the selection; returns the trained names (error if none)."""
+def apply_selection(model: torch.nn.Module, cfg, also_train: list[str] = ()) -> list[str]:
+    """Freeze everything, then unfreeze the selection; returns the trained names (error if none).
+
+    ``also_train``: module names (last component) trained whatever the selection, e.g. a new
+    classification head, which starts random and must learn.
+    """
     names = selected_names(model, cfg)
     if not names:
         raise ValueError(nothing_to_train_message(cfg))
+    heads = [n for n, _ in model.named_parameters() if any(f".{h}." in f".{n}" for h in also_train)]
+    names = [n for n, _ in model.named_parameters() if n in set(names) | set(heads)]
     keep = set(names)
     for name, param in model.named_parameters():
         param.requires_grad_(name in keep)

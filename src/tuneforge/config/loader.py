@@ -115,13 +115,24 @@ def _explain(exc: ValidationError, model_cls: type[BaseModel]) -> list[str]:
     from ..adapters.config import ADAPTER_TYPES, adapter_class
 
     problems = []
+    union_keys: dict[str, list[str]] = {}  # key → what each member of a plain union wanted
     for err in exc.errors():
         loc = list(err["loc"])
+        # A plain union (e.g. list[str] | 'all-linear') puts each member's name in the path
+        # and gives one error per member: fold them into one line per key.
+        member = next((p for p in loc[1:] if isinstance(p, str) and ("[" in p or p.startswith("literal"))), None)
+        if member is not None:
+            key = ".".join(str(p) for p in loc[:loc.index(member)] if not (p in ADAPTER_TYPES and loc[0] == "adapter"))
+            union_keys.setdefault(key, []).append(_member_name(member))
+            continue
         adapter_cls = None
         # The adapter section is a tagged union: pydantic puts the tag in the path (adapter.ia3.rr).
         if len(loc) > 1 and loc[0] == "adapter" and loc[1] in ADAPTER_TYPES:
             adapter_cls = adapter_class(loc.pop(1))
         key = ".".join(str(p) for p in loc)
+        if err["type"] == "union_tag_not_found" and loc == ["adapter"]:
+            problems.append(f"adapter.type: missing or empty; choose one of {', '.join(ADAPTER_TYPES)}")
+            continue
         if err["type"] == "union_tag_invalid" and loc == ["adapter"]:
             tag = str(err.get("ctx", {}).get("tag", ""))
             problems.append(f"adapter.type: unknown adapter type '{tag}'{_suggest(tag, ADAPTER_TYPES)}; "
@@ -140,7 +151,18 @@ def _explain(exc: ValidationError, model_cls: type[BaseModel]) -> list[str]:
             value = err.get("input")
             shown = f" (got {value!r})" if not isinstance(value, (dict, list)) and key else ""
             problems.append(f"{key}: {msg}{shown}" if key else msg)
+    for key, members in union_keys.items():
+        problems.append(f"{key}: expected {' or '.join(dict.fromkeys(members))}")
     return problems
+
+
+def _member_name(member: str) -> str:
+    """pydantic's name for a union member, as a user would say it: "a list", "'all-linear'"."""
+    if member.startswith("literal[") and member.endswith("]"):
+        return member[len("literal["):-1]
+    if member.startswith("list["):
+        return "a list (e.g. [q_proj, v_proj])"
+    return member
 
 
 def _section_class(model_cls: type[BaseModel], path: list) -> type[BaseModel] | None:

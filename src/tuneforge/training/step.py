@@ -65,8 +65,8 @@ class CausalLMLoss(torch.nn.Module):
                              use_cache=False).last_hidden_state  # (B, T, H)
         selected = hidden[:, :-1][keep]  # (N, H)
         loss_sum, count = self._loss(base, head, selected, targets[keep])
-        orth = _adalora_orthogonality(self.model)
-        if orth is not None:  # AdaLoRA's regulariser, per token so count-weighting keeps it a mean
+        orth = _adalora_orthogonality(self.model) if self.training else None
+        if orth is not None:  # AdaLoRA's regulariser (training only), per token so count-weighting keeps it a mean
             loss_sum = loss_sum + orth * count
         return loss_sum, count
 

@@ -40,8 +40,11 @@ def predict_with_adapters(adapters: dict[str, str | Path], data: str, *, use: st
 
     model, tokenizer, labels, info = load_classifier_adapters(adapters)
     out = {}
+    from ...adapters import is_peft_model
+
     for name in ([use] if use else list(adapters)):
-        model.set_adapter(name)
+        if is_peft_model(model):
+            model.set_adapter(name)
         out[name] = predict_records(model, tokenizer, labels, data, batch_size=batch_size,
                                     max_length=max_length or info.get("max_length") or 512, columns=columns)
     return out
