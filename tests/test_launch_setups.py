@@ -1,7 +1,6 @@
 """Shipped accelerate configs parse, fit the shipped tuneforge configs on GPUs, and bad combinations are refused."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -30,7 +29,7 @@ def test_gpu_setups_refused_on_cpu_with_reason(config):
 
 
 def test_quantized_base_with_zero3_is_refused(config):
-    quantized = SimpleNamespace(model=SimpleNamespace(quantization="4bit"), training=config.training)
+    quantized = config.model_copy(update={"model": config.model.model_copy(update={"quantize": "4bit"})})
     zero3 = read_accelerate_config(ROOT / "configs/accelerate/deepspeed_zero3.yaml")
     (problem,) = check_launch(zero3, quantized, cuda_available=True, deepspeed_available=True)
     assert "ZeRO-3" in problem and "partition" in problem
