@@ -29,6 +29,15 @@ _LIBRARY_NOISE: tuple[tuple[str, type[Warning], str], ...] = (
         FutureWarning,
         r"transformers\.",
     ),
+    # transformers 5.24 deprecates passing `past_key_values` to the forward of causal LMs; peft's
+    # prefix tuning (peft/peft_model.py, PeftModelForCausalLM.forward) passes its prefixes that way,
+    # and the warning prints the whole cache's repr on every run. Remove once peft passes them
+    # through transformers' replacement.
+    (
+        r"`past_key_values` is deprecated",
+        FutureWarning,
+        r"(transformers|torch)\.",
+    ),
 )
 
 
