@@ -47,7 +47,7 @@ def silence_library_noise() -> None:
         return
     for message, category, module in _LIBRARY_NOISE:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
-    _once_per_process("bitsandbytes", ("MatMul8bitLt: inputs will be cast",))
+    _once_per_process("bitsandbytes.autograd._functions", ("MatMul8bitLt: inputs will be cast",))
 
 
 class _OncePerMessage:
@@ -72,12 +72,11 @@ class _OncePerMessage:
         return True
 
 
-def _once_per_process(logger_prefix: str, prefixes: tuple[str, ...]) -> None:
+def _once_per_process(logger_name: str, prefixes: tuple[str, ...]) -> None:
     import logging
 
-    # bitsandbytes logs through per-module loggers (bitsandbytes.autograd._functions, …); a filter
-    # on a parent logger does not see child records, so it goes on the handlers' path: the module loggers.
-    for name in ("bitsandbytes.autograd._functions",):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _OncePerMessage) for f in logger.filters):
-            logger.addFilter(_OncePerMessage(prefixes))
+    # A filter on a parent logger does not see its children's records, so it goes on the
+    # module logger that emits them.
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _OncePerMessage) for f in logger.filters):
+        logger.addFilter(_OncePerMessage(prefixes))

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import config as C
-from . import adapter_type_of, is_adapter_folder
+from . import adapter_type_of
 
 SOFT_PROMPT_REASON = ("virtual tokens are not weights; no weight matrix can hold them: serve the adapter with its "
                       "base instead")
@@ -63,18 +63,17 @@ def refusal_reason(kind: str | None) -> str | None:
 
 def resolve_merge_target(path: str | Path) -> Path:
     """The adapter folder of a run folder or an adapter folder; refuses full-model folders."""
-    folder = Path(path).expanduser()
-    if not folder.exists():
-        raise FileNotFoundError(f"merge: {folder} does not exist; give a run folder (runs/NAME) or an adapter folder")
-    if is_adapter_folder(folder):
-        return folder
-    if is_adapter_folder(folder / "adapter"):
-        return folder / "adapter"
-    for full in (folder / "model", folder):
-        if (full / "config.json").exists():
-            raise MergeRefused(f"{folder}: already a full model: use {full} directly")
-    raise MergeRefused(f"{folder}: no adapter here (no adapter_config.json, no adapter/ folder); give runs/NAME or "
-                       "runs/NAME/adapter")
+    from .inference import AdapterSetError, resolve_adapter_folder
+
+    try:
+        return resolve_adapter_folder(path, label="merge")
+    except AdapterSetError:
+        folder = Path(path).expanduser()
+        for full in (folder / "model", folder):
+            if (full / "config.json").exists():
+                raise MergeRefused(f"{folder}: already a full model: use {full} directly") from None
+        raise MergeRefused(f"{folder}: no adapter here (no adapter_config.json, no adapter/ folder); give "
+                           "runs/NAME or runs/NAME/adapter") from None
 
 
 def check_mergeable(folder: Path) -> str:
