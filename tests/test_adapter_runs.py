@@ -72,7 +72,6 @@ def test_adalora_prunes_its_rank_budget(tmp_path, tiny_model_dir, isolated_cache
 
 @pytest.mark.parametrize("bits", ["8bit", "4bit"])
 def test_quantized_base_with_lora_reduces_the_loss(bits, tmp_path, isolated_cache):
-    pytest.importorskip("bitsandbytes")
     from tiny import tiny_model, tiny_tokenizer
 
     # bitsandbytes' CPU 4-bit inference kernel needs layers at least one quantisation block (64) wide.
