@@ -1,0 +1,1 @@
+"""Learning from human feedback: reward models and the DPO family."""
