@@ -1,5 +1,5 @@
-"""The `tuneforge` command: train | validate | eval | generate | chat | predict | embed | merge | adapters | models |
-quickstart."""
+"""The `tuneforge` command: train | validate | eval | generate | chat | predict | embed | merge | adapters | serve |
+models | quickstart."""
 
 from __future__ import annotations
 
@@ -56,11 +56,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .runner import RunFolderExists
     from .training.checkpoint import CheckpointMismatch
     from .training.divergence import DivergenceError
+    from .serve.settings import ServeSettingsError
     from .training.step import NonFiniteLossError
 
     return (ConfigError, DataError, ChecksFailed, ModelNotFoundError, RunFolderExists, NonFiniteLossError,
             DivergenceError, CheckpointMismatch, FileNotFoundError, AdapterLoadError, AdapterSetError, MergeRefused,
-            OutputNotEmpty, CombineRefused)
+            OutputNotEmpty, CombineRefused, ServeSettingsError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +142,10 @@ def _parser() -> argparse.ArgumentParser:
     mg.set_defaults(func=_cmd_merge)
 
     _adapters_parser(sub)
+
+    from .serve.command import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
 
     m = sub.add_parser("models", help="list the embedded models and whether each is cached")
     m.set_defaults(func=_cmd_models)

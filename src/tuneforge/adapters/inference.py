@@ -302,25 +302,33 @@ def base_loader_for(folder: Path | None) -> Callable[..., torch.nn.Module]:
 
 def attach_all(model: torch.nn.Module, specs: list[AdapterSpec], base_name: str) -> torch.nn.Module:
     """Put every adapter of ``specs`` on ``model`` under its own name; the first is active."""
+    for spec in specs:
+        model = attach_one(model, spec, base_name)
+    return model
+
+
+def attach_one(model: torch.nn.Module, spec: AdapterSpec, base_name: str) -> torch.nn.Module:
+    """Put one adapter on ``model`` (a plain base or a peft model already holding others); returns the model.
+
+    Weights of other shapes than the base's are refused with the reason (:class:`AdapterSetError`).
+    """
     import warnings
 
-    from . import load_adapter
+    from . import is_peft_model, load_adapter
 
-    for i, spec in enumerate(specs):
-        try:
-            with warnings.catch_warnings():
-                # peft 0.21 warns for names inside its prefix ("a" in "lora_") although loading is exact.
-                warnings.filterwarnings("ignore", message="Adapter name .* should not be contained in the prefix")
-                if i == 0:
-                    model = load_adapter(model, spec.path, adapter_name=spec.name)
-                else:
-                    model.load_adapter(str(spec.path), adapter_name=spec.name, is_trainable=False)
-        except RuntimeError as exc:
-            if "size mismatch" not in str(exc):
-                raise
-            raise AdapterSetError(f"--adapter {spec.name}: {spec.path} does not fit the base {base_name}: its weights "
-                                  "have other shapes; give the base it was trained on with --model") from None
-    return model
+    try:
+        with warnings.catch_warnings():
+            # peft 0.21 warns for names inside its prefix ("a" in "lora_") although loading is exact.
+            warnings.filterwarnings("ignore", message="Adapter name .* should not be contained in the prefix")
+            if not is_peft_model(model):
+                return load_adapter(model, spec.path, adapter_name=spec.name)
+            model.load_adapter(str(spec.path), adapter_name=spec.name, is_trainable=False)
+            return model
+    except RuntimeError as exc:
+        if "size mismatch" not in str(exc):
+            raise
+        raise AdapterSetError(f"--adapter {spec.name}: {spec.path} does not fit the base {base_name}: its weights "
+                              "have other shapes; give the base it was trained on with --model") from None
 
 
 class AdapterSet:

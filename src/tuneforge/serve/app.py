@@ -1,0 +1,315 @@
+"""The HTTP side: OpenAI-compatible routes on FastAPI, handing every request to the worker.
+
+Routes: ``GET /health``, ``GET /v1/models`` (and ``/v1/models/{id}``),
+``POST /v1/chat/completions``, ``POST /v1/completions`` and, only when an
+adapter folder is allow-listed, ``POST /v1/load_lora_adapter`` /
+``/v1/unload_lora_adapter`` (vLLM's names). A request's ``model`` picks what
+answers it; an unknown one is a 404, never the base model's answer. The
+response names the model that was asked for. Chat requests are rendered by
+:func:`tuneforge.data.templates.render_prompt`, the code training uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..data.templates import render_prompt
+from ..eval.generation import stop_token_ids_for
+from .decode import Sampling
+from .pool import ModelPool, Target, UnknownModel
+from .protocol import (APIError, ChatRequest, CompletionRequest, chat_chunk, chat_response, completion_chunk,
+                       completion_response, new_id, parse, usage)
+from .settings import ServeSettings
+from .worker import Job, QueueFull, Worker
+
+
+def create_app(settings: ServeSettings, pool: ModelPool, worker: Worker) -> FastAPI:
+    """The FastAPI app for one pool and its worker (the worker is started and stopped with the app)."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        if not worker.alive:
+            worker.start()
+        yield
+        worker.stop()
+
+    # No interactive docs or schema endpoints: less surface, nothing a client of the OpenAI API needs.
+    app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    service = _Service(settings, pool, worker)
+
+    @app.exception_handler(APIError)
+    async def api_error(_request: Request, exc: APIError):
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.get("/health")
+    async def health():
+        body = {"status": "ok" if worker.alive else "worker stopped", "queued": worker.queue.qsize(),
+                "batches": worker.batches, "loaded_adapters": list(pool.base.loaded)}
+        return JSONResponse(body, status_code=200 if worker.alive else 503)
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        service.authorize(request)
+        return {"object": "list", "data": [service.model_card(t) for t in pool.names()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str, request: Request):
+        service.authorize(request)
+        return service.model_card(service.target(name))
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        service.authorize(request)
+        parsed = parse(ChatRequest, await _json(request))
+        return await service.complete(parsed, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        service.authorize(request)
+        parsed = parse(CompletionRequest, await _json(request))
+        return await service.complete(parsed, chat=False)
+
+    @app.post("/v1/load_lora_adapter")
+    async def load_adapter(request: Request):
+        service.authorize(request)
+        body = await _json(request)
+        name, path = _field(body, "lora_name"), _field(body, "lora_path")
+        await asyncio.to_thread(service.load_adapter, name, path)
+        return {"status": "loaded", "model": name}
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload_adapter(request: Request):
+        service.authorize(request)
+        name = _field(await _json(request), "lora_name")
+        await asyncio.to_thread(service.unload_adapter, name)
+        return {"status": "unloaded", "model": name}
+
+    return app
+
+
+async def _json(request: Request):
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise APIError(400, "the request body is not valid JSON") from None
+
+
+def _field(body, name: str) -> str:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value:
+        raise APIError(400, f"{name}: missing required field", param=name)
+    return value
+
+
+class _Service:
+    """What the routes do, apart from HTTP: auth, targets, limits, jobs, events."""
+
+    def __init__(self, settings: ServeSettings, pool: ModelPool, worker: Worker):
+        self.settings, self.pool, self.worker = settings, pool, worker
+        self.key = settings.key()
+        self.started = int(time.time())
+        self._stops: dict[str, frozenset[int]] = {}
+
+    # ---------------------------------------------------------------- access
+
+    def authorize(self, request: Request) -> None:
+        if not self.key:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header[:7].lower() == "bearer " else ""
+        # constant time: the comparison takes as long whatever prefix of the key was right
+        if not hmac.compare_digest(given.encode(), self.key.encode()):
+            raise APIError(401, "invalid or missing API key (send Authorization: Bearer KEY)",
+                           type="invalid_request_error", code="invalid_api_key")
+
+    def target(self, name: str) -> Target:
+        try:
+            return self.pool.target(name)
+        except UnknownModel:
+            served = ", ".join(t.name for t in self.pool.names())
+            raise APIError(404, f"The model '{name}' does not exist on this server; served: {served}",
+                           param="model", code="model_not_found") from None
+
+    def model_card(self, target: Target) -> dict:
+        card = {"id": target.name, "object": "model", "created": self.started, "owned_by": "tuneforge",
+                "root": target.name, "parent": None}
+        if target.adapter is not None:
+            card.update(parent=self.pool.base_id, root=self.pool.base_id, adapter_type=target.kind)
+        return card
+
+    # ---------------------------------------------------------------- completions
+
+    async def complete(self, parsed, *, chat: bool):
+        target = self.target(parsed.model)
+        prompt_ids = self._prompt_ids(target, parsed, chat)
+        sampling = self._sampling(target, parsed, len(prompt_ids), chat)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def send(*event) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        job = Job(target=target, prompt_ids=prompt_ids, sampling=sampling, stop_ids=self._stop_ids(target),
+                  on_text=lambda text: send("text", text), on_done=lambda *done: send("done", *done),
+                  on_error=lambda message: send("error", message))
+        try:
+            self.worker.submit(job)
+        except QueueFull as exc:
+            raise APIError(429, str(exc), type="rate_limit_error", code="queue_full") from None
+        rid = new_id("chatcmpl" if chat else "cmpl")
+        if parsed.stream:
+            return StreamingResponse(self._stream(job, events, rid, parsed, chat), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            pieces, (finish, prompt_tokens, completion_tokens) = await _collect(events)
+        finally:
+            job.cancelled.set()  # finished already, or the client went away: either way the row may stop
+        build = chat_response if chat else completion_response
+        return build(rid, parsed.model, "".join(pieces), finish, prompt_tokens, completion_tokens)
+
+    async def _stream(self, job: Job, events: asyncio.Queue, rid: str, parsed, chat: bool):
+        created = int(time.time())
+        model = parsed.model
+
+        def chunk(text: str = "", finish: str | None = None, usage_counts: dict | None = None) -> str:
+            if chat:
+                delta = {"content": text} if text or finish is None else {}
+                body = chat_chunk(rid, model, created, delta=delta, finish=finish, usage_counts=usage_counts)
+            else:
+                body = completion_chunk(rid, model, created, text=text, finish=finish, usage_counts=usage_counts)
+            return f"data: {json.dumps(body)}\n\n"
+
+        try:
+            if chat:
+                yield f"data: {json.dumps(chat_chunk(rid, model, created, delta={'role': 'assistant', 'content': ''}))}\n\n"
+            while True:
+                kind, *payload = await events.get()
+                if kind == "text":
+                    yield chunk(payload[0])
+                elif kind == "error":
+                    error = APIError(500, payload[0], type="server_error")
+                    yield f"data: {json.dumps(error.body())}\n\n"
+                    break
+                else:
+                    finish, prompt_tokens, completion_tokens = payload
+                    yield chunk(finish=finish)
+                    if parsed.include_usage():
+                        yield chunk(usage_counts=usage(prompt_tokens, completion_tokens))
+                    break
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancelled.set()  # a client that hangs up mid-stream frees its row at the next step
+
+    def _prompt_ids(self, target: Target, parsed, chat: bool) -> list[int]:
+        if chat:
+            messages = [m.plain() for m in parsed.messages]
+            try:
+                ids = render_prompt(target.tokenizer, messages)
+            except Exception as exc:  # the chat template's own complaint (roles out of order...)
+                raise APIError(400, f"messages: the chat template cannot render them: {exc}",
+                               param="messages") from None
+        else:
+            ids = target.tokenizer(parsed.prompt)["input_ids"]
+        if not ids:
+            raise APIError(400, "the prompt is empty", param="messages" if chat else "prompt")
+        limit = self.settings.max_prompt_tokens
+        if len(ids) > limit:
+            raise APIError(400, f"the prompt is {len(ids)} tokens, above this server's limit of {limit} "
+                                "(max_prompt_tokens); shorten it", param="messages" if chat else "prompt",
+                           code="context_length_exceeded")
+        return ids
+
+    def _sampling(self, target: Target, parsed, prompt_tokens: int, chat: bool) -> Sampling:
+        limit = self.settings.max_tokens_limit
+        asked = parsed.requested_tokens()
+        param = "max_completion_tokens" if chat and getattr(parsed, "max_completion_tokens", None) else "max_tokens"
+        if asked is not None and asked > limit:
+            raise APIError(400, f"{param} is {asked}, above this server's limit of {limit} (max_tokens_limit)",
+                           param=param)
+        max_tokens = asked or min(self.settings.default_max_tokens, limit)
+        context = _context_length(target.group.model)
+        if context and prompt_tokens + max_tokens > context:
+            raise APIError(400, f"the prompt ({prompt_tokens} tokens) plus {param} ({max_tokens}) exceeds the "
+                                f"model's context of {context} tokens", param=param, code="context_length_exceeded")
+        return Sampling(max_tokens=max_tokens, temperature=parsed.temperature, top_p=parsed.top_p, seed=parsed.seed,
+                        stop=parsed.stops())
+
+    def _stop_ids(self, target: Target) -> frozenset[int]:
+        if target.name not in self._stops:
+            self._stops[target.name] = frozenset(stop_token_ids_for(target.group.model, target.tokenizer))
+        return self._stops[target.name]
+
+    # ---------------------------------------------------------------- runtime adapters
+
+    def load_adapter(self, name: str, path: str) -> None:
+        from ..adapters.inference import AdapterSetError, NAME_PATTERN, describe, tokenizer_folder
+        from ..models.load import load_tokenizer
+
+        folder = self._allowed(path)
+        if not NAME_PATTERN.match(name):
+            raise APIError(400, "lora_name: letters, digits, '_', '.' and '-' only", param="lora_name")
+        try:
+            spec = describe(name, folder, label="lora_path")
+            tokenizer = load_tokenizer(str(tokenizer_folder(spec.path) or self.pool.base_name),
+                                       trust_remote_code=self.settings.trust_remote_code)
+            self.pool.register(spec, tokenizer, base_name=self.pool.base_name)
+        except (AdapterSetError, FileNotFoundError) as exc:
+            raise APIError(400, str(exc), param="lora_path") from None
+        group = self.pool.base
+        try:
+            group.ensure_loaded([name])  # waits for a running batch (the group's lock); checks the shapes
+        except Exception as exc:
+            self.pool.unregister(name)
+            raise APIError(400, str(exc), param="lora_path") from None
+
+    def unload_adapter(self, name: str) -> None:
+        self._allowed(None)
+        try:
+            self.pool.unregister(name)
+        except UnknownModel:
+            raise APIError(404, f"no adapter named '{name}' is served", param="lora_name",
+                           code="model_not_found") from None
+
+    def _allowed(self, path: str | None) -> Path | None:
+        """The folder ``path`` names, when runtime loading is on and it lies inside the allow-listed folder."""
+        if not self.settings.adapter_dir:
+            raise APIError(403, "loading adapters at runtime is off on this server (start it with --adapter-dir)",
+                           type="permission_error", code="runtime_loading_disabled")
+        if path is None:
+            return None
+        root = Path(self.settings.adapter_dir).expanduser().resolve()
+        folder = (root / path).resolve()  # an absolute path stays absolute; symlinks are followed before the check
+        if not folder.is_relative_to(root):
+            raise APIError(403, f"lora_path: {path} is outside the allowed adapter folder", param="lora_path",
+                           type="permission_error", code="path_not_allowed")
+        return folder
+
+
+async def _collect(events: asyncio.Queue) -> tuple[list[str], tuple[str, int, int]]:
+    pieces: list[str] = []
+    while True:
+        kind, *payload = await events.get()
+        if kind == "text":
+            pieces.append(payload[0])
+        elif kind == "error":
+            raise APIError(500, payload[0], type="server_error")
+        else:
+            return pieces, tuple(payload)
+
+
+def _context_length(model) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None) if config is not None else None
