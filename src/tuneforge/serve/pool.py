@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,24 +69,38 @@ class ModelGroup:
         return any(spec.kind in C.SOFT_PROMPTS or spec.kind == "mam" for spec in self.specs.values())
 
     def ensure_loaded(self, names: list[str]) -> None:
-        """Load every adapter of ``names`` not in memory, unloading the least recently used others."""
+        """Load every adapter of ``names`` not in memory, unloading the least recently used others.
+
+        The new adapter loads before the old one goes (peft keeps at least one adapter on a model).
+        """
         with self.lock:
             for name in names:
                 if name in self.loaded:
                     self.loaded.move_to_end(name)
                     continue
-                self._evict(keep=set(names))
                 self.model = attach_one(self.model, self.specs[name], self.name)
                 self.model.eval()
                 self.loaded[name] = None
+                self._evict(keep=set(names))
 
     def _evict(self, keep: set[str]) -> None:
-        while len(self.loaded) >= self.max_loaded:
+        while len(self.loaded) > self.max_loaded:
             victim = next((n for n in self.loaded if n not in keep), None)
             if victim is None:
                 return
-            del self.loaded[victim]
-            self.model.delete_adapter(victim)
+            self.unload(victim)
+
+    def unload(self, name: str) -> None:
+        """Take an adapter off the model; the active one (peft's) moves to a loaded one."""
+        with self.lock:
+            if name not in self.loaded:
+                return
+            del self.loaded[name]
+            with warnings.catch_warnings():  # "Adapter X was active which is now deleted": handled just below
+                warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+                self.model.delete_adapter(name)
+            if self.loaded and getattr(self.model, "active_adapter", None) not in self.loaded:
+                self.model.set_adapter(next(reversed(self.loaded)), inference_mode=True)
 
     def adapter_bytes(self, name: str) -> int:
         """Bytes of the loaded adapter's own tensors (what loading it added)."""
@@ -144,9 +159,7 @@ class ModelPool:
         group = target.group
         with group.lock:
             group.specs.pop(name, None)
-            if name in group.loaded:
-                del group.loaded[name]
-                group.model.delete_adapter(name)
+            group.unload(name)
 
 
 def check_belongs(spec: AdapterSpec, base_name: str | None, others: dict[str, AdapterSpec]) -> None:
