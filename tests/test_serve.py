@@ -294,10 +294,10 @@ def test_many_concurrent_requests_lose_none_and_mix_up_none(server):
         reply = chat(client, model, prompt, temperature=0.9, seed=seed, max_tokens=8)
         return reply.model, reply.choices[0].message.content
 
-    alone = [ask(item) for item in asks[:9]]
+    alone = [ask(item) for item in asks]
     with ThreadPoolExecutor(12) as pool:
         together = list(pool.map(ask, asks))
-    assert together[:9] == alone
+    assert together == alone
     assert [model for model, _ in together] == [model for model, _, _ in asks]
     assert len({text for _, text in together}) > 20  # each answer its own (the seeds differ)
 
@@ -400,3 +400,59 @@ def test_concurrent_streams_keep_their_own_text(server):
     for t in threads:
         t.join(60)
     assert results == expected
+
+
+def test_a_client_that_hangs_up_mid_stream_frees_its_row(server):
+    import urllib.request
+
+    worker = server["worker"]
+    assert chat(server["client"], "a", "hello", max_tokens=300).usage.completion_tokens == 300  # runs to its limit
+    body = {"model": "a", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 300, "temperature": 0,
+            "stream": True}
+    request = urllib.request.Request(f"{server['url']}/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    rows, tokens = worker.rows, worker.tokens
+    with urllib.request.urlopen(request, timeout=60) as response:
+        while b'"content": ""' in response.readline() or not worker.busy.is_set():
+            pass  # until the first text arrives: the row is running
+    _wait_until(lambda: not worker.busy.is_set() and worker.rows > rows)
+    assert worker.tokens - tokens < 300  # it ended without its 300 tokens
+    assert chat_text(server["client"], "b", "hello", max_tokens=3) is not None
+
+
+def test_the_serve_command_answers_the_openai_client(served_files, server, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"model: {served_files['base']}\nserved_name: base\nport: {port}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuneforge.cli", "serve", "--config", str(config), "--adapter", f"a={served_files['a']}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "TUNEFORGE_API_KEY": "k"}, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (_listening(port) and get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200):
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        assert [card.id for card in client.models.list().data] == ["base", "a"]
+        assert chat_text(client, "a", "hello") == chat_text(server["client"], "a", "hello")
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).models.list()
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0

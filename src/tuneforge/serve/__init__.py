@@ -25,7 +25,8 @@ def build(settings: ServeSettings):
     from .worker import Worker, WorkerSettings
 
     pool = build_pool(settings.model, settings.adapters, base_id=settings.served_name,
-                      max_loaded=settings.max_loaded_adapters, trust_remote_code=settings.trust_remote_code)
+                      max_loaded=settings.max_loaded_adapters, trust_remote_code=settings.trust_remote_code,
+                      device=settings.resolved_device(), dtype=settings.dtype)
     worker = Worker(WorkerSettings(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size,
                                    batch_window_s=settings.batch_window_ms / 1000,
                                    mixed_batches=settings.mixed_batches))

@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
                    help="allow loading adapters at runtime over the API, from this folder only (off by default)")
     s.add_argument("--cors-origin", action="append", default=None, dest="cors_origins", metavar="ORIGIN",
                    help="allow browser requests from this origin (none by default)")
+    s.add_argument("--device", default=None, help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    s.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: fp32 on CPU, bf16 on CUDA")
     s.add_argument("--trust-remote-code", action="store_true", default=None)
     s.set_defaults(func=run)
 
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in (
         "model", "served_name", "host", "port", "api_key", "max_prompt_tokens", "max_tokens_limit", "queue_size",
         "max_batch_size", "batch_window_ms", "max_loaded_adapters", "mixed_batches", "adapter_dir", "cors_origins",
-        "trust_remote_code")}
+        "device", "dtype", "trust_remote_code")}
     settings = load_settings(args.config, adapters=parse_named_paths(args.adapter, lone=None), **flags)
     for warning in _warnings(settings):
         err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)

@@ -110,7 +110,7 @@ def decode_batch(model, rows: list[Row], *, pad_id: int, mixed_adapters: bool, u
                             past_key_values=cache, use_cache=True, **extra)
             else:
                 out = model(input_ids=ids, attention_mask=mask, use_cache=False, **extra)
-            logits = out.logits[:, -1, :]
+            logits = out.logits[:, -1, :].float().cpu()  # sampling runs on the CPU, with each row's own generator
             chosen: list[int] = []
             keep: list[int] = []
             for i, row in enumerate(live):

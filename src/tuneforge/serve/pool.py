@@ -183,7 +183,7 @@ def full_model_folder(path: str | Path) -> Path | None:
 
 
 def build_pool(base_name: str | None, entries: dict[str, str], *, base_id: str | None = None, max_loaded: int = 8,
-               trust_remote_code: bool = False) -> ModelPool:
+               trust_remote_code: bool = False, device: str = "cpu", dtype: str = "auto") -> ModelPool:
     """Load the base (default: the adapters' base, else the embedded model) and register every entry.
 
     ``entries``: {name: adapter folder | run folder | full model folder}. Full models load now;
@@ -191,7 +191,11 @@ def build_pool(base_name: str | None, entries: dict[str, str], *, base_id: str |
     stay in memory, the others load again on first use.
     """
     from ..adapters.inference import AdapterSetError as _Refused
-    from ..models.load import load_causal_lm, load_tokenizer
+    from ..models.load import load_causal_lm, load_tokenizer, resolve_dtype
+
+    def load_model(name: str | None) -> torch.nn.Module:
+        model = load_causal_lm(name, dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code)
+        return model.to(device).eval()
 
     adapters: dict[str, AdapterSpec] = {}
     fulls: dict[str, Path] = {}
@@ -205,14 +209,14 @@ def build_pool(base_name: str | None, entries: dict[str, str], *, base_id: str |
         raise _Refused("max_loaded_adapters must be at least 1")
     first = next(iter(adapters.values()), None)
     base_name = base_name or (first.base if first else None)
-    base_model = load_causal_lm(base_name, trust_remote_code=trust_remote_code).eval()
+    base_model = load_model(base_name)
     base_tokenizer = load_tokenizer(str(tokenizer_folder(first.path)) if first and tokenizer_folder(first.path)
                                     else base_name, trust_remote_code=trust_remote_code)
     base_id = base_id or served_base_id(base_name)
     group = ModelGroup(base_id, base_model, base_tokenizer, max_loaded=max_loaded)
     others = []
     for name, folder in fulls.items():
-        model = load_causal_lm(str(folder), trust_remote_code=trust_remote_code).eval()
+        model = load_model(str(folder))
         others.append(ModelGroup(name, model, load_tokenizer(str(folder), trust_remote_code=trust_remote_code)))
     pool = ModelPool(group, base_id, others, base_name)
     for name, spec in adapters.items():

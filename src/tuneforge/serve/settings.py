@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -44,7 +45,16 @@ class ServeSettings(BaseModel):
     adapter_dir: str | None = Field(None, description="runtime adapter loading over the API, only from this folder; "
                                                       "off when unset")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when available")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: fp32 on CPU, bf16 on CUDA")
     trust_remote_code: bool = False
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
 
     def key(self) -> str | None:
         """The API key: the setting, else the environment variable; None: no authentication."""

@@ -73,6 +73,7 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name="tuneforge-serve-worker", daemon=True)
         self.batches = 0  # counters for /health and the load benchmark
         self.rows = 0
+        self.tokens = 0  # tokens sampled, all rows
         self.busy = threading.Event()  # set while a batch runs
 
     def start(self) -> None:
@@ -176,6 +177,7 @@ class Worker:
                          use_cache=not group.prompt_learning)
         self.batches += 1
         self.rows += len(rows)
+        self.tokens += sum(row.tracker.sampled for row in rows)
 
     @staticmethod
     def _row(job: Job) -> Row:
