@@ -255,16 +255,14 @@ class _Service:
     # ---------------------------------------------------------------- runtime adapters
 
     def load_adapter(self, name: str, path: str) -> None:
-        from ..adapters.inference import AdapterSetError, NAME_PATTERN, describe, tokenizer_folder
-        from ..models.load import load_tokenizer
+        from ..adapters.inference import NAME_PATTERN, AdapterSetError, describe, tokenizer_folder
 
         folder = self._allowed(path)
         if not NAME_PATTERN.match(name):
             raise APIError(400, "lora_name: letters, digits, '_', '.' and '-' only", param="lora_name")
         try:
             spec = describe(name, folder, label="lora_path")
-            tokenizer = load_tokenizer(str(tokenizer_folder(spec.path) or self.pool.base_name),
-                                       trust_remote_code=self.settings.trust_remote_code)
+            tokenizer = self.pool.tokenizers.get(tokenizer_folder(spec.path) or self.pool.base_name)
             self.pool.register(spec, tokenizer, base_name=self.pool.base_name)
         except (AdapterSetError, FileNotFoundError) as exc:
             raise APIError(400, str(exc), param="lora_path") from None

@@ -171,12 +171,12 @@ class Worker:
             raise LookupError(f"adapter {missing[0]} was unloaded while the request waited")
         group.ensure_loaded(adapters)
         rows = [self._row(job) for job in jobs]
+        self.batches += 1  # counted before the rows end, so a finished request always sees its batch counted
+        self.rows += len(rows)
         pad_id = _pad_id(group.tokenizer, jobs[0].stop_ids)
         with _active(group, jobs[0].target.adapter, mixed):
             decode_batch(group.model, rows, pad_id=pad_id, mixed_adapters=mixed and _is_peft(group.model),
                          use_cache=not group.prompt_learning)
-        self.batches += 1
-        self.rows += len(rows)
         self.tokens += sum(row.tracker.sampled for row in rows)
 
     @staticmethod
