@@ -146,7 +146,7 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
             last_loss = stats.loss
             record = {"step": step, "loss": round(stats.loss, 6), "lr": scheduler.get_last_lr()[0],
                       "grad_norm": round(grad_norm, 6), "tokens": stats.tokens,
-                      "epoch": round(consumed / len(rows), 4)}
+                      "epoch": round(consumed / len(rows), 4), **step_metrics(loss_model)}
             history.append(record)
             if step % settings.log_every == 0 or step == settings.total_steps:
                 log.log(dict(record))
@@ -161,6 +161,19 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
                 checkpoint()
     return LoopResult(steps=step, tokens=tokens, count=count, wall_seconds=time.perf_counter() - started,
                       final_loss=last_loss, history=history)
+
+
+def step_metrics(loss_model) -> dict:
+    """What the loss module measured during the step besides its loss (e.g. DPO's rewards and accuracies).
+
+    A loss module may define ``step_metrics() -> {name: number}``, returning the mean over the
+    micro-batches since its last call (this process's; logging only, not reduced).
+    """
+    module = getattr(loss_model, "module", loss_model)  # a DDP wrapper keeps the module inside
+    report = getattr(module, "step_metrics", None)
+    if report is None:
+        return {}
+    return {name: round(float(value), 6) for name, value in report().items()}
 
 
 @torch.no_grad()
