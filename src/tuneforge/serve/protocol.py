@@ -161,19 +161,20 @@ def completion_response(rid: str, model: str, text: str, finish: str, prompt_tok
 
 def chat_chunk(rid: str, model: str, created: int, *, delta: dict, finish: str | None = None,
                usage_counts: dict | None = None) -> dict:
-    choices = [] if usage_counts is not None else [{"index": 0, "delta": delta, "finish_reason": finish,
-                                                    "logprobs": None}]
-    chunk = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
-    if usage_counts is not None:
-        chunk["usage"] = usage_counts
-    return chunk
+    return _chunk("chat.completion.chunk", rid, model, created, {"delta": delta}, finish, usage_counts)
 
 
 def completion_chunk(rid: str, model: str, created: int, *, text: str, finish: str | None = None,
                      usage_counts: dict | None = None) -> dict:
-    choices = [] if usage_counts is not None else [{"index": 0, "text": text, "finish_reason": finish,
-                                                    "logprobs": None}]
-    chunk = {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": choices}
+    return _chunk("text_completion", rid, model, created, {"text": text}, finish, usage_counts)
+
+
+def _chunk(kind: str, rid: str, model: str, created: int, content: dict, finish: str | None,
+           usage_counts: dict | None) -> dict:
+    """One stream event: a choice with new content, or (OpenAI's include_usage) a last one with usage only."""
+    chunk = {"id": rid, "object": kind, "created": created, "model": model, "choices": []}
     if usage_counts is not None:
         chunk["usage"] = usage_counts
+    else:
+        chunk["choices"] = [{"index": 0, **content, "finish_reason": finish, "logprobs": None}]
     return chunk

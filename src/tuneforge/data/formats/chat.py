@@ -39,25 +39,8 @@ def parse(record: Record, problems: list[str]) -> Conversation | None:
         present = ", ".join(record.data) or "none"
         problems.append(f"{where}: messages: missing (fields present: {present})")
         return None
-    if not isinstance(messages, list) or not messages:
-        problems.append(f"{where}: messages: must be a non-empty list of {{role, content}} objects")
-        return None
-    before = len(problems)
-    clean = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            problems.append(f"{where}: messages[{i}]: must be an object with role and content")
-            continue
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            problems.append(f"{where}: messages[{i}].role: must be one of {', '.join(ROLES)} (got {role!r})")
-        if not isinstance(content, str):
-            problems.append(
-                f"{where}: messages[{i}].content: must be a string (got {type(content).__name__})"
-            )
-        # Other keys (name, tool calls, ...) are dropped: the templates we support ignore them.
-        clean.append({"role": role, "content": content})
-    if len(problems) > before:
+    clean = clean_messages(messages, "messages", where, problems)
+    if clean is None:
         return None
     roles = [m["role"] for m in clean]
     if "assistant" not in roles:
@@ -70,6 +53,30 @@ def parse(record: Record, problems: list[str]) -> Conversation | None:
         )
         return None
     return Conversation(clean, where)
+
+
+def clean_messages(value: object, name: str, where: str, problems: list[str]) -> list[dict] | None:
+    """``value`` as a non-empty list of ``{role, content}`` (known roles, string contents), else None.
+
+    Each problem is appended as ``where: name[i].field: problem``. Other keys (name, tool calls…)
+    are dropped: the templates we support ignore them.
+    """
+    if not isinstance(value, list) or not value:
+        problems.append(f"{where}: {name}: must be a non-empty list of {{role, content}} objects")
+        return None
+    before = len(problems)
+    clean = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            problems.append(f"{where}: {name}[{i}]: must be an object with role and content")
+            continue
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            problems.append(f"{where}: {name}[{i}].role: must be one of {', '.join(ROLES)} (got {role!r})")
+        if not isinstance(content, str):
+            problems.append(f"{where}: {name}[{i}].content: must be a string (got {type(content).__name__})")
+        clean.append({"role": role, "content": content})
+    return clean if len(problems) == before else None
 
 
 def _chat_template(settings: RenderSettings) -> str | None:

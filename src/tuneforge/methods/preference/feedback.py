@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ...data.sources import read_records, with_columns
-from ...data.templates import ROLES
+from ...data.formats.chat import clean_messages
 from ...data.types import DataError, Record
 from .losses import ranking_pairs
 
@@ -156,19 +156,7 @@ def _messages(value: object, name: str, where: str, problems: list[str]) -> list
     if not isinstance(value, list) or not value:
         problems.append(f"{where}: {name}: must be a string or a non-empty list of {{role, content}} messages")
         return None
-    before = len(problems)
-    clean = []
-    for i, message in enumerate(value):
-        if not isinstance(message, dict):
-            problems.append(f"{where}: {name}[{i}]: must be an object with role and content")
-            continue
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            problems.append(f"{where}: {name}[{i}].role: must be one of {', '.join(ROLES)} (got {role!r})")
-        if not isinstance(content, str):
-            problems.append(f"{where}: {name}[{i}].content: must be a string (got {type(content).__name__})")
-        clean.append({"role": role, "content": content})
-    return clean if len(problems) == before else None
+    return clean_messages(value, name, where, problems)
 
 
 def _check_prompt_turns(messages: list[dict], name: str, where: str, problems: list[str]) -> bool:
