@@ -177,13 +177,12 @@ class Worker:
         with _active(group, jobs[0].target.adapter, mixed):
             decode_batch(group.model, rows, pad_id=pad_id, mixed_adapters=mixed and _is_peft(group.model),
                          use_cache=not group.prompt_learning)
-        self.tokens += sum(row.tracker.sampled for row in rows)
 
-    @staticmethod
-    def _row(job: Job) -> Row:
+    def _row(self, job: Job) -> Row:
         tracker = TextTracker(job.target.tokenizer, job.stop_ids, job.sampling.stop)
 
         def done(row: Row) -> None:
+            self.tokens += row.tracker.sampled  # before the request hears it ended
             job.on_done(row.tracker.finished or "cancelled", len(job.prompt_ids), row.tracker.sampled)
 
         return Row(prompt_ids=job.prompt_ids, sampling=job.sampling, tracker=tracker, on_text=job.on_text,
