@@ -1,5 +1,5 @@
-"""The `tuneforge` command: train | validate | eval | generate | chat | predict | embed | merge | adapters | serve |
-models | quickstart."""
+"""The `tuneforge` command: train | validate | eval | generate | chat | predict | score | embed | merge | adapters |
+serve | models | quickstart."""
 
 from __future__ import annotations
 
@@ -122,6 +122,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
     pr.add_argument("--text-column", default="text", help="the column that holds the text")
     pr.set_defaults(func=_cmd_predict)
+
+    sc = sub.add_parser("score", help="score responses (and chosen / rejected pairs) with a reward model")
+    sc.add_argument("--model", required=True, help="a method: reward run folder, or its model/ or adapter/ folder")
+    sc.add_argument("--data", required=True, help="rows {prompt, response}, {messages} or {prompt, chosen, rejected}")
+    sc.add_argument("--output", default=None, help="write JSONL here (default: print to standard output)")
+    sc.add_argument("--batch-size", type=int, default=16)
+    sc.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
+    sc.set_defaults(func=_cmd_score)
 
     em = sub.add_parser("embed", help="embed a file of texts with a model trained by method: contrastive")
     em.add_argument("--model", required=True, help="a contrastive run folder, or its model/ or adapter/ folder")
@@ -515,6 +523,13 @@ def _cmd_predict(args) -> int:
                                   for k in keys))
         err_console.print(table)
     return 0
+
+
+def _cmd_score(args) -> int:
+    from .methods.reward.score import score_command
+
+    return score_command(args.model, args.data, output=args.output, batch_size=args.batch_size,
+                         max_length=args.max_length, console=err_console)
 
 
 def _cmd_embed(args) -> int:

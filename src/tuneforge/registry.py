@@ -14,6 +14,7 @@ import importlib
 from .methods.classify.config import ClassifyConfig
 from .methods.contrastive.config import ContrastiveConfig
 from .methods.cpt.config import CptConfig
+from .methods.reward.config import RewardConfig
 from .methods.sft.config import SftConfig
 
 _CONFIGS: dict[str, type] = {
@@ -21,12 +22,14 @@ _CONFIGS: dict[str, type] = {
     "sft": SftConfig,
     "classify": ClassifyConfig,
     "contrastive": ContrastiveConfig,
+    "reward": RewardConfig,
 }
 _RECIPES: dict[str, str] = {
     "cpt": "tuneforge.methods.cpt.recipe",
     "sft": "tuneforge.methods.sft.recipe",
     "classify": "tuneforge.methods.classify.recipe",
     "contrastive": "tuneforge.methods.contrastive.recipe",
+    "reward": "tuneforge.methods.reward.recipe",
 }
 _REGISTERED: dict[str, object] = {}  # methods registered at run time (plug-ins, tests)
 

@@ -1,0 +1,1 @@
+"""`method: reward` — a Bradley–Terry reward model from human feedback, full or with an adapter."""
