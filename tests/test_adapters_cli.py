@@ -118,7 +118,8 @@ def test_a_classifier_adapter_is_refused_by_generate(tmp_path, two_loras, capsys
     shutil.copytree(two_loras[0], classifier)
     (classifier / "classifier.json").write_text(json.dumps({"labels": ["bad", "good"], "pad_token_id": 2}))
     assert main(["generate", "--adapter", str(classifier), "hi"]) == 2
-    assert "is a classifier (use `tuneforge predict`), not a causal-LM adapter" in capsys.readouterr().err
+    assert ("is a classifier or reward model (use `tuneforge predict` / `tuneforge score`), not a causal-LM "
+            "adapter") in capsys.readouterr().err
 
 
 def test_bottleneck_in_a_set_is_refused(tmp_path, two_loras, capsys):

@@ -226,6 +226,10 @@ def test_full_run_learns_the_preference_and_loads_in_plain_transformers(tmp_path
     assert rows[0]["chosen_score"] == pytest.approx(_score_alone(plain, example.chosen.input_ids), abs=1e-5)
     assert rows[0]["rejected_score"] == pytest.approx(_score_alone(plain, example.rejected.input_ids), abs=1e-5)
 
+    from tuneforge.cli import main  # `predict` would print a one-label softmax (1.0 everywhere): refused
+
+    assert main(["predict", "--model", str(result.run_dir), "--data", str(tmp_path / "eval.jsonl")]) == 2
+
 
 def test_adapter_run_loads_in_plain_peft_and_scores_the_same_via_score(tmp_path, tiny_model_dir, isolated_cache,
                                                                        capsys):

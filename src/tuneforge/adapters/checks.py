@@ -93,7 +93,8 @@ def dry_run_counts(config, method, model_config) -> tuple[int, int]:
     from ..models.load import count_parameters
     from . import attach_adapter
 
-    model = meta_model(model_config, method.peft_task_type)
+    # A method with a fixed head size says so (reward: 1); classify's label count is in its data (2 assumed here).
+    model = meta_model(model_config, method.peft_task_type, getattr(method, "num_labels", 2))
     cfg = config.adapter
     if cfg.type == "lora" and cfg.init != "default":
         # PiSSA / OLoRA / LoftQ decompose real weights at attach time; the count doesn't depend on the init.

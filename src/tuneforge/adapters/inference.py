@@ -168,7 +168,8 @@ def task_of(folder: Path) -> str | None:
     return json.loads(config.read_text()).get("task_type") if config.exists() else None
 
 
-TASK_WORDS = {"CAUSAL_LM": "a causal-LM adapter", "SEQ_CLS": "a classifier (use `tuneforge predict`)",
+TASK_WORDS = {"CAUSAL_LM": "a causal-LM adapter",
+              "SEQ_CLS": "a classifier or reward model (use `tuneforge predict` / `tuneforge score`)",
               "FEATURE_EXTRACTION": "an embedding model (use `tuneforge embed`)"}
 
 

@@ -23,6 +23,7 @@ def predict_file(model_path: str | Path, data: str, *, batch_size: int = 32, max
     from .model import load_trained_classifier
 
     model, tokenizer, labels, info = load_trained_classifier(model_path)
+    _refuse_reward_model(model_path, info)
     return predict_records(model, tokenizer, labels, data, batch_size=batch_size,
                            max_length=max_length or info.get("max_length") or 512, columns=columns)
 
@@ -39,6 +40,7 @@ def predict_with_adapters(adapters: dict[str, str | Path], data: str, *, use: st
     from .model import load_classifier_adapters
 
     model, tokenizer, labels, info = load_classifier_adapters(adapters)
+    _refuse_reward_model(", ".join(map(str, adapters.values())), info)
     out = {}
     from ...adapters import is_peft_model
 
@@ -48,6 +50,15 @@ def predict_with_adapters(adapters: dict[str, str | Path], data: str, *, use: st
         out[name] = predict_records(model, tokenizer, labels, data, batch_size=batch_size,
                                     max_length=max_length or info.get("max_length") or 512, columns=columns)
     return out
+
+
+def _refuse_reward_model(path, info: dict) -> None:
+    """A reward model has one output: a softmax over it says 1.0 for everything. Point to `score`."""
+    from ...models.load import ModelNotFoundError
+
+    if info.get("method") == "reward" or len(info.get("labels") or []) == 1:
+        raise ModelNotFoundError(f"{path}: a reward model (one score, no labels); score responses with "
+                                 "`tuneforge score --model ... --data ...`")
 
 
 def predict_records(model, tokenizer, labels: list[str], data: str, *, batch_size: int, max_length: int,

@@ -34,6 +34,7 @@ class Reward:
     model_kinds: tuple[str, ...] = (CAUSAL_LM,)
     peft_task_type: str = "SEQ_CLS"  # peft trains and saves the new head (modules_to_save)
     count_name: str = "comparisons"  # a pair or a whole ranking; the loss is a mean per comparison
+    num_labels: int = 1  # the head's outputs, for validate's parameter count (one scalar score)
 
     def check(self, config, tokenizer) -> tuple[list[str], list[str], dict]:
         from ...data.types import DataError
