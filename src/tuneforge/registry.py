@@ -14,6 +14,7 @@ import importlib
 from .methods.classify.config import ClassifyConfig
 from .methods.contrastive.config import ContrastiveConfig
 from .methods.cpt.config import CptConfig
+from .methods.dpo.config import DpoConfig
 from .methods.reward.config import RewardConfig
 from .methods.sft.config import SftConfig
 
@@ -23,6 +24,7 @@ _CONFIGS: dict[str, type] = {
     "classify": ClassifyConfig,
     "contrastive": ContrastiveConfig,
     "reward": RewardConfig,
+    "dpo": DpoConfig,
 }
 _RECIPES: dict[str, str] = {
     "cpt": "tuneforge.methods.cpt.recipe",
@@ -30,6 +32,7 @@ _RECIPES: dict[str, str] = {
     "classify": "tuneforge.methods.classify.recipe",
     "contrastive": "tuneforge.methods.contrastive.recipe",
     "reward": "tuneforge.methods.reward.recipe",
+    "dpo": "tuneforge.methods.dpo.recipe",
 }
 _REGISTERED: dict[str, object] = {}  # methods registered at run time (plug-ins, tests)
 

@@ -1,0 +1,106 @@
+"""Per-sequence log-probs of response tokens, for the policy and for the frozen reference.
+
+``logp(y|x) = Σ_t log π(y_t | x, y_<t)`` over the response tokens only (labels
+IGNORE_INDEX on the prompt and on padding), as DPO defines it (Rafailov et al.
+2023, arXiv 2305.18290, eq. 7). Like ``training.step.CausalLMLoss``, only the
+positions that carry a label go through the output projection: a prompt token
+never needs vocabulary logits.
+
+Rows are right-padded and every row is one example, so the forward runs with
+``attention_mask=None``: a real token only ever attends to earlier positions,
+which are all real; padding comes after and is never a target. That keeps the
+fast causal attention path and gives what an unpadded forward gives.
+
+The reference, whichever way it is obtained, is computed in eval mode (no
+dropout) without gradients:
+- :func:`base_logps`: the same network with every adapter switched off
+  (``adapters.adapters_disabled``), straight through the decoder (so soft
+  prompts are off too): the base model, with no second copy of the weights;
+- :func:`frozen_logps`: a model exactly as it is, soft prompts included: a
+  frozen copy, or the policy before its first step when log-probs are
+  precomputed (both are "the policy at initialisation").
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from ...adapters import adapters_disabled, is_prompt_learning
+from ...data.types import IGNORE_INDEX
+from ...training.linear_ce import linear_cross_entropy, supports_fused
+from ...training.step import _hidden_through_peft  # soft prompts: the forward must run through peft
+
+
+def _parts(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base, getattr(base, base.base_model_prefix), base.get_output_embeddings()
+
+
+def response_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, *,
+                   through_peft: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids, labels (N, T), labels unshifted (HF convention) → (N,) float32 summed log-probs of each
+    row's response tokens and (N,) how many there are. Differentiable when gradients are on.
+
+    ``through_peft=False`` runs the decoder directly even when the model has a soft prompt (the
+    reference with adapters off must not see the virtual tokens).
+    """
+    base, decoder, head = _parts(model)
+    if through_peft and is_prompt_learning(model):
+        hidden = _hidden_through_peft(model, decoder, input_ids)
+    else:
+        hidden = decoder(input_ids=input_ids, attention_mask=None, use_cache=False).last_hidden_state  # (N, T, H)
+    targets = labels[:, 1:]  # (N, T-1): token t+1 is predicted at position t
+    keep = targets != IGNORE_INDEX
+    counts = keep.sum(-1)  # (N,)
+    selected = hidden[:, :-1][keep]  # (K, H), row-major: row 0's tokens first
+    return _token_logp_sums(base, head, selected, targets[keep], counts), counts
+
+
+def _token_logp_sums(base, head, selected: torch.Tensor, targets: torch.Tensor,
+                     counts: torch.Tensor) -> torch.Tensor:
+    """selected (K, H) hidden states, targets (K,), counts (N,) tokens per row (Σ = K) → (N,) summed log-probs."""
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+    # Some families rescale logits inside their forward (Granite divides, Cohere multiplies), as CausalLMLoss does.
+    divide = getattr(base.config, "logits_scaling", None) or 1.0
+    multiply = getattr(base.config, "logit_scale", None) or 1.0
+    plain = not softcap and divide == 1.0 and multiply == 1.0
+    # The chunked projection (linear_ce.py) never holds the (K, V) logits. One call per row gives
+    # per-row sums; it is used only while the head is frozen (adapters, or no gradients at all):
+    # with a trained head each call would keep its own (V, H) weight-gradient buffer.
+    frozen_head = not torch.is_grad_enabled() or not head.weight.requires_grad
+    if plain and frozen_head and supports_fused(head):
+        pieces = zip(selected.split(counts.tolist()), targets.split(counts.tolist()))
+        return torch.stack([-linear_cross_entropy(h, head.weight, t) for h, t in pieces])
+    logits = head(selected).float() * (multiply / divide)  # (K, V)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    token_logps = -F.cross_entropy(logits, targets, reduction="none")  # (K,)
+    rows = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)  # (K,)
+    return token_logps.new_zeros(counts.numel()).index_add(0, rows, token_logps)
+
+
+@contextlib.contextmanager
+def _frozen(model):
+    """Eval mode (no dropout) and no gradients for the block, then the caller's mode back."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def base_logps(model, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference as the base model: ``model`` with every adapter switched off, no gradients."""
+    with _frozen(model), adapters_disabled(model):
+        return response_logps(model, input_ids, labels, through_peft=False)
+
+
+def frozen_logps(model, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model`` as it is (adapters and soft prompts on), in eval mode, no gradients."""
+    with _frozen(model):
+        return response_logps(model, input_ids, labels)
