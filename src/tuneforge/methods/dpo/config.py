@@ -15,43 +15,13 @@ from pydantic import Field, model_validator
 
 from ...adapters.config import SELECTIVE
 from ...config.schema import RunBase, Section
-from ..preference.feedback import FEEDBACK_FORMATS
+from ..preference.config import FeedbackData
 from ..preference.losses import LOSS_NAMES, REFERENCE_FREE
 
 REFERENCES = ("auto", "adapter_disabled", "frozen_copy", "precomputed")
 DEFAULT_BETA = {"simpo": 2.0}  # every other variant that has a β: 0.1
 LABEL_SMOOTHED = ("cdpo", "robust")
 _RESHAPED_BASE = ("pissa", "olora")  # LoRA inits that rewrite the base weights at attach time
-
-
-class PreferenceData(Section):
-    train: str | list[str] = Field(
-        description="JSONL/JSON/CSV/Parquet file(s), folder, glob or hub dataset of human feedback: preference "
-        "pairs, K-way rankings, ratings, corrections, or thumbs up / down (kto only); see feedback_format.",
-    )
-    eval: str | list[str] | None = None
-    eval_fraction: float = Field(
-        0.0, ge=0, lt=1, description="Held-out share of train's prompts when no eval source is given (all "
-        "comparisons of one prompt stay on one side).",
-    )
-    feedback_format: Literal[FEEDBACK_FORMATS] = Field(
-        "auto", description="auto: read each source's first row. pairs: {prompt, chosen, rejected}; rankings: "
-        "{prompt, responses: [best, …, worst]} → all C(K,2) pairs; ratings: {prompt, response, score} rows → "
-        "pairs by score difference; corrections: {prompt, response, correction}; thumbs: {prompt, completion, label} "
-        "(kto only).",
-    )
-    min_gap: float = Field(0.0, ge=0, description="ratings: the smallest score difference that makes a pair "
-                           "(equal scores never do).")
-    max_length: int = Field(512, ge=8, description="Tokens per sequence (prompt + one response); longer ones are "
-                            "cut: the prompt from the left, responses from the right.")
-    template: Literal["auto", "chat", "plain"] = Field(
-        "auto", description="auto: the tokenizer's chat template if it has one, else plain text.",
-    )
-    columns: dict[str, str] = Field(
-        default_factory=dict, description="Map the feedback fields onto your column names, e.g. {prompt: question}.",
-    )
-    system_prompt: str | None = None
-    seed: int = 0
 
 
 class PreferenceLoss(Section):
@@ -112,7 +82,7 @@ class DpoConfig(RunBase):
     """Preference optimisation against a frozen reference: DPO (Rafailov et al. 2023) and its variants."""
 
     method: Literal["dpo"]
-    data: PreferenceData
+    data: FeedbackData
     loss: PreferenceLoss = Field(default_factory=PreferenceLoss)
     eval: PreferenceEval | None = Field(default_factory=PreferenceEval)
 

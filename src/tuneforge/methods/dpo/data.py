@@ -28,19 +28,17 @@ so chosen and rejected go through one forward (``preference.data.collate_pairs``
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 
 import torch
 
-from ...data.formats import split_indices
 from ...data.templates import TemplateError, use_chat_template
 from ...data.types import DataError, Example, GenerationSample
 from ...interface import Batch
 from ..preference.data import PairExample, UnpairedExample, collate_pairs, collate_unpaired, encode_feedback
 from ..preference.data import mismatched, pad
-from ..preference.feedback import FeedbackRecord, PreferencePair, Ranking, Unpaired, read_feedback
+from ..preference.feedback import FeedbackRecord, PreferencePair, Ranking, Unpaired, read_feedback, split_by_prompt
 
 
 @dataclass
@@ -107,17 +105,6 @@ def _convert(records: list[FeedbackRecord], kto: bool, problems: list[str]) -> l
     return out
 
 
-def _split_by_prompt(records: list[FeedbackRecord], fraction: float,
-                     seed: int) -> tuple[list[FeedbackRecord], list[FeedbackRecord]]:
-    groups: dict[str, list[int]] = {}
-    for i, record in enumerate(records):
-        groups.setdefault(json.dumps(record.prompt, sort_keys=True), []).append(i)
-    keys = list(groups)
-    _, eval_idx = split_indices(len(keys), fraction, seed)
-    held = {i for g in eval_idx for i in groups[keys[g]]}
-    return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
-
-
 def _read(source, cfg, kto: bool, problems: list[str], sources: list[str], warnings: list[str]) -> list[FeedbackRecord]:
     try:
         feedback = read_feedback(source, cfg.feedback_format, min_gap=cfg.min_gap, columns=cfg.columns or None)
@@ -167,7 +154,7 @@ def load_preferences(config, tokenizer) -> PreferenceSplits:
     if cfg.eval is not None:
         held = _convert(_read(cfg.eval, cfg, kto, problems, sources, warnings), kto, problems)
     else:
-        train, held = _split_by_prompt(train, cfg.eval_fraction, cfg.seed)
+        train, held = split_by_prompt(train, cfg.eval_fraction, cfg.seed)
     if problems:
         raise DataError(problems)
     try:

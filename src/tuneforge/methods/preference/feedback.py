@@ -364,6 +364,24 @@ def _prompt_key(prompt: Prompt) -> str:
     return json.dumps(prompt, sort_keys=True)
 
 
+def split_by_prompt(records: list[FeedbackRecord], fraction: float,
+                    seed: int) -> tuple[list[FeedbackRecord], list[FeedbackRecord]]:
+    """(train, held-out) records, ``fraction`` of the distinct prompts held out, in the original order.
+
+    All records of one prompt stay on one side: ratings turn one prompt into several pairs that share
+    responses, and a row split would put the same response on both sides.
+    """
+    from ...data.formats import split_indices
+
+    groups: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(_prompt_key(record.prompt), []).append(i)
+    keys = list(groups)
+    _, eval_idx = split_indices(len(keys), fraction, seed)
+    held = {i for g in eval_idx for i in groups[keys[g]]}
+    return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
+
+
 def ratings_to_pairs(rated: list[tuple[Prompt, str, float, str]], min_gap: float,
                      report: SourceReport) -> list[PreferencePair]:
     """(prompt, response, score, where) items → every pair of one prompt's responses whose scores

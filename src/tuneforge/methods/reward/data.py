@@ -15,16 +15,14 @@ pairs would put the same response on both sides.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import torch
 
-from ...data.formats import split_indices
 from ...data.templates import TemplateError, use_chat_template
 from ...data.types import DataError, Example
 from ..preference.data import PairExample, RankingExample, collate_rankings, encode_feedback
-from ..preference.feedback import Feedback, FeedbackRecord, Prompt, SourceReport, read_feedback
+from ..preference.feedback import Feedback, Prompt, SourceReport, read_feedback, split_by_prompt
 
 # Every field a feedback form reads (preference/feedback.py), for checking data.columns.
 FIELDS = ("prompt", "chosen", "rejected", "margin", "responses", "ranks", "response", "score", "scores",
@@ -79,17 +77,6 @@ def _read(source, cfg, problems: list[str], hints: list[str]) -> Feedback | None
     return feedback
 
 
-def _split_by_prompt(records: list[FeedbackRecord], fraction: float,
-                     seed: int) -> tuple[list[FeedbackRecord], list[FeedbackRecord]]:
-    groups: dict[str, list[int]] = {}
-    for i, record in enumerate(records):
-        groups.setdefault(json.dumps(record.prompt, sort_keys=True), []).append(i)
-    keys = list(groups)
-    train_idx, eval_idx = split_indices(len(keys), fraction, seed)
-    held = {i for g in eval_idx for i in groups[keys[g]]}
-    return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
-
-
 def _comparison(example) -> Comparison:
     if isinstance(example, PairExample):
         return Comparison(example.prompt_ids, [example.chosen, example.rejected], example.margin, example.where)
@@ -115,7 +102,7 @@ def load_feedback(cfg, tokenizer) -> FeedbackSplits:
     if held is not None:
         train_records, eval_records = train.records, held.records
     else:
-        train_records, eval_records = _split_by_prompt(train.records, cfg.eval_fraction, cfg.seed)
+        train_records, eval_records = split_by_prompt(train.records, cfg.eval_fraction, cfg.seed)
     splits = FeedbackSplits([], [], chat, {r.where: r.prompt for r in eval_records},
                             sources=[r.summary() for r in reports],
                             warnings=[w for r in reports for w in r.warnings])
