@@ -57,7 +57,7 @@ class CausalLMLoss(torch.nn.Module):
         targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
         keep = targets != IGNORE_INDEX
         if _prompt_learning(self.model):
-            hidden = _hidden_through_peft(self.model, decoder, input_ids)
+            hidden = hidden_through_peft(self.model, decoder, input_ids)
         else:
             # attention_mask=None + restarting position_ids → block-diagonal causal mask
             # (transformers' packed-sequence detection), so packed examples stay isolated.
@@ -65,26 +65,37 @@ class CausalLMLoss(torch.nn.Module):
                              use_cache=False).last_hidden_state  # (B, T, H)
         selected = hidden[:, :-1][keep]  # (N, H)
         loss_sum, count = self._loss(base, head, selected, targets[keep])
-        orth = _adalora_orthogonality(self.model) if self.training else None
+        orth = adalora_orthogonality(self.model) if self.training else None
         if orth is not None:  # AdaLoRA's regulariser (training only), per token so count-weighting keeps it a mean
             loss_sum = loss_sum + orth * count
         return loss_sum, count
 
     def _loss(self, base, head, selected, targets):
-        softcap = getattr(base.config, "final_logit_softcapping", None)
-        # Some families rescale logits inside their forward (Granite divides, Cohere multiplies).
-        divide = getattr(base.config, "logits_scaling", None) or 1.0
-        multiply = getattr(base.config, "logit_scale", None) or 1.0
-        plain_logits = not softcap and divide == 1.0 and multiply == 1.0
         count = torch.tensor(targets.numel(), device=targets.device)
-        if self.fused and plain_logits and supports_fused(head):
+        if self.fused and plain_logits(base.config) and supports_fused(head):
             # Chunked projection + loss: the (N, V) logits are never held at once (linear_ce.py).
             return linear_cross_entropy(selected, head.weight, targets), count
-        logits = head(selected).float() * (multiply / divide)  # (N, V)
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        loss_sum = F.cross_entropy(logits, targets, reduction="sum")
+        loss_sum = F.cross_entropy(output_logits(base.config, head, selected), targets, reduction="sum")
         return loss_sum, count
+
+
+def plain_logits(config) -> bool:
+    """True when the model's logits are the output projection as is (no softcap, no rescaling)."""
+    return (not getattr(config, "final_logit_softcapping", None) and (getattr(config, "logits_scaling", None) or 1.0)
+            == 1.0 and (getattr(config, "logit_scale", None) or 1.0) == 1.0)
+
+
+def output_logits(config, head, selected: torch.Tensor) -> torch.Tensor:
+    """(N, V) float32 logits for (N, H) hidden states, as the model's own forward computes them.
+
+    Some families rescale logits inside their forward (Granite divides, Cohere multiplies) and
+    Gemma 2 soft-caps them; a loss computed outside that forward must do the same.
+    """
+    divide = getattr(config, "logits_scaling", None) or 1.0
+    multiply = getattr(config, "logit_scale", None) or 1.0
+    logits = head(selected).float() * (multiply / divide)
+    softcap = getattr(config, "final_logit_softcapping", None)
+    return torch.tanh(logits / softcap) * softcap if softcap else logits
 
 
 def _prompt_learning(model) -> bool:
@@ -92,7 +103,7 @@ def _prompt_learning(model) -> bool:
     return bool(getattr(config, "is_prompt_learning", False))
 
 
-def _hidden_through_peft(model, decoder, input_ids: torch.Tensor) -> torch.Tensor:
+def hidden_through_peft(model, decoder, input_ids: torch.Tensor) -> torch.Tensor:
     """The decoder's last hidden states for ``input_ids`` when peft must run the forward.
 
     Soft prompts live in peft's forward (prompt / p-tuning prepend virtual token
@@ -116,7 +127,7 @@ def _hidden_through_peft(model, decoder, input_ids: torch.Tensor) -> torch.Tenso
     return captured["hidden"][:, -input_ids.shape[1]:]  # drop prompt / p-tuning's virtual positions
 
 
-def _adalora_orthogonality(model):
+def adalora_orthogonality(model):
     """AdaLoRA's ‖PᵀP − I‖_F + ‖QQᵀ − I‖_F regulariser (Zhang et al. 2023, eq. 4), times its weight.
 
     peft adds it inside ``AdaLoraModel.forward`` only when that forward computes the

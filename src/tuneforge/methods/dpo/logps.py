@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ...adapters import adapters_disabled, is_prompt_learning
 from ...data.types import IGNORE_INDEX
 from ...training.linear_ce import linear_cross_entropy, supports_fused
-from ...training.step import _hidden_through_peft  # soft prompts: the forward must run through peft
+from ...training.step import hidden_through_peft, output_logits, plain_logits
 
 
 def _parts(model):
@@ -49,7 +49,7 @@ def response_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, *,
     """
     base, decoder, head = _parts(model)
     if through_peft and is_prompt_learning(model):
-        hidden = _hidden_through_peft(model, decoder, input_ids)
+        hidden = hidden_through_peft(model, decoder, input_ids)
     else:
         hidden = decoder(input_ids=input_ids, attention_mask=None, use_cache=False).last_hidden_state  # (N, T, H)
     targets = labels[:, 1:]  # (N, T-1): token t+1 is predicted at position t
@@ -62,22 +62,14 @@ def response_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, *,
 def _token_logp_sums(base, head, selected: torch.Tensor, targets: torch.Tensor,
                      counts: torch.Tensor) -> torch.Tensor:
     """selected (K, H) hidden states, targets (K,), counts (N,) tokens per row (Σ = K) → (N,) summed log-probs."""
-    softcap = getattr(base.config, "final_logit_softcapping", None)
-    # Some families rescale logits inside their forward (Granite divides, Cohere multiplies), as CausalLMLoss does.
-    divide = getattr(base.config, "logits_scaling", None) or 1.0
-    multiply = getattr(base.config, "logit_scale", None) or 1.0
-    plain = not softcap and divide == 1.0 and multiply == 1.0
     # The chunked projection (linear_ce.py) never holds the (K, V) logits. One call per row gives
     # per-row sums; it is used only while the head is frozen (adapters, or no gradients at all):
     # with a trained head each call would keep its own (V, H) weight-gradient buffer.
     frozen_head = not torch.is_grad_enabled() or not head.weight.requires_grad
-    if plain and frozen_head and supports_fused(head):
+    if plain_logits(base.config) and frozen_head and supports_fused(head):
         pieces = zip(selected.split(counts.tolist()), targets.split(counts.tolist()))
         return torch.stack([-linear_cross_entropy(h, head.weight, t) for h, t in pieces])
-    logits = head(selected).float() * (multiply / divide)  # (K, V)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    token_logps = -F.cross_entropy(logits, targets, reduction="none")  # (K,)
+    token_logps = -F.cross_entropy(output_logits(base.config, head, selected), targets, reduction="none")  # (K,)
     rows = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)  # (K,)
     return token_logps.new_zeros(counts.numel()).index_add(0, rows, token_logps)
 

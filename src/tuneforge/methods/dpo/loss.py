@@ -34,7 +34,7 @@ from typing import Callable
 
 import torch
 
-from ...training.step import _adalora_orthogonality  # AdaLoRA's regulariser lives outside peft's forward here
+from ...training.step import adalora_orthogonality  # AdaLoRA's regulariser lives outside peft's forward here
 from ..preference.losses import LENGTH_AVERAGED, REFERENCE_FREE, PreferenceOutput, preference_loss
 from .logps import response_logps
 
@@ -81,7 +81,7 @@ class PreferenceLoss(torch.nn.Module):
         if self.training:
             self._note("loss/preference", out.losses)
             self._record(out, chosen, rejected)
-            orth = _adalora_orthogonality(self.model)
+            orth = adalora_orthogonality(self.model)
             if orth is not None:  # per pair, so count-weighting keeps it a plain mean
                 losses = losses + orth
         return losses.sum(), torch.tensor(losses.shape[0], device=losses.device)
