@@ -30,8 +30,8 @@ def check_adapter(config, method, model_config) -> tuple[list[str], list[str], d
             errors.append(f"model.quantize: adapter.type {adapter.type} trains the base's own weights, which are "
                           "quantized and frozen; use lora / layernorm / ia3, or drop model.quantize")
         if not causal:
-            errors.append(f"model.quantize: supported for the causal-LM methods (cpt, sft); not yet for "
-                          f"method '{config.method}'")
+            errors.append(f"model.quantize: supported for the causal-LM methods (cpt, sft, dpo, ppo); not yet "
+                          f"for method '{config.method}'")
         if adapter is not None and adapter.type == "lora" and adapter.init in ("pissa", "olora"):
             errors.append(f"adapter.init: {adapter.init} rewrites the base weights from their SVD / QR, which "
                           "a quantized base doesn't allow; drop model.quantize or use init: default")
@@ -39,8 +39,8 @@ def check_adapter(config, method, model_config) -> tuple[list[str], list[str], d
         return errors, notes, facts
     if adapter.type in C.SOFT_PROMPTS:
         if not causal:
-            errors.append(f"adapter.type: {adapter.type} (virtual tokens) is supported for cpt / sft; method "
-                          f"'{config.method}' pools or classifies over the input positions, which the virtual "
+            errors.append(f"adapter.type: {adapter.type} (virtual tokens) is supported for the causal-LM methods; "
+                          f"method '{config.method}' pools or classifies over the input positions, which the virtual "
                           "tokens would shift; use lora, ia3 or bottleneck")
         if getattr(config.data, "packing", False):
             errors.append(f"adapter.type: {adapter.type} prepends its virtual tokens once per row, and packing puts "
@@ -56,7 +56,8 @@ def check_adapter(config, method, model_config) -> tuple[list[str], list[str], d
             errors.append(f"adapter.init: {adapter.init} for classify: peft's conversion at save time would drop "
                           "the trained label head; use init: default")
     if adapter.type == "adalora" and not causal:
-        errors.append(f"adapter.type: adalora is supported for cpt / sft; method '{config.method}' computes its "
+        errors.append(f"adapter.type: adalora is supported for the causal-LM methods; method '{config.method}' "
+                      "computes its "
                       "loss outside peft, where AdaLoRA's orthogonality term would be missing; use lora")
     if adapter.type in ("bottleneck", "mam") and config.method == "contrastive":
         notes.append("adapter: bottleneck adapters wrap modules named 'mlp' by default; encoder models name "

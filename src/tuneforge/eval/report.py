@@ -20,6 +20,9 @@ from tuneforge.eval.scorers import json_field_errors
 
 # Metric names that mean "lower is better"; everything else (scores) is higher-better.
 _LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "unmapped", "error")
+# Metrics with no good direction of their own: DPO's implicit rewards and log-probs of each side (the
+# rejected side falling is the aim, the chosen side often falls too; the margin says how it went).
+_NEITHER = ("rewards/chosen", "rewards/rejected", "logps/")
 LONG_PROMPT_CHARS = 700
 LONG_PROMPT_LINES = 14
 
@@ -64,6 +67,8 @@ def _delta(metric: str, before, after) -> tuple[str, str]:
     better = (diff < 0) == lower_is_better(metric)
     sign = "+" if diff > 0 else "−"
     text = f"{sign}{_fmt(abs(diff))}"
+    if any(word in metric for word in _NEITHER):
+        return text, "neutral"
     if b != 0 and lower_is_better(metric):
         # Relative change reads well for losses; for scores in [0, 1] "+300%" from
         # 0.125 to 0.5 misleads, so those show the absolute change only.
@@ -216,7 +221,8 @@ def _results_table(before: dict, after: dict, baselines: dict | None = None) -> 
     rows = []
     for name in names:
         text, cls = _delta(name, before.get(name), after.get(name))
-        hint = "lower is better" if lower_is_better(name) else "higher is better"
+        hint = ("no good direction" if cls == "neutral" else
+                "lower is better" if lower_is_better(name) else "higher is better")
         extra = "".join(f'<td class="num">{_e(_fmt(b.get(name)))}</td>' for b in baselines.values())
         rows.append(
             f'<tr><th scope="row">{_e(name)} <span class="hint">{hint}</span></th>{extra}'
@@ -494,7 +500,7 @@ table.metrics tbody th { font-weight:600; }
 .num { text-align:right !important; white-space:nowrap; }
 .delta.better { color:var(--good); background:var(--good-bg); font-weight:600; }
 .delta.worse { color:var(--bad); background:var(--bad-bg); font-weight:600; }
-.delta.same { color:var(--muted); }
+.delta.same, .delta.neutral { color:var(--muted); }
 .plots { display:grid; grid-template-columns:repeat(auto-fit,minmax(440px,1fr)); gap:16px; }
 .plots.matrices { grid-template-columns:repeat(auto-fit,minmax(260px,380px)); }
 .plots.curves { grid-template-columns:repeat(auto-fit,minmax(320px,560px)); margin-top:16px; }
