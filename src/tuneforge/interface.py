@@ -67,7 +67,15 @@ class EvalContext:
 
 
 class Method(Protocol):
-    """What the runner calls. Attributes first, then the steps in the order they run."""
+    """What the runner calls. Attributes first, then the steps in the order they run.
+
+    Two optional members, for a method whose training step is not "one batch of rows" (PPO's
+    rollout → update); the runner looks them up with ``getattr`` and uses the shared ones if absent:
+    ``total_steps(config, data) -> int``, the number of steps (schedule, progress, checkpoints), and
+    ``run_training(*, config, data, tokenizer, **kwargs) -> training.loop.LoopResult``, called instead
+    of ``training.loop.train_loop`` with its keyword arguments; it must keep that loop's contract
+    (``training.step`` verbs, ``training.checkpoint`` checkpoints, SIGINT → ``TrainingInterrupted``).
+    """
 
     name: str  # the ``method:`` value
     config_class: type  # pydantic run config (extends config.schema.RunBase)

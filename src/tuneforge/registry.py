@@ -15,6 +15,7 @@ from .methods.classify.config import ClassifyConfig
 from .methods.contrastive.config import ContrastiveConfig
 from .methods.cpt.config import CptConfig
 from .methods.dpo.config import DpoConfig
+from .methods.ppo.config import PpoConfig
 from .methods.reward.config import RewardConfig
 from .methods.sft.config import SftConfig
 
@@ -23,16 +24,18 @@ _CONFIGS: dict[str, type] = {
     "sft": SftConfig,
     "classify": ClassifyConfig,
     "contrastive": ContrastiveConfig,
-    "reward": RewardConfig,
     "dpo": DpoConfig,
+    "reward": RewardConfig,
+    "ppo": PpoConfig,
 }
 _RECIPES: dict[str, str] = {
     "cpt": "tuneforge.methods.cpt.recipe",
     "sft": "tuneforge.methods.sft.recipe",
     "classify": "tuneforge.methods.classify.recipe",
     "contrastive": "tuneforge.methods.contrastive.recipe",
-    "reward": "tuneforge.methods.reward.recipe",
     "dpo": "tuneforge.methods.dpo.recipe",
+    "reward": "tuneforge.methods.reward.recipe",
+    "ppo": "tuneforge.methods.ppo.recipe",
 }
 _REGISTERED: dict[str, object] = {}  # methods registered at run time (plug-ins, tests)
 

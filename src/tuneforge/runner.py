@@ -117,7 +117,8 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     world = accelerator.num_processes
     global_batch = tcfg.batch_size * tcfg.gradient_accumulation_steps * world
     rows = data.train
-    steps = total_steps(len(rows), global_batch, tcfg.epochs, tcfg.max_steps)
+    own_steps = getattr(method, "total_steps", None)  # optional hook: a method whose step is not a batch (PPO)
+    steps = own_steps(config, data) if own_steps else total_steps(len(rows), global_batch, tcfg.epochs, tcfg.max_steps)
 
     adapted = None
     if config.adapter is not None:
@@ -174,10 +175,12 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         f"{steps} steps of {global_batch} rows; trainable {trainable:,} / {total:,} parameters "
         f"({100 * trainable / max(total, 1):.4f}%)"
     )
-    result = train_loop(loss_model=loss_model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
-                        rows=rows, collate=collate, settings=settings, run_dir=run_dir, start_state=start_state,
-                        adapter_model=adapter_model, eval_fn=periodic_eval if data.eval else None, watch=watch,
-                        arrange=data.arrange, after_step=adapted.after_optimizer_step if adapted else None)
+    own_loop = getattr(method, "run_training", None)  # optional hook: a loop of its own, same arguments + 3
+    loop = partial(own_loop, config=config, data=data, tokenizer=tokenizer) if own_loop else train_loop
+    result = loop(loss_model=loss_model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
+                  rows=rows, collate=collate, settings=settings, run_dir=run_dir, start_state=start_state,
+                  adapter_model=adapter_model, eval_fn=periodic_eval if data.eval else None, watch=watch,
+                  arrange=data.arrange, after_step=adapted.after_optimizer_step if adapted else None)
 
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(loss_model).model
