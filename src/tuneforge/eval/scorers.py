@@ -205,17 +205,29 @@ def resolve_scorer(spec: str) -> Scorer:
             f"unknown scorer '{spec}'.{hint} Built-in scorers: {', '.join(SCORERS)}; "
             "or a plug-in 'package.module:function' or 'path/to/file.py:function'."
         )
+    func = load_function(spec)
+    _check_callable(func, spec)
+    return _checked(func, spec)
+
+
+def load_function(spec: str, *, what: str = "scorer plug-in"):
+    """``package.module:function`` or ``path/to/file.py:function`` → the object it names.
+
+    ``what`` names it in errors (ValueError): "scorer plug-in", "reward function"…
+    """
     # Split at the last colon: a Windows path ("C:\\x\\s.py:f") has a colon of its own.
     where, _, name = spec.rpartition(":")
     if not where or not name:
-        raise ValueError(f"scorer plug-in '{spec}' must look like 'package.module:function' or 'file.py:function'")
-    module = _load_file(where, spec) if _looks_like_path(where) else _load_module(where, spec)
+        raise ValueError(f"{what} '{spec}' must look like 'package.module:function' or 'file.py:function'")
+    try:
+        module = _load_file(where, spec) if _looks_like_path(where) else _load_module(where, spec)
+    except ValueError as err:
+        raise ValueError(str(err).replace("scorer plug-in", what)) from None
     func = getattr(module, name, None)
     if func is None:
         found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise ValueError(f"scorer plug-in '{spec}': '{where}' has no '{name}' (callables there: {', '.join(found) or 'none'})")
-    _check_callable(func, spec)
-    return _checked(func, spec)
+        raise ValueError(f"{what} '{spec}': '{where}' has no '{name}' (callables there: {', '.join(found) or 'none'})")
+    return func
 
 
 def _looks_like_path(where: str) -> bool:

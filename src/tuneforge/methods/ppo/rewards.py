@@ -52,20 +52,14 @@ def output_folder(path: str | Path) -> Path:
 
 def load_function(spec: str) -> Callable:
     """``module:fn`` / ``file.py:fn`` → the function, loaded the way scorer plug-ins are."""
-    from ...eval.scorers import _load_file, _load_module, _looks_like_path
+    from ...eval.scorers import load_function as load_plugin
 
-    where, _, name = spec.rpartition(":")
-    if not where or not name:
-        raise RewardError(f"'{spec}' must look like 'package.module:function' or 'path/to/file.py:function'")
     try:
-        module = _load_file(where, spec) if _looks_like_path(where) else _load_module(where, spec)
+        func = load_plugin(spec, what="reward function")
     except ValueError as err:
-        raise RewardError(str(err).replace("scorer plug-in", "reward function")) from None
-    func = getattr(module, name, None)
+        raise RewardError(str(err)) from None
     if not callable(func):
-        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise RewardError(f"'{spec}': '{where}' has no function '{name}' (callables there: "
-                          f"{', '.join(found) or 'none'})")
+        raise RewardError(f"reward function '{spec}' is a {type(func).__name__}, not a function")
     return func
 
 
