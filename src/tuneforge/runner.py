@@ -170,9 +170,10 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     )
     watch = DivergenceWatch(chance_loss=chance, mode=tcfg.on_divergence, console=console if main else None,
                             hint=divergence_hint(tcfg.learning_rate, tcfg.max_grad_norm, config.adapter is None))
+    step_size = "" if own_steps else f" of {global_batch} rows"  # a method's own step (PPO: a rollout) says itself
     console.print(
         f"[bold]{config.method}[/] on {len(rows)} rows ({sum(len(r.input_ids) for r in rows)} tokens), "
-        f"{steps} steps of {global_batch} rows; trainable {trainable:,} / {total:,} parameters "
+        f"{steps} steps{step_size}; trainable {trainable:,} / {total:,} parameters "
         f"({100 * trainable / max(total, 1):.4f}%)"
     )
     own_loop = getattr(method, "run_training", None)  # optional hook: a loop of its own, same arguments + 3
