@@ -304,12 +304,17 @@ def test_many_concurrent_requests_lose_none_and_mix_up_none(server):
 
 def test_least_recently_used_adapters_are_unloaded(served_files, server):
     expected = {name: chat_text(server["client"], name, "hello") for name in ("a", "b")}
-    thread, pool, _worker = start(served_files, max_loaded_adapters=1)
+    thread, pool, worker = start(served_files, max_loaded_adapters=1)
     with thread as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         for name in ("a", "b", "a", "b"):
             assert chat_text(client, name, "hello") == expected[name]
             assert list(pool.base.loaded) == [name]
+        # "a" is not in memory while "b" decodes, so it cannot join that batch: it waits for the next one
+        long_b = ThreadPoolExecutor(1).submit(chat_text, client, "b", "hello", max_tokens=200)
+        _wait_until(lambda: worker.busy.is_set())
+        assert chat_text(client, "a", "hello") == expected["a"]
+        assert long_b.done() and worker.joined == 0
 
 
 def test_mixed_batching_off_gives_the_same_text(served_files, server):
@@ -456,3 +461,18 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("model, prompt", [("b", "q"), ("base", "tell me 42 things"), ("a", "abc xyz")])
+def test_a_request_joins_a_running_batch_and_answers_as_alone(server, model, prompt):
+    """Continuous batching: a request arriving mid-batch starts at the next step, not after the batch."""
+    client, worker = server["client"], server["worker"]
+    alone = chat_text(client, model, prompt, max_tokens=6)
+    long_alone = chat_text(client, "a", "hello", max_tokens=300)
+    long_answer = ThreadPoolExecutor(1).submit(chat, client, "a", "hello", max_tokens=300)
+    _wait_until(lambda: worker.busy.is_set())
+    joined = worker.joined
+    assert chat_text(client, model, prompt, max_tokens=6) == alone
+    assert not long_answer.done()  # it answered while the long request was still decoding
+    assert worker.joined == joined + 1
+    assert long_answer.result().choices[0].message.content == long_alone  # the running row is undisturbed

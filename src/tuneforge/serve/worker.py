@@ -17,6 +17,7 @@ which hand them to the request's event loop.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -75,6 +76,10 @@ class Worker:
         self.rows = 0
         self.tokens = 0  # tokens sampled, all rows
         self.busy = threading.Event()  # set while a batch runs
+        # A request taken from the queue to join a running batch that could not (another model or
+        # adapter): it goes first next time. At most one, so the queue's bound still holds.
+        self.deferred: collections.deque[Job] = collections.deque()
+        self.joined = 0  # requests that joined a running batch
 
     def start(self) -> None:
         self._thread.start()
@@ -99,7 +104,7 @@ class Worker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                first = self.queue.get(timeout=0.1)
+                first = self.deferred.popleft() if self.deferred else self.queue.get(timeout=0.1)
             except queue.Empty:
                 continue
             jobs = [first, *self._gather(self.settings.max_batch_size - 1)]
@@ -112,6 +117,8 @@ class Worker:
     def _gather(self, room: int) -> list[Job]:
         """Whatever else arrives within the batching window, up to ``room`` requests."""
         jobs: list[Job] = []
+        while self.deferred and len(jobs) < room:
+            jobs.append(self.deferred.popleft())
         deadline = time.monotonic() + self.settings.batch_window_s
         while len(jobs) < room:
             left = deadline - time.monotonic()
@@ -176,7 +183,44 @@ class Worker:
         pad_id = _pad_id(group.tokenizer, jobs[0].stop_ids)
         with _active(group, jobs[0].target.adapter, mixed):
             decode_batch(group.model, rows, pad_id=pad_id, mixed_adapters=mixed and _is_peft(group.model),
-                         use_cache=not group.prompt_learning)
+                         use_cache=not group.prompt_learning, admit=self._admitter(group, jobs[0], mixed))
+
+    def _admitter(self, group: ModelGroup, first: Job, mixed: bool):
+        """``admit(live)`` for :func:`decode_batch`: queued requests that can join this batch as it runs.
+
+        They can when they run on the same model and, in a mixed batch, their adapter is in memory
+        (loading one could unload an adapter a running row uses); in a one-adapter batch, when they
+        ask for that adapter. The first that cannot waits (``deferred``) and stops the joining.
+        """
+        if group.prompt_learning:
+            return None
+
+        def fits(job: Job) -> bool:
+            adapter = job.target.adapter
+            if job.target.group is not group:
+                return False
+            if mixed:
+                return adapter is None or adapter in group.loaded
+            return adapter == first.target.adapter
+
+        def admit(live: int) -> list[Row]:
+            rows: list[Row] = []
+            while not self.deferred and live + len(rows) < self.settings.max_batch_size:
+                try:
+                    job = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if _skip_cancelled(job):
+                    continue
+                if not fits(job):
+                    self.deferred.append(job)
+                    break
+                rows.append(self._row(job))
+            self.rows += len(rows)
+            self.joined += len(rows)
+            return rows
+
+        return admit
 
     def _row(self, job: Job) -> Row:
         tracker = TextTracker(job.target.tokenizer, job.stop_ids, job.sampling.stop)
