@@ -41,8 +41,8 @@ def stop_token_ids_for(model, tokenizer, extra: list[int] | None = None) -> list
 
 
 @contextlib.contextmanager
-def _eval_mode(model):
-    """model.eval() for the block, then the caller's mode back (training may resume)."""
+def eval_mode(model):
+    """model.eval() for the block (no dropout), then the caller's mode back (training may resume)."""
     was_training = model.training
     model.eval()
     try:
@@ -103,7 +103,7 @@ def generate(
     order = sorted(range(len(prompts_ids)), key=lambda i: len(prompts_ids[i]))
     answers: list[str] = [""] * len(prompts_ids)
 
-    with _eval_mode(model), torch.inference_mode(), _progress(progress, "generating") as bar:
+    with eval_mode(model), torch.inference_mode(), _progress(progress, "generating") as bar:
         task = bar.add_task("generating", total=(len(order) + batch_size - 1) // batch_size)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]

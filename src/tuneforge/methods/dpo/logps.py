@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ...adapters import adapters_disabled, is_prompt_learning
 from ...data.types import IGNORE_INDEX
+from ...eval.generation import eval_mode
 from ...training.linear_ce import linear_cross_entropy, supports_fused
 from ...training.step import hidden_through_peft, output_logits, plain_logits
 
@@ -77,13 +78,8 @@ def _token_logp_sums(base, head, selected: torch.Tensor, targets: torch.Tensor,
 @contextlib.contextmanager
 def _frozen(model):
     """Eval mode (no dropout) and no gradients for the block, then the caller's mode back."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        yield
 
 
 def base_logps(model, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ...eval.generation import eval_mode
 from .data import PromptRow
-from .rollout import Reference, eval_mode, forward_policy, micro_batch, sample_rollout
+from .rollout import Reference, forward_policy, micro_batch, sample_rollout
 
 
 @dataclass(frozen=True)

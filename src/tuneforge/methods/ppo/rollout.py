@@ -20,13 +20,12 @@ compare the distribution the tokens were actually drawn from. top_k / top_p trun
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ...eval.generation import stop_token_ids_for
+from ...eval.generation import eval_mode, stop_token_ids_for
 from ...training.step import output_logits
 from .data import PromptRow
 from .math import entropy_from_logits
@@ -51,17 +50,6 @@ class Rollout:
     def sequence_ids(self, row: int) -> list[int]:
         """Prompt + response through the stop token, without padding (what a reward model reads)."""
         return self.input_ids[row][self.attention_mask[row].bool()].tolist()
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module):
-    """model.eval() for the block, then the caller's mode back."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()

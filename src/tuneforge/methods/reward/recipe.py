@@ -116,24 +116,23 @@ class Reward:
     @torch.no_grad()
     def _scores(self, model, ctx: EvalContext) -> tuple[torch.Tensor, torch.Tensor]:
         """(C, K) scores of every held-out comparison, best → worst, and the (C, K) mask of real ones."""
+        from ...eval.generation import eval_mode
         from ..preference.data import group_scores
         from .losses import sequence_scores
 
         rows = ctx.data.eval
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         k = max(len(r.responses) for r in rows)
         grid, mask = torch.zeros(len(rows), k), torch.zeros(len(rows), k, dtype=torch.bool)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))  # little padding per batch
         size = ctx.config.eval.batch_size
-        for start in range(0, len(order), size):
-            chunk = order[start:start + size]
-            inputs = self.collate([rows[i] for i in chunk], ctx.tokenizer).inputs
-            scores = sequence_scores(model, inputs["input_ids"].to(device), inputs["attention_mask"].to(device))
-            part, real = group_scores(scores.cpu(), inputs["group"], inputs["rank"])  # (b, k_chunk)
-            grid[chunk, :part.shape[1]], mask[chunk, :part.shape[1]] = part, real
-        model.train(was_training)
+        with eval_mode(model):
+            for start in range(0, len(order), size):
+                chunk = order[start:start + size]
+                inputs = self.collate([rows[i] for i in chunk], ctx.tokenizer).inputs
+                scores = sequence_scores(model, inputs["input_ids"].to(device), inputs["attention_mask"].to(device))
+                part, real = group_scores(scores.cpu(), inputs["group"], inputs["rank"])  # (b, k_chunk)
+                grid[chunk, :part.shape[1]], mask[chunk, :part.shape[1]] = part, real
         return grid, mask
 
     def _sample(self, row, scores: list[float], ctx: EvalContext) -> dict:
