@@ -190,8 +190,8 @@ def test_malformed_rows_name_file_line_and_field(tmp_path):
         f"{path}:4: rejected: a response given as messages must be exactly one assistant message "
         "(got roles: assistant, assistant)",
         f"{path}:5: margin: must be a finite number (got 'wide')",
-        f"{path}:6: prompt: a chat prompt must start (after any system message) and end with a user turn "
-        "(roles: user, assistant)",
+        f"{path}:6: prompt: a chat prompt must start (after any system message) and end with a user turn; "
+        "the model writes the next assistant turn (roles: user, assistant)",
     ]
 
 

@@ -79,6 +79,17 @@ def clean_messages(value: object, name: str, where: str, problems: list[str]) ->
     return clean if len(problems) == before else None
 
 
+def check_prompt_turns(messages: list[dict], name: str, where: str, problems: list[str]) -> bool:
+    """A chat prompt (what a model answers next) starts, after any system message, and ends with a user turn."""
+    roles = [m["role"] for m in messages]
+    first = next((i for i, r in enumerate(roles) if r != "system"), None)
+    if first is None or roles[first] != "user" or roles[-1] != "user":
+        problems.append(f"{where}: {name}: a chat prompt must start (after any system message) and end with a "
+                        f"user turn; the model writes the next assistant turn (roles: {', '.join(roles)})")
+        return False
+    return True
+
+
 def _chat_template(settings: RenderSettings) -> str | None:
     return None if settings.chat else PLAIN_CHAT_TEMPLATE
 

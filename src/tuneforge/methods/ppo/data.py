@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ...data.formats import RenderSettings, split_indices
 from ...data.formats import prompt_completion as pc
-from ...data.formats.chat import clean_messages
+from ...data.formats.chat import check_prompt_turns, clean_messages
 from ...data.sources import read_records
 from ...data.templates import PLAIN_CHAT_TEMPLATE, TemplateError, render_prompt, use_chat_template
 from ...data.types import DataError, Record
@@ -67,13 +67,7 @@ def parse_prompt(record: Record, problems: list[str]) -> str | list[dict] | None
         if not isinstance(value, list):
             problems.append(f"{where}: {name}: must be a string or a list of {{role, content}} messages")
         return None
-    roles = [m["role"] for m in messages]
-    first = next((i for i, r in enumerate(roles) if r != "system"), None)
-    if first is None or roles[first] != "user" or roles[-1] != "user":
-        problems.append(f"{where}: {name}: must start (after any system message) and end with a user turn; the "
-                        f"policy writes the next assistant turn (roles: {', '.join(roles)})")
-        return None
-    return messages
+    return messages if check_prompt_turns(messages, name, where, problems) else None
 
 
 def render(tokenizer, prompt: str | list[dict], *, chat: bool, system_prompt: str | None,

@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ...data.sources import read_records, with_columns
-from ...data.formats.chat import clean_messages
+from ...data.formats.chat import check_prompt_turns, clean_messages
 from ...data.types import DataError, Record
 from .losses import ranking_pairs
 
@@ -159,17 +159,6 @@ def _messages(value: object, name: str, where: str, problems: list[str]) -> list
     return clean_messages(value, name, where, problems)
 
 
-def _check_prompt_turns(messages: list[dict], name: str, where: str, problems: list[str]) -> bool:
-    """A chat prompt starts (after system messages) and ends with a user turn."""
-    roles = [m["role"] for m in messages]
-    first = next((i for i, r in enumerate(roles) if r != "system"), None)
-    if first is None or roles[first] != "user" or roles[-1] != "user":
-        problems.append(f"{where}: {name}: a chat prompt must start (after any system message) and end with a "
-                        f"user turn (roles: {', '.join(roles)})")
-        return False
-    return True
-
-
 def _prompt(data: dict, where: str, problems: list[str]) -> Prompt | None:
     value = data.get("prompt")
     if value is None:
@@ -178,7 +167,7 @@ def _prompt(data: dict, where: str, problems: list[str]) -> Prompt | None:
     if isinstance(value, str):  # may be empty: an unconditional preference
         return value
     messages = _messages(value, "prompt", where, problems)
-    return messages if messages is not None and _check_prompt_turns(messages, "prompt", where, problems) else None
+    return messages if messages is not None and check_prompt_turns(messages, "prompt", where, problems) else None
 
 
 def _response(value: object, name: str, where: str, problems: list[str]) -> str | None:
@@ -253,7 +242,7 @@ def _split_conversations(data: dict, where: str, problems: list[str]) -> tuple[l
     if not prompt:
         problems.append(f"{where}: chosen: a conversation needs the user's turn before the response")
         return None
-    if not _check_prompt_turns(prompt, "chosen", where, problems):
+    if not check_prompt_turns(prompt, "chosen", where, problems):
         return None
     c = _response(chosen[-1]["content"], f"chosen[{len(chosen) - 1}].content", where, problems)
     r = _response(rejected[-1]["content"], f"rejected[{len(rejected) - 1}].content", where, problems)
