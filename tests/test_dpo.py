@@ -96,7 +96,7 @@ def test_sft_term_adds_the_chosen_responses_per_token_nll(tmp_path, tiny_model_d
     batch = batch_of(tokenizer, data.train[:4])
     total, _ = module(**batch)
     metrics = module.step_metrics()
-    sums, counts = frozen_logps(model, batch["input_ids"], batch["labels"])
+    sums, counts = frozen_logps(model, batch)
     assert metrics["loss/sft"] == pytest.approx(float((-sums[:4] / counts[:4]).mean()), abs=1e-5)
     assert float(total.detach()) / 4 == pytest.approx(math.log(2) + 0.5 * metrics["loss/sft"], abs=1e-5)
 
@@ -124,15 +124,77 @@ def test_adapter_disabled_reference_equals_the_base_models_logps(tmp_path, tiny_
     batch = batch_of(tokenizer, data.train[:4])
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     with torch.no_grad():
-        expected, counts = response_logps(plain, batch["input_ids"], batch["labels"])
-    got, got_counts = base_logps(model, batch["input_ids"], batch["labels"])
+        expected, counts = response_logps(plain, batch)
+    got, got_counts = base_logps(model, batch)
     assert torch.equal(counts, got_counts)
     assert torch.allclose(got, expected, atol=1e-5)
-    policy, _ = frozen_logps(model, batch["input_ids"], batch["labels"])
+    policy, _ = frozen_logps(model, batch)
     assert (policy - expected).abs().max() > 1e-2  # the adapter does change the policy
     model.train()  # the reference runs in eval mode and gives the caller's mode back
-    base_logps(model, batch["input_ids"], batch["labels"])
+    base_logps(model, batch)
     assert model.training
+
+
+# ------------------------------------------------------------------ the shared-prompt pair layout
+
+
+def _layout_logps_and_grads(config, attn: str):
+    """(summed log-probs (2B,), counts, {lora param: grad}, batch) of the perturbed policy on every training
+    pair, batched as the config's ``pair_forward`` says, with the given attention implementation."""
+    from tuneforge.methods.dpo.logps import response_logps
+
+    torch.manual_seed(0)  # the same LoRA A for both layouts
+    tokenizer, data, model, _ = prepared(config, perturb=True)
+    model.get_base_model().config._attn_implementation = attn
+    batch = batch_of(tokenizer, data.train)
+    sums, counts = response_logps(model, batch)
+    (sums * torch.linspace(0.5, 1.5, sums.numel())).sum().backward()  # a gradient that weighs every sequence
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return sums.detach(), counts, grads, batch
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prompt_layout_equals_separate_rows(tmp_path, tiny_model_dir, attn):
+    """One row per pair (prompt once, a segment mask) gives the log-probs and gradients of two full rows:
+    pairs of different lengths, so rows carry padding, and the rejected response's first token predicted
+    from the prompt's last position."""
+    rows = [{"prompt": "describe the weather in three words please", "chosen": "sunny and warm", "rejected": "x"},
+            {"prompt": "hi", "chosen": "a", "rejected": "a much longer answer that needs several tokens"},
+            {"prompt": "name a fruit", "chosen": "mango, ripe and sweet", "rejected": "stone"}]
+    train = write_jsonl(tmp_path / "layout.jsonl", rows)
+    got = {}
+    for layout in ("separate", "shared_prompt"):
+        config = dpo_config(tmp_path, tiny_model_dir, pair_forward=layout, eval=None,
+                            data={"train": str(train), "eval_fraction": 0.0, "max_length": 128})
+        got[layout] = _layout_logps_and_grads(config, attn)
+    (sep, sep_n, sep_g, sep_batch), (sha, sha_n, sha_g, sha_batch) = got["separate"], got["shared_prompt"]
+    assert "segment_ids" in sha_batch and "segment_ids" not in sep_batch
+    assert sha_batch["input_ids"].numel() < sep_batch["input_ids"].numel()  # the prompt once
+    assert torch.equal(sep_n, sha_n)
+    assert torch.allclose(sha, sep, atol=1e-5), (sha - sep).abs().max()
+    assert sep_g.keys() == sha_g.keys() and len(sep_g) > 0
+    for name in sep_g:
+        assert torch.allclose(sha_g[name], sep_g[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_pair_forward_auto_picks_the_shared_prompt_where_it_applies(tmp_path, tiny_model_dir):
+    from types import SimpleNamespace
+
+    from tuneforge.methods.dpo.config import shares_prompt
+
+    config = dpo_config(tmp_path, tiny_model_dir)
+    plain = SimpleNamespace(_attn_implementation="sdpa")
+    assert shares_prompt(config, plain)
+    assert not shares_prompt(config, SimpleNamespace(_attn_implementation="flash_attention_2"))
+    assert not shares_prompt(config, SimpleNamespace(_attn_implementation="sdpa", sliding_window=4096))
+    assert shares_prompt(config, SimpleNamespace(_attn_implementation="sdpa", sliding_window=4096,
+                                                 use_sliding_window=False))  # Qwen2: configured, off
+    assert not shares_prompt(dpo_config(tmp_path, tiny_model_dir, loss={"type": "kto"}), plain)
+    soft = dpo_config(tmp_path, tiny_model_dir, adapter=False)
+    soft = soft.model_copy(update={"adapter": load_config(data={"method": "dpo", "data": {"train": "x"},
+                                                                "adapter": {"type": "prompt_tuning"}}).adapter})
+    assert not shares_prompt(soft, plain)
+    assert not shares_prompt(dpo_config(tmp_path, tiny_model_dir, pair_forward="separate"), plain)
 
 
 def _plain_logps(model, rows, which: str) -> torch.Tensor:
@@ -152,19 +214,22 @@ def _plain_logps(model, rows, which: str) -> torch.Tensor:
     return torch.stack(out).view(-1, 2)  # (B, 2): chosen, rejected
 
 
-@pytest.mark.parametrize("loss", ["dpo", "ipo", "simpo"])
-def test_loss_matches_an_independent_computation_with_plain_transformers(tmp_path, tiny_model_dir, loss):
+@pytest.mark.parametrize(("loss", "layout"), [("dpo", "shared_prompt"), ("dpo", "separate"), ("ipo", "shared_prompt"),
+                                               ("simpo", "separate")])
+def test_loss_matches_an_independent_computation_with_plain_transformers(tmp_path, tiny_model_dir, loss, layout):
     """Policy (a peft model) and reference (the base, loaded again) called separately, log-probs by hand."""
     import torch.nn.functional as F
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    config = dpo_config(tmp_path, tiny_model_dir, loss={"type": loss})
+    config = dpo_config(tmp_path, tiny_model_dir, loss={"type": loss}, pair_forward=layout)
     tokenizer, data, model, module = prepared(config, perturb=True)
     rows = data.train[:5]
     module.eval()  # same numbers as training mode here (no dropout); eval keeps the metrics untouched
+    batch = batch_of(tokenizer, rows)
+    assert ("segment_ids" in batch) == (layout == "shared_prompt")
     with torch.no_grad():
-        total, count = module(**batch_of(tokenizer, rows))
+        total, count = module(**batch)
 
     adapter = tmp_path / "perturbed"
     model.save_pretrained(adapter)
@@ -198,7 +263,7 @@ def test_precomputed_reference_equals_the_live_frozen_copy(tmp_path, tiny_model_
     optimizer.step()
     rows = data.train[:6] + data.eval[:2]
     batch = batch_of(tokenizer, rows)
-    live, _ = frozen(batch["input_ids"], batch["labels"])
+    live, _ = frozen(batch)
     assert torch.allclose(batch["ref_logps"], live, atol=1e-5)
     moved, _ = module(**batch)
     assert float(moved.detach()) != pytest.approx(math.log(2) * len(rows), abs=1e-4)
@@ -339,6 +404,10 @@ def test_config_refuses_options_that_do_not_fit(tmp_path):
     assert problem(loss={"type": "orpo", "beta": 0.2}).startswith("loss.beta: orpo has no β")
     assert problem(loss={"type": "simpo", "reference": "frozen_copy"}).startswith("loss.reference: simpo is reference")
     assert problem(loss={"type": "robust", "label_smoothing": 0.5}).startswith("loss.label_smoothing: robust")
+    assert "kto trains single responses" in problem(loss={"type": "kto"}, pair_forward="shared_prompt")
+    assert "virtual tokens" in problem(adapter={"type": "prompt_tuning"}, pair_forward="shared_prompt")
+    assert "flash_attention_2" in problem(model={"attn_implementation": "flash_attention_2"},
+                                          pair_forward="shared_prompt")
     # Defaults: β 0.1, simpo 2.0; a dumped config (every key spelt out) reloads.
     from tuneforge.config import dump_config
 

@@ -16,6 +16,7 @@ from tuneforge.methods.preference.data import (
     RankingExample,
     UnpairedExample,
     collate_pairs,
+    collate_pairs_shared,
     collate_rankings,
     collate_unpaired,
     encode_feedback,
@@ -291,6 +292,39 @@ def test_collated_pairs_are_one_tensor_chosen_first_right_padded(tok):
         assert (batch["input_ids"][b, n:] == tok.pad_token_id).all()
         assert (batch["labels"][b, n:] == IGNORE_INDEX).all()
     assert batch["margin"].tolist() == [2.0, 0.0]
+
+
+def _hand_pair(prompt: list[int], chosen: list[int], rejected: list[int]) -> PairExample:
+    from tuneforge.data.types import Example
+
+    def seq(response):
+        return Example(prompt + response, [IGNORE_INDEX] * len(prompt) + response, "")
+
+    return PairExample(prompt, seq(chosen), seq(rejected))
+
+
+def test_shared_prompt_batch_holds_the_prompt_once_and_scores_what_separate_rows_score():
+    """Positions restart for the rejected response; each target comes from the position that predicts it in its
+    own sequence (the rejected response's first token from the prompt's last); an empty prompt leaves the first
+    response token unscored, as in a separate row."""
+    pairs = [_hand_pair([5, 6, 7], [10, 11], [20]), _hand_pair([8], [12], [21, 22, 23]), _hand_pair([], [13, 14], [24])]
+    batch = collate_pairs_shared(pairs, pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 10, 11, 20], [8, 12, 21, 22, 23, 0], [13, 14, 24, 0, 0, 0]]
+    assert batch["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 3]
+    assert batch["position_ids"][1, :5].tolist() == [0, 1, 1, 2, 3]
+    assert batch["segment_ids"].tolist() == [[0, 0, 0, 1, 1, 2], [0, 1, 2, 2, 2, -1], [1, 1, 2, -1, -1, -1]]
+    width = 6
+    flat = batch["score_index"].tolist()
+    assert batch["score_counts"].tolist() == [2, 1, 1, 1, 3, 0]  # chosen sequences, then rejected ones
+    assert flat == [2, 3, width + 0,  # chosen: 10 ← 7, 11 ← 10; 12 ← 8;  row 2's first chosen token unscored
+                    2 * width + 0,  # 14 ← 13
+                    2,  # rejected 20 ← the prompt's last (7), not the chosen response's last
+                    width + 0, width + 2, width + 3]  # 21 ← 8, 22 ← 21, 23 ← 22; row 2's rejected 24 unscored
+    assert batch["score_targets"].tolist() == [10, 11, 12, 14, 20, 21, 22, 23]
+    separate = collate_pairs(pairs, pad_id=0)
+    keep = separate["labels"][:, 1:] != IGNORE_INDEX
+    assert keep.sum(-1).tolist() == batch["score_counts"].tolist()
+    assert separate["labels"][:, 1:][keep].tolist() == batch["score_targets"].tolist()
 
 
 def test_ranking_batch_is_contiguous_and_regroups_for_the_ranking_loss(tok):

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ...adapters.config import SELECTIVE
+from ...adapters.config import SELECTIVE, SOFT_PROMPTS
 from ...config.schema import RunBase, Section
 from ..preference.config import FeedbackData
 from ..preference.losses import LOSS_NAMES, REFERENCE_FREE
@@ -85,11 +85,18 @@ class DpoConfig(RunBase):
     data: FeedbackData
     loss: PreferenceLoss = Field(default_factory=PreferenceLoss)
     eval: PreferenceEval | None = Field(default_factory=PreferenceEval)
+    pair_forward: Literal["auto", "shared_prompt", "separate"] = Field(
+        "auto", description="How a pair goes through the network. shared_prompt: one row per pair, the prompt "
+        "once and both responses after it, kept apart by an attention mask (fewer tokens: the prompt is not "
+        "computed twice). separate: chosen and rejected as two full rows with the fast causal path. auto: "
+        "shared_prompt for paired losses unless the model uses flash-attention or sliding-window attention or "
+        "the adapter is a soft prompt. Both give the same log-probs.",
+    )
 
     @model_validator(mode="after")
     def _combinations(self) -> "DpoConfig":
         # Here rather than on the loss section: errors at the top level print as written, key first.
-        problem = _loss_problem(self.loss) or _reference_problem(self)
+        problem = _loss_problem(self.loss) or _reference_problem(self) or _layout_problem(self)
         if problem:
             raise ValueError(problem)
         return self
@@ -133,6 +140,28 @@ def _reference_problem(config: DpoConfig) -> str | None:
     if ref == "frozen_copy" and config.model.quantize:
         return "loss.reference: frozen_copy cannot copy quantized weights; use adapter_disabled (or auto)"
     return None
+
+
+def _layout_problem(config: DpoConfig) -> str | None:
+    if config.pair_forward != "shared_prompt":
+        return None
+    why = ("loss.type kto trains single responses, not pairs" if config.loss.type == "kto" else
+           f"adapter.type {config.adapter.type} puts virtual tokens before the prompt"
+           if config.adapter is not None and config.adapter.type in SOFT_PROMPTS else
+           "flash_attention_2 takes no custom attention mask"
+           if config.model.attn_implementation == "flash_attention_2" else None)
+    return f"pair_forward: shared_prompt cannot be used here ({why}); use auto or separate" if why else None
+
+
+def shares_prompt(config, model_config) -> bool:
+    """Whether pairs go through the network as one row with the prompt once (``pair_forward``)."""
+    if config.pair_forward != "auto":
+        return config.pair_forward == "shared_prompt"
+    soft = config.adapter is not None and config.adapter.type in SOFT_PROMPTS
+    flash = (getattr(model_config, "_attn_implementation", None) or "").startswith("flash")
+    # A custom mask replaces the model's own; a sliding window would be lost (a row can exceed it).
+    windowed = getattr(model_config, "sliding_window", None) and getattr(model_config, "use_sliding_window", True)
+    return config.loss.type != "kto" and not soft and not flash and not windowed
 
 
 def reference_kind(config) -> str | None:

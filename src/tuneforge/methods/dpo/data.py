@@ -36,17 +36,19 @@ import torch
 from ...data.templates import TemplateError, use_chat_template
 from ...data.types import DataError, Example, GenerationSample
 from ...interface import Batch
-from ..preference.data import PairExample, UnpairedExample, collate_pairs, collate_unpaired, encode_feedback
-from ..preference.data import mismatched, pad
+from ..preference.data import PairExample, UnpairedExample, collate_pairs, collate_pairs_shared, collate_unpaired
+from ..preference.data import encode_feedback, mismatched, pad
 from ..preference.feedback import FeedbackRecord, PreferencePair, Ranking, Unpaired, read_feedback, split_by_prompt
 
 
 @dataclass
 class PairRow:
-    """One preference pair; ``ref``: the reference's summed log-probs (chosen, rejected) once precomputed."""
+    """One preference pair; ``ref``: the reference's summed log-probs (chosen, rejected) once precomputed;
+    ``shared_prompt``: batched as one row with the prompt once (``recipe.pair_layout`` decides)."""
 
     pair: PairExample
     ref: tuple[float, float] | None = None
+    shared_prompt: bool = False
 
     @property
     def sequences(self) -> tuple[Example, Example]:
@@ -188,9 +190,12 @@ def load_preferences(config, tokenizer) -> PreferenceSplits:
 
 def collate_rows(rows: list[Row], pad_id: int) -> Batch:
     """Rows → one batch; ``count`` = rows (pairs, or kto examples). Pairs: ``input_ids`` / ``labels`` (2B, T),
-    chosen rows first. KTO: ``input_ids`` / ``labels`` (B, T), ``desirable`` (B,), ``kl_input_ids`` /
-    ``kl_labels`` (B, T'). With precomputed references: ``ref_logps`` (2B,) or (B,) and ``kl_ref_logps`` (B,)."""
-    if isinstance(rows[0], PairRow):
+    chosen rows first, or the shared-prompt layout (``preference.data.collate_pairs_shared``) when the rows
+    say so. KTO: ``input_ids`` / ``labels`` (B, T), ``desirable`` (B,), ``kl_input_ids`` / ``kl_labels``
+    (B, T'). With precomputed references: ``ref_logps`` (2B,) or (B,) and ``kl_ref_logps`` (B,)."""
+    if isinstance(rows[0], PairRow) and all(r.shared_prompt for r in rows):
+        inputs = collate_pairs_shared([r.pair for r in rows], pad_id)
+    elif isinstance(rows[0], PairRow):
         inputs = collate_pairs([r.pair for r in rows], pad_id)
         del inputs["margin"], inputs["attention_mask"]  # no margins in DPO; right padding needs no mask
     else:
@@ -205,3 +210,15 @@ def collate_rows(rows: list[Row], pad_id: int) -> Batch:
         else:
             inputs.update(ref_logps=first, kl_ref_logps=second)
     return Batch(inputs=inputs, count=len(rows), tokens=sum(len(r.input_ids) for r in rows))
+
+
+KL_KEYS = {"kl_input_ids": "input_ids", "kl_labels": "labels"}
+_NOT_SEQUENCES = ("ref_logps", "kl_ref_logps", "desirable")
+
+
+def split_sequences(inputs: dict, device) -> tuple[dict, dict | None]:
+    """A collated batch → (its sequences, KTO's mismatched sequences or None), on ``device``: what
+    ``logps.response_logps`` takes, without the reference log-probs and labels riding along."""
+    sequences = {k: v.to(device) for k, v in inputs.items() if k not in KL_KEYS and k not in _NOT_SEQUENCES}
+    kl = {KL_KEYS[k]: v.to(device) for k, v in inputs.items() if k in KL_KEYS} or None
+    return sequences, kl

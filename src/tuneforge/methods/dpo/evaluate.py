@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..preference.losses import LENGTH_AVERAGED, REFERENCE_FREE, preference_loss
-from .data import PairRow, Row, collate_rows
+from .data import PairRow, Row, collate_rows, split_sequences
 from .logps import frozen_logps
 
 
@@ -31,14 +31,14 @@ def _score(rows: list[Row], pad_id: int, batch_size: int, logps_fn, device) -> t
     firsts, seconds, first_counts, second_counts = [], [], [], []
     for start in range(0, len(rows), batch_size):
         inputs = collate_rows(rows[start:start + batch_size], pad_id).inputs
+        sequences, kl = split_sequences(inputs, device)
+        sums, counts = logps_fn(sequences)
         if isinstance(rows[0], PairRow):
-            sums, counts = logps_fn(inputs["input_ids"].to(device), inputs["labels"].to(device))
             b = sums.shape[0] // 2
             firsts.append(sums[:b]), seconds.append(sums[b:])
             first_counts.append(counts[:b]), second_counts.append(counts[b:])
         else:
-            sums, counts = logps_fn(inputs["input_ids"].to(device), inputs["labels"].to(device))
-            kl_sums, kl_counts = logps_fn(inputs["kl_input_ids"].to(device), inputs["kl_labels"].to(device))
+            kl_sums, kl_counts = logps_fn(kl)
             firsts.append(sums), seconds.append(kl_sums), first_counts.append(counts), second_counts.append(kl_counts)
     return tuple(torch.cat(parts).float().cpu() for parts in (firsts, seconds, first_counts, second_counts))
 
@@ -52,7 +52,7 @@ def heldout_metrics(model, rows: list[Row], *, loss: str, options: dict, sft_wei
     ``reference_fn`` (same signature as ``logps.base_logps``), or none for reference-free losses.
     """
     device = _device(model)
-    policy = _score(rows, pad_id, batch_size, lambda ids, lab: frozen_logps(model, ids, lab), device)
+    policy = _score(rows, pad_id, batch_size, lambda sequences: frozen_logps(model, sequences), device)
     first, second, n_first, n_second = policy
     if loss in REFERENCE_FREE:
         ref = None

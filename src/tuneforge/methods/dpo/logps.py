@@ -6,10 +6,20 @@ IGNORE_INDEX on the prompt and on padding), as DPO defines it (Rafailov et al.
 positions that carry a label go through the output projection: a prompt token
 never needs vocabulary logits.
 
-Rows are right-padded and every row is one example, so the forward runs with
-``attention_mask=None``: a real token only ever attends to earlier positions,
-which are all real; padding comes after and is never a target. That keeps the
-fast causal attention path and gives what an unpadded forward gives.
+Two batch layouts give the same numbers:
+
+- one sequence per row, right-padded: the forward runs with
+  ``attention_mask=None``, since a real token only ever attends to earlier
+  positions, which are all real; padding comes after and is never a target.
+  That keeps the fast causal attention path and gives what an unpadded forward
+  gives;
+- shared prompt (``preference.data.collate_pairs_shared``): one row per pair,
+  the prompt once and both responses after it, with explicit positions and a
+  segment mask (:func:`shared_prompt_mask`) so that each response sees the
+  prompt and itself only. The prompt's tokens go through the network once
+  instead of twice, which is where a pair's time goes when prompts are long
+  (system prompts, instructions, few-shot context); the price is a masked
+  attention, cheap at preference-pair lengths.
 
 The reference, whichever way it is obtained, is computed in eval mode (no
 dropout) without gradients:
@@ -24,6 +34,7 @@ dropout) without gradients:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -40,15 +51,22 @@ def _parts(model):
     return base, getattr(base, base.base_model_prefix), base.get_output_embeddings()
 
 
-def response_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, *,
+def response_logps(model, batch: Mapping[str, torch.Tensor], *,
                    through_peft: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids, labels (N, T), labels unshifted (HF convention) → (N,) float32 summed log-probs of each
-    row's response tokens and (N,) how many there are. Differentiable when gradients are on.
+    """A batch's sequences → (N,) float32 summed log-probs of each sequence's response tokens and (N,) how many
+    there are. Differentiable when gradients are on.
+
+    ``batch``: ``input_ids`` and ``labels`` (N, T), one sequence per row, labels unshifted (HF convention);
+    or the shared-prompt layout of ``preference.data.collate_pairs_shared`` (``segment_ids`` present),
+    whose N = 2B sequences come out chosen first, as the one-per-row layout's do.
 
     ``through_peft=False`` runs the decoder directly even when the model has a soft prompt (the
     reference with adapters off must not see the virtual tokens).
     """
     base, decoder, head = _parts(model)
+    if "segment_ids" in batch:
+        return _shared_prompt_logps(model, base, decoder, head, batch)
+    input_ids, labels = batch["input_ids"], batch["labels"]
     if through_peft and is_prompt_learning(model):
         hidden = hidden_through_peft(model, decoder, input_ids)
     else:
@@ -58,6 +76,30 @@ def response_logps(model, input_ids: torch.Tensor, labels: torch.Tensor, *,
     counts = keep.sum(-1)  # (N,)
     selected = hidden[:, :-1][keep]  # (K, H), row-major: row 0's tokens first
     return _token_logp_sums(base, head, selected, targets[keep], counts), counts
+
+
+def shared_prompt_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """segment_ids (B, T) → (B, 1, T, T) bool, True where position i may attend to j: j ≤ i and j in i's own
+    segment or in the prompt (segment 0). Every row allows at least its own position, so no softmax row is
+    empty (padding sees earlier padding and the prompt)."""
+    t = segment_ids.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=segment_ids.device).tril()  # (T, T)
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]  # (B, T, T): [i, j]
+    return (causal & (same | (segment_ids[:, None, :] == 0)))[:, None]  # (B, 1, T, T)
+
+
+def _shared_prompt_logps(model, base, decoder, head, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    if is_prompt_learning(model):  # the config refuses this combination; virtual tokens would shift every index
+        raise ValueError("the shared-prompt pair layout cannot run with a soft prompt; use pair_forward: separate")
+    mask = shared_prompt_mask(batch["segment_ids"])
+    if getattr(base.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
+        mask = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, torch.finfo(torch.float32).min)
+    # transformers uses a 4D mask as given (sdpa takes it as a boolean attend / don't-attend mask).
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
+                     use_cache=False).last_hidden_state  # (B, T, H)
+    selected = hidden.reshape(-1, hidden.shape[-1])[batch["score_index"]]  # (K, H), sequence by sequence
+    counts = batch["score_counts"]
+    return _token_logp_sums(base, head, selected, batch["score_targets"], counts), counts
 
 
 def _token_logp_sums(base, head, selected: torch.Tensor, targets: torch.Tensor,
@@ -82,13 +124,13 @@ def _frozen(model):
         yield
 
 
-def base_logps(model, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def base_logps(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference as the base model: ``model`` with every adapter switched off, no gradients."""
     with _frozen(model), adapters_disabled(model):
-        return response_logps(model, input_ids, labels, through_peft=False)
+        return response_logps(model, batch, through_peft=False)
 
 
-def frozen_logps(model, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def frozen_logps(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """``model`` as it is (adapters and soft prompts on), in eval mode, no gradients."""
     with _frozen(model):
-        return response_logps(model, input_ids, labels)
+        return response_logps(model, batch)

@@ -4,8 +4,9 @@ DPO (Rafailov et al. 2023, arXiv 2305.18290) and its variants compare the
 policy's log-probs of the chosen and rejected responses with a frozen
 reference's. Per batch:
 
-1. one forward of the policy over the (2B, T) batch, chosen rows first
-   (``data.collate_rows``), with gradients: per-sequence log-probs of the
+1. one forward of the policy over the batch, with gradients: a (2B, T)
+   batch with chosen rows first, or one row per pair with the prompt shared
+   (``data.collate_rows``, ``logps.py``): per-sequence log-probs of the
    response tokens, summed, or averaged over them for the variants that want
    it (``losses.LENGTH_AVERAGED``: ipo, simpo, orpo);
 2. the reference's log-probs, without gradients: precomputed ones from the
@@ -30,6 +31,7 @@ count.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Callable
 
 import torch
@@ -38,13 +40,14 @@ from ...training.step import adalora_orthogonality  # AdaLoRA's regulariser live
 from ..preference.losses import LENGTH_AVERAGED, REFERENCE_FREE, PreferenceOutput, preference_loss
 from .logps import response_logps
 
-ReferenceFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+ReferenceFn = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 
 
 class PreferenceLoss(torch.nn.Module):
     """``forward(**batch.inputs)`` → (Σ per-pair losses, number of pairs).
 
-    ``reference``: (input_ids, labels) → (summed log-probs (N,), counts (N,)) without gradients, or None
+    ``reference``: a batch's sequences (``input_ids`` and ``labels``, or the shared-prompt layout) →
+    (summed log-probs (N,), counts (N,)) without gradients, or None
     when the batch brings precomputed ``ref_logps`` or the loss is reference-free. ``options``: the
     keyword arguments of the loss function (beta, epsilon, gamma, lam, kto's weights).
     """
@@ -63,15 +66,16 @@ class PreferenceLoss(torch.nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, ref_logps: torch.Tensor | None = None,
-                desirable: torch.Tensor | None = None, kl_input_ids: torch.Tensor | None = None,
-                kl_labels: torch.Tensor | None = None, kl_ref_logps: torch.Tensor | None = None):
+    def forward(self, ref_logps: torch.Tensor | None = None, desirable: torch.Tensor | None = None,
+                kl_input_ids: torch.Tensor | None = None, kl_labels: torch.Tensor | None = None,
+                kl_ref_logps: torch.Tensor | None = None, **sequences: torch.Tensor):
+        # sequences: input_ids and labels (one sequence per row), or the shared-prompt pair layout.
         if self.loss == "kto":
-            out, sums, losses = self._kto(input_ids, labels, ref_logps, desirable, kl_input_ids, kl_labels,
-                                          kl_ref_logps)
+            kl = {"input_ids": kl_input_ids, "labels": kl_labels}
+            out, sums, losses = self._kto(sequences, ref_logps, desirable, kl, kl_ref_logps)
             chosen, rejected = sums[desirable], sums[~desirable]
         else:
-            out, sums, counts = self._paired(input_ids, labels, ref_logps)
+            out, sums, counts = self._paired(sequences, ref_logps)
             b = sums.shape[0] // 2
             chosen, rejected, losses = sums[:b], sums[b:], out.losses
             if self.sft_weight:
@@ -86,30 +90,30 @@ class PreferenceLoss(torch.nn.Module):
                 losses = losses + orth
         return losses.sum(), torch.tensor(losses.shape[0], device=losses.device)
 
-    def _reference_sums(self, input_ids, labels, precomputed):
+    def _reference_sums(self, sequences, precomputed):
         if precomputed is not None:
             return precomputed.float()
         if self.reference is None:
             raise RuntimeError("this batch has no precomputed reference log-probs (loss.reference: precomputed); "
                                "they are computed when the loss module is built, for data.train and data.eval")
-        return self.reference(input_ids, labels)[0]
+        return self.reference(sequences)[0]
 
-    def _paired(self, input_ids, labels, ref_logps) -> tuple[PreferenceOutput, torch.Tensor, torch.Tensor]:
-        sums, counts = response_logps(self.model, input_ids, labels)  # (2B,) each, chosen first
+    def _paired(self, sequences, ref_logps) -> tuple[PreferenceOutput, torch.Tensor, torch.Tensor]:
+        sums, counts = response_logps(self.model, sequences)  # (2B,) each, chosen first
         scale = counts.clamp(min=1) if self.averaged else 1
         policy = sums / scale
         b = policy.shape[0] // 2
         if self.reference_free:
             return preference_loss(self.loss, policy[:b], policy[b:], **self.options), sums, counts
-        ref = self._reference_sums(input_ids, labels, ref_logps) / scale
+        ref = self._reference_sums(sequences, ref_logps) / scale
         return preference_loss(self.loss, policy[:b], policy[b:], ref[:b], ref[b:], **self.options), sums, counts
 
-    def _kto(self, input_ids, labels, ref_logps, desirable, kl_input_ids, kl_labels, kl_ref_logps):
-        sums, _ = response_logps(self.model, input_ids, labels)  # (B,)
+    def _kto(self, sequences, ref_logps, desirable, kl, kl_ref_logps):
+        sums, _ = response_logps(self.model, sequences)  # (B,)
         with torch.no_grad():  # z0 is detached: no graph for the mismatched rows
-            kl_policy, _ = response_logps(self.model, kl_input_ids, kl_labels)
-        ref = self._reference_sums(input_ids, labels, ref_logps)
-        kl_ref = self._reference_sums(kl_input_ids, kl_labels, kl_ref_logps)
+            kl_policy, _ = response_logps(self.model, kl)
+        ref = self._reference_sums(sequences, ref_logps)
+        kl_ref = self._reference_sums(kl, kl_ref_logps)
         out = preference_loss("kto", sums, ref, desirable, kl_policy_logps=kl_policy, kl_ref_logps=kl_ref,
                               **self.options)
         return out, sums, out.losses

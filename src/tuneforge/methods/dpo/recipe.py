@@ -10,8 +10,9 @@ with no reward model and no sampling; ``loss.type`` picks a variant instead
   the paired losses, judged responses for kto.
 - Reference (``reference.py``): the base with adapters switched off when there
   is an adapter; log-probs precomputed once for full fine-tuning; or a frozen copy.
-- Loss (``loss.py``): chosen and rejected in one forward; rewards, accuracies
-  and log-probs logged every step beside the loss.
+- Loss (``loss.py``): chosen and rejected in one forward, by default one row
+  per pair with the prompt computed once (``pair_forward``); rewards,
+  accuracies and log-probs logged every step beside the loss.
 - Evaluation (``evaluate.py``): held-out implicit-reward accuracy and margin
   before and after (exactly 0 before, when policy = reference), and greedy
   answers to a few held-out prompts for the report.
@@ -32,7 +33,7 @@ import torch
 
 from ...interface import CAUSAL_LM, Batch, EvalContext, MethodData
 from ..causal_lm import CausalLM
-from .config import DpoConfig, reference_kind
+from .config import DpoConfig, reference_kind, shares_prompt
 
 _LM = CausalLM(name="dpo", config_class=DpoConfig)  # model loading and output, shared with sft / cpt
 KTO_BALANCE = (1.0, 4 / 3)  # the KTO paper (arXiv 2402.01306) recommends λ_D·n_D / (λ_U·n_U) in [1, 4/3]
@@ -83,7 +84,14 @@ class Dpo:
     # ------------------------------------------------------------------ model and loss
 
     def build_model(self, config, data: MethodData, *, dtype: torch.dtype) -> torch.nn.Module:
-        return _LM.build_model(config, data, dtype=dtype)
+        from .data import PairRow
+
+        model = _LM.build_model(config, data, dtype=dtype)
+        shared = shares_prompt(config, model.config)  # decided here, before any batch (the "before" scores)
+        for row in data.train + data.eval:
+            if isinstance(row, PairRow):
+                row.shared_prompt = shared
+        return model
 
     def loss_module(self, config, model: torch.nn.Module, data: MethodData) -> torch.nn.Module:
         from .loss import PreferenceLoss
@@ -120,7 +128,7 @@ class Dpo:
             return out
         kind = reference_kind(config)
         # With adapters off, the reference is whichever model is scored (after a sharded run, the reloaded one).
-        reference = (lambda ids, labels: base_logps(model, ids, labels)) if kind == "adapter_disabled" \
+        reference = (lambda sequences: base_logps(model, sequences)) if kind == "adapter_disabled" \
             else ctx.data.extra.get("reference")
         if ctx.data.eval:
             out["metrics"] = heldout_metrics(

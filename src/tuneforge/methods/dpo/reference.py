@@ -26,7 +26,7 @@ from functools import partial
 
 import torch
 
-from .data import PairRow, Row, collate_rows
+from .data import PairRow, Row, collate_rows, split_sequences
 from .logps import base_logps, frozen_logps
 
 
@@ -55,11 +55,11 @@ def store_reference_logps(rows: list[Row], model: torch.nn.Module, *, pad_id: in
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))  # little padding per batch
     for start in range(0, len(order), batch_size):
         chunk = [rows[i] for i in order[start:start + batch_size]]
-        inputs = collate_rows(chunk, pad_id).inputs
-        first, _ = frozen_logps(model, inputs["input_ids"].to(device), inputs["labels"].to(device))
-        if isinstance(chunk[0], PairRow):  # (2B,): chosen rows, then rejected rows
+        sequences, kl = split_sequences(collate_rows(chunk, pad_id).inputs, device)
+        first, _ = frozen_logps(model, sequences)
+        if isinstance(chunk[0], PairRow):  # (2B,): chosen sequences, then rejected ones
             first, second = first[:len(chunk)], first[len(chunk):]
         else:
-            second, _ = frozen_logps(model, inputs["kl_input_ids"].to(device), inputs["kl_labels"].to(device))
+            second, _ = frozen_logps(model, kl)
         for row, a, b in zip(chunk, first.tolist(), second.tolist()):
             row.ref = (a, b)

@@ -34,7 +34,9 @@ IGNORE_INDEX on padding; pad == eos is harmless since masks come from
 positions):
 
 - pairs: chosen rows first, then rejected rows, in ONE (2B, T) tensor, so the
-  policy (and the reference) run one forward for both;
+  policy (and the reference) run one forward for both; or, with
+  :func:`collate_pairs_shared`, one row per pair holding the prompt once and
+  both responses after it (a segment mask keeps them apart);
 - rankings: the K responses of each prompt contiguous, best first, with
   ``group`` (which ranking) and ``rank`` (0 = best); :func:`group_scores`
   turns per-row scores into the (B, K) layout ``losses.ranking_loss`` takes
@@ -277,6 +279,55 @@ def collate_pairs(batch: Sequence[PairExample], pad_id: int) -> dict[str, torch.
     ``input_ids`` / ``labels`` / ``attention_mask`` (2B, T); ``margin`` (B,) float, 0 where none."""
     out = pad([p.chosen for p in batch] + [p.rejected for p in batch], pad_id)
     out["margin"] = torch.tensor([p.margin or 0.0 for p in batch], dtype=torch.float32)  # (B,)
+    return out
+
+
+def collate_pairs_shared(batch: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """One row per pair, ``prompt + chosen response + rejected response``, so the shared prompt goes through
+    the network once (a third to a half of a pair's tokens in chat data with a system prompt).
+
+    - ``input_ids`` (B, T) right-padded; ``position_ids`` (B, T): the rejected response's positions
+      restart where the prompt ends, exactly the positions it has in its own sequence;
+    - ``segment_ids`` (B, T): 0 prompt, 1 chosen, 2 rejected, -1 padding. A token attends to earlier
+      tokens of its own segment and to the prompt (``logps.shared_prompt_mask``), so the rejected
+      response never sees the chosen one, and every hidden state equals the separate layout's;
+    - ``score_index`` (K,) flat index into the (B·T) positions whose hidden state predicts
+      ``score_targets`` (K,), with ``score_counts`` (2B,) tokens per sequence, chosen sequences first
+      (``collate_pairs``' order). The first token of the rejected response is predicted from the last
+      prompt position, not from the chosen response's last token.
+
+    A response token at sequence position 0 (an empty prompt) has nothing before it and is not a target,
+    as in the separate layout.
+    """
+    rows, positions, segments = [], [], []
+    chosen_idx, chosen_tgt, rejected_idx, rejected_tgt = [], [], [], []
+    chosen_counts, rejected_counts = [], []
+    width = max(len(p.chosen.input_ids) + len(p.rejected.input_ids) - len(p.prompt_ids) for p in batch)
+    for b, pair in enumerate(batch):
+        n = len(pair.prompt_ids)
+        chosen, rejected = pair.chosen.input_ids[n:], pair.rejected.input_ids[n:]
+        rows.append(pair.prompt_ids + chosen + rejected)
+        positions.append(list(range(n + len(chosen))) + list(range(n, n + len(rejected))))
+        segments.append([0] * n + [1] * len(chosen) + [2] * len(rejected))
+        start = b * width
+        c_src = [start + n + k - 1 for k in range(len(chosen)) if n + k >= 1]
+        chosen_idx += c_src
+        chosen_tgt += chosen[len(chosen) - len(c_src):]
+        r_src = [start + (n - 1 if k == 0 else n + len(chosen) + k - 1) for k in range(len(rejected)) if n + k >= 1]
+        rejected_idx += r_src
+        rejected_tgt += rejected[len(rejected) - len(r_src):]
+        chosen_counts.append(len(c_src))
+        rejected_counts.append(len(r_src))
+    out = {"input_ids": torch.full((len(batch), width), pad_id, dtype=torch.long),  # (B, T)
+           "position_ids": torch.zeros((len(batch), width), dtype=torch.long),  # (B, T)
+           "segment_ids": torch.full((len(batch), width), -1, dtype=torch.long)}  # (B, T)
+    for b, (ids, pos, seg) in enumerate(zip(rows, positions, segments)):
+        out["input_ids"][b, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        out["position_ids"][b, :len(ids)] = torch.tensor(pos, dtype=torch.long)
+        out["segment_ids"][b, :len(ids)] = torch.tensor(seg, dtype=torch.long)
+    out["score_index"] = torch.tensor(chosen_idx + rejected_idx, dtype=torch.long)  # (K,)
+    out["score_targets"] = torch.tensor(chosen_tgt + rejected_tgt, dtype=torch.long)  # (K,)
+    out["score_counts"] = torch.tensor(chosen_counts + rejected_counts, dtype=torch.long)  # (2B,)
     return out
 
 
