@@ -22,8 +22,12 @@ other, so its peak RSS is its own and no setup runs on caches another warmed.
   on the ``\\n`` the template puts after ``<|im_end|>``: one more token per sequence).
 - Same batches: TRL reads the pairs in tuneforge's row order
   (``training.engine.RowOrder``) with ``train_sampling_strategy="sequential"``;
-  the steps × batch size pairs are one epoch exactly, so both pad the same
-  (2B, T) batches (chosen rows, then rejected rows, right-padded).
+  the steps × batch size pairs are one epoch exactly. TRL pads (2B, T)
+  batches (chosen rows, then rejected rows, right-padded); so does tuneforge
+  with ``pair_forward: separate``. tuneforge's default (``auto`` → shared
+  prompt here) puts each pair in one row, prompt once and both responses after
+  it, so the network computes fewer positions ("computed" in the table, padding
+  included; "real tok" always counts both full sequences of each pair).
 - Timing: each optimizer step's end is stamped (tuneforge: around
   ``training.loop.optimizer_step``; TRL: ``on_step_end``); the first ``--warmup``
   steps are left out; pairs/s = measured steps × batch / their seconds.
@@ -59,10 +63,12 @@ import sft_data  # noqa: E402
 from sft_throughput import (BUSY_WARNING, busy_cpu_seconds, children_cpu_seconds, machine_info,  # noqa: E402
                             wait_for_quiet)
 
-SETUPS = ("tuneforge", "tuneforge_precomputed", "trl", "trl_precompute", "tuneforge_gc", "trl_gc")
-DEFAULT_SETUPS = "tuneforge,tuneforge_precomputed,trl,trl_precompute"
+SETUPS = ("tuneforge", "tuneforge_separate", "tuneforge_precomputed", "trl", "trl_precompute", "tuneforge_gc",
+          "trl_gc")
+DEFAULT_SETUPS = "tuneforge,tuneforge_separate,tuneforge_precomputed,trl,trl_precompute"
 LABELS = {
     "tuneforge": "tuneforge (reference: adapter off)",
+    "tuneforge_separate": "tuneforge pair_forward: separate",
     "tuneforge_precomputed": "tuneforge reference: precomputed",
     "trl": "TRL (precompute_ref_log_probs=False)",
     "trl_precompute": "TRL precompute_ref_log_probs=True",
@@ -142,7 +148,7 @@ def build_pairs(num_pairs: int, tokenizer, seed: int = 0) -> list[dict]:
 
 
 def tuneforge_config(spec: dict, name: str, *, reference: str = "auto", gradient_checkpointing: bool = False,
-                     output_dir: str | None = None):
+                     output_dir: str | None = None, pair_forward: str = "auto"):
     from tuneforge.config import load_config
 
     return load_config(data={
@@ -155,6 +161,7 @@ def tuneforge_config(spec: dict, name: str, *, reference: str = "auto", gradient
         "data": {"train": spec["data"], "feedback_format": "pairs", "max_length": spec["max_length"]},
         "loss": {"type": "dpo", "beta": spec["beta"], "reference": reference},
         "eval": None,
+        "pair_forward": pair_forward,
         "training": {
             "max_steps": spec["steps"], "batch_size": spec["batch_size"], "gradient_accumulation_steps": 1,
             "learning_rate": spec["learning_rate"], "scheduler": "cosine", "warmup_steps": 0, "weight_decay": 0.0,
@@ -183,6 +190,10 @@ def encode(spec: dict) -> dict:
     return {"pairs": pairs, "order": order,
             "step_tokens": [sum(sum(lengths[i]) for i in batch) for batch in batches],
             "step_slots": [2 * len(batch) * max(max(lengths[i]) for i in batch) for batch in batches],
+            # pair_forward shared_prompt: one row per pair, prompt + both responses
+            "step_prompt_tokens": [sum(len(pairs[i]["prompt_ids"]) for i in batch) for batch in batches],
+            "step_slots_shared": [len(batch) * max(sum(lengths[i]) - len(pairs[i]["prompt_ids"]) for i in batch)
+                                  for batch in batches],
             "stats": {
                 "prompt_tokens": _spread([len(p["prompt_ids"]) for p in pairs]),
                 "response_tokens": _spread([len(p["chosen_ids"]) for p in pairs]
@@ -209,7 +220,8 @@ def _window(stamps: list[float], step_tokens: list[int], warmup: int, batch: int
             "step_seconds": [round(b - a, 3) for a, b in zip(stamps, stamps[1:])]}
 
 
-def run_tuneforge(spec: dict, *, reference: str = "auto", gradient_checkpointing: bool = False) -> dict:
+def run_tuneforge(spec: dict, *, reference: str = "auto", gradient_checkpointing: bool = False,
+                  pair_forward: str = "auto") -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
@@ -238,8 +250,12 @@ def run_tuneforge(spec: dict, *, reference: str = "auto", gradient_checkpointing
     reference_module.store_reference_logps = timed_store
 
     config = tuneforge_config(spec, "tuneforge", reference=reference, gradient_checkpointing=gradient_checkpointing,
-                              output_dir=tempfile.mkdtemp(dir=spec["workdir"], prefix="tuneforge-"))
+                              output_dir=tempfile.mkdtemp(dir=spec["workdir"], prefix="tuneforge-"),
+                              pair_forward=pair_forward)
     result = train_from_config(config)
+    from tuneforge.methods.dpo.config import shares_prompt
+
+    shared = shares_prompt(config, result.model.config)
     train, history = result.summary["train"], _read_metrics(result)
     expected = spec["encoded"]
     if [h["tokens"] for h in history] != expected["step_tokens"][:len(history)]:
@@ -254,6 +270,7 @@ def run_tuneforge(spec: dict, *, reference: str = "auto", gradient_checkpointing
         "first_step_metrics": {k: v for k, v in history[0].items() if k.startswith(("rewards/", "logps/"))},
         "precompute_seconds": sum(precompute) if precompute else None,
         "reference": {"auto": "adapter_disabled (auto)", "precomputed": "precomputed"}[reference],
+        "pair_forward": "shared_prompt" if shared else "separate",
         "gradient_checkpointing": gradient_checkpointing,
         "dtype": str(next(model.parameters()).dtype),
         "base_parameters": base_parameters(model),
@@ -376,6 +393,7 @@ def run_trl(spec: dict, *, precompute: bool = False, gradient_checkpointing: boo
 
 WORKERS = {
     "tuneforge": run_tuneforge,
+    "tuneforge_separate": lambda spec: run_tuneforge(spec, pair_forward="separate"),
     "tuneforge_precomputed": lambda spec: run_tuneforge(spec, reference="precomputed"),
     "tuneforge_gc": lambda spec: run_tuneforge(spec, gradient_checkpointing=True),
     "trl": run_trl,
@@ -446,7 +464,7 @@ def derive(r: dict) -> dict:
 
 def ratios(setups: dict) -> dict:
     out = {}
-    for mine in ("tuneforge", "tuneforge_precomputed", "tuneforge_gc"):
+    for mine in ("tuneforge", "tuneforge_separate", "tuneforge_precomputed", "tuneforge_gc"):
         for theirs in ("trl", "trl_precompute", "trl_gc"):
             a, b = setups.get(mine), setups.get(theirs)
             if a and b:
@@ -467,14 +485,14 @@ def targets(setups: dict, ratio: dict) -> dict:
 
 
 def table(setups: dict) -> str:
-    header = ("setup", "steps", "pairs", "real tok", "pad %", "s/step", "pairs/s", "real tok/s", "precompute s",
+    header = ("setup", "steps", "pairs", "real tok", "computed", "pad %", "s/step", "pairs/s", "real tok/s", "precompute s",
               "pairs/s incl. precompute", "step-1 loss", "peak MB", "others' CPU")
     lines = [header]
     for name, r in setups.items():
-        pad = 1 - r["measured_tokens"] / r["measured_slots"]
+        pad = 1 - r["measured_row_tokens"] / r["measured_slots"]
         pre = r.get("precompute_seconds")
         lines.append((LABELS[name], str(r["measured_steps"]), str(r["measured_pairs"]), str(r["measured_tokens"]),
-                      f"{100 * pad:.1f}", f"{r['seconds_per_step']:.2f}", f"{r['pairs_per_second']:.3f}",
+                      str(r["measured_slots"]), f"{100 * pad:.1f}", f"{r['seconds_per_step']:.2f}", f"{r['pairs_per_second']:.3f}",
                       f"{r['tokens_per_second']:.1f}", f"{pre:.1f}" if pre else "–",
                       f"{r['pairs_per_second_with_precompute']:.3f}" if pre else "–", f"{r['first_loss']:.6f}",
                       f"{r['peak_rss_mb']:.0f}", f"{100 * r.get('other_processes_cpu_share', float('nan')):.0f}%"))
@@ -513,8 +531,11 @@ def main(argv=None) -> dict:
         for setup in args.setups:
             print(f"Running {setup}…", flush=True)
             r = run_setup(setup, spec_path, work, args.busy_retries, wait=not args.no_wait)
-            slots = encoded["step_slots"][args.warmup:r["steps"]]
-            r["measured_slots"] = sum(slots)
+            layout = "step_slots_shared" if r.get("pair_forward") == "shared_prompt" else "step_slots"
+            slots = encoded[layout][args.warmup:r["steps"]]
+            r["measured_slots"] = sum(slots)  # positions the network computed, padding included
+            prompts = sum(encoded["step_prompt_tokens"][args.warmup:r["steps"]])
+            r["measured_row_tokens"] = r["measured_tokens"] - (prompts if layout == "step_slots_shared" else 0)
             raw[setup] = r
             print(f"  {r['measured_pairs']} pairs in {r['measured_seconds']:.1f} s after {args.warmup} warm-up "
                   f"step(s) ({r['measured_pairs'] / r['measured_seconds']:.3f} pairs/s), step-1 loss "

@@ -91,7 +91,7 @@ def test_make_pairs_ranks_by_score_with_a_gap():
 def test_shipped_pairs_are_well_formed():
     path = EX / "pairs.jsonl"  # shipped; `python bench/sentiment_control.py --stages pairs` writes it again
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(rows) == 147 and all(r["chosen"] != r["rejected"] and r["p_chosen"] > r["p_rejected"] for r in rows)
+    assert len(rows) == 539 and all(r["chosen"] != r["rejected"] and r["p_chosen"] > r["p_rejected"] for r in rows)
 
 
 def test_driver_parses_its_sweeps():
