@@ -153,11 +153,21 @@ def _layout_logps_and_grads(config, attn: str):
     return sums.detach(), counts, grads, batch
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_shared_prompt_layout_equals_separate_rows(tmp_path, tiny_model_dir, attn):
-    """One row per pair (prompt once, a segment mask) gives the log-probs and gradients of two full rows:
-    pairs of different lengths, so rows carry padding, and the rejected response's first token predicted
-    from the prompt's last position."""
+@pytest.mark.parametrize("attn", ["sdpa", "sdpa-masked", "eager"])
+def test_shared_prompt_layout_equals_separate_rows(tmp_path, tiny_model_dir, attn, monkeypatch):
+    """One row per pair (prompt once) gives the log-probs and gradients of two full rows, whichever way the
+    row attends (sdpa on CPU: two calls per row, dpo/attention.py; sdpa-masked: the dense segment mask, what
+    CUDA runs; eager: the additive mask): pairs of different lengths, so rows carry padding, and the rejected
+    response's first token predicted from the prompt's last position."""
+    import tuneforge.methods.dpo.logps as logps
+
+    used, expect_pair_attention = [], attn == "sdpa"
+    if attn == "sdpa-masked":
+        monkeypatch.setattr(logps, "PAIR_ATTENTION_DEVICES", ())
+        attn = "sdpa"
+    else:
+        switch = logps.pair_attention_for
+        monkeypatch.setattr(logps, "pair_attention_for", lambda config: used.append(1) or switch(config))
     rows = [{"prompt": "describe the weather in three words please", "chosen": "sunny and warm", "rejected": "x"},
             {"prompt": "hi", "chosen": "a", "rejected": "a much longer answer that needs several tokens"},
             {"prompt": "name a fruit", "chosen": "mango, ripe and sweet", "rejected": "stone"}]
@@ -175,6 +185,37 @@ def test_shared_prompt_layout_equals_separate_rows(tmp_path, tiny_model_dir, att
     assert sep_g.keys() == sha_g.keys() and len(sep_g) > 0
     for name in sep_g:
         assert torch.allclose(sha_g[name], sep_g[name], atol=1e-5, rtol=1e-4), name
+    assert bool(used) == expect_pair_attention
+
+
+def test_pair_attention_equals_the_masked_dense_attention():
+    """dpo/attention.py against SDPA with the dense segment mask, grouped-query heads, rows with padding, an
+    empty prompt and an empty rejected span, gradients included."""
+    import torch.nn.functional as F
+
+    from tuneforge.methods.dpo.attention import pair_attention
+    from tuneforge.methods.dpo.logps import shared_prompt_mask
+
+    torch.manual_seed(0)
+    spans = [(3, 2, 4), (0, 3, 2), (2, 5, 0), (4, 1, 1)]
+    t, heads, kv_heads, dim = 10, 4, 2, 8
+    seg = torch.full((len(spans), t), -1)
+    for b, (p, c, r) in enumerate(spans):
+        seg[b, :p], seg[b, p:p + c], seg[b, p + c:p + c + r] = 0, 1, 2
+    q = torch.randn(len(spans), heads, t, dim, requires_grad=True)
+    k = torch.randn(len(spans), kv_heads, t, dim, requires_grad=True)
+    v = torch.randn(len(spans), kv_heads, t, dim, requires_grad=True)
+    module = torch.nn.Module().eval()
+    got, _ = pair_attention(module, q, k, v, None, scaling=0.3, pair_spans=spans)  # (B, T, H, D)
+    want = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                          attn_mask=shared_prompt_mask(seg), scale=0.3).transpose(1, 2)
+    real = (seg >= 0)[:, :, None, None]  # padding positions are never read; compare real ones
+    assert torch.allclose(got * real, want * real, atol=1e-6)
+    weights = torch.randn_like(want) * real
+    grads = torch.autograd.grad((got * weights).sum(), (q, k, v))
+    expected = torch.autograd.grad((want * weights).sum(), (q, k, v))
+    for a, b in zip(grads, expected):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_pair_forward_auto_picks_the_shared_prompt_where_it_applies(tmp_path, tiny_model_dir):

@@ -44,6 +44,7 @@ from ...data.types import IGNORE_INDEX
 from ...eval.generation import eval_mode
 from ...training.linear_ce import linear_cross_entropy, supports_fused
 from ...training.step import hidden_through_peft, output_logits, plain_logits
+from .attention import pair_attention_for
 
 
 def _parts(model):
@@ -78,6 +79,11 @@ def response_logps(model, batch: Mapping[str, torch.Tensor], *,
     return _token_logp_sums(base, head, selected, targets[keep], counts), counts
 
 
+# Where the shared-prompt layout attends per row (attention.py) rather than with a dense mask: measured faster on
+# CPU; on CUDA the masked SDPA kernels are left to do it.
+PAIR_ATTENTION_DEVICES = ("cpu",)
+
+
 def shared_prompt_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     """segment_ids (B, T) → (B, 1, T, T) bool, True where position i may attend to j: j ≤ i and j in i's own
     segment or in the prompt (segment 0). Every row allows at least its own position, so no softmax row is
@@ -91,12 +97,18 @@ def shared_prompt_mask(segment_ids: torch.Tensor) -> torch.Tensor:
 def _shared_prompt_logps(model, base, decoder, head, batch) -> tuple[torch.Tensor, torch.Tensor]:
     if is_prompt_learning(model):  # the config refuses this combination; virtual tokens would shift every index
         raise ValueError("the shared-prompt pair layout cannot run with a soft prompt; use pair_forward: separate")
-    mask = shared_prompt_mask(batch["segment_ids"])
-    if getattr(base.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
-        mask = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, torch.finfo(torch.float32).min)
-    # transformers uses a 4D mask as given (sdpa takes it as a boolean attend / don't-attend mask).
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
-                     use_cache=False).last_hidden_state  # (B, T, H)
+    implementation = getattr(base.config, "_attn_implementation", "sdpa")
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    if implementation == "sdpa" and batch["input_ids"].device.type in PAIR_ATTENTION_DEVICES:
+        # Two attention calls per row, no T×T mask (attention.py): the CPU kernel would compute every masked score.
+        with pair_attention_for(base.config):
+            hidden = decoder(**inputs, attention_mask=None, pair_spans=batch["pair_lengths"].tolist()).last_hidden_state
+    else:
+        mask = shared_prompt_mask(batch["segment_ids"])
+        if implementation == "eager":  # eager adds the mask to the scores
+            mask = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, torch.finfo(torch.float32).min)
+        # transformers uses a 4D mask as given (sdpa takes it as a boolean attend / don't-attend mask).
+        hidden = decoder(**inputs, attention_mask=mask).last_hidden_state  # (B, T, H)
     selected = hidden.reshape(-1, hidden.shape[-1])[batch["score_index"]]  # (K, H), sequence by sequence
     counts = batch["score_counts"]
     return _token_logp_sums(base, head, selected, batch["score_targets"], counts), counts

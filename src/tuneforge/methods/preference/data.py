@@ -291,6 +291,7 @@ def collate_pairs_shared(batch: Sequence[PairExample], pad_id: int) -> dict[str,
     - ``segment_ids`` (B, T): 0 prompt, 1 chosen, 2 rejected, -1 padding. A token attends to earlier
       tokens of its own segment and to the prompt (``logps.shared_prompt_mask``), so the rejected
       response never sees the chosen one, and every hidden state equals the separate layout's;
+      ``pair_lengths`` (B, 3): each row's prompt, chosen and rejected lengths (``dpo.attention``);
     - ``score_index`` (K,) flat index into the (B·T) positions whose hidden state predicts
       ``score_targets`` (K,), with ``score_counts`` (2B,) tokens per sequence, chosen sequences first
       (``collate_pairs``' order). The first token of the rejected response is predicted from the last
@@ -328,6 +329,9 @@ def collate_pairs_shared(batch: Sequence[PairExample], pad_id: int) -> dict[str,
     out["score_index"] = torch.tensor(chosen_idx + rejected_idx, dtype=torch.long)  # (K,)
     out["score_targets"] = torch.tensor(chosen_tgt + rejected_tgt, dtype=torch.long)  # (K,)
     out["score_counts"] = torch.tensor(chosen_counts + rejected_counts, dtype=torch.long)  # (2B,)
+    out["pair_lengths"] = torch.tensor([[len(p.prompt_ids), len(p.chosen.input_ids) - len(p.prompt_ids),
+                                         len(p.rejected.input_ids) - len(p.prompt_ids)] for p in batch],
+                                       dtype=torch.long)  # (B, 3): prompt, chosen, rejected
     return out
 
 
