@@ -95,12 +95,12 @@ def dpo_runs(args) -> list[tuple[str, list[str], dict]]:
 def ppo_runs(args) -> list[tuple[str, list[str], dict]]:
     out = [(f"sc-ppo-kl{fmt(k)}", [f"ppo.kl_coef={k}", f"training.max_steps={args.ppo_steps}"], {"kl_coef": k})
            for k in args.ppo_kl]
-    if args.ppo_target:
+    if args.ppo_target:  # adaptive KL (Ziegler et al. 2019), one run per initial coefficient
         t = args.ppo_target
-        out.append((f"sc-ppo-target{fmt(t)}", [f"ppo.kl_coef={args.ppo_target_init}", f"ppo.adaptive_kl.target={t}",
-                                                 f"ppo.adaptive_kl.horizon={args.ppo_horizon}",
-                                                 f"training.max_steps={args.ppo_steps}"],
-                    {"kl_coef": args.ppo_target_init, "kl_target": t}))
+        out += [(f"sc-ppo-target{fmt(t)}-b{fmt(init)}",
+                 [f"ppo.kl_coef={init}", f"ppo.adaptive_kl.target={t}", f"ppo.adaptive_kl.horizon={args.ppo_horizon}",
+                  f"training.max_steps={args.ppo_steps}"], {"kl_coef": init, "kl_target": t})
+                for init in args.ppo_target_init]
     return out
 
 
@@ -222,7 +222,9 @@ def plot(res: dict, path: Path) -> None:
             run = res["runs"][name]
             tag = (f"kl_coef {run['kl_coef']:g}" + (f", target {run['kl_target']:g}" if run.get("kl_target") else "")
                    if run["method"] == "ppo" else f"{run['loss']} β {run['beta']:g}" if run.get("beta") else run["loss"])
-            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8, color=color)
+            # DPO labels left of their point, the rest right of it (a variant sits near a DPO point: above it)
+            offset, align = {"DPO": ((-6, -12), "right"), "DPO variant": ((6, 6), "left")}.get(label, ((6, -10), "left"))
+            ax.annotate(tag, (x, y), textcoords="offset points", xytext=offset, ha=align, fontsize=8, color=color)
     ax.set_xlabel("KL(π ‖ π_ref), nats per sequence (sampled continuations, held-out prompts)")
     ax.set_ylabel("ground-truth reward: mean p(positive)")
     ax.set_title("Sentiment control, reward vs KL frontier\n(SmolLM2-135M + LoRA, CPU; cf. Rafailov et al. 2023, Fig. 2)",
@@ -294,8 +296,10 @@ def main() -> None:
     ap.add_argument("--ppo-steps", type=int, default=15)
     ap.add_argument("--ppo-target", type=float, default=6.0,
                     help="also one adaptive-KL run with this target (nats); 0: none")
-    ap.add_argument("--ppo-target-init", type=float, default=0.1)
-    ap.add_argument("--ppo-horizon", type=int, default=480)
+    ap.add_argument("--ppo-target-init", type=lambda s: [float(x) for x in s.split(",") if x], default=[0.1, 0.5],
+                    help="initial coefficients of the adaptive-KL runs")
+    ap.add_argument("--ppo-horizon", type=int, default=480,
+                    help="adaptive KL: samples over which the coefficient reacts (Ziegler et al. 2019)")
     ap.add_argument("--eval-samples", type=int, default=2)
     args = ap.parse_args()
     stages = [s for s in args.stages.split(",") if s]

@@ -99,7 +99,7 @@ def test_driver_parses_its_sweeps():
 
     class Args:
         dpo_betas, dpo_variants = [0.05, 0.5], ["ipo:0.1"]
-        ppo_kl, ppo_steps, ppo_target, ppo_target_init, ppo_horizon = [0.05], 10, 4.0, 0.1, 480
+        ppo_kl, ppo_steps, ppo_target, ppo_target_init, ppo_horizon = [0.05], 10, 4.0, [0.1], 480
 
     names = [n for n, _, _ in mod.dpo_runs(Args) + mod.ppo_runs(Args)]
-    assert names == ["sc-dpo-b0.05", "sc-dpo-b0.5", "sc-ipo-b0.1", "sc-ppo-kl0.05", "sc-ppo-target4"]
+    assert names == ["sc-dpo-b0.05", "sc-dpo-b0.5", "sc-ipo-b0.1", "sc-ppo-kl0.05", "sc-ppo-target4-b0.1"]
