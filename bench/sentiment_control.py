@@ -218,12 +218,15 @@ def plot(res: dict, path: Path) -> None:
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker, s=60, label=label, zorder=3)
         if label != "DPO variant" and len(pts) > 1:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, lw=1, alpha=0.6)
-        for x, y, name in pts:
+        for i, (x, y, name) in enumerate(pts):
             run = res["runs"][name]
-            tag = (f"kl_coef {run['kl_coef']:g}" + (f", target {run['kl_target']:g}" if run.get("kl_target") else "")
-                   if run["method"] == "ppo" else f"{run['loss']} β {run['beta']:g}" if run.get("beta") else run["loss"])
-            # DPO labels left of their point, the rest right of it (a variant sits near a DPO point: above it)
-            offset, align = {"DPO": ((-6, -12), "right"), "DPO variant": ((6, 6), "left")}.get(label, ((6, -10), "left"))
+            tag = ((f"KL target {run['kl_target']:g} (β₀ {run['kl_coef']:g})" if run.get("kl_target")
+                    else f"kl_coef {run['kl_coef']:g}") if run["method"] == "ppo"
+                   else f"{run['loss']} β {run['beta']:g}" if run.get("beta") else run["loss"])
+            # DPO labels above left of their point, the rest right of it (a variant sits near a DPO point: above it);
+            # the lowest-KL PPO point's label goes left, clear of its neighbours.
+            offset, align = {"DPO": ((-6, 6), "right"), "DPO variant": ((6, 6), "left")}.get(
+                label, ((-6, -14), "right") if i == 0 else ((6, -10), "left"))
             ax.annotate(tag, (x, y), textcoords="offset points", xytext=offset, ha=align, fontsize=8, color=color)
     ax.set_xlabel("KL(π ‖ π_ref), nats per sequence (sampled continuations, held-out prompts)")
     ax.set_ylabel("ground-truth reward: mean p(positive)")
