@@ -224,9 +224,9 @@ def plot(res: dict, path: Path) -> None:
                     else f"kl_coef {run['kl_coef']:g}") if run["method"] == "ppo"
                    else f"{run['loss']} β {run['beta']:g}" if run.get("beta") else run["loss"])
             # DPO labels above left of their point, the rest right of it (a variant sits near a DPO point: above it);
-            # the lowest-KL PPO point's label goes left, clear of its neighbours.
+            # the two lowest-KL PPO points' labels go left, clear of their neighbours.
             offset, align = {"DPO": ((-6, 6), "right"), "DPO variant": ((6, 6), "left")}.get(
-                label, ((-6, -14), "right") if i == 0 else ((6, -10), "left"))
+                label, ((-6, -14), "right") if i < 2 else ((6, -10), "left"))
             ax.annotate(tag, (x, y), textcoords="offset points", xytext=offset, ha=align, fontsize=8, color=color)
     ax.set_xlabel("KL(π ‖ π_ref), nats per sequence (sampled continuations, held-out prompts)")
     ax.set_ylabel("ground-truth reward: mean p(positive)")
@@ -299,7 +299,7 @@ def main() -> None:
     ap.add_argument("--ppo-steps", type=int, default=15)
     ap.add_argument("--ppo-target", type=float, default=6.0,
                     help="also one adaptive-KL run with this target (nats); 0: none")
-    ap.add_argument("--ppo-target-init", type=lambda s: [float(x) for x in s.split(",") if x], default=[0.1, 0.5],
+    ap.add_argument("--ppo-target-init", type=lambda s: [float(x) for x in s.split(",") if x], default=[0.1, 0.5, 1.0],
                     help="initial coefficients of the adaptive-KL runs")
     ap.add_argument("--ppo-horizon", type=int, default=480,
                     help="adaptive KL: samples over which the coefficient reacts (Ziegler et al. 2019)")
