@@ -188,6 +188,20 @@ def test_shared_prompt_layout_equals_separate_rows(tmp_path, tiny_model_dir, att
     assert bool(used) == expect_pair_attention
 
 
+def test_pair_attention_refuses_a_forward_that_never_used_it():
+    """A model whose layers do not read the switched config would attend causally (the rejected response seeing
+    the chosen one): that is an error, not a silent wrong answer. The config's implementation comes back."""
+    from types import SimpleNamespace
+
+    from tuneforge.methods.dpo.attention import pair_attention_for
+
+    config = SimpleNamespace(_attn_implementation="sdpa", model_type="toy")
+    with pytest.raises(RuntimeError, match="toy: its attention layers did not use"):
+        with pair_attention_for(config):
+            assert config._attn_implementation != "sdpa"
+    assert config._attn_implementation == "sdpa"
+
+
 def test_pair_attention_equals_the_masked_dense_attention():
     """dpo/attention.py against SDPA with the dense segment mask, grouped-query heads, rows with padding, an
     empty prompt and an empty rejected span, gradients included."""

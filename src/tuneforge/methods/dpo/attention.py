@@ -32,14 +32,18 @@ import torch.nn.functional as F
 
 NAME = "tuneforge_shared_prompt"
 _registered = False
+_calls = 0  # how many times the layers called pair_attention: a model whose layers ignore the switch must not
+#            silently run plain causal attention (the rejected response would see the chosen one)
 
 
 def pair_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask=None, *,
                    dropout: float = 0.0, scaling: float | None = None, pair_spans=None, **_) -> tuple:
     """query (B, H, T, D), key / value (B, Hkv, T, D), ``pair_spans`` [(P, C, R)] per row → ((B, T, H, D), None)."""
+    global _calls
     if pair_spans is None:
         raise ValueError(f"attention '{NAME}' needs pair_spans (the shared-prompt rows' prompt / chosen / rejected "
                          "lengths)")
+    _calls += 1
     dropout = dropout if module.training else 0.0
     t = query.shape[2]
     rows = []
@@ -72,11 +76,18 @@ def _register() -> None:
 
 @contextlib.contextmanager
 def pair_attention_for(config):
-    """Within the block, the model of ``config`` attends with :func:`pair_attention` (all its layers share it)."""
+    """Within the block, the decoder whose layers share ``config`` attends with :func:`pair_attention`.
+
+    Raises RuntimeError when a forward inside the block never reached :func:`pair_attention` (a model whose
+    attention layers read another config or dispatch on their own), rather than let it attend causally.
+    """
     _register()
-    before = config._attn_implementation
+    before, calls = config._attn_implementation, _calls
     config._attn_implementation = NAME
     try:
         yield
     finally:
         config._attn_implementation = before
+    if _calls == calls:
+        raise RuntimeError(f"{config.model_type}: its attention layers did not use the shared-prompt attention; "
+                           "set pair_forward: separate")

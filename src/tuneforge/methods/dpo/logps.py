@@ -97,11 +97,11 @@ def shared_prompt_mask(segment_ids: torch.Tensor) -> torch.Tensor:
 def _shared_prompt_logps(model, base, decoder, head, batch) -> tuple[torch.Tensor, torch.Tensor]:
     if is_prompt_learning(model):  # the config refuses this combination; virtual tokens would shift every index
         raise ValueError("the shared-prompt pair layout cannot run with a soft prompt; use pair_forward: separate")
-    implementation = getattr(base.config, "_attn_implementation", "sdpa")
+    implementation = getattr(decoder.config, "_attn_implementation", "sdpa")  # the config its layers read
     inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
     if implementation == "sdpa" and batch["input_ids"].device.type in PAIR_ATTENTION_DEVICES:
         # Two attention calls per row, no T×T mask (attention.py): the CPU kernel would compute every masked score.
-        with pair_attention_for(base.config):
+        with pair_attention_for(decoder.config):
             hidden = decoder(**inputs, attention_mask=None, pair_spans=batch["pair_lengths"].tolist()).last_hidden_state
     else:
         mask = shared_prompt_mask(batch["segment_ids"])
