@@ -47,10 +47,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,8 +58,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import sft_data  # noqa: E402
-from sft_throughput import (BUSY_WARNING, busy_cpu_seconds, children_cpu_seconds, machine_info,  # noqa: E402
-                            wait_for_quiet)
+from sft_throughput import machine_info, run_setup  # noqa: E402
 
 SETUPS = ("tuneforge", "tuneforge_separate", "tuneforge_precomputed", "trl", "trl_precompute", "tuneforge_gc",
           "trl_gc")
@@ -86,6 +83,7 @@ TARGET_VS_TRL = 2.0  # issue #8 item 6: ≥ 2× TRL's pairs/s at no more memory
 LN2 = math.log(2)
 OUT = HERE / "results" / "dpo_throughput.json"
 QUIET_MAX_WAIT = 300.0  # seconds to wait for a quiet machine before each setup, then run anyway (and say so)
+WORKER = [sys.executable, str(Path(__file__).resolve()), "--worker"]  # + SETUP SPEC RESULT: one setup, own process
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -412,44 +410,6 @@ def worker_main(setup: str, spec_path: str, result_path: str) -> None:
 # ----------------------------------------------------------------------------- orchestration
 
 
-def run_worker(setup: str, spec_path: Path, work: Path) -> dict:
-    """One setup in a fresh interpreter (log: ``work/<setup>.log``); also the CPU others took meanwhile."""
-    result_path, log_path = work / f"{setup}.json", work / f"{setup}.log"
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS),
-               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TUNEFORGE_NO_PROGRESS="1")
-    busy_before, own_before = busy_cpu_seconds(), children_cpu_seconds()
-    started = time.perf_counter()
-    with log_path.open("w") as log:
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", setup, str(spec_path),
-                               str(result_path)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        tail = "\n".join(log_path.read_text().splitlines()[-40:])
-        raise SystemExit(f"setup '{setup}' failed (exit {proc.returncode}); log {log_path}:\n{tail}")
-    result = json.loads(result_path.read_text())
-    result["process_seconds"] = round(elapsed, 1)
-    result["process_cpu_seconds"] = round(children_cpu_seconds() - own_before, 1)
-    if busy_before is not None:
-        other = max(busy_cpu_seconds() - busy_before - result["process_cpu_seconds"], 0.0)
-        result["other_processes_cpu_share"] = round(other / (elapsed * (os.cpu_count() or 1)), 3)
-    return result
-
-
-def run_setup(setup: str, spec_path: Path, work: Path, retries: int, wait: bool = True) -> dict:
-    for attempt in range(1, retries + 2):
-        if wait:
-            wait_for_quiet(QUIET_MAX_WAIT)
-        result = run_worker(setup, spec_path, work)
-        result["attempt"] = attempt
-        share = result.get("other_processes_cpu_share", 0.0)
-        if share <= BUSY_WARNING:
-            return result
-        print(f"  WARNING: other processes used {100 * share:.0f}% of the CPU during '{setup}' "
-              f"(attempt {attempt}); its numbers are not trustworthy", flush=True)
-    return result
-
-
 def derive(r: dict) -> dict:
     s = r["measured_seconds"]
     out = {**r, "pairs_per_second": round(r["measured_pairs"] / s, 3),
@@ -530,7 +490,8 @@ def main(argv=None) -> dict:
         raw = {}
         for setup in args.setups:
             print(f"Running {setup}…", flush=True)
-            r = run_setup(setup, spec_path, work, args.busy_retries, wait=not args.no_wait)
+            r = run_setup(setup, spec_path, work, args.busy_retries, worker=WORKER,
+                          quiet_wait=None if args.no_wait else QUIET_MAX_WAIT)
             layout = "step_slots_shared" if r.get("pair_forward") == "shared_prompt" else "step_slots"
             slots = encoded[layout][args.warmup:r["steps"]]
             r["measured_slots"] = sum(slots)  # positions the network computed, padding included

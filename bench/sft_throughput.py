@@ -152,11 +152,13 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_worker(setup: str, spec_path: Path, work: Path) -> dict:
+def run_worker(setup: str, spec_path: Path, work: Path, *, worker: list[str] | None = None) -> dict:
     """Run one setup in a fresh interpreter; its log goes to ``work/<setup>.log``.
 
-    Also measures the CPU time that *other* processes took meanwhile: on a shared 2-core machine
-    a concurrent job slows a setup many times over, and this is how a result shows it.
+    ``worker``: the command that runs one setup when given ``SETUP SPEC RESULT`` after it (default:
+    ``sft_workers.py``; other benchmarks pass their own). Also measures the CPU time that *other*
+    processes took meanwhile: on a shared 2-core machine a concurrent job slows a setup many times
+    over, and this is how a result shows it.
     """
     result_path = work / f"{setup}.json"
     log_path = work / f"{setup}.log"
@@ -167,8 +169,8 @@ def run_worker(setup: str, spec_path: Path, work: Path) -> dict:
     busy_before, own_before = busy_cpu_seconds(), children_cpu_seconds()
     started = time.perf_counter()
     with log_path.open("w") as log:
-        proc = subprocess.run([sys.executable, str(HERE / "sft_workers.py"), setup, str(spec_path), str(result_path)],
-                              stdout=log, stderr=subprocess.STDOUT, env=env)
+        command = (worker or [sys.executable, str(HERE / "sft_workers.py")]) + [setup, str(spec_path), str(result_path)]
+        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-40:])
@@ -202,11 +204,14 @@ def wait_for_quiet(max_wait: float = QUIET_MAX_WAIT) -> None:
         time.sleep(25)
 
 
-def run_setup(setup: str, spec_path: Path, work: Path, retries: int) -> dict:
-    """``run_worker`` on a quiet machine; run again (up to ``retries`` times) if others used the CPU meanwhile."""
+def run_setup(setup: str, spec_path: Path, work: Path, retries: int, *, quiet_wait: float | None = QUIET_MAX_WAIT,
+              worker: list[str] | None = None) -> dict:
+    """``run_worker`` on a quiet machine (waiting up to ``quiet_wait`` seconds for it; None: no wait); run
+    again (up to ``retries`` times) if others used the CPU meanwhile."""
     for attempt in range(1, retries + 2):
-        wait_for_quiet()
-        result = run_worker(setup, spec_path, work)
+        if quiet_wait is not None:
+            wait_for_quiet(quiet_wait)
+        result = run_worker(setup, spec_path, work, worker=worker)
         result["attempt"] = attempt
         share = result.get("other_processes_cpu_share", 0.0)
         if share <= BUSY_WARNING:
