@@ -11,8 +11,12 @@ process one variant after another:
 2. packed   — best-fit packed rows (no cross-attention), full-vocabulary logits;
 3. packed + loss positions only — the output projection and cross-entropy only
                where a label exists (SFT prompt tokens skip the 49k-wide projection);
-4. … + chunked projection/loss — tuneforge's path: the (N, V) logits are never
-               held at once (training/linear_ce.py).
+4. … + chunked projection/loss — the (N, V) logits are never held at once
+               (training/linear_ce.py);
+5. … + per-segment attention — tuneforge's path: causal attention per packed
+               example, no T×T block-diagonal mask (models/segment_attention.py).
+
+Variants 1-4 attend through transformers' dense block-diagonal mask.
 
 Reports real (non-padding) tokens/s for each. Nothing else should run on the
 machine meanwhile.
@@ -38,7 +42,8 @@ from tuneforge.config.schema import DataConfig  # noqa: E402
 from tuneforge.data import load_splits, pack  # noqa: E402
 from tuneforge.data.types import IGNORE_INDEX  # noqa: E402
 from tuneforge.methods.causal_lm import collate_rows  # noqa: E402
-from tuneforge.models.adapters import add_lora  # noqa: E402
+from tuneforge.adapters import attach_adapter  # noqa: E402
+from tuneforge.adapters.config import LoraConfig  # noqa: E402
 from tuneforge.models.load import load_causal_lm, load_tokenizer  # noqa: E402
 from tuneforge.training.step import CausalLMLoss  # noqa: E402
 
@@ -59,12 +64,12 @@ def run_variant(name, rows, loss_fn, model, batch_size, pad_id):
     real = 0
     start = time.perf_counter()
     for i in range(0, len(rows), batch_size):
-        batch = collate_rows(rows[i:i + batch_size], pad_id)
-        loss_sum, n = loss_fn(batch)
+        collated = collate_rows(rows[i:i + batch_size], pad_id)
+        loss_sum, n = loss_fn(collated.inputs)
         (loss_sum / n.clamp(min=1)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        real += int(batch["real_tokens"])
+        real += collated.tokens
     wall = time.perf_counter() - start
     padded = sum(len(r.input_ids) for r in rows)
     return {"variant": name, "rows": len(rows), "real_tokens": real, "wall_seconds": round(wall, 2),
@@ -76,6 +81,8 @@ def main(argv=None):
     parser.add_argument("--examples", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--variants", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                        help="comma-separated variant numbers to run (default: all)")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "hot_path.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -89,16 +96,22 @@ def main(argv=None):
     pad_id = tokenizer.pad_token_id
 
     results = []
-    for name, rows, projection in (("padded, full logits", padded_rows, "full"),
-                                   ("packed, full logits", packed_rows, "full"),
-                                   ("packed, loss positions only", packed_rows, "selected"),
-                                   ("packed, loss positions, chunked (tuneforge)", packed_rows, "fused")):
+    variants = (("padded, full logits", padded_rows, "full", "mask"),
+                ("packed, full logits", packed_rows, "full", "mask"),
+                ("packed, loss positions only", packed_rows, "selected", "mask"),
+                ("packed, loss positions, chunked", packed_rows, "fused", "mask"),
+                ("… + per-segment attention, no T×T mask (tuneforge)", packed_rows, "fused", "segments"))
+    chosen = [v for i, v in enumerate(variants, 1) if not args.variants or i in args.variants]
+    for name, rows, projection, attention in chosen:
         torch.manual_seed(0)
-        model = add_lora(load_causal_lm(None), r=16, alpha=32, dropout=0.0, target_modules="all-linear")
+        lora = LoraConfig.model_validate({"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0,
+                                          "target_modules": "all-linear"})
+        model = attach_adapter(load_causal_lm(None), lora).model
         model.train()
-        loss_fn = CausalLMLoss(model, fused=projection == "fused") if projection != "full" else None
-        fn = (lambda b, m=loss_fn: m(b["input_ids"], b["labels"], b["position_ids"])) if loss_fn else (
-            lambda b, m=model: full_logits_loss(m, b))
+        loss_fn = (CausalLMLoss(model, fused=projection == "fused", packed_attention=attention)
+                   if projection != "full" else None)
+        fn = (lambda b, m=loss_fn: m(b["input_ids"], b["labels"], b["position_ids"], b["cu_seq_lens"])) if loss_fn \
+            else (lambda b, m=model: full_logits_loss(m, b))
         result = run_variant(name, rows, fn, model, args.batch_size, pad_id)
         results.append(result)
         print(f"{name:45s} {result['real_tokens_per_second']:8.1f} real tokens/s  "

@@ -165,7 +165,9 @@ def test_collate_pads_right_with_ignored_labels_and_a_fresh_position_segment():
         [IGNORE_INDEX, 10, IGNORE_INDEX, IGNORE_INDEX],
     ]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3], [0, 1, 0, 1]]
-    assert all(t.dtype == torch.long and t.shape == (2, 4) for t in batch.values())
+    assert all(batch[k].dtype == torch.long and batch[k].shape == (2, 4) for k in ("input_ids", "labels",
+                                                                                   "position_ids"))
+    assert batch["cu_seq_lens"].tolist() == [0, 4, 6, 8]  # row 0; row 1's example; row 1's padding tail
 
 
 def test_padding_does_not_change_the_loss(model):

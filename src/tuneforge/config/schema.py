@@ -35,6 +35,11 @@ class ModelConfig(Section):
         "auto", description="auto: float32 on CPU, bfloat16 on CUDA."
     )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
+    packed_attention: Literal["auto", "segments", "mask"] = Field(
+        "auto", description="How packed training rows keep their examples apart. segments: causal attention per "
+        "example, no T×T mask (models/segment_attention.py); mask: the dense block-diagonal mask; auto: segments "
+        "on CPU with sdpa, the mask elsewhere. flash_attention_2 always gets the segments as its variable-length "
+        "arguments.")
     quantize: Literal["8bit", "4bit"] | None = Field(
         None, description="Load the frozen base quantized with bitsandbytes: 8bit (LLM.int8, Dettmers et al. 2022) "
         "or 4bit (QLoRA, Dettmers et al. 2023). Needs an adapter: quantized weights are not trained.")

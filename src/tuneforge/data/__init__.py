@@ -6,7 +6,7 @@ Public API::
     load_splits(cfg: DataConfig, tokenizer, *, cache_dir=None, use_cache=True) -> Splits
     validate_data(cfg: DataConfig, tokenizer, *, max_problems=20) -> DataReport
     pack(examples, max_length, packing=True) -> list[PackedRow]
-    collate(rows, pad_id) -> {"input_ids", "labels", "position_ids"}  # (B, T) long tensors
+    collate(rows, pad_id) -> {"input_ids", "labels", "position_ids"}  # (B, T) long tensors, + "cu_seq_lens"
     render_conversation(tokenizer, messages, completion_only_loss=True) -> (input_ids, labels)
     render_prompt(tokenizer, messages) -> input_ids
     check_template(tokenizer, sample_conversations) -> list[str]

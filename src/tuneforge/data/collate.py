@@ -6,7 +6,8 @@ attention_mask=None, use_cache=False)`` and compute the shifted loss from
 ``data/packing.py``). Padding gets its own position ids starting at 0, so it
 forms a separate segment that real tokens never attend to; its labels are
 IGNORE_INDEX so it carries no loss. Masks come from positions, never from
-token ids (pad == eos for SmolLM2).
+token ids (pad == eos for SmolLM2). ``cu_seq_lens`` carries the same
+boundaries for attention that needs no mask (models/segment_attention.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from __future__ import annotations
 import torch
 
 from tuneforge.data.types import IGNORE_INDEX, PackedRow
+from tuneforge.models.segment_attention import segment_boundaries
 
 
 def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
-    """``input_ids``, ``labels``, ``position_ids``: each a (B, T) long tensor, T = longest row."""
+    """``input_ids``, ``labels``, ``position_ids``: each a (B, T) long tensor, T = longest row; and
+    ``cu_seq_lens``: the segment boundaries over the flattened B·T (every example, each padding tail its own
+    segment), int32, as per-segment and flash-attention's variable-length attention take them."""
     width = max(len(row.input_ids) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
@@ -28,4 +32,5 @@ def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
         labels[b, :n] = torch.tensor(row.labels, dtype=torch.long)
         position_ids[b, :n] = torch.tensor(row.position_ids, dtype=torch.long)
         position_ids[b, n:] = torch.arange(width - n)
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
+            "cu_seq_lens": segment_boundaries(position_ids)}

@@ -97,7 +97,7 @@ class CausalLM:
     def loss_module(self, config, model: torch.nn.Module, data: MethodData) -> torch.nn.Module:
         from ..training.step import CausalLMLoss
 
-        return CausalLMLoss(model)
+        return CausalLMLoss(model, packed_attention=config.model.packed_attention)
 
     def collate(self, rows: list[PackedRow], tokenizer) -> Batch:
         return collate_rows(rows, tokenizer.pad_token_id)
@@ -120,7 +120,8 @@ class CausalLM:
         if config.eval is None:
             return out
         if ctx.data.eval:
-            loss_module = ctx.loss_module if ctx.loss_module is not None else CausalLMLoss(model)
+            loss_module = (ctx.loss_module if ctx.loss_module is not None else
+                           CausalLMLoss(model, packed_attention=config.model.packed_attention))
             loss = heldout_mean_loss(loss_module, ctx.data.eval, lambda rows: self.collate(rows, ctx.tokenizer),
                                      config.training.batch_size, ctx.accelerator)
             out["metrics"].update({"eval_loss": round(loss, 6), "eval_perplexity": round(math.exp(min(loss, 50)), 4)})

@@ -41,34 +41,59 @@ class CausalLMLoss(torch.nn.Module):
     accelerate wrap it (DDP/FSDP) so gradient sync hooks run as usual.
     """
 
-    def __init__(self, model: torch.nn.Module, fused: bool = True):
+    def __init__(self, model: torch.nn.Module, fused: bool = True, packed_attention: str = "auto"):
         super().__init__()
         self.model = model
         self.fused = fused
+        self.packed_attention = packed_attention  # model.packed_attention: auto | segments | mask
+        self._mode: str | None = None  # resolved on the first forward (it depends on the device)
 
     def _parts(self):
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         decoder = getattr(base, base.base_model_prefix)
         return base, decoder, base.get_output_embeddings()
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor):
-        # input_ids, labels, position_ids: (B, T); labels unshifted (HF convention).
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
+                cu_seq_lens: torch.Tensor | None = None):
+        # input_ids, labels, position_ids: (B, T); labels unshifted (HF convention); cu_seq_lens: the packed
+        # batch's segment boundaries over the flattened B·T (derived from position_ids when not given).
         base, decoder, head = self._parts()
         targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
         keep = targets != IGNORE_INDEX
         if _prompt_learning(self.model):
             hidden = hidden_through_peft(self.model, decoder, input_ids)
         else:
-            # attention_mask=None + restarting position_ids → block-diagonal causal mask
-            # (transformers' packed-sequence detection), so packed examples stay isolated.
-            hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
-                             use_cache=False).last_hidden_state  # (B, T, H)
+            hidden = self._packed_hidden(decoder, input_ids, position_ids, cu_seq_lens)  # (B, T, H)
         selected = hidden[:, :-1][keep]  # (N, H)
         loss_sum, count = self._loss(base, head, selected, targets[keep])
         orth = adalora_orthogonality(self.model) if self.training else None
         if orth is not None:  # AdaLoRA's regulariser (training only), per token so count-weighting keeps it a mean
             loss_sum = loss_sum + orth * count
         return loss_sum, count
+
+    def _packed_hidden(self, decoder, input_ids, position_ids, cu_seq_lens) -> torch.Tensor:
+        """The decoder's last hidden states with packed examples kept apart (models/segment_attention.py).
+
+        segments: per-segment attention, no mask; flash: the same boundaries as flash-attention's
+        variable-length arguments; mask: attention_mask=None + restarting position_ids, from which
+        transformers builds the block-diagonal causal mask.
+        """
+        from ..models.segment_attention import packed_attention_mode, segment_attention_for, segment_boundaries
+
+        if self._mode is None:
+            self._mode = packed_attention_mode(self.packed_attention, decoder.config, input_ids.device)
+        common = dict(input_ids=input_ids, position_ids=position_ids, attention_mask=None, use_cache=False)
+        if self._mode == "mask":
+            return decoder(**common).last_hidden_state
+        if cu_seq_lens is None:
+            cu_seq_lens = segment_boundaries(position_ids)
+        longest = int((cu_seq_lens[1:] - cu_seq_lens[:-1]).max())
+        varlen = dict(cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=longest,
+                      max_length_k=longest)
+        if self._mode == "flash":
+            return decoder(**common, **varlen).last_hidden_state
+        with segment_attention_for(decoder.config):
+            return decoder(**common, **varlen).last_hidden_state
 
     def _loss(self, base, head, selected, targets):
         count = torch.tensor(targets.numel(), device=targets.device)

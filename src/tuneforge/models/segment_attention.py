@@ -1,0 +1,200 @@
+"""Causal attention per segment for packed rows, without a T×T mask ("varlen" attention on any device).
+
+A packed row holds several examples whose ``position_ids`` restart at 0 (``data/packing.py``); each must
+attend causally to itself and never to its neighbours. transformers expresses that as a dense block-diagonal
+mask, and the CPU SDPA kernel then computes all T² scores of a row and masks afterwards (with a mask present,
+transformers also repeats K and V for grouped-query attention). Here the batch is cut at its segment
+boundaries instead:
+
+- **Boundaries** are cumulative sequence lengths over the flattened (B·T) batch — every example start, every
+  row start, and each row's padding tail as a segment of its own (:func:`segment_boundaries`). They are the
+  same ``cu_seq_lens_q`` / ``cu_seq_lens_k`` arguments flash-attention's variable-length kernel takes
+  (Dao 2023, FlashAttention-2, ``flash_attn_varlen_func``), so with ``flash_attention_2`` they go to
+  transformers' flash path unchanged and isolation holds for any batch size.
+- **Buckets.** Segments are grouped by length, rounded up to a multiple of 16 (of an eighth of the length's
+  power of two above 128: :func:`bucket_length`), so one long example does not pad every short one; each bucket is
+  one SDPA call over (segments, heads, length, dim) with ``is_causal`` (the kernel skips the blocks above the
+  diagonal) and ``enable_gqa`` (no repeated K / V). A padded key sits after every real query of its segment,
+  so causality alone keeps it unread.
+- **Cost.** The CPU kernel's time grows with T² per row, causal or not; here with Σ Lᵢ² (padded lengths):
+  for 512-token rows of ~160-token examples about a third.
+
+Registered with transformers' ``AttentionInterface`` under :data:`NAME`; the decoder is switched to it only
+for a training / held-out forward (:func:`segment_attention_for`), so generation keeps its own attention.
+Because :data:`NAME` has no mask function, transformers builds no mask at all for the call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+NAME = "tuneforge_segments"
+_registered = False
+_calls = 0  # forwards that reached segment_attention: a model whose layers ignore the switch must not silently
+#            attend across examples
+_plan_cache: tuple | None = None  # (boundaries tensor, plan): every layer of one forward gets the same tensor
+
+
+def segment_boundaries(position_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions restarting at 0 per example → int32 cumulative lengths over the flattened batch.
+
+    Every position 0 opens a segment (each row starts at 0, and so does the collator's padding tail); the
+    total B·T closes the last. ``[0, 3, 8, 10]`` for rows ``[0 1 2 0 1 | 2 3 4 0 1]`` would be wrong input:
+    a row must start at position 0, which the packing collator guarantees.
+    """
+    flat = position_ids.reshape(-1)
+    if flat.numel() and int(position_ids[:, 0].abs().sum()) != 0:
+        raise ValueError("segment_boundaries: every row must start at position 0")
+    starts = torch.nonzero(flat == 0).flatten()
+    return torch.cat([starts, starts.new_tensor([flat.numel()])]).to(torch.int32)
+
+
+def bucket_length(length: int) -> int:
+    """The padded length for a segment: a multiple of 16, or of 1/8 of its power of two above 128.
+
+    Padding is at most 15 tokens or one eighth of the segment. The CPU kernel's cost grows with the padded
+    length squared whether or not ``is_causal`` is set (measured: docs/BENCHMARKS.md), so coarser buckets
+    (e.g. powers of two) would give back what splitting the row saved; finer ones mean more kernel calls.
+    """
+    step = max(16, 2 ** max(math.floor(math.log2(max(length, 1))) - 3, 0))
+    return -(-length // step) * step
+
+
+def _plan(boundaries: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """Per bucket: (gather index (n, L), flat indices of its real positions); and the inverse order.
+
+    Concatenating each bucket's real outputs in this order and indexing with the inverse order gives the
+    outputs in the flattened batch's order.
+    """
+    cuts = boundaries.tolist()
+    starts, lengths = cuts[:-1], [b - a for a, b in zip(cuts[:-1], cuts[1:])]
+    groups: dict[int, list[int]] = {}
+    for s, length in enumerate(lengths):
+        if length:
+            groups.setdefault(bucket_length(length), []).append(s)
+    device = boundaries.device
+    buckets, sources = [], []
+    for width in sorted(groups):
+        segs = groups[width]
+        start = torch.tensor([starts[s] for s in segs], device=device)[:, None]  # (n, 1)
+        length = torch.tensor([lengths[s] for s in segs], device=device)[:, None]  # (n, 1)
+        offset = torch.arange(width, device=device)[None, :]  # (1, L)
+        real = offset < length  # (n, L)
+        gather = start + torch.minimum(offset, length - 1)  # padded slots repeat the last real position
+        kept = torch.nonzero(real.flatten()).flatten()  # positions in the (n·L) bucket that are real
+        buckets.append((gather, kept))
+        sources.append(gather.flatten()[kept])
+    order = torch.cat(sources)  # flat batch position of each concatenated output
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=device)
+    return buckets, inverse
+
+
+def _cached_plan(boundaries: torch.Tensor):
+    global _plan_cache
+    if _plan_cache is None or _plan_cache[0] is not boundaries:
+        _plan_cache = (boundaries, _plan(boundaries))
+    return _plan_cache[1]
+
+
+def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask=None, *,
+                      dropout: float = 0.0, scaling: float | None = None, cu_seq_lens_q=None, cu_seq_lens_k=None,
+                      sliding_window=None, softcap=None, s_aux=None, **_) -> tuple:
+    """query (B, H, T, D), key / value (B, Hkv, T, D), ``cu_seq_lens_q`` (S + 1,) → ((B, T, H, D), None)."""
+    global _calls
+    if cu_seq_lens_q is None:
+        raise ValueError(f"attention '{NAME}' needs cu_seq_lens_q (the packed batch's segment boundaries)")
+    if cu_seq_lens_k is not None and cu_seq_lens_k is not cu_seq_lens_q and not torch.equal(cu_seq_lens_k,
+                                                                                            cu_seq_lens_q):
+        raise ValueError(f"attention '{NAME}': query and key segments must be the same (self-attention only)")
+    if softcap is not None or s_aux is not None:
+        raise ValueError(f"attention '{NAME}' does not implement logit soft-capping or attention sinks; "
+                         "set model.packed_attention: mask")
+    _calls += 1
+    batch, heads, t, dim = query.shape
+    buckets, inverse = _cached_plan(cu_seq_lens_q)
+    if sliding_window is not None and max(int(g.shape[1]) for g, _ in buckets) > sliding_window:
+        raise ValueError(f"attention '{NAME}': a segment is longer than the model's sliding window "
+                         f"({sliding_window}); set model.packed_attention: mask")
+    dropout = dropout if module.training else 0.0
+    # (B, H, T, D) → (B·T, H, D): one row per position of the flattened batch
+    q, k, v = (x.transpose(1, 2).reshape(batch * t, x.shape[1], dim) for x in (query, key, value))
+    outputs = []
+    for gather, kept in buckets:
+        n, width = gather.shape
+        flat = gather.flatten()
+        qb, kb, vb = (x[flat].view(n, width, x.shape[1], dim).transpose(1, 2) for x in (q, k, v))  # (n, H, L, D)
+        out = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, dropout_p=dropout, scale=scaling,
+                                             enable_gqa=True)  # (n, H, L, D)
+        outputs.append(out.transpose(1, 2).reshape(n * width, heads, dim)[kept])
+    merged = torch.cat(outputs)[inverse]  # (B·T, H, D) in batch order
+    return merged.view(batch, t, heads, dim), None  # (B, T, H, D), as transformers' attention functions return
+
+
+def _register() -> None:
+    global _registered
+    if not _registered:
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(NAME, segment_attention)
+        _registered = True
+
+
+@contextlib.contextmanager
+def segment_attention_for(config):
+    """Within the block, the decoder whose layers share ``config`` attends with :func:`segment_attention`.
+
+    Raises RuntimeError when a forward inside the block never reached it (a model whose attention layers read
+    another config or dispatch on their own), rather than let packed examples attend to each other.
+    """
+    _register()
+    before, calls = config._attn_implementation, _calls
+    config._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+    if _calls == calls:
+        raise RuntimeError(f"{config.model_type}: its attention layers did not use the per-segment attention; "
+                           "set model.packed_attention: mask")
+
+
+def unsupported_reason(model_config) -> str | None:
+    """Why per-segment attention cannot stand in for this model's attention, or None when it can."""
+    text = getattr(model_config, "get_text_config", lambda: model_config)()
+    if getattr(text, "attn_logit_softcapping", None):
+        return "the model soft-caps attention logits"
+    window = getattr(text, "sliding_window", None)
+    layer_types = getattr(text, "layer_types", None) or []
+    if window and (getattr(text, "use_sliding_window", True) or "sliding_attention" in layer_types):
+        return "the model uses sliding-window attention"
+    if any(kind not in ("full_attention", "sliding_attention") for kind in layer_types):
+        return f"the model has {sorted(set(layer_types))} layers"
+    return None
+
+
+def packed_attention_mode(setting: str, model_config, device: torch.device) -> str:
+    """How a packed batch keeps its examples apart: "segments", "flash" (varlen arguments) or "mask".
+
+    ``setting`` is ``model.packed_attention``: auto | segments | mask. flash_attention_2 always gets the
+    variable-length arguments (its mask path would let packed rows of a batch > 1 attend to each other).
+    auto picks per-segment attention on CPU with SDPA, where it is measured faster (docs/BENCHMARKS.md), and
+    the mask elsewhere.
+    """
+    implementation = getattr(model_config, "_attn_implementation", None) or "sdpa"
+    if implementation.startswith("flash"):
+        return "flash"
+    if setting == "mask":
+        return "mask"
+    reason = unsupported_reason(model_config)
+    if setting == "segments":
+        if reason:
+            raise ValueError(f"model.packed_attention: segments cannot be used: {reason}; set it to mask or auto")
+        return "segments"
+    if reason or implementation != "sdpa" or device.type != "cpu":
+        return "mask"
+    return "segments"
