@@ -169,11 +169,14 @@ def test_flash_attention_receives_the_same_boundaries_as_varlen_arguments(monkey
     assert int(batch["cu_seq_lens"][-1]) == batch["input_ids"].numel()
 
 
-def test_auto_picks_segments_on_cpu_sdpa_only():
+def test_auto_picks_segments_with_sdpa_on_cpu_and_on_cuda_with_a_varlen_kernel(monkeypatch):
     model = tiny_model()
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     model.config._attn_implementation = "sdpa"
     assert sa.packed_attention_mode("auto", model.config, cpu) == "segments"
+    monkeypatch.setattr(sa, "_has_varlen", lambda: True)
+    assert sa.packed_attention_mode("auto", model.config, cuda) == "segments"
+    monkeypatch.setattr(sa, "_has_varlen", lambda: False)
     assert sa.packed_attention_mode("auto", model.config, cuda) == "mask"
     assert sa.packed_attention_mode("mask", model.config, cpu) == "mask"
     model.config._attn_implementation = "eager"

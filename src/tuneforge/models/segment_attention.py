@@ -16,6 +16,8 @@ boundaries instead:
   one SDPA call over (segments, heads, length, dim) with ``is_causal`` (the kernel skips the blocks above the
   diagonal) and ``enable_gqa`` (no repeated K / V). A padded key sits after every real query of its segment,
   so causality alone keeps it unread.
+- **On CUDA** in bf16 / fp16 the whole batch is one call of torch's flash-attention varlen kernel
+  (``torch.nn.attention.varlen.varlen_attn``) with the same boundaries, when that torch has it.
 - **Cost.** The CPU kernel's time grows with T² per row, causal or not; here with Σ Lᵢ² (padded lengths):
   for 512-token rows of ~160-token examples about a third.
 
@@ -123,6 +125,10 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
     dropout = dropout if module.training else 0.0
     # (B, H, T, D) → (B·T, H, D): one row per position of the flattened batch
     q, k, v = (x.transpose(1, 2).reshape(batch * t, x.shape[1], dim) for x in (query, key, value))
+    kernel = _varlen_kernel(query) if dropout == 0.0 else None
+    if kernel is not None:  # CUDA, half precision: one flash-attention varlen call over the whole batch
+        longest = int((cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).max())
+        return kernel(q, k, v, cu_seq_lens_q, longest, scaling).view(batch, t, heads, dim), None
     outputs = []
     for gather, kept in buckets:
         n, width = gather.shape
@@ -133,6 +139,44 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
         outputs.append(out.transpose(1, 2).reshape(n * width, heads, dim)[kept])
     merged = torch.cat(outputs)[inverse]  # (B·T, H, D) in batch order
     return merged.view(batch, t, heads, dim), None  # (B, T, H, D), as transformers' attention functions return
+
+
+def _varlen_kernel(query: torch.Tensor):
+    """torch's flash-attention varlen kernel (``torch.nn.attention.varlen``) for CUDA half-precision inputs.
+
+    Returns ``f(q, k, v, cu, longest, scale) -> (N, H, D)`` or None (CPU, fp32, or a torch without it). The
+    keyword names moved between torch releases (``is_causal`` → ``window_size``), so they are read from the
+    signature.
+    """
+    if not query.is_cuda:
+        return None
+    half = query.dtype in (torch.bfloat16, torch.float16)
+    autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+    if not half and autocast is None:
+        return None
+    try:
+        import inspect
+
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    params = inspect.signature(varlen_attn).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    gqa = "enable_gqa" in params
+
+    def run(q, k, v, cu, longest, scale):
+        if not gqa and k.shape[1] != q.shape[1]:
+            k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))
+        extra = {"enable_gqa": True} if gqa else {}
+        if "scale" in params:
+            extra["scale"] = scale
+        if autocast is not None:  # under autocast RoPE can hand fp32 queries over; SDPA would cast them too
+            q, k, v = (x.to(autocast) for x in (q, k, v))
+        cu = cu.to(device=q.device, dtype=torch.int32)
+        return varlen_attn(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, longest, longest, **causal,
+                           **extra)
+
+    return run
 
 
 def _register() -> None:
@@ -182,8 +226,8 @@ def packed_attention_mode(setting: str, model_config, device: torch.device) -> s
 
     ``setting`` is ``model.packed_attention``: auto | segments | mask. flash_attention_2 always gets the
     variable-length arguments (its mask path would let packed rows of a batch > 1 attend to each other).
-    auto picks per-segment attention on CPU with SDPA, where it is measured faster (docs/BENCHMARKS.md), and
-    the mask elsewhere.
+    auto picks per-segment attention with SDPA on CPU, and on CUDA when torch has the flash-attention varlen
+    kernel — both measured faster than the mask (docs/BENCHMARKS.md) — and the mask elsewhere.
     """
     implementation = getattr(model_config, "_attn_implementation", None) or "sdpa"
     if implementation.startswith("flash"):
@@ -195,6 +239,15 @@ def packed_attention_mode(setting: str, model_config, device: torch.device) -> s
         if reason:
             raise ValueError(f"model.packed_attention: segments cannot be used: {reason}; set it to mask or auto")
         return "segments"
-    if reason or implementation != "sdpa" or device.type != "cpu":
+    if reason or implementation != "sdpa" or not (device.type == "cpu" or (device.type == "cuda" and
+                                                                          _has_varlen())):
         return "mask"
     return "segments"
+
+
+def _has_varlen() -> bool:
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
