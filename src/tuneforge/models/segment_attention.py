@@ -28,16 +28,14 @@ Because :data:`NAME` has no mask function, transformers builds no mask at all fo
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 
+from .attention_switch import AttentionSwitch
+
 NAME = "tuneforge_segments"
-_registered = False
-_calls = 0  # forwards that reached segment_attention: a model whose layers ignore the switch must not silently
-#            attend across examples
 _plan_cache: tuple | None = None  # (boundaries tensor, plan): every layer of one forward gets the same tensor
 
 
@@ -107,7 +105,6 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
                       dropout: float = 0.0, scaling: float | None = None, cu_seq_lens_q=None, cu_seq_lens_k=None,
                       sliding_window=None, softcap=None, s_aux=None, **_) -> tuple:
     """query (B, H, T, D), key / value (B, Hkv, T, D), ``cu_seq_lens_q`` (S + 1,) → ((B, T, H, D), None)."""
-    global _calls
     if cu_seq_lens_q is None:
         raise ValueError(f"attention '{NAME}' needs cu_seq_lens_q (the packed batch's segment boundaries)")
     if cu_seq_lens_k is not None and cu_seq_lens_k is not cu_seq_lens_q and not torch.equal(cu_seq_lens_k,
@@ -116,7 +113,6 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
     if softcap is not None or s_aux is not None:
         raise ValueError(f"attention '{NAME}' does not implement logit soft-capping or attention sinks; "
                          "set model.packed_attention: mask")
-    _calls += 1
     batch, heads, t, dim = query.shape
     buckets, inverse = _cached_plan(cu_seq_lens_q)
     if sliding_window is not None and max(int(g.shape[1]) for g, _ in buckets) > sliding_window:
@@ -133,11 +129,13 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
     for gather, kept in buckets:
         n, width = gather.shape
         flat = gather.flatten()
-        qb, kb, vb = (x[flat].view(n, width, x.shape[1], dim).transpose(1, 2) for x in (q, k, v))  # (n, H, L, D)
+        # index_select, not x[flat]: its backward is an index_add_, advanced indexing's an index_put_ (slower)
+        qb, kb, vb = (x.index_select(0, flat).view(n, width, x.shape[1], dim).transpose(1, 2)
+                      for x in (q, k, v))  # (n, H, L, D)
         out = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, dropout_p=dropout, scale=scaling,
                                              enable_gqa=True)  # (n, H, L, D)
-        outputs.append(out.transpose(1, 2).reshape(n * width, heads, dim)[kept])
-    merged = torch.cat(outputs)[inverse]  # (B·T, H, D) in batch order
+        outputs.append(out.transpose(1, 2).reshape(n * width, heads, dim).index_select(0, kept))
+    merged = torch.cat(outputs).index_select(0, inverse)  # (B·T, H, D) in batch order
     return merged.view(batch, t, heads, dim), None  # (B, T, H, D), as transformers' attention functions return
 
 
@@ -179,32 +177,17 @@ def _varlen_kernel(query: torch.Tensor):
     return run
 
 
-def _register() -> None:
-    global _registered
-    if not _registered:
-        from transformers import AttentionInterface
-
-        AttentionInterface.register(NAME, segment_attention)
-        _registered = True
+_SWITCH = AttentionSwitch(NAME, segment_attention,
+                          "the per-segment attention; set model.packed_attention: mask")
 
 
-@contextlib.contextmanager
 def segment_attention_for(config):
     """Within the block, the decoder whose layers share ``config`` attends with :func:`segment_attention`.
 
-    Raises RuntimeError when a forward inside the block never reached it (a model whose attention layers read
-    another config or dispatch on their own), rather than let packed examples attend to each other.
+    Raises RuntimeError when a forward inside the block never reached it (models/attention_switch.py),
+    rather than let packed examples attend to each other.
     """
-    _register()
-    before, calls = config._attn_implementation, _calls
-    config._attn_implementation = NAME
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
-    if _calls == calls:
-        raise RuntimeError(f"{config.model_type}: its attention layers did not use the per-segment attention; "
-                           "set model.packed_attention: mask")
+    return _SWITCH.active(config)
 
 
 def unsupported_reason(model_config) -> str | None:
@@ -246,8 +229,6 @@ def packed_attention_mode(setting: str, model_config, device: torch.device) -> s
 
 
 def _has_varlen() -> bool:
-    try:
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None

@@ -25,25 +25,20 @@ passes through to the attention function.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 
+from ...models.attention_switch import AttentionSwitch
+
 NAME = "tuneforge_shared_prompt"
-_registered = False
-_calls = 0  # how many times the layers called pair_attention: a model whose layers ignore the switch must not
-#            silently run plain causal attention (the rejected response would see the chosen one)
 
 
 def pair_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask=None, *,
                    dropout: float = 0.0, scaling: float | None = None, pair_spans=None, **_) -> tuple:
     """query (B, H, T, D), key / value (B, Hkv, T, D), ``pair_spans`` [(P, C, R)] per row → ((B, T, H, D), None)."""
-    global _calls
     if pair_spans is None:
         raise ValueError(f"attention '{NAME}' needs pair_spans (the shared-prompt rows' prompt / chosen / rejected "
                          "lengths)")
-    _calls += 1
     dropout = dropout if module.training else 0.0
     t = query.shape[2]
     rows = []
@@ -65,29 +60,14 @@ def pair_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.
     return torch.cat(rows).transpose(1, 2), None  # (B, T, H, D), as transformers' attention functions return
 
 
-def _register() -> None:
-    global _registered
-    if not _registered:
-        from transformers import AttentionInterface
-
-        AttentionInterface.register(NAME, pair_attention)
-        _registered = True
+_SWITCH = AttentionSwitch(NAME, pair_attention, "the shared-prompt attention; set pair_forward: separate")
 
 
-@contextlib.contextmanager
 def pair_attention_for(config):
     """Within the block, the decoder whose layers share ``config`` attends with :func:`pair_attention`.
 
     Raises RuntimeError when a forward inside the block never reached :func:`pair_attention` (a model whose
-    attention layers read another config or dispatch on their own), rather than let it attend causally.
+    attention layers read another config or dispatch on their own), rather than let it attend causally
+    (models/attention_switch.py).
     """
-    _register()
-    before, calls = config._attn_implementation, _calls
-    config._attn_implementation = NAME
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
-    if _calls == calls:
-        raise RuntimeError(f"{config.model_type}: its attention layers did not use the shared-prompt attention; "
-                           "set pair_forward: separate")
+    return _SWITCH.active(config)
