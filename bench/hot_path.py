@@ -13,8 +13,10 @@ process one variant after another:
                where a label exists (SFT prompt tokens skip the 49k-wide projection);
 4. … + chunked projection/loss — the (N, V) logits are never held at once
                (training/linear_ce.py);
-5. … + per-segment attention — tuneforge's path: causal attention per packed
-               example, no T×T block-diagonal mask (models/segment_attention.py).
+5. … + per-segment attention — tuneforge's fp32 path: causal attention per
+               packed example, no T×T block-diagonal mask (models/segment_attention.py);
+6. … + bf16 autocast over fp32 weights — what ``mixed_precision: auto`` picks
+               on CPUs with fast bf16 (training/precision.py).
 
 Variants 1-4 attend through transformers' dense block-diagonal mask.
 
@@ -58,6 +60,11 @@ def full_logits_loss(model, batch):
     return loss_sum, (targets != IGNORE_INDEX).sum()
 
 
+def _autocast_bf16(fn, batch):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return fn(batch)
+
+
 def run_variant(name, rows, loss_fn, model, batch_size, pad_id):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-4)
@@ -96,13 +103,15 @@ def main(argv=None):
     pad_id = tokenizer.pad_token_id
 
     results = []
-    variants = (("padded, full logits", padded_rows, "full", "mask"),
-                ("packed, full logits", packed_rows, "full", "mask"),
-                ("packed, loss positions only", packed_rows, "selected", "mask"),
-                ("packed, loss positions, chunked", packed_rows, "fused", "mask"),
-                ("… + per-segment attention, no T×T mask (tuneforge)", packed_rows, "fused", "segments"))
+    variants = (("padded, full logits", padded_rows, "full", "mask", False),
+                ("packed, full logits", packed_rows, "full", "mask", False),
+                ("packed, loss positions only", packed_rows, "selected", "mask", False),
+                ("packed, loss positions, chunked", packed_rows, "fused", "mask", False),
+                ("… + per-segment attention, no T×T mask (tuneforge fp32)", packed_rows, "fused", "segments", False),
+                ("… + bf16 autocast, fp32 master weights (tuneforge auto here)", packed_rows, "fused", "segments",
+                 True))
     chosen = [v for i, v in enumerate(variants, 1) if not args.variants or i in args.variants]
-    for name, rows, projection, attention in chosen:
+    for name, rows, projection, attention, bf16 in chosen:
         torch.manual_seed(0)
         lora = LoraConfig.model_validate({"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0,
                                           "target_modules": "all-linear"})
@@ -112,6 +121,8 @@ def main(argv=None):
                    if projection != "full" else None)
         fn = (lambda b, m=loss_fn: m(b["input_ids"], b["labels"], b["position_ids"], b["cu_seq_lens"])) if loss_fn \
             else (lambda b, m=model: full_logits_loss(m, b))
+        if bf16:
+            fn = (lambda b, inner=fn: _autocast_bf16(inner, b))
         result = run_variant(name, rows, fn, model, args.batch_size, pad_id)
         results.append(result)
         print(f"{name:45s} {result['real_tokens_per_second']:8.1f} real tokens/s  "

@@ -15,7 +15,9 @@ other, and reports:
   4·N for LoRA (forward 2N + activation gradients 2N; frozen weights get no
   weight gradients; attention scores and the tiny LoRA matrices not counted),
   N = parameters of the base model,
-- MFU = effective GFLOP/s / the fp32 matmul peak measured in the same run.
+- MFU = effective GFLOP/s / the matmul peak measured in the same run, in the
+  run's precision (``--precision fp32 | bf16``; bf16 = autocast over fp32
+  weights for both tools).
 
 Run it on a quiet machine: another CPU-heavy process on the same cores makes
 every number meaningless. Before each setup the script waits until other
@@ -71,7 +73,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--setups", default=DEFAULT_SETUPS,
                         help=f"comma-separated subset of {', '.join(SETUPS)} (trl_gc: TRL's own default "
                              "gradient_checkpointing=True)")
-    parser.add_argument("--output", type=Path, default=HERE / "results" / "sft_throughput.json")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="every setup in this precision: fp32, or bf16 autocast over fp32 weights (tuneforge "
+                        "mixed_precision: bf16, TRL bf16=True); MFU against the matmul peak in that precision")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="default: bench/results/sft_throughput.json (fp32), sft_throughput_bf16.json (bf16)")
     parser.add_argument("--busy-retries", type=int, default=2,
                         help="run a setup again when other processes used more than 5%% of the CPU meanwhile")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -271,7 +277,7 @@ def targets(setups: dict, ratio: dict) -> dict:
     return out
 
 
-def table(setups: dict, peak_gflops: float) -> str:
+def table(setups: dict, peak_gflops: float, precision: str = "fp32") -> str:
     header = ("setup", "steps", "real tok", "pad %", "loss tok", "loop s", "real tok/s", "peak MB", "GFLOP/s",
               "MFU", "others' CPU")
     lines = [header]
@@ -285,11 +291,14 @@ def table(setups: dict, peak_gflops: float) -> str:
                                         for i, (c, w) in enumerate(zip(row, widths))) + " |"
     rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     body = [fmt(lines[0]), rule] + [fmt(row) for row in lines[1:]]
-    return "\n".join(body) + f"\n\nfp32 matmul peak (2048², {THREADS} threads): {peak_gflops:.1f} GFLOP/s"
+    return "\n".join(body) + f"\n\n{precision} matmul peak (2048², {THREADS} threads): {peak_gflops:.1f} GFLOP/s"
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.output is None:
+        args.output = HERE / "results" / ("sft_throughput.json" if args.precision == "fp32" else
+                                          f"sft_throughput_{args.precision}.json")
     temporary = args.workdir is None
     work = Path(tempfile.mkdtemp(prefix="tuneforge-bench-")) if temporary else args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -297,7 +306,7 @@ def main(argv=None) -> dict:
         data_path = sft_data.write_jsonl(sft_data.build(args.examples, seed=0), work / "sft_docstrings.jsonl")
         spec = {"data": str(data_path), "workdir": str(work), "model": MODEL, "max_length": args.max_length,
                 "batch_size": args.batch_size, "learning_rate": LEARNING_RATE, "seed": SEED, "threads": THREADS,
-                "lora_r": LORA_R, "lora_alpha": LORA_ALPHA}
+                "lora_r": LORA_R, "lora_alpha": LORA_ALPHA, "precision": args.precision}
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=2))
 
@@ -327,6 +336,7 @@ def main(argv=None) -> dict:
                                                         "target_modules": "all-linear"},
                 "optimizer": "AdamW", "learning_rate": LEARNING_RATE, "weight_decay": 0.0, "scheduler": "cosine",
                 "warmup_steps": 0, "max_grad_norm": 1.0, "seed": SEED, "dtype": "float32",
+                "precision": args.precision,
                 "flops_per_token": "4 * base parameters (LoRA)",
             },
             "matmul": {"gflops": round(peak, 2), "runs": matmul},
@@ -337,7 +347,7 @@ def main(argv=None) -> dict:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(report, indent=2) + "\n")
         print()
-        print(table(setups, peak))
+        print(table(setups, peak, args.precision))
         for name, value in ratio.items():
             print(f"{name}: {value['tokens_per_second']}x tokens/s, {value['peak_rss']}x peak RSS")
         for name, value in report["targets"].items():

@@ -17,6 +17,7 @@ tokens, padded token slots, loss tokens, optimizer steps, peak RSS.
 from __future__ import annotations
 
 import json
+import shutil
 import resource
 import sys
 import tempfile
@@ -52,8 +53,9 @@ def run_matmul(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
+    dtype = torch.bfloat16 if spec.get("precision") == "bf16" else torch.float32  # the peak in the run's precision
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    out = torch.empty(n, n, dtype=dtype)
     for _ in range(3):  # warm up the thread pool and caches
         torch.mm(a, b, out=out)
     times = []
@@ -77,6 +79,7 @@ def run_tuneforge(spec: dict) -> dict:
     from tuneforge.training.engine import RowOrder
 
     work = Path(spec["workdir"])
+    shutil.rmtree(work / "runs" / "tuneforge", ignore_errors=True)  # an earlier attempt's run (busy-machine retry)
     config = load_config(data={
         "method": "sft",
         "name": "tuneforge",
@@ -89,6 +92,7 @@ def run_tuneforge(spec: dict) -> dict:
             "epochs": 1, "batch_size": spec["batch_size"], "gradient_accumulation_steps": 1,
             "learning_rate": spec["learning_rate"], "scheduler": "cosine", "warmup_steps": 0,
             "weight_decay": 0.0, "max_grad_norm": 1.0, "seed": spec["seed"], "num_threads": spec["threads"],
+            "mixed_precision": "bf16" if spec.get("precision") == "bf16" else "no",
         },
     })
     result = train_from_config(config)
@@ -119,7 +123,8 @@ def run_tuneforge(spec: dict) -> dict:
         "trainable_parameters": train["trainable_parameters"],
         "loss_on": "assistant turns (content + <|im_end|>); prompt and system tokens masked",
         "batch": f"{spec['batch_size']} packed rows of <= {spec['max_length']} tokens (best-fit decreasing), "
-                 "shape (B, longest row), block-diagonal attention from position_ids",
+                 "shape (B, longest row), causal attention per packed example (model.packed_attention: auto)",
+        "precision": result.summary.get("precision"),
         "peak_rss_mb": peak_rss_mb(),
         "process_cpu": cpu_usage(),
     }
@@ -170,8 +175,8 @@ def run_trl(spec: dict, *, packing: bool, gradient_checkpointing: bool = False) 
         per_device_train_batch_size=spec["batch_size"], gradient_accumulation_steps=1, num_train_epochs=1,
         learning_rate=spec["learning_rate"], lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0,
         max_grad_norm=1.0, seed=spec["seed"], max_length=spec["max_length"], packing=packing,
-        # fp32 on CPU: TRL defaults to bf16=True, which this CPU runs far slower than fp32.
-        use_cpu=True, bf16=False, fp16=False,
+        # The run's precision: fp32, or bf16 autocast (TRL's default bf16=True) where the bench asks for it.
+        use_cpu=True, bf16=spec.get("precision") == "bf16", fp16=False,
         # TRL defaults to True; off by default here so both tools do the same compute.
         gradient_checkpointing=gradient_checkpointing,
         # No eval, no checkpoints, no trackers, no worker processes, no progress bar.

@@ -8,6 +8,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TUNEFORGE_NO_PROGRESS", "1")
+# mixed_precision: auto picks bf16 on CPUs with fast bf16 (training/precision.py); pin fp32 so the suite runs the
+# same on every CPU (tests of the bf16 choice clear this themselves).
+os.environ.setdefault("TUNEFORGE_CPU_BF16", "0")
 
 
 @pytest.fixture(autouse=True)

@@ -87,7 +87,13 @@ def test_run_matches_pre_refactor_reference(case, tmp_path, parity_model_dir, is
     torch.set_num_threads(1)  # one reduction order for the recorded values
     try:
         raw = CASES[case](tmp_path)
-        raw.update(name=case, output_dir=str(tmp_path / "runs"), model={"name": str(parity_model_dir)})
+        # The reference was recorded with the block-diagonal mask; per-segment attention (the default on CPU
+        # since) computes the same function in another summation order — weights then differ by ~2e-7 after
+        # 4 AdamW steps, beyond this test's atol. Its equality with the mask is tested in float64 to 1e-10,
+        # gradients included (test_segment_attention.py), so this test keeps checking the refactor on the
+        # path it was recorded on.
+        raw.update(name=case, output_dir=str(tmp_path / "runs"),
+                   model={"name": str(parity_model_dir), "packed_attention": "mask"})
         result = train_from_config(load_config(data=raw))
     finally:
         torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -214,3 +214,22 @@ def test_a_model_that_ignores_the_switch_is_refused():
         with sa.segment_attention_for(model.config):
             Ignores(model.config)()
     assert model.config._attn_implementation != sa.NAME  # restored
+
+
+def test_validate_refuses_segments_for_a_model_it_cannot_serve(tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import Gemma2Config
+
+    from tuneforge.checks import CheckReport, _check_packed_attention
+
+    def report_for(setting, implementation=None, packing=True):
+        config = SimpleNamespace(model=SimpleNamespace(packed_attention=setting, attn_implementation=implementation),
+                                 data=SimpleNamespace(packing=packing))
+        report = CheckReport()
+        _check_packed_attention(config, Gemma2Config(num_hidden_layers=2), report)
+        return report
+
+    assert any("soft-caps" in e and "model.packed_attention" in e for e in report_for("segments").errors)
+    assert not report_for("auto").errors and not report_for("segments", packing=False).errors
+    assert any("flash_attention_2" in w for w in report_for("mask", "flash_attention_2").warnings)

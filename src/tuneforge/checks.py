@@ -59,6 +59,8 @@ def check_config(config, *, tokenizer, method=None) -> CheckReport:
     report.warnings.extend(warnings)
     report.facts.update(facts)
     _check_model_limits(config, tokenizer, model_config, report)
+    if not report.errors:
+        _check_plan(config, report)
     return report
 
 
@@ -125,14 +127,24 @@ def _check_output_dir(config, report: CheckReport) -> None:
 def _check_options(config, report: CheckReport) -> None:
     cuda = torch.cuda.is_available()
     t = config.training
-    if not cuda and t.mixed_precision in ("bf16", "fp16"):
+    if not cuda and t.mixed_precision == "fp16":
         report.errors.append(
-            f"training.mixed_precision: '{t.mixed_precision}' needs a CUDA GPU and none is visible; "
-            "use 'auto' (fp32 on CPU)"
+            "training.mixed_precision: 'fp16' needs a CUDA GPU and none is visible; use 'auto' "
+            "(bf16 autocast where this CPU runs it faster, else fp32) or 'bf16'"
         )
+    else:
+        from .training.precision import cpu_bf16_flags, resolve_precision
+
+        report.facts["precision"] = resolve_precision(t.mixed_precision, cpu=not cuda).describe()
+        if not cuda and t.mixed_precision == "bf16" and not cpu_bf16_flags()[0]:
+            report.warnings.append(
+                f"training.mixed_precision: bf16 on this CPU is emulated and very slow ({cpu_bf16_flags()[1]}); "
+                "'auto' picks fp32 here"
+            )
     if not cuda and config.model.dtype in ("bfloat16", "float16"):
         report.warnings.append(
-            f"model.dtype: {config.model.dtype} on CPU is very slow on most CPUs; 'auto' uses float32 here"
+            f"model.dtype: {config.model.dtype} on CPU is very slow on most CPUs and trains without fp32 master "
+            "weights; 'auto' uses float32 here (training.mixed_precision picks bf16 autocast where it is faster)"
         )
     if config.model.attn_implementation == "flash_attention_2" and not cuda:
         report.errors.append("model.attn_implementation: flash_attention_2 needs CUDA; use sdpa")
@@ -175,3 +187,28 @@ def _check_model_limits(config, tokenizer, model_config, report: CheckReport) ->
         report.errors.append(
             f"model: the tokenizer has {len(tokenizer)} tokens but the model only {vocab} embeddings"
         )
+    _check_packed_attention(config, model_config, report)
+
+
+def _check_packed_attention(config, model_config, report: CheckReport) -> None:
+    """model.packed_attention against the model (models/segment_attention.py)."""
+    from .models.segment_attention import unsupported_reason
+
+    setting = config.model.packed_attention
+    if setting == "segments" and getattr(config.data, "packing", False):
+        reason = unsupported_reason(model_config)
+        if reason:
+            report.errors.append(f"model.packed_attention: segments cannot stand in for this model's attention: "
+                                 f"{reason}; use auto (the mask for this model) or mask")
+    if setting == "mask" and config.model.attn_implementation == "flash_attention_2":
+        report.warnings.append("model.packed_attention: mask does not apply to flash_attention_2, which always "
+                               "gets the packed rows' boundaries (its mask path would let them attend to each other)")
+
+
+def _check_plan(config, report: CheckReport) -> None:
+    """Warn when the resource plan (planning/) says the run needs more memory than is free."""
+    from .planning import plan_warning
+
+    warning = plan_warning(config, report.facts)  # never raises; None when it fits or cannot be planned
+    if warning and not warning.startswith("resource plan unavailable"):
+        report.warnings.append(warning)

@@ -1,4 +1,4 @@
-"""The `tuneforge` command: train | validate | eval | generate | chat | predict | score | embed | merge | adapters |
+"""The `tuneforge` command: train | validate | plan | eval | generate | chat | predict | score | embed | merge | adapters |
 serve | models | quickstart."""
 
 from __future__ import annotations
@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("overrides", nargs="*")
     v.add_argument("--accelerate-config", default=None, help="also check this launch setup against the config")
     v.set_defaults(func=_cmd_validate)
+
+    pl = sub.add_parser("plan", help="memory by part, time per step and per run, and whether a config fits; "
+                        "no weights loaded")
+    pl.add_argument("config")
+    pl.add_argument("overrides", nargs="*")
+    pl.add_argument("--processes", type=int, default=1, help="data-parallel processes to plan for (default 1)")
+    pl.set_defaults(func=_cmd_plan)
 
     e = sub.add_parser("eval", help="score a model (+ adapters, each in turn) on a dataset")
     _model_args(e)
@@ -278,6 +285,8 @@ def _cmd_validate(args) -> int:
         return 1
     if report.facts.get("data"):
         console.print(f"[green]✓ data[/] {report.facts['data']}", highlight=False)
+    if report.facts.get("precision"):
+        console.print(f"[green]✓ precision[/] {report.facts['precision']}", highlight=False)
     for warning in report.warnings:
         console.print(f"[yellow]! {warning}[/]", highlight=False)
     for error in report.errors:
@@ -285,6 +294,21 @@ def _cmd_validate(args) -> int:
     if report.errors:
         return 1
     console.print("[bold green]valid[/]")
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    """`tuneforge plan CONFIG`: the resource plan as a table (planning/)."""
+    from .config import load_config
+    from .planning import PlanError, build_plan, print_plan
+
+    config = load_config(args.config, args.overrides)
+    try:
+        plan = build_plan(config, processes=max(1, args.processes))
+    except PlanError as exc:
+        err_console.print(f"[bold red]error:[/] {exc} (plan another model with model.name=...)", highlight=False)
+        return 2
+    print_plan(console, plan)
     return 0
 
 

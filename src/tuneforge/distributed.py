@@ -31,6 +31,7 @@ class LaunchSetup:
     fsdp_offload: bool = False
     fsdp_state_dict_type: str | None = None
     use_cpu: bool = False
+    fsdp_cpu_ram_efficient_loading: bool = False
 
 
 def read_accelerate_config(path: str | Path) -> LaunchSetup:
@@ -59,6 +60,7 @@ def read_accelerate_config(path: str | Path) -> LaunchSetup:
         fsdp_offload=bool(fsdp.get("fsdp_offload_params", False)),
         fsdp_state_dict_type=fsdp.get("fsdp_state_dict_type"),
         use_cpu=bool(raw.get("use_cpu", False)),
+        fsdp_cpu_ram_efficient_loading=bool(fsdp.get("fsdp_cpu_ram_efficient_loading", False)),
     )
 
 
@@ -67,12 +69,18 @@ def check_launch(setup: LaunchSetup, config, *, cuda_available: bool,
     """Problems that would make this run fail or be wrong under this setup, each with the reason."""
     problems: list[str] = []
     where = f"{setup.path}: "
-    needs_gpu = setup.distributed_type in ("MULTI_GPU", "FSDP", "DEEPSPEED") and not setup.use_cpu
+    # use_cpu does not make FSDP / DeepSpeed run on CPU: accelerate (1.15) then sets up plain
+    # DDP (MULTI_CPU) without a word, so a sharded config would silently train unsharded.
+    sharded = setup.distributed_type in ("FSDP", "DEEPSPEED")
+    needs_gpu = sharded or (setup.distributed_type == "MULTI_GPU" and not setup.use_cpu)
     if needs_gpu and not cuda_available:
-        problems.append(where + f"{setup.distributed_type} needs CUDA GPUs and none is visible here; on CPU use "
-                        "`tuneforge train CONFIG --num-processes N` (DDP over gloo)")
-    if setup.mixed_precision in ("bf16", "fp16") and not cuda_available:
-        problems.append(where + f"mixed_precision {setup.mixed_precision} needs CUDA; use 'no' on CPU")
+        why = (" (use_cpu does not change that: on CPU accelerate runs the processes as plain DDP, unsharded)"
+               if sharded and setup.use_cpu else "")
+        problems.append(where + f"{setup.distributed_type} needs CUDA GPUs and none is visible here{why}; on CPU "
+                        "use `tuneforge train CONFIG --num-processes N` (DDP over gloo)")
+    if setup.mixed_precision == "fp16" and not cuda_available:
+        # bf16 autocast runs on CPU (fast with AVX512-BF16 / AMX); fp16 autocast does not.
+        problems.append(where + "mixed_precision fp16 needs CUDA; use 'no' or 'bf16' on CPU")
     if setup.distributed_type == "DEEPSPEED":
         if deepspeed_available is None:
             deepspeed_available = importlib.util.find_spec("deepspeed") is not None
@@ -94,6 +102,33 @@ def check_launch(setup: LaunchSetup, config, *, cuda_available: bool,
     if setup.distributed_type == "FSDP" and setup.fsdp_state_dict_type not in (None, "FULL_STATE_DICT"):
         problems.append(where + "fsdp_state_dict_type must be FULL_STATE_DICT: the run's output must be a "
                         "standard Hugging Face / PEFT folder that loads without FSDP")
+    if setup.distributed_type == "FSDP" and setup.fsdp_cpu_ram_efficient_loading:
+        # accelerate moves the prepared module to the meta device and re-ties weights only with the
+        # module's own tie_weights(); tuneforge prepares its loss module around the model, so a tied
+        # lm_head / input embedding would train as two separate matrices (seen on CPU, FSDP2).
+        problems.append(where + "fsdp_cpu_ram_efficient_loading must be false: with it, accelerate unties the "
+                        "output projection from the input embedding of models that tie them, which then train "
+                        "and save as two different matrices")
     if setup.num_machines > 1 and setup.num_processes < setup.num_machines:
         problems.append(where + "num_processes counts processes over all machines and must be ≥ num_machines")
     return problems
+
+
+def broadcast_from_main(accelerator, module) -> None:
+    """Give every process the main process's trainable parameters (collective).
+
+    DDP copies rank 0's weights to every process when it wraps the model; FSDP2's
+    ``fully_shard`` keeps each process's own rows as they are. Weights loaded from a
+    checkpoint agree anyway, but randomly initialised ones (adapters, new heads) can
+    differ between processes, and sharding them would stitch one tensor together
+    from several initialisations. Call this before ``accelerator.prepare`` when sharded.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if accelerator.num_processes == 1 or not dist.is_initialized():
+        return
+    with torch.no_grad():
+        for param in module.parameters():
+            if param.requires_grad:
+                dist.broadcast(param.data, src=0)

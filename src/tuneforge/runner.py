@@ -65,6 +65,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     from .models.load import count_parameters, is_quantized, load_tokenizer, resolve_dtype, resolve_model
     from .models.load import training_state_bytes
     from .training.checkpoint import CheckpointMismatch, is_sharded, latest_checkpoint, load_checkpoint
+    from .training.checkpoint import gather_full_state
     from .training.divergence import DivergenceWatch, divergence_hint
     from .training.engine import make_accelerator, peak_memory_mb, total_steps
     from .training.loop import LoopSettings, heldout_mean_loss, train_loop
@@ -100,6 +101,8 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     from accelerate.utils import set_seed
 
     set_seed(tcfg.seed)
+    with torch.random.fork_rng(devices=[]):  # the plan's timed matmul must not move the run's random state
+        plan = _plan_run(config, data, accelerator) if main else None  # before any weight: runtime = this process
     dtype = resolve_dtype(config.model.dtype, accelerator.device)
     model = method.build_model(config, data, dtype=dtype)
     if not is_quantized(model):  # bitsandbytes places quantized weights itself; .to() would refuse
@@ -139,6 +142,10 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
                                 betas=tuple(tcfg.adam_betas), eps=tcfg.adam_epsilon)
     warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else int(tcfg.warmup_ratio * steps)
     scheduler = build_scheduler(optimizer, kind=tcfg.scheduler, warmup_steps=warmup, total_steps=steps)
+    if is_sharded(accelerator):  # FSDP shards each process's own weights: start them all from the main one's
+        from .distributed import broadcast_from_main
+
+        broadcast_from_main(accelerator, loss_model)
     loss_model, optimizer = accelerator.prepare(loss_model, optimizer)
 
     start_state: dict = {}
@@ -183,12 +190,13 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
                   adapter_model=adapter_model, eval_fn=periodic_eval if data.eval else None, watch=watch,
                   arrange=data.arrange, after_step=adapted.after_optimizer_step if adapted else None)
 
+    train_peak_mb = round(peak_memory_mb(accelerator.device), 1)  # before the "after" evaluation
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(loss_model).model
     output_dir = run_dir / ("adapter" if adapted is not None and adapted.saves_adapter else "model")
     full_state = None
     if is_sharded(accelerator):  # gather the sharded weights (collective) into one standard folder
-        full_state = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(loss_model).items()}
+        full_state = {k.removeprefix("model."): v for k, v in gather_full_state(accelerator, loss_model).items()}
     if main:
         method.save(config, trained, output_dir, tokenizer, state_dict=full_state)
         if adapted is not None:
@@ -233,9 +241,12 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
             "adapter": config.adapter.type if config.adapter else None, "output": str(output_dir),
             "quantize": config.model.quantize,
         },
+        "precision": _precision_entry(accelerator),
     }
     if watch.warning:
         summary["train"]["divergence_warning"] = watch.warning
+    if plan is not None:
+        summary["plan"] = _plan_summary(plan, summary["train"], train_peak_mb)
     summary.update(_report_extras(before, after))
     if main:
         _save_json(run_dir / "summary.json", summary)
@@ -247,6 +258,42 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         print_before_after(console, summary)
         console.print(f"Output: {output_dir}\nReport: {report_path}")
     return RunResult(run_dir=run_dir, output_dir=output_dir, summary=summary, model=trained)
+
+
+def _precision_entry(accelerator) -> dict:
+    """What training.mixed_precision resolved to (engine.make_accelerator) and why."""
+    precision = getattr(accelerator, "precision", None)
+    choice = precision.choice if precision is not None else str(accelerator.mixed_precision)
+    return {"mixed_precision": choice, "label": precision.label if precision is not None else choice,
+            "reason": precision.reason if precision is not None else ""}
+
+
+def _plan_run(config, data, accelerator):
+    """This run's resource plan (planning/) as (Plan or None, problem or None); never raises."""
+    from .planning import safe_plan
+
+    choice = getattr(getattr(accelerator, "precision", None), "choice", None)
+    plan, problem = safe_plan(config, data=data, processes=accelerator.num_processes,
+                              device=accelerator.device.type, precision={"no": "fp32"}.get(choice, choice))
+    if problem:
+        console.print(f"[yellow]! {problem}[/]", highlight=False)
+    elif plan.fits is False:
+        console.print(f"[yellow]! plan: about {plan.machine_bytes / 2**30:.1f} GiB needed, "
+                      f"{plan.free_bytes / 2**30:.1f} GiB free: this run may run out of memory[/]", highlight=False)
+    return plan, problem
+
+
+def _plan_summary(plan, train: dict, train_peak_mb: float) -> dict:
+    """summary.json's ``plan``: planned, measured (peak memory up to the end of training), relative error."""
+    made, problem = plan
+    if made is None:
+        return {"planned": None, "measured": None, "error": None, "problem": problem}
+    try:
+        from .planning import planned_vs_measured
+
+        return planned_vs_measured(made.summary(), {**train, "train_peak_memory_mb": train_peak_mb})
+    except Exception as exc:  # noqa: BLE001 - the plan is a report, never a reason to fail a run
+        return {"planned": None, "measured": None, "error": None, "problem": f"{type(exc).__name__}: {exc}"}
 
 
 def _enable_activation_checkpointing(model) -> None:

@@ -32,14 +32,15 @@ class ModelConfig(Section):
     revision: str | None = None
     trust_remote_code: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: float32 on CPU, bfloat16 on CUDA."
+        "auto", description="Weight dtype. auto: float32 on CPU (bf16 speed comes from "
+        "training.mixed_precision), bfloat16 on CUDA."
     )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
     packed_attention: Literal["auto", "segments", "mask"] = Field(
         "auto", description="How packed training rows keep their examples apart. segments: causal attention per "
         "example, no T×T mask (models/segment_attention.py); mask: the dense block-diagonal mask; auto: segments "
-        "on CPU with sdpa, the mask elsewhere. flash_attention_2 always gets the segments as its variable-length "
-        "arguments.")
+        "with sdpa on CPU, and on CUDA where torch has its flash-attention varlen kernel; the mask elsewhere. "
+        "flash_attention_2 always gets the segments as its variable-length arguments.")
     quantize: Literal["8bit", "4bit"] | None = Field(
         None, description="Load the frozen base quantized with bitsandbytes: 8bit (LLM.int8, Dettmers et al. 2022) "
         "or 4bit (QLoRA, Dettmers et al. 2023). Needs an adapter: quantized weights are not trained.")
@@ -122,7 +123,9 @@ class TrainingConfig(Section):
     seed: int = 42
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto", description="auto: fp32 on CPU, bf16 on CUDA."
+        "auto", description="Autocast precision; weights, gradients and optimizer state stay fp32. auto: bf16 on "
+        "CUDA (fp16 without bf16 support); on CPU bf16 where the CPU has AVX512-BF16/AMX-BF16 and a timed matmul "
+        "confirms it is faster, else fp32 (`tuneforge validate` says which and why). fp16 needs CUDA."
     )
     save_every: int | None = Field(None, ge=1, description="Checkpoint every N optimizer steps.")
     keep_checkpoints: int = Field(2, ge=1)
@@ -130,6 +133,12 @@ class TrainingConfig(Section):
     eval_every: int | None = Field(None, ge=1, description="Held-out loss every N steps.")
     trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
     num_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        # YAML 1.1 reads a bare `no` as false: `mixed_precision: no` means the option "no", not a boolean.
+        return "no" if value is False else value
 
 
 class EvalConfig(Section):

@@ -563,6 +563,7 @@ def write_report(run_dir: Path, *, summary: dict, metrics: list[dict], samples: 
         f"{_matrices_html(summary.get('matrices') or {}, run_dir)}"
         f"{_tables_html(summary.get('tables') or {})}</section>"
         + f"<section><h2>Training</h2>{_plots_html(plots)}{_facts(_train_and_data(summary), metrics or [])}</section>"
+        + _plan_html(summary.get("plan"))
         + f"<section><h2>Held-out samples</h2>{_samples_html(samples)}</section>"
         + '<section class="config"><details><summary><b>resolved config</b></summary>'
         f"<pre>{_e(config_text) if config_text else '(not recorded)'}</pre></details></section>"
@@ -571,6 +572,36 @@ def write_report(run_dir: Path, *, summary: dict, metrics: list[dict], samples: 
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(_page(run, body), encoding="utf-8")
     return path
+
+
+def _plan_html(plan: dict | None) -> str:
+    """The resource plan (planning/) beside what the run measured; empty when the run has none."""
+    if not plan:
+        return ""
+    if not plan.get("planned"):
+        return f"<section><h2>Resource plan</h2><p>{_e(plan.get('problem') or 'not available')}</p></section>"
+    planned, measured, error = plan["planned"], plan.get("measured") or {}, plan.get("error") or {}
+    parts = "".join(f"<tr><td>{_e(name)}</td><td class=\"num\">{_memory(mb)}</td></tr>"
+                    for name, mb in (planned.get("memory_mb") or {}).items())
+
+    def pct(key):
+        value = error.get(key)
+        return "—" if value is None else f"{100 * value:+.0f}%"
+
+    compare = (f"<tr><td>peak memory</td><td class=\"num\">{_memory(planned.get('peak_memory_mb'))}</td>"
+               f"<td class=\"num\">{_memory(measured.get('peak_memory_mb'))}</td><td class=\"num\">"
+               f"{pct('peak_memory')}</td></tr>"
+               f"<tr><td>seconds per step</td><td class=\"num\">{_fmt(planned.get('step_seconds'))}</td>"
+               f"<td class=\"num\">{_fmt(measured.get('step_seconds'))}</td><td class=\"num\">"
+               f"{pct('step_seconds')}</td></tr>")
+    return ("<section><h2>Resource plan</h2>"
+            f"<p>{_e(planned.get('device'))} {_e(planned.get('precision'))}, {_e(planned.get('processes'))} "
+            f"process(es); data: {_e((planned.get('data') or {}).get('source'))}</p>"
+            '<table class="metrics narrow"><thead><tr><th></th><th class="num">planned</th>'
+            '<th class="num">measured</th><th class="num">error</th></tr></thead>'
+            f"<tbody>{compare}</tbody></table>"
+            '<details><summary>planned memory by part</summary><table class="metrics narrow"><tbody>'
+            f"{parts}</tbody></table></details></section>")
 
 
 def report_samples(before, after, limit: int) -> list[dict]:

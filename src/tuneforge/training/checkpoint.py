@@ -59,6 +59,24 @@ def gather_trainable_state(accelerator, prepared_model) -> dict[str, torch.Tenso
     return {n: t.detach().to("cpu").contiguous().clone() for n, t in full.items() if n in names}
 
 
+def gather_full_state(accelerator, prepared_model) -> dict[str, torch.Tensor]:
+    """The full state dict of a sharded model (collective: every process must call this).
+
+    Complete on the main process (accelerate returns an empty dict elsewhere under FSDP2).
+    The gathered tensors are separate copies, so tied parameters (a tied ``lm_head`` and
+    input embedding) no longer share storage, and ``save_pretrained`` would not recognise
+    them as tied and write the matrix twice. Each alias is pointed back at its
+    parameter's tensor, as in an unsharded model's state dict.
+    """
+    full = accelerator.get_state_dict(prepared_model)
+    first: dict[int, str] = {}
+    for name, param in accelerator.unwrap_model(prepared_model).named_parameters(remove_duplicate=False):
+        owner = first.setdefault(id(param), name)
+        if owner != name and owner in full and name in full:
+            full[name] = full[owner]
+    return full
+
+
 def save_checkpoint(run_dir: Path, step: int, *, model, optimizer, scheduler, state: dict,
                     keep: int = 2, adapter_model=None, weights: dict[str, torch.Tensor] | None = None,
                     pending: bool = False) -> Path:

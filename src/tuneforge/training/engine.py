@@ -20,17 +20,58 @@ def make_accelerator(*, mixed_precision: str, gradient_accumulation_steps: int =
                      project_dir: Path | None = None, cpu: bool | None = None):
     from accelerate import Accelerator
 
+    from .precision import resolve_precision
+
     if cpu is None:
         cpu = not torch.cuda.is_available()
-    if mixed_precision == "auto":
-        mixed_precision = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    return Accelerator(
+    precision = resolve_precision(mixed_precision, cpu=cpu)
+    if mixed_precision == "auto" and cpu and _launched_processes() > 1:
+        precision = _agree_on_precision(precision, cpu=cpu)
+    _forget_other_precision(precision.choice)
+    accelerator = Accelerator(
         cpu=cpu,
         gradient_accumulation_steps=gradient_accumulation_steps,
-        mixed_precision=mixed_precision,
+        mixed_precision=precision.choice,
         log_with=trackers or None,
         project_dir=str(project_dir) if project_dir else None,
     )
+    accelerator.precision = precision  # the choice and its reason, for summary.json
+    return accelerator
+
+
+def _forget_other_precision(choice: str) -> None:
+    """accelerate keeps one AcceleratorState per process and refuses a second Accelerator with
+    another mixed precision; a later run in the same process (tests, notebooks) may resolve
+    differently, so that part of the state is dropped (the process group, in PartialState, stays)."""
+    from accelerate.state import AcceleratorState
+
+    previous = AcceleratorState._shared_state.get("_mixed_precision")
+    if previous is not None and previous != choice:
+        AcceleratorState._reset_state()
+
+
+def _launched_processes() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def _agree_on_precision(precision, *, cpu: bool):
+    """Every process measures on its own; all use bf16 only if all of them chose it."""
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    from .precision import Precision
+
+    PartialState(cpu=cpu)  # joins the process group the Accelerator then reuses
+    if not dist.is_available() or not dist.is_initialized():
+        return precision
+    flag = torch.tensor([1 if precision.choice == "bf16" else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    if precision.choice == "bf16" and not flag.item():
+        return Precision("no", "another process measured bf16 as not faster; all processes use fp32")
+    return precision
 
 
 class RowOrder:

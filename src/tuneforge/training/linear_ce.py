@@ -13,6 +13,14 @@ and allocator traffic drop to one chunk.
 The same idea appears as "fused linear cross-entropy" (Liger Kernel, Hsu et al.
 2024) and "Cut Cross-Entropy" (Wijmans et al. 2025); this is a plain PyTorch
 version without custom kernels.
+
+Under bf16 autocast (CPU or CUDA) the two large matmuls — logits and the
+gradient — run in bf16 like an autocast ``nn.Linear`` would, while the
+logits are held in fp32 for the log-sum-exp and the loss, and the loss and
+the weight gradient are summed in fp32: the same rounding as the unfused
+autocast path (bf16 logits, then ``.float()`` and cross-entropy). Without
+autocast, or under fp16 autocast (whose unscaled softmax gradients would
+underflow in fp16), everything is fp32.
 """
 
 from __future__ import annotations
@@ -27,10 +35,17 @@ def _chunk_rows(vocab: int) -> int:
     return max(16, CHUNK_ELEMENTS // vocab)
 
 
+def _autocast_low_dtype(device_type: str) -> torch.dtype | None:
+    """bf16 when bf16 autocast is on for this device (the matmul dtype here), else None (fp32)."""
+    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+        return torch.bfloat16
+    return None
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets):
-        # hidden (N, H), weight (V, H), targets (N,) → summed loss (fp32 scalar)
+    def forward(ctx, hidden, weight, targets, low=None):
+        # hidden (N, H), weight (V, H), targets (N,) → summed loss (fp32 scalar); low: matmul dtype or None
         n, vocab = hidden.shape[0], weight.shape[0]
         rows = _chunk_rows(vocab)
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -38,9 +53,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
         buffer = torch.empty((min(rows, n), vocab), dtype=torch.float32, device=hidden.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        # fp32 throughout this function: autocast would otherwise clash with the out= buffer.
+        # Autocast off: the matmul dtype is chosen explicitly (low), and out= needs exact dtypes.
         with torch.autocast(device_type=hidden.device.type, enabled=False):
-            _accumulate(hidden, weight, targets, rows, buffer, total, grad_hidden, grad_weight)
+            _accumulate(hidden, weight, targets, rows, buffer, total, grad_hidden, grad_weight, low)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return total
@@ -50,30 +65,45 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_weight = ctx.saved_tensors
         gh = grad_hidden * grad_output if grad_hidden is not None else None
         gw = (grad_weight * grad_output).to(ctx.weight_dtype) if grad_weight is not None else None
-        return gh, gw, None
+        return gh, gw, None, None
 
 
-def _accumulate(hidden, weight, targets, rows, buffer, total, grad_hidden, grad_weight) -> None:
-    """Loss of every chunk into ``total``; gradients (if buffers given) into the grad buffers."""
-    w32 = weight if weight.dtype == torch.float32 else weight.float()
+def _accumulate(hidden, weight, targets, rows, buffer, total, grad_hidden, grad_weight, low=None) -> None:
+    """Loss of every chunk into ``total``; gradients (if buffers given) into the grad buffers.
+
+    ``low`` (bf16 or None): the dtype of the matmuls; logits, loss and sums stay fp32.
+    """
+    dtype = low or torch.float32
+    w = weight if weight.dtype == dtype else weight.to(dtype)
+    # bf16: the matmul writes here, then the logits are widened into the fp32 buffer.
+    low_buffer = torch.empty(buffer.shape, dtype=low, device=buffer.device) if low is not None else None
     n = hidden.shape[0]
     need_hidden, need_weight = grad_hidden is not None, grad_weight is not None
     for start in range(0, n, rows):
         h = hidden[start:start + rows]
         t = targets[start:start + rows]
         logits = buffer[: h.shape[0]]
-        h = h if h.dtype == torch.float32 else h.float()
-        torch.matmul(h, w32.t(), out=logits)
+        h = h if h.dtype == dtype else h.to(dtype)
+        if low_buffer is None:
+            torch.matmul(h, w.t(), out=logits)
+        else:
+            low_logits = low_buffer[: h.shape[0]]
+            torch.matmul(h, w.t(), out=low_logits)
+            logits.copy_(low_logits)
         lse = torch.logsumexp(logits, dim=-1)  # (C,)
         total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
         if need_hidden or need_weight:
             # d(sum of losses)/d logits = softmax − one-hot, computed in place in the buffer.
             logits.sub_(lse[:, None]).exp_()
             logits[torch.arange(h.shape[0], device=h.device), t] -= 1.0
+            d = logits if low_buffer is None else low_logits.copy_(logits)
             if need_hidden:
-                grad_hidden[start:start + rows] = (logits @ w32).to(grad_hidden.dtype)
+                grad_hidden[start:start + rows] = (d @ w).to(grad_hidden.dtype)
             if need_weight:
-                grad_weight.addmm_(logits.t(), h)
+                if low_buffer is None:
+                    grad_weight.addmm_(d.t(), h)
+                else:
+                    grad_weight += d.t() @ h  # bf16 product (fp32 accumulation inside), summed in fp32
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -81,6 +111,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
 
     hidden: (N, H); weight: (V, H) (an output projection without bias); targets: (N,) in [0, V).
     """
+    low = _autocast_low_dtype(hidden.device.type)
     if not torch.is_grad_enabled() or not (hidden.requires_grad or weight.requires_grad):
         # Evaluation: the loss only (needs_input_grad would still ask for weight gradients).
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -88,9 +119,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         buffer = torch.empty((min(rows, hidden.shape[0]), weight.shape[0]), dtype=torch.float32,
                              device=hidden.device)
         with torch.autocast(device_type=hidden.device.type, enabled=False):
-            _accumulate(hidden, weight, targets, rows, buffer, total, None, None)
+            _accumulate(hidden, weight, targets, rows, buffer, total, None, None, low)
         return total
-    return _LinearCrossEntropy.apply(hidden, weight, targets)
+    return _LinearCrossEntropy.apply(hidden, weight, targets, low)
 
 
 def supports_fused(head: torch.nn.Module) -> bool:

@@ -153,7 +153,7 @@ def experience(loss_module: PpoLoss, reference: Reference, rollout: Rollout, sco
             logp_ref[index, :used] = ref.float()
             entropy[index, :used] = out.entropy.float()
             if out.values is not None:
-                values[index, :used] = out.values
+                values[index, :used] = out.values.float()  # bf16 under CPU/GPU autocast
     scores = scores.to(device)
     kl = torch.where(mask, KL_ESTIMATORS[settings.kl_estimator](logp_old, logp_ref), 0.0)  # (N, R)
     sequence_kl = kl.sum(-1)  # (N,)
