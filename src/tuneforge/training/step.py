@@ -48,6 +48,16 @@ class CausalLMLoss(torch.nn.Module):
         self.packed_attention = packed_attention  # model.packed_attention: auto | segments | mask
         self._mode: str | None = None  # resolved on the first forward (it depends on the device)
 
+    @property
+    def _no_split_modules(self):
+        # FSDP's auto-wrap policy reads this from the prepared module (this wrapper): without it, it finds no
+        # decoder layers and shards the whole model as one unit (every forward gathers all weights at once).
+        return getattr(self.model, "_no_split_modules", None)
+
+    def tie_weights(self, *args, **kwargs):
+        # accelerate re-ties weights through the prepared module after FSDP's meta-device loading.
+        return self.model.tie_weights(*args, **kwargs)
+
     def _parts(self):
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         decoder = getattr(base, base.base_model_prefix)
