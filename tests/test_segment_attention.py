@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from tiny import tiny_model
 
 from tuneforge.data import IGNORE_INDEX, Example, collate, pack
+from tuneforge.data.collate import segment_boundaries
 from tuneforge.models import segment_attention as sa
 from tuneforge.training.step import CausalLMLoss
 
@@ -36,7 +37,7 @@ def test_boundaries_mark_every_example_row_start_and_padding_tail():
 
 def test_boundaries_refuse_rows_that_do_not_start_at_zero():
     with pytest.raises(ValueError, match="start at position 0"):
-        sa.segment_boundaries(torch.tensor([[1, 2, 0, 1]]))
+        segment_boundaries(torch.tensor([[1, 2, 0, 1]]))
 
 
 def test_bucket_lengths_pad_little():
@@ -79,7 +80,7 @@ def test_attention_function_equals_masked_sdpa_with_gradients(layout):
     }[layout]
     position_ids = torch.tensor(positions)
     q, k, v = random_qkv(2, 20)
-    cu = sa.segment_boundaries(position_ids)
+    cu = segment_boundaries(position_ids)
     out, _ = sa.segment_attention(_Module().eval(), q, k, v, cu_seq_lens_q=cu, cu_seq_lens_k=cu)
     ref = dense_reference(q, k, v, position_ids)
     assert out.shape == ref.shape == (2, 20, 4, 8)
@@ -233,3 +234,13 @@ def test_validate_refuses_segments_for_a_model_it_cannot_serve(tmp_path):
     assert any("soft-caps" in e and "model.packed_attention" in e for e in report_for("segments").errors)
     assert not report_for("auto").errors and not report_for("segments", packing=False).errors
     assert any("flash_attention_2" in w for w in report_for("mask", "flash_attention_2").warnings)
+
+
+def test_a_segment_longer_than_the_sliding_window_is_refused():
+    position_ids = torch.tensor([list(range(12)) + list(range(8))])
+    q, k, v = random_qkv(1, 20)
+    cu = segment_boundaries(position_ids)
+    out, _ = sa.segment_attention(_Module().eval(), q, k, v, cu_seq_lens_q=cu, sliding_window=12)  # fits
+    torch.testing.assert_close(out, dense_reference(q, k, v, position_ids), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="sliding window"):
+        sa.segment_attention(_Module().eval(), q, k, v, cu_seq_lens_q=cu, sliding_window=11)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from tuneforge.data.types import IGNORE_INDEX, PackedRow
-from tuneforge.models.segment_attention import segment_boundaries
 
 
 def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
@@ -34,3 +33,17 @@ def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
         position_ids[b, n:] = torch.arange(width - n)
     return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
             "cu_seq_lens": segment_boundaries(position_ids)}
+
+
+def segment_boundaries(position_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions restarting at 0 per example → int32 cumulative lengths over the flattened batch.
+
+    Every position 0 opens a segment (each row starts at 0, and so does the collator's padding tail); the
+    total B·T closes the last: rows ``[0 1 2 0 1 | 0 1 2 3 0]`` give ``[0, 3, 5, 9, 10]``. Rows must start at
+    position 0 (the packing collator guarantees it); anything else is refused.
+    """
+    flat = position_ids.reshape(-1)
+    if flat.numel() and int(position_ids[:, 0].abs().sum()) != 0:
+        raise ValueError("segment_boundaries: every row must start at position 0")
+    starts = torch.nonzero(flat == 0).flatten()
+    return torch.cat([starts, starts.new_tensor([flat.numel()])]).to(torch.int32)

@@ -7,7 +7,7 @@ transformers also repeats K and V for grouped-query attention). Here the batch i
 boundaries instead:
 
 - **Boundaries** are cumulative sequence lengths over the flattened (B·T) batch — every example start, every
-  row start, and each row's padding tail as a segment of its own (:func:`segment_boundaries`). They are the
+  row start, and each row's padding tail as a segment of its own (``data.collate.segment_boundaries``). They are the
   same ``cu_seq_lens_q`` / ``cu_seq_lens_k`` arguments flash-attention's variable-length kernel takes
   (Dao 2023, FlashAttention-2, ``flash_attn_varlen_func``), so with ``flash_attention_2`` they go to
   transformers' flash path unchanged and isolation holds for any batch size.
@@ -28,6 +28,8 @@ Because :data:`NAME` has no mask function, transformers builds no mask at all fo
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import torch
@@ -37,20 +39,6 @@ from .attention_switch import AttentionSwitch
 
 NAME = "tuneforge_segments"
 _plan_cache: tuple | None = None  # (boundaries tensor, plan): every layer of one forward gets the same tensor
-
-
-def segment_boundaries(position_ids: torch.Tensor) -> torch.Tensor:
-    """(B, T) positions restarting at 0 per example → int32 cumulative lengths over the flattened batch.
-
-    Every position 0 opens a segment (each row starts at 0, and so does the collator's padding tail); the
-    total B·T closes the last. ``[0, 3, 8, 10]`` for rows ``[0 1 2 0 1 | 2 3 4 0 1]`` would be wrong input:
-    a row must start at position 0, which the packing collator guarantees.
-    """
-    flat = position_ids.reshape(-1)
-    if flat.numel() and int(position_ids[:, 0].abs().sum()) != 0:
-        raise ValueError("segment_boundaries: every row must start at position 0")
-    starts = torch.nonzero(flat == 0).flatten()
-    return torch.cat([starts, starts.new_tensor([flat.numel()])]).to(torch.int32)
 
 
 def bucket_length(length: int) -> int:
@@ -103,7 +91,7 @@ def _cached_plan(boundaries: torch.Tensor):
 
 def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask=None, *,
                       dropout: float = 0.0, scaling: float | None = None, cu_seq_lens_q=None, cu_seq_lens_k=None,
-                      sliding_window=None, softcap=None, s_aux=None, **_) -> tuple:
+                      max_length_q=None, sliding_window=None, softcap=None, s_aux=None, **_) -> tuple:
     """query (B, H, T, D), key / value (B, Hkv, T, D), ``cu_seq_lens_q`` (S + 1,) → ((B, T, H, D), None)."""
     if cu_seq_lens_q is None:
         raise ValueError(f"attention '{NAME}' needs cu_seq_lens_q (the packed batch's segment boundaries)")
@@ -114,17 +102,19 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
         raise ValueError(f"attention '{NAME}' does not implement logit soft-capping or attention sinks; "
                          "set model.packed_attention: mask")
     batch, heads, t, dim = query.shape
-    buckets, inverse = _cached_plan(cu_seq_lens_q)
-    if sliding_window is not None and max(int(g.shape[1]) for g, _ in buckets) > sliding_window:
-        raise ValueError(f"attention '{NAME}': a segment is longer than the model's sliding window "
-                         f"({sliding_window}); set model.packed_attention: mask")
     dropout = dropout if module.training else 0.0
     # (B, H, T, D) → (B·T, H, D): one row per position of the flattened batch
     q, k, v = (x.transpose(1, 2).reshape(batch * t, x.shape[1], dim) for x in (query, key, value))
     kernel = _varlen_kernel(query) if dropout == 0.0 else None
     if kernel is not None:  # CUDA, half precision: one flash-attention varlen call over the whole batch
-        longest = int((cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).max())
+        # the caller's max_length_q (computed once per forward): reading it off the device here would
+        # synchronise in every layer
+        longest = int(max_length_q) if max_length_q is not None else int(cu_seq_lens_q.diff().max())
+        _check_window(sliding_window, longest)
         return kernel(q, k, v, cu_seq_lens_q, longest, scaling).view(batch, t, heads, dim), None
+    if sliding_window is not None:
+        _check_window(sliding_window, int(cu_seq_lens_q.diff().max()))
+    buckets, inverse = _cached_plan(cu_seq_lens_q)
     outputs = []
     for gather, kept in buckets:
         n, width = gather.shape
@@ -137,6 +127,24 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
         outputs.append(out.transpose(1, 2).reshape(n * width, heads, dim).index_select(0, kept))
     merged = torch.cat(outputs).index_select(0, inverse)  # (B·T, H, D) in batch order
     return merged.view(batch, t, heads, dim), None  # (B, T, H, D), as transformers' attention functions return
+
+
+def _check_window(sliding_window, longest: int) -> None:
+    if sliding_window is not None and longest > sliding_window:
+        raise ValueError(f"attention '{NAME}': a segment is longer than the model's sliding window "
+                         f"({sliding_window}); set model.packed_attention: mask")
+
+
+@functools.lru_cache(maxsize=1)
+def _varlen_signature():
+    """(varlen_attn, its causal keyword, whether it takes enable_gqa / scale), or None: read once per process."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    params = inspect.signature(varlen_attn).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    return varlen_attn, causal, "enable_gqa" in params, "scale" in params
 
 
 def _varlen_kernel(query: torch.Tensor):
@@ -152,21 +160,16 @@ def _varlen_kernel(query: torch.Tensor):
     autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
     if not half and autocast is None:
         return None
-    try:
-        import inspect
-
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
+    found = _varlen_signature()
+    if found is None:
         return None
-    params = inspect.signature(varlen_attn).parameters
-    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
-    gqa = "enable_gqa" in params
+    varlen_attn, causal, gqa, takes_scale = found
 
     def run(q, k, v, cu, longest, scale):
         if not gqa and k.shape[1] != q.shape[1]:
             k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))
         extra = {"enable_gqa": True} if gqa else {}
-        if "scale" in params:
+        if takes_scale:
             extra["scale"] = scale
         if autocast is not None:  # under autocast RoPE can hand fp32 queries over; SDPA would cast them too
             q, k, v = (x.to(autocast) for x in (q, k, v))

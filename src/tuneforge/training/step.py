@@ -88,7 +88,8 @@ class CausalLMLoss(torch.nn.Module):
         variable-length arguments; mask: attention_mask=None + restarting position_ids, from which
         transformers builds the block-diagonal causal mask.
         """
-        from ..models.segment_attention import packed_attention_mode, segment_attention_for, segment_boundaries
+        from ..data.collate import segment_boundaries
+        from ..models.segment_attention import packed_attention_mode, segment_attention_for
 
         if self._mode is None:
             self._mode = packed_attention_mode(self.packed_attention, decoder.config, input_ids.device)
