@@ -58,13 +58,9 @@ def test_auto_is_bf16_only_when_measured_clearly_faster(monkeypatch):
     assert precision.resolve_precision("auto", cpu=True).choice == "no"
 
 
-def test_the_real_detection_is_quick_cached_and_consistent_with_the_flags():
-    import time
-
-    t0 = time.perf_counter()
+def test_the_real_detection_is_cached_and_consistent_with_the_flags():
+    # (its cost, ~0.1 s, is measured in training/precision.py's docstring, not asserted: no timing in tests)
     first = precision.resolve_precision("auto", cpu=True)
-    took = time.perf_counter() - t0
-    assert took < 2.0  # ~0.1 s measured; generous for a loaded CI machine
     assert precision.resolve_precision("auto", cpu=True) is first  # cached: measured once per process
     if not precision.cpu_bf16_flags()[0]:
         assert first.choice == "no"
