@@ -257,6 +257,9 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
                                    config_text=dump_config(config))
         print_before_after(console, summary)
         console.print(f"Output: {output_dir}\nReport: {report_path}")
+    # No process leaves while another still uses the process group (the main one generates and writes the
+    # report meanwhile): a rank that exited early was seen to abort in gloo's teardown under FSDP2 on CPU.
+    accelerator.wait_for_everyone()
     return RunResult(run_dir=run_dir, output_dir=output_dir, summary=summary, model=trained)
 
 
