@@ -36,6 +36,8 @@ def check_config(config, *, tokenizer, method=None) -> CheckReport:
     from .registry import get_method
 
     method = method or get_method(config.method)
+    if getattr(config, "stages", None):
+        return _check_stages(config, tokenizer, method)
     report = CheckReport()
     _check_output_dir(config, report)
     _check_options(config, report)
@@ -61,6 +63,29 @@ def check_config(config, *, tokenizer, method=None) -> CheckReport:
     _check_model_limits(config, tokenizer, model_config, report)
     if not report.errors:
         _check_plan(config, report)
+    return report
+
+
+def _check_stages(config, tokenizer, method) -> CheckReport:
+    """A continual config: its own refusals, then every stage's config checked as a one-stage run."""
+    from .continual.runner import continual_problems
+    from .continual.stages import stage_config
+
+    report = CheckReport()
+    report.errors.extend(continual_problems(config, method))
+    described = []
+    for k, stage in enumerate(config.stages):
+        stage_report = check_config(stage_config(config, k), tokenizer=tokenizer, method=method)
+        report.errors.extend(f"stage {stage.name}: {e}" for e in stage_report.errors)
+        report.warnings.extend(f"stage {stage.name}: {w}" for w in stage_report.warnings
+                               if not any(w in seen for seen in report.warnings))
+        if stage_report.facts.get("data"):
+            described.append(f"{stage.name}: {stage_report.facts['data']}")
+        for key in ("precision", "model_type"):
+            if key in stage_report.facts:
+                report.facts[key] = stage_report.facts[key]
+    if described:
+        report.facts["data"] = "\n  ".join(described)
     return report
 
 

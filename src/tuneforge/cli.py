@@ -204,6 +204,11 @@ def _cmd_train(args) -> int:
 
     config = load_config(args.config, args.overrides)
     launched = "LOCAL_RANK" in os.environ
+    if config.stages and (args.num_processes > 1 or args.accelerate_config or launched):
+        from .checks import ChecksFailed
+
+        raise ChecksFailed(["stages: continual runs train in one process for now; leave out --num-processes "
+                            "and --accelerate-config"])
     if args.accelerate_config and not launched:
         import torch
 
@@ -223,7 +228,12 @@ def _cmd_train(args) -> int:
     from .runner import train_from_config
 
     try:
-        train_from_config(config, config_path=args.config, resume=args.resume)
+        if config.stages:
+            from .continual.runner import run_continual
+
+            run_continual(config, config_path=args.config, resume=args.resume)
+        else:
+            train_from_config(config, config_path=args.config, resume=args.resume)
     except TrainingInterrupted as stop:
         again = shlex.join(["tuneforge", "train", args.config, *args.overrides, "--resume"])
         err_console.print(f"[yellow]Stopped by {stop.signal_name}.[/] Checkpoint: {stop.checkpoint}\n"

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..adapters.config import AdapterConfig
+from ..continual.config import ContinualConfig, StageConfig
 
 DataFormat = Literal["text", "prompt_completion", "chat", "natural_instructions"]
 
@@ -162,6 +163,11 @@ class RunBase(Section):
     data: DataConfig
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig | None = None
+    stages: list[StageConfig] | None = Field(
+        None, description="Continual learning: train these stages one after another in one run, each with its "
+        "own data and held-out set (continual/config.py). data: then holds the settings they share.")
+    continual: ContinualConfig | None = Field(
+        None, description="With stages: the strategy against forgetting (naive, replay, l2, ewc, adapter, joint).")
 
     @field_validator("name")
     @classmethod
@@ -169,3 +175,34 @@ class RunBase(Section):
         if value is not None and ("/" in value or value in {"", ".", ".."}):
             raise ValueError("must be a plain folder name (no '/'); use output_dir for the parent")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_one_data(cls, values):
+        # With stages, data: holds what they share and its train may be left out: it is stage 1's.
+        if isinstance(values, dict) and isinstance(values.get("stages"), list) and values["stages"]:
+            first = values["stages"][0]
+            data = values.get("data")
+            if isinstance(data, dict) and "train" not in data and isinstance(first, dict):
+                train = (first.get("data") or {}).get("train")
+                if train is not None:
+                    values = {**values, "data": {**data, "train": train}}
+        return values
+
+    @model_validator(mode="after")
+    def _stages_fit(self):
+        if self.continual is not None and not self.stages:
+            raise ValueError("continual: needs stages: (a list of {name, data: {train, eval}})")
+        if not self.stages:
+            if self.stages is not None:
+                raise ValueError("stages: give at least one stage, or leave stages out")
+            return self
+        names = [stage.name for stage in self.stages]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"stages: names must be unique; {', '.join(twice)} appears more than once")
+        from ..continual.stages import stage_data
+
+        for index, stage in enumerate(self.stages):
+            stage_data(self, index)  # raises ValueError naming the stage and the key
+        return self

@@ -1,0 +1,488 @@
+"""The stage-by-stage work of a continual run (``runner.run_continual`` sets it up).
+
+State kept in ``continual_state.json`` after each step that costs minutes, so an interrupted run
+loses at most the step it was in:
+
+- ``trained``: stages whose training finished and whose output (and EWC Fisher) is saved;
+- ``completed``: stages also scored on every task (their row of R) and swept (WiSE-FT);
+- ``rows``: each row's scores, general perplexity and per-task metrics ("base" = row 0).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from ..interface import EvalContext
+from ..runner import _precision_entry, _save_json, _truncate_metrics
+from ..training.engine import console
+from . import penalties
+from .evaluation import general_perplexity, pick_score, write_matrix_csv
+from .replay import ReservoirBuffer, mix_replay
+from .stage_adapters import StageAdapters
+from .wise_ft import lora_a_names, sweep
+
+STATE_FILE = "continual_state.json"
+
+
+class ContinualRun:
+    def __init__(self, config, settings, method, tokenizer, accelerator, tasks, run_dir: Path, state: dict,
+                 metric: str):
+        from ..adapters import attach_adapter
+        from ..models.load import is_quantized, resolve_dtype, resolve_model
+
+        self.config, self.settings, self.method = config, settings, method
+        self.tokenizer, self.accelerator, self.tasks = tokenizer, accelerator, tasks
+        self.run_dir, self.state, self.metric = run_dir, state, metric
+        self.strategy = settings.strategy
+        dtype = resolve_dtype(config.model.dtype, accelerator.device)
+        model = method.build_model(tasks.configs[0], tasks.data[0], dtype=dtype)
+        if not is_quantized(model):
+            model.to(accelerator.device)
+        self.stage_adapters: StageAdapters | None = None
+        self.peft_single = False
+        if self.strategy == "adapter":
+            self.stage_adapters = StageAdapters(model, config.adapter, task_type=method.peft_task_type,
+                                                inference=settings.adapter.inference)
+        elif config.adapter is not None:
+            adapted = attach_adapter(model, config.adapter, task_type=method.peft_task_type,
+                                     tokenizer_path=resolve_model(config.model.name),
+                                     gradient_checkpointing=config.training.gradient_checkpointing)
+            if not adapted.saves_adapter or adapted.saver is not adapted.model:
+                from .runner import ContinualRefused
+
+                raise ContinualRefused(f"adapter.type {config.adapter.type}: continual runs support full "
+                                       f"fine-tuning and peft adapters (lora, loha, lokr, vera, oft, ia3)")
+            model = adapted.model
+            self.peft_single = True
+        if config.training.gradient_checkpointing:
+            from ..runner import _enable_activation_checkpointing
+
+            _enable_activation_checkpointing(model)
+        self.model = model
+        self.buffers: dict[str, ReservoirBuffer] = {}
+        self.fisher: dict[str, torch.Tensor] | None = None
+        self.pending_restore: int | None = None  # a finished stage whose weights a resumed run still loads
+        self.session_started = time.perf_counter()
+        self.earlier_seconds = float(state.get("elapsed_seconds", 0.0))  # spent before a resume
+
+    # ------------------------------------------------------------------ the sequence
+
+    def go(self) -> None:
+        if "base" not in self.state["rows"]:
+            self.state["rows"]["base"] = self.score_row("base")
+            self.save_state()
+        if self.strategy == "joint":
+            return self.joint()
+        for k, name in enumerate(self.tasks.names):
+            if name in self.state["trained"]:
+                self.bookkeep(k)
+                if name in self.state["completed"]:
+                    continue
+                self.restore()
+                self.finish_stage(k, start=None)
+                continue
+            self.restore()
+            self.stage(k)
+
+    def stage(self, k: int) -> None:
+        name, cfg, data = self.tasks.names[k], self.tasks.configs[k], self.tasks.data[k]
+        if self.stage_adapters is not None:
+            self.model = self.stage_adapters.begin(name)
+        rows, facts = data.train, {}
+        if self.strategy == "replay":
+            replay = self.settings.replay
+            mix = mix_replay(data.train, self.buffers, fraction=replay.fraction, by=replay.by,
+                             seed=cfg.training.seed + k)
+            rows = mix.rows
+            facts = {"replayed_rows": mix.replayed, "replayed_fraction": round(mix.fraction, 4),
+                     "replayed_token_fraction": round(mix.token_fraction, 4), "replayed_from": mix.per_stage}
+        params = penalties.trainable_parameters(self.model)
+        start = penalties.snapshot(self.model) if self._needs_start(k) else None
+        penalty = self._penalty(k, params, start)
+        result = self.train(name, k, cfg, data, rows, penalty)
+        self.save_output(k)
+        self.bookkeep(k, fresh=True)
+        self.state["trained"].append(name)
+        self.state["stage_results"].append({"stage": name, **result, **facts,
+                                            "output": str(self.stage_dir(k) / "output")})
+        self.save_state()
+        self.finish_stage(k, start=start)
+
+    def finish_stage(self, k: int, start: dict | None) -> None:
+        name = self.tasks.names[k]
+        self.state["rows"][name] = self.score_row(name)
+        if self._sweeps(k):
+            if start is None:
+                console.print(f"[yellow]! WiSE-FT after {name} skipped: the run resumed after the stage's "
+                              f"training, and its start weights were not kept[/]")
+            else:
+                self.state["wise_ft"] = self.wise_ft(k, start)
+        self.state["completed"].append(name)
+        self.save_state()
+
+    def joint(self) -> None:
+        """The reference: one training on the union of every stage's rows, with the top-level settings."""
+        name = "joint"
+        if name not in self.state["completed"]:
+            rows = [row for data in self.tasks.data for row in data.train]
+            cfg = self.tasks.configs[0].model_copy(update={"training": self.config.training})
+            if name not in self.state["trained"]:
+                result = self.train(name, 0, cfg, self.tasks.data[0], rows, None)
+                self.save_output(0)
+                self.state["trained"].append(name)
+                self.state["stage_results"].append({"stage": name, **result,
+                                                    "output": str(self.stage_dir(0) / "output")})
+                self.save_state()
+            else:
+                self.pending_restore = 0
+                self.restore()
+            self.state["rows"][name] = self.score_row(name)
+            self.state["completed"].append(name)
+            self.save_state()
+
+    # ------------------------------------------------------------------ one stage's training
+
+    def stage_dir(self, k: int) -> Path:
+        label = "joint" if self.strategy == "joint" else self.tasks.names[k]
+        return self.run_dir / "stages" / f"{k + 1}-{label}"
+
+    def train(self, name: str, k: int, cfg, data, rows: list, penalty) -> dict:
+        from ..training.checkpoint import latest_checkpoint, load_checkpoint
+        from ..training.divergence import DivergenceWatch, divergence_hint
+        from ..training.engine import total_steps
+        from ..training.loop import LoopSettings, heldout_mean_loss, train_loop
+        from ..training.optim import build_optimizer, build_scheduler
+
+        tcfg, acc = cfg.training, self.accelerator
+        stage_dir = self.stage_dir(k)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        collate = partial(self.method.collate, tokenizer=self.tokenizer)
+        inner = self.method.loss_module(cfg, self.model, data)
+        loss_module = penalties.PenalisedLoss(inner, penalty) if penalty is not None else inner
+        global_batch = tcfg.batch_size * tcfg.gradient_accumulation_steps * acc.num_processes
+        steps = total_steps(len(rows), global_batch, tcfg.epochs, tcfg.max_steps)
+        optimizer = build_optimizer(loss_module, learning_rate=tcfg.learning_rate, weight_decay=tcfg.weight_decay,
+                                    betas=tuple(tcfg.adam_betas), eps=tcfg.adam_epsilon)
+        warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else int(tcfg.warmup_ratio * steps)
+        # A fresh optimizer and a schedule that warms up and decays again in every stage (continual
+        # pretraining studies: Gupta et al. 2023, Ibrahim et al. 2024 re-warm and re-decay per stage).
+        scheduler = build_scheduler(optimizer, kind=tcfg.scheduler, warmup_steps=warmup, total_steps=steps)
+        acc.free_memory()  # the previous stage's prepared module and optimizer
+        loss_model, optimizer = acc.prepare(loss_module, optimizer)
+        start_state: dict = {}
+        ckpt = latest_checkpoint(stage_dir)
+        if ckpt is not None:
+            start_state = load_checkpoint(ckpt, model=acc.unwrap_model(loss_model), optimizer=optimizer,
+                                          scheduler=scheduler)
+            console.print(f"Resuming stage {name} from {ckpt} (step {start_state['step']}/{steps})")
+            _truncate_metrics(stage_dir / "metrics.jsonl", start_state["step"])
+        settings = LoopSettings(
+            batch_size=tcfg.batch_size, gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
+            total_steps=steps, seed=tcfg.seed + k, max_grad_norm=tcfg.max_grad_norm, save_every=tcfg.save_every,
+            keep_checkpoints=tcfg.keep_checkpoints, log_every=tcfg.log_every, eval_every=tcfg.eval_every)
+        watch = DivergenceWatch(chance_loss=self.method.chance_loss(cfg, self.model, data), mode=tcfg.on_divergence,
+                                console=console, hint=divergence_hint(tcfg.learning_rate, tcfg.max_grad_norm,
+                                                                      self.config.adapter is None))
+
+        def periodic_eval():
+            return self.method.periodic_metrics(
+                heldout_mean_loss(loss_model, data.eval, collate, tcfg.batch_size, acc))
+
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        console.print(f"[bold]stage {k + 1}/{len(self.tasks.names)}: {name}[/] ({self.strategy}) — {len(rows)} rows, "
+                      f"{steps} steps, lr {tcfg.learning_rate:g}, {trainable:,} trainable parameters")
+        result = train_loop(loss_model=loss_model, optimizer=optimizer, scheduler=scheduler, accelerator=acc,
+                            rows=rows, collate=collate, settings=settings, run_dir=stage_dir,
+                            start_state=start_state, eval_fn=periodic_eval if data.eval and tcfg.eval_every else None,
+                            watch=watch, arrange=data.arrange)
+        self.loss_inner = inner
+        return {"steps": result.steps, "rows": len(rows), "tokens": result.tokens,
+                "wall_seconds": round(result.wall_seconds, 2), "final_loss": result.final_loss}
+
+    def _needs_start(self, k: int) -> bool:
+        return (self.strategy in ("l2", "ewc") and k > 0) or self._sweeps(k)
+
+    def _sweeps(self, k: int) -> bool:
+        wise = self.settings.wise_ft
+        return bool(wise.alphas) and (wise.stages == "all" or k == len(self.tasks.names) - 1)
+
+    def _penalty(self, k: int, params: dict, start: dict | None):
+        """What stage k adds to its loss; None for the first stage (nothing to protect yet) and naive / replay."""
+        if k == 0:
+            return None
+        if self.strategy == "l2":
+            weight = self.settings.l2.weight
+            return lambda: penalties.l2_penalty(params, start, weight)
+        if self.strategy == "ewc":
+            fisher, weight = self.fisher, self.settings.ewc.weight
+            anchor = {n: start[n] for n in fisher}
+            return lambda: penalties.ewc_penalty(params, anchor, fisher, weight)
+        if self.strategy == "adapter" and self.settings.adapter.inference == "sum":
+            sa, opts = self.stage_adapters, self.settings.adapter
+            new, old = sa.current, sa.frozen_names()
+            return lambda: penalties.olora_penalty(sa.model, new, old, orthogonality=opts.orthogonality, l2=opts.l2)
+        return None
+
+    # ------------------------------------------------------------------ outputs and resume
+
+    def save_output(self, k: int) -> None:
+        output = self.stage_dir(k) / "output"
+        if output.exists():  # a run resumed inside this stage's saving: write it again whole
+            shutil.rmtree(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if self.stage_adapters is not None:
+            self.stage_adapters.save(self.stage_adapters.current, output)
+        else:
+            self.method.save(self.tasks.configs[k], self.model, output, self.tokenizer)
+
+    def bookkeep(self, k: int, fresh: bool = False) -> None:
+        """What a finished stage leaves for the later ones: its replay buffer, its Fisher, its adapter."""
+        name, data = self.tasks.names[k], self.tasks.data[k]
+        if self.strategy == "replay":
+            buffer = ReservoirBuffer(self.settings.replay.buffer_size, seed=self.config.training.seed + 1000 + k)
+            buffer.extend(data.train)
+            self.buffers[name] = buffer
+        if self.strategy == "ewc" and k < len(self.tasks.names) - 1:
+            path = self.stage_dir(k) / "fisher.safetensors"
+            if fresh or not path.exists():
+                self.fisher = self._estimate_fisher(k)
+                from safetensors.torch import save_file
+
+                save_file({n: f.contiguous() for n, f in self.fisher.items()}, str(path))
+            else:
+                from safetensors.torch import load_file
+
+                self.fisher = load_file(str(path))
+        if not fresh:
+            if self.stage_adapters is not None:
+                self.model = self.stage_adapters.begin(name)
+                self.stage_adapters.load_weights(name, self.stage_dir(k) / "output")
+            else:
+                self.pending_restore = k
+
+    def _estimate_fisher(self, k: int) -> dict[str, torch.Tensor]:
+        opts, data = self.settings.ewc, self.tasks.data[k]
+        rng = random.Random(self.config.training.seed + 2000 + k)
+        rows = rng.sample(data.train, min(opts.fisher_batches, len(data.train)))
+        inner = self.method.loss_module(self.tasks.configs[k], self.model, data)
+        started = time.perf_counter()
+        fisher = penalties.diagonal_fisher(inner, rows, partial(self.method.collate, tokenizer=self.tokenizer),
+                                           device=self.accelerator.device,
+                                           params=penalties.trainable_parameters(self.model))
+        raw_mean = float(sum(f.double().sum() for f in fisher.values()) / sum(f.numel() for f in fisher.values()))
+        if opts.normalize:
+            fisher = penalties.normalized(fisher)
+        if opts.accumulate and self.fisher is not None:
+            fisher = {n: f + self.fisher[n] for n, f in fisher.items()}
+        console.print(f"EWC: diagonal Fisher of {self.tasks.names[k]} over {len(rows)} rows "
+                      f"({time.perf_counter() - started:.0f} s, raw mean {raw_mean:.3g})")
+        self.state.setdefault("fisher", {})[self.tasks.names[k]] = {"rows": len(rows), "raw_mean": raw_mean}
+        return fisher
+
+    def restore(self) -> None:
+        """Load the weights a resumed run's next stage starts from (the last finished stage's output)."""
+        if self.pending_restore is None:
+            return
+        output = self.stage_dir(self.pending_restore) / "output"
+        from safetensors.torch import load_file
+
+        if self.peft_single:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.model, load_file(str(output / "adapter_model.safetensors")))
+        else:
+            state = {}
+            for shard in sorted(output.glob("*.safetensors")):
+                state.update(load_file(str(shard)))
+            missing, unexpected = self.model.load_state_dict(state, strict=False)
+            tied = {n for n in missing if n.endswith("lm_head.weight")}
+            if set(missing) - tied or unexpected:
+                raise RuntimeError(f"{output}: does not match the model (missing {sorted(missing)[:3]}, "
+                                   f"unexpected {sorted(unexpected)[:3]})")
+        console.print(f"Resumed from the end of stage {self.pending_restore + 1}: {output}")
+        self.pending_restore = None
+
+    def elapsed(self) -> float:
+        return self.earlier_seconds + time.perf_counter() - self.session_started
+
+    def save_state(self) -> None:
+        self.state["elapsed_seconds"] = round(self.elapsed(), 2)
+        _save_json(self.run_dir / STATE_FILE, self.state)
+
+    # ------------------------------------------------------------------ scoring
+
+    def score_row(self, label: str) -> dict:
+        """Every task's score (and metrics) with the model as it is now, plus general perplexity."""
+        scores, metrics = [], {}
+        for j, (name, cfg, data) in enumerate(zip(self.tasks.names, self.tasks.configs, self.tasks.data)):
+            route = self.stage_adapters.for_task(j) if self.stage_adapters is not None else _nothing()
+            with route:
+                result = self.method.evaluate(self.model, EvalContext(cfg, self.tokenizer, data, self.accelerator,
+                                                                       f"{label}: task {name}"))
+            scores.append(pick_score(result["metrics"], self.metric, name))
+            metrics[name] = result["metrics"]
+        ppl = None
+        if self.tasks.general:
+            cfg = self.tasks.configs[0]
+            ppl = general_perplexity(self.model, self.tasks.general, self.tokenizer, cfg.training.batch_size,
+                                     self.accelerator, cfg.model.packed_attention)
+        shown = ", ".join(f"{n} {s:.3f}" for n, s in zip(self.tasks.names, scores))
+        console.print(f"after {label}: {self.metric} {shown}" + (f"; general perplexity {ppl:.2f}" if ppl else ""))
+        return {"scores": scores, "metrics": metrics, "general_perplexity": ppl}
+
+    def _score_tasks(self, indices: list[int]) -> list[float]:
+        out = []
+        for j in indices:
+            cfg, data = self.tasks.configs[j], self.tasks.data[j]
+            route = self.stage_adapters.for_task(j) if self.stage_adapters is not None else _nothing()
+            with route:
+                result = self.method.evaluate(self.model, EvalContext(cfg, self.tokenizer, data, self.accelerator,
+                                                                       "wise-ft"))
+            out.append(pick_score(result["metrics"], self.metric, self.tasks.names[j]))
+        return out
+
+    def wise_ft(self, k: int, start: dict) -> dict:
+        params = penalties.trainable_parameters(self.model)
+        keep = lora_a_names(params, start)
+
+        def score():
+            new = self._score_tasks([k])[0]
+            old = self._score_tasks(list(range(k)))
+            return new, (sum(old) / len(old) if old else None)
+
+        console.print(f"WiSE-FT after {self.tasks.names[k]}: α ∈ {self.settings.wise_ft.alphas}")
+        return {"stage": self.tasks.names[k], **sweep(params, start, self.settings.wise_ft.alphas, score, keep)}
+
+    def merged_rows(self) -> dict:
+        """After the last stage: each requested merge of the stage adapters, scored on every task."""
+        sa, opts = self.stage_adapters, self.settings.adapter
+        rows, outputs = {}, {}
+        if sa is None or not opts.merge or len(sa.names) < 2:
+            return rows
+        for how in opts.merge:
+            merged = f"merged_{how}"
+            kwargs = {"density": opts.density} if how in ("ties", "dare_linear", "dare_ties") else {}
+            sa.model.add_weighted_adapter(adapters=list(sa.names), weights=[1.0] * len(sa.names),
+                                          adapter_name=merged, combination_type=how, **kwargs)
+            sa.model.base_model.set_adapter(merged)
+            row = self._score_tasks_plain()
+            rows[f"merged ({how})"] = row
+            folder = self.run_dir / "output" / merged
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            sa.save(merged, folder)
+            outputs[how] = str(folder)
+            sa.model.delete_adapter(merged)
+        sa._activate(sa.names if sa.inference == "sum" else [sa.current])
+        self.state["merged_outputs"] = outputs
+        return rows
+
+    def _score_tasks_plain(self) -> list[float]:
+        out = []
+        for j, (cfg, data) in enumerate(zip(self.tasks.configs, self.tasks.data)):
+            result = self.method.evaluate(self.model, EvalContext(cfg, self.tokenizer, data, self.accelerator, "merged"))
+            out.append(pick_score(result["metrics"], self.metric, self.tasks.names[j]))
+        return out
+
+    # ------------------------------------------------------------------ the end
+
+    def finish(self):
+        from ..config import dump_config
+        from ..runner import RunResult
+        from .metrics import continual_metrics
+
+        names = self.tasks.names
+        labels = ["base", "joint"] if self.strategy == "joint" else ["base", *names]
+        values = [self.state["rows"][label]["scores"] for label in labels]
+        ppl = [self.state["rows"][label]["general_perplexity"] for label in labels]
+        if self.strategy == "joint":
+            acc = sum(values[-1]) / len(values[-1])
+            cm = {"acc": acc, "bwt": None, "fwt": None, "forgetting": {}, "mean_forgetting": None}
+        else:
+            m = continual_metrics(values)
+            cm = {"acc": m.acc, "bwt": m.bwt, "fwt": m.fwt, "forgetting": dict(zip(names, m.forgetting)),
+                  "mean_forgetting": m.mean_forgetting}
+        extra = self.merged_rows() if self.stage_adapters is not None else {}
+        if self.stage_adapters is not None:
+            output = {name: str(self.stage_dir(k) / "output") for k, name in enumerate(names)}
+        else:
+            output = str(self.stage_dir(len(labels) - 2) / "output")
+        summary = {
+            "kind": "continual", "name": self.run_dir.name, "method": self.config.method, "strategy": self.strategy,
+            "strategy_settings": self._strategy_settings(), "model": self.config.model.name,
+            "adapter": self.config.adapter.type if self.config.adapter else None,
+            "stages": names, "metric": self.metric,
+            "matrix": {"rows": labels, "columns": names, "values": values},
+            "general_perplexity": {"rows": labels, "values": ppl} if any(p is not None for p in ppl) else None,
+            "continual_metrics": cm, "stage_results": self.state["stage_results"],
+            "wise_ft": self.state.get("wise_ft"), "output": output,
+            "task_metrics": {label: self.state["rows"][label]["metrics"] for label in labels},
+            "fisher": self.state.get("fisher"), "wall_seconds": round(self.elapsed(), 2),
+            "precision": _precision_entry(self.accelerator),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        if extra:
+            summary["extra_rows"] = extra
+            summary["merged_outputs"] = self.state.get("merged_outputs")
+        _save_json(self.run_dir / "summary.json", summary)
+        write_matrix_csv(self.run_dir / "matrix.csv", summary)
+        report = _write_report(self.run_dir, summary, dump_config(self.config))
+        _print_summary(summary)
+        console.print(f"Summary: {self.run_dir / 'summary.json'}\nReport: {report}")
+        return RunResult(run_dir=self.run_dir, output_dir=Path(output) if isinstance(output, str) else self.run_dir,
+                         summary=summary, model=self.model)
+
+    def _strategy_settings(self) -> dict:
+        part = {"replay": "replay", "l2": "l2", "ewc": "ewc", "adapter": "adapter"}.get(self.strategy)
+        settings = getattr(self.settings, part).model_dump() if part else {}
+        if self.settings.wise_ft.alphas:
+            settings["wise_ft"] = self.settings.wise_ft.model_dump()
+        return settings
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _write_report(run_dir: Path, summary: dict, config_text: str) -> Path | None:
+    try:
+        from ..eval.continual_report import write_continual_report
+    except ImportError:  # pragma: no cover - the report module ships with this package
+        return None
+    return write_continual_report(run_dir, summary=summary, config_text=config_text)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    matrix = summary["matrix"]
+    table = Table(title=f"{summary['metric']} on each task (columns) after each stage (rows)")
+    table.add_column("after")
+    for name in matrix["columns"]:
+        table.add_column(name, justify="right")
+    ppl = (summary.get("general_perplexity") or {}).get("values")
+    if ppl:
+        table.add_column("general ppl", justify="right")
+    for k, label in enumerate(matrix["rows"]):
+        cells = [f"{v:.3f}" for v in matrix["values"][k]]
+        table.add_row(label, *cells, *([f"{ppl[k]:.2f}"] if ppl else []))
+    for label, row in (summary.get("extra_rows") or {}).items():
+        table.add_row(label, *[f"{v:.3f}" for v in row], *([""] if ppl else []))
+    console.print(table)
+    cm = summary["continual_metrics"]
+    parts = [f"ACC {cm['acc']:.3f}"] + [f"{k.upper()} {cm[k]:+.3f}" for k in ("bwt", "fwt") if cm[k] is not None]
+    console.print("  ".join(parts))
+
+
+def load_state(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / STATE_FILE).read_text())
