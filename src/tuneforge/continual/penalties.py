@@ -49,10 +49,11 @@ def diagonal_fisher(loss_module: torch.nn.Module, rows: list, collate: Callable[
 
     Each row's gradient is that of its mean loss (the mean negative log-likelihood of its loss tokens,
     or of its examples), one row at a time, so the estimate is E[(∂ log p/∂θ)²] per row, not the square
-    of a batch mean (which would shrink it by the batch size).
+    of a batch mean (which would shrink it by the batch size). ``params``: the parameters to estimate
+    it for, under the caller's names (default: the loss module's trainable ones).
     """
     module = getattr(loss_module, "module", loss_module)
-    params = trainable_parameters(module)
+    params = params if params is not None else trainable_parameters(module)
     fisher = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
     was_training = module.training
     module.eval()  # no dropout: the Fisher of the model as it is

@@ -378,8 +378,8 @@ class ContinualRun:
             folder.parent.mkdir(parents=True, exist_ok=True)
             sa.save(merged, folder)
             outputs[how] = str(folder)
+            sa._activate(sa.names if sa.inference == "sum" else [sa.current])
             sa.model.delete_adapter(merged)
-        sa._activate(sa.names if sa.inference == "sum" else [sa.current])
         self.state["merged_outputs"] = outputs
         return rows
 
