@@ -64,6 +64,7 @@ def test_every_strategy_writes_the_matrix_summary_csv_and_report(tmp_path, tiny_
         for k in (1, 2, 3):  # each stage's output is saved, and its log restarts at step 1
             stage_dir = run / "stages" / f"{k}-s{k - 1}"
             assert (stage_dir / "output" / "model.safetensors").exists()
+            assert not (stage_dir / "checkpoints").exists()  # dropped once the output is saved
             steps = [json.loads(x)["step"] for x in (stage_dir / "metrics.jsonl").read_text().splitlines()]
             assert steps[0] == 1
         assert summary["wise_ft"]["alphas"] == [0.0, 1.0]

@@ -113,6 +113,7 @@ class ContinualRun:
         self.state["stage_results"].append({"stage": name, **result, **facts,
                                             "output": str(self.stage_dir(k) / "output")})
         self.save_state()
+        self.drop_checkpoints(k)
         self.finish_stage(k, start=start)
 
     def finish_stage(self, k: int, start: dict | None) -> None:
@@ -140,6 +141,7 @@ class ContinualRun:
                 self.state["stage_results"].append({"stage": name, **result,
                                                     "output": str(self.stage_dir(0) / "output")})
                 self.save_state()
+                self.drop_checkpoints(0)
             else:
                 self.pending_restore = 0
                 self.restore()
@@ -241,6 +243,11 @@ class ContinualRun:
             self.stage_adapters.save(self.stage_adapters.current, output)
         else:
             self.method.save(self.tasks.configs[k], self.model, output, self.tokenizer)
+
+    def drop_checkpoints(self, k: int) -> None:
+        # Once the stage's output is saved and recorded, resuming starts from that output: the mid-stage
+        # checkpoints (weights + optimizer state, ~3× the model for full fine-tuning) are dead weight.
+        shutil.rmtree(self.stage_dir(k) / "checkpoints", ignore_errors=True)
 
     def bookkeep(self, k: int, fresh: bool = False) -> None:
         """What a finished stage leaves for the later ones: its replay buffer, its Fisher, its adapter."""
