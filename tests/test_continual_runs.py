@@ -208,3 +208,24 @@ def test_config_mistakes_are_named(tmp_path, tiny_model_dir, isolated_cache):
     missing = make_config(tmp_path, tiny_model_dir, "naive", name="metric", continual={"metric": "rouge"})
     with pytest.raises(KeyError, match="continual.metric 'rouge'"):
         run_continual(missing)
+
+
+def test_cli_validates_every_stage_and_refuses_several_processes(tmp_path, tiny_model_dir, isolated_cache, capsys):
+    import yaml
+
+    from tuneforge.cli import main
+
+    config = make_config(tmp_path, tiny_model_dir, "replay", name="cli")
+    raw = config.model_dump(mode="json", exclude_none=True)
+    path = tmp_path / "continual.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "s0:" in out and "s1:" in out and "s2:" in out and "valid" in out
+    write_jsonl(tmp_path / "data" / "s1_train.jsonl", [{"messages": "not a list"}])  # a bad row in stage 2
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "stage s1" in err and "s1_train.jsonl:1" in err
+    assert main(["train", str(path), "--num-processes", "2"]) != 0
+    assert "one process" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "cli").exists()
