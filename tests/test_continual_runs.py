@@ -229,3 +229,27 @@ def test_cli_validates_every_stage_and_refuses_several_processes(tmp_path, tiny_
     assert main(["train", str(path), "--num-processes", "2"]) != 0
     assert "one process" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "cli").exists()
+
+
+def test_ewc_on_one_adapter_through_all_stages_resumes_between_stages(tmp_path, tiny_model_dir, isolated_cache,
+                                                                      monkeypatch):
+    ref = run_continual(make_config(tmp_path, tiny_model_dir, "ewc", name="ref", adapter=True))
+    fisher = load_file(str(ref.run_dir / "stages" / "1-s0" / "fisher.safetensors"))
+    assert fisher and all("lora_" in name for name in fisher)  # the penalty acts on the adapter's weights
+    assert (ref.run_dir / "stages" / "3-s2" / "output" / "adapter_config.json").exists()
+
+    config = make_config(tmp_path, tiny_model_dir, "ewc", name="cut", adapter=True)
+    original_stage = session_module.ContinualRun.stage
+
+    def stage(self, k):
+        if k == 1:
+            raise RuntimeError("simulated crash before stage 2")
+        return original_stage(self, k)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(session_module.ContinualRun, "stage", stage)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_continual(config)
+    resumed = run_continual(config, resume=True)
+    for (name, a), (_, b) in zip(ref.model.named_parameters(), resumed.model.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name

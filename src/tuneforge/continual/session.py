@@ -41,6 +41,9 @@ class ContinualRun:
         self.tokenizer, self.accelerator, self.tasks = tokenizer, accelerator, tasks
         self.run_dir, self.state, self.metric = run_dir, state, metric
         self.strategy = settings.strategy
+        from accelerate.utils import set_seed
+
+        set_seed(config.training.seed)  # new heads and adapters start the same in every run of this config
         dtype = resolve_dtype(config.model.dtype, accelerator.device)
         model = method.build_model(tasks.configs[0], tasks.data[0], dtype=dtype)
         if not is_quantized(model):
@@ -92,7 +95,12 @@ class ContinualRun:
             self.stage(k)
 
     def stage(self, k: int) -> None:
+        from accelerate.utils import set_seed
+
         name, cfg, data = self.tasks.names[k], self.tasks.configs[k], self.tasks.data[k]
+        # Each stage's randomness (a new adapter's init, dropout) depends on its index only, so a run resumed
+        # between stages draws what an uninterrupted one would.
+        set_seed(cfg.training.seed + k)
         if self.stage_adapters is not None:
             self.model = self.stage_adapters.begin(name)
         rows, facts = data.train, {}
