@@ -14,6 +14,7 @@ import json
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -212,7 +213,6 @@ class ContinualRun:
                             rows=rows, collate=collate, settings=settings, run_dir=stage_dir,
                             start_state=start_state, eval_fn=periodic_eval if data.eval and tcfg.eval_every else None,
                             watch=watch, arrange=data.arrange)
-        self.loss_inner = inner
         return {"steps": result.steps, "rows": len(rows), "tokens": result.tokens,
                 "wall_seconds": round(result.wall_seconds, 2), "final_loss": result.final_loss}
 
@@ -335,14 +335,8 @@ class ContinualRun:
 
     def score_row(self, label: str) -> dict:
         """Every task's score (and metrics) with the model as it is now, plus general perplexity."""
-        scores, metrics = [], {}
-        for j, (name, cfg, data) in enumerate(zip(self.tasks.names, self.tasks.configs, self.tasks.data)):
-            route = self.stage_adapters.for_task(j) if self.stage_adapters is not None else _nothing()
-            with route:
-                result = self.method.evaluate(self.model, EvalContext(cfg, self.tokenizer, data, self.accelerator,
-                                                                       f"{label}: task {name}"))
-            scores.append(pick_score(result["metrics"], self.metric, name))
-            metrics[name] = result["metrics"]
+        metrics = {name: self._task_metrics(j, label) for j, name in enumerate(self.tasks.names)}
+        scores = [pick_score(metrics[name], self.metric, name) for name in self.tasks.names]
         ppl = None
         if self.tasks.general:
             cfg = self.tasks.configs[0]
@@ -352,24 +346,26 @@ class ContinualRun:
         console.print(f"after {label}: {self.metric} {shown}" + (f"; general perplexity {ppl:.2f}" if ppl else ""))
         return {"scores": scores, "metrics": metrics, "general_perplexity": ppl}
 
-    def _score_tasks(self, indices: list[int]) -> list[float]:
-        out = []
-        for j in indices:
-            cfg, data = self.tasks.configs[j], self.tasks.data[j]
-            route = self.stage_adapters.for_task(j) if self.stage_adapters is not None else _nothing()
-            with route:
-                result = self.method.evaluate(self.model, EvalContext(cfg, self.tokenizer, data, self.accelerator,
-                                                                       "wise-ft"))
-            out.append(pick_score(result["metrics"], self.metric, self.tasks.names[j]))
-        return out
+    def _task_metrics(self, j: int, label: str, routed: bool = True) -> dict:
+        """Task j's held-out metrics by the method's own evaluation on that stage's config.
+
+        ``routed``: with ``adapter.inference: route``, answer with task j's own adapter (else: as set now)."""
+        cfg, data = self.tasks.configs[j], self.tasks.data[j]
+        use = self.stage_adapters.for_task(j) if routed and self.stage_adapters is not None else nullcontext()
+        with use:
+            ctx = EvalContext(cfg, self.tokenizer, data, self.accelerator, f"{label}: task {self.tasks.names[j]}")
+            return self.method.evaluate(self.model, ctx)["metrics"]
+
+    def _task_score(self, j: int, label: str, routed: bool = True) -> float:
+        return pick_score(self._task_metrics(j, label, routed), self.metric, self.tasks.names[j])
 
     def wise_ft(self, k: int, start: dict) -> dict:
         params = penalties.trainable_parameters(self.model)
         keep = lora_a_names(params, start)
 
         def score():
-            new = self._score_tasks([k])[0]
-            old = self._score_tasks(list(range(k)))
+            new = self._task_score(k, "wise-ft")
+            old = [self._task_score(j, "wise-ft") for j in range(k)]
             return new, (sum(old) / len(old) if old else None)
 
         console.print(f"WiSE-FT after {self.tasks.names[k]}: α ∈ {self.settings.wise_ft.alphas}")
@@ -387,8 +383,7 @@ class ContinualRun:
             sa.model.add_weighted_adapter(adapters=list(sa.names), weights=[1.0] * len(sa.names),
                                           adapter_name=merged, combination_type=how, **kwargs)
             sa.model.base_model.set_adapter(merged)
-            row = self._score_tasks_plain()
-            rows[f"merged ({how})"] = row
+            rows[f"merged ({how})"] = [self._task_score(j, merged, routed=False) for j in range(len(sa.names))]
             folder = self.run_dir / "output" / merged
             folder.parent.mkdir(parents=True, exist_ok=True)
             sa.save(merged, folder)
@@ -397,13 +392,6 @@ class ContinualRun:
             sa.model.delete_adapter(merged)
         self.state["merged_outputs"] = outputs
         return rows
-
-    def _score_tasks_plain(self) -> list[float]:
-        out = []
-        for j, (cfg, data) in enumerate(zip(self.tasks.configs, self.tasks.data)):
-            result = self.method.evaluate(self.model, EvalContext(cfg, self.tokenizer, data, self.accelerator, "merged"))
-            out.append(pick_score(result["metrics"], self.metric, self.tasks.names[j]))
-        return out
 
     # ------------------------------------------------------------------ the end
 
@@ -459,14 +447,6 @@ class ContinualRun:
         if self.settings.wise_ft.alphas:
             settings["wise_ft"] = self.settings.wise_ft.model_dump()
         return settings
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _write_report(run_dir: Path, summary: dict, config_text: str) -> Path | None:
