@@ -2,8 +2,9 @@
 
     python examples/evolving_topics/compare.py            # all strategies, ~25 min on 2 CPU cores
     python examples/evolving_topics/compare.py --strategies naive replay
+    python examples/evolving_topics/compare.py --strategies naive replay ewc ewc-100 adapter adapter-route joint
 
-Each strategy is one `tuneforge train configs/continual_evolving_topics.yaml continual.strategy=…`
+Each strategy (VARIANTS below) is one `tuneforge train configs/continual_evolving_topics.yaml continual.strategy=…`
 run (a separate process, so each starts from the same state), named `evo-<strategy>` under
 --output-dir. A finished run (its summary.json exists) is not run again, so an interrupted comparison
 continues where it stopped; an unfinished one is resumed with --resume. The table goes to
@@ -20,15 +21,25 @@ import sys
 from pathlib import Path
 
 CONFIG = "configs/continual_evolving_topics.yaml"
-STRATEGIES = ("naive", "replay", "l2", "ewc", "adapter", "joint")
-DEFAULT = ("naive", "replay", "ewc", "adapter", "joint")
-# What a strategy changes besides continual.strategy. The adapter strategy trains one LoRA per stage
-# (O-LoRA penalty, λ1 = 0.5), at LoRA's usual higher learning rate.
-OVERRIDES = {
-    "adapter": ["adapter.type=lora", "adapter.r=16", "adapter.alpha=32", "adapter.dropout=0.0",
-                "adapter.target_modules=all-linear", "training.learning_rate=2e-3"],
+LORA = ["adapter.type=lora", "adapter.r=16", "adapter.alpha=32", "adapter.dropout=0.0",
+        "adapter.target_modules=all-linear", "training.learning_rate=2e-3"]
+# Each run: its continual.strategy and what else it changes. The adapter strategy trains one LoRA per stage
+# (O-LoRA penalty, λ1 = 0.5) at LoRA's usual higher learning rate; "-route" answers each task with its own
+# stage's adapter; "ewc-100" is EWC with λ = 100 and a WiSE-FT sweep after the last stage.
+VARIANTS = {
+    "naive": ["continual.strategy=naive"],
+    "replay": ["continual.strategy=replay"],
+    "l2": ["continual.strategy=l2"],
+    "ewc": ["continual.strategy=ewc"],
+    "ewc-100": ["continual.strategy=ewc", "continual.ewc.weight=100",
+                "continual.wise_ft.alphas=[0, 0.25, 0.5, 0.75, 1]"],
+    "adapter": ["continual.strategy=adapter", *LORA],
+    "adapter-route": ["continual.strategy=adapter", "continual.adapter.inference=route", *LORA],
+    "joint": ["continual.strategy=joint"],
 }
-PROTECTED = ("replay", "l2", "ewc", "adapter")
+STRATEGIES = tuple(VARIANTS)
+DEFAULT = ("naive", "replay", "ewc", "adapter", "joint")
+PROTECTED = ("replay", "l2", "ewc", "ewc-100", "adapter", "adapter-route")
 
 
 def run_strategy(strategy: str, args) -> dict:
@@ -36,8 +47,7 @@ def run_strategy(strategy: str, args) -> dict:
     summary = run_dir / "summary.json"
     if not summary.exists():
         cmd = [sys.executable, "-m", "tuneforge", "train", args.config, f"name=evo-{strategy}",
-               f"output_dir={args.output_dir}", f"continual.strategy={strategy}", *OVERRIDES.get(strategy, []),
-               *args.set]
+               f"output_dir={args.output_dir}", *VARIANTS[strategy], *args.set]
         if (run_dir / "continual_state.json").exists():
             cmd.append("--resume")
         print(f"\n$ {shlex.join(cmd)}", flush=True)

@@ -1,5 +1,5 @@
-"""Bundled demo tasks: deterministic synthetic data sets for the quickstart."""
+"""Bundled demo tasks: deterministic synthetic data sets for the quickstart and the examples."""
 
-from tuneforge.tasks import clinical_notes
+from tuneforge.tasks import clinical_notes, evolving_topics
 
-__all__ = ["clinical_notes"]
+__all__ = ["clinical_notes", "evolving_topics"]
