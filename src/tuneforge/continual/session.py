@@ -207,7 +207,9 @@ class ContinualRun:
                 heldout_mean_loss(loss_model, data.eval, collate, tcfg.batch_size, acc))
 
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        console.print(f"[bold]stage {k + 1}/{len(self.tasks.names)}: {name}[/] ({self.strategy}) — {len(rows)} rows, "
+        where = ("every stage's rows at once" if self.strategy == "joint"
+                 else f"stage {k + 1}/{len(self.tasks.names)}: {name}")
+        console.print(f"[bold]{where}[/] ({self.strategy}) — {len(rows)} rows, "
                       f"{steps} steps, lr {tcfg.learning_rate:g}, {trainable:,} trainable parameters")
         result = train_loop(loss_model=loss_model, optimizer=optimizer, scheduler=scheduler, accelerator=acc,
                             rows=rows, collate=collate, settings=settings, run_dir=stage_dir,
