@@ -52,8 +52,11 @@ def test_shipped_config_passes_checks(path, tokenizer_for, monkeypatch):
     if "loss_tokens" in report.facts:  # token-level methods (cpt, sft); classify counts examples
         assert report.facts["loss_tokens"] > 0
     if config.eval is not None:
-        # A config that asks for evaluation must hold data out for it.
-        assert config.data.eval is not None or config.data.eval_fraction > 0
+        # A config that asks for evaluation must hold data out for it (every stage of a continual config).
+        from tuneforge.continual.stages import stage_data
+
+        sections = [stage_data(config, k) for k in range(len(config.stages))] if config.stages else [config.data]
+        assert all(data.eval is not None or data.eval_fraction > 0 for data in sections)
 
 
 def test_shipped_quickstart_data_is_what_the_task_writes(tmp_path):

@@ -81,6 +81,9 @@ def _check_stages(config, tokenizer, method) -> CheckReport:
                                if not any(w in seen for seen in report.warnings))
         if stage_report.facts.get("data"):
             described.append(f"{stage.name}: {stage_report.facts['data']}")
+        for key in ("rows", "examples", "tokens", "loss_tokens", "truncated"):  # summed over the stages
+            if isinstance(stage_report.facts.get(key), int):
+                report.facts[key] = report.facts.get(key, 0) + stage_report.facts[key]
         for key in ("precision", "model_type"):
             if key in stage_report.facts:
                 report.facts[key] = stage_report.facts[key]
