@@ -253,3 +253,27 @@ def test_ewc_on_one_adapter_through_all_stages_resumes_between_stages(tmp_path, 
     resumed = run_continual(config, resume=True)
     for (name, a), (_, b) in zip(ref.model.named_parameters(), resumed.model.named_parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_a_stage_restarted_without_a_checkpoint_logs_each_step_once(tmp_path, tiny_model_dir, isolated_cache,
+                                                                     monkeypatch):
+    from tuneforge.training import step as step_module
+
+    config = make_config(tmp_path, tiny_model_dir, "naive", name="crash")
+    original = step_module.CausalLMLoss.forward
+    calls = {"n": 0}
+
+    def forward(self, *args, **kwargs):
+        calls["n"] += self.training
+        if self.training and calls["n"] == 2:  # step 2 of stage 1: step 1 is logged, no checkpoint yet
+            raise RuntimeError("simulated crash in training")
+        return original(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(step_module.CausalLMLoss, "forward", forward)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_continual(config)
+    log = tmp_path / "runs" / "crash" / "stages" / "1-s0" / "metrics.jsonl"
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1]
+    run_continual(config, resume=True)
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3, 4]

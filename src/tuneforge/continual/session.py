@@ -193,7 +193,8 @@ class ContinualRun:
             start_state = load_checkpoint(ckpt, model=acc.unwrap_model(loss_model), optimizer=optimizer,
                                           scheduler=scheduler)
             console.print(f"Resuming stage {name} from {ckpt} (step {start_state['step']}/{steps})")
-            _truncate_metrics(stage_dir / "metrics.jsonl", start_state["step"])
+        # A stage restarted without a checkpoint begins its log again; after one, the steps past it are redone.
+        _truncate_metrics(stage_dir / "metrics.jsonl", start_state.get("step", 0))
         settings = LoopSettings(
             batch_size=tcfg.batch_size, gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
             total_steps=steps, seed=tcfg.seed + k, max_grad_norm=tcfg.max_grad_norm, save_every=tcfg.save_every,
