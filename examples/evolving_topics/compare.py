@@ -1,6 +1,6 @@
 """Run the evolving-topics scenario once per strategy and tabulate what each kept and what it cost.
 
-    python examples/evolving_topics/compare.py            # all strategies, ~25 min on 2 CPU cores
+    python examples/evolving_topics/compare.py            # the five default runs, ~43 min on 2 CPU cores
     python examples/evolving_topics/compare.py --strategies naive replay
     python examples/evolving_topics/compare.py --strategies naive replay ewc ewc-100 adapter adapter-route joint
 
