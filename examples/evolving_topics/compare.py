@@ -53,7 +53,9 @@ def run_strategy(strategy: str, args) -> dict:
         if (run_dir / "continual_state.json").exists():
             cmd.append("--resume")
         print(f"\n$ {shlex.join(cmd)}", flush=True)
-        subprocess.run(cmd, check=True)
+        if subprocess.run(cmd).returncode != 0:  # e.g. EWC at λ 100 diverges: report it, go on with the rest
+            print(f"! evo-{strategy} stopped before its end; see its output above", flush=True)
+            return None
     return json.loads(summary.read_text())
 
 
@@ -114,8 +116,10 @@ def main(argv=None) -> int:
     parser.add_argument("--output-dir", default="runs/evolving_topics")
     parser.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every run")
     args = parser.parse_args(argv)
-    rows = [row_of(s, run_strategy(s, args)) for s in args.strategies]
-    text = table(rows) + "\n\n" + "\n".join(f"- {line}" for line in verdict(rows)) + "\n"
+    finished = {s: run_strategy(s, args) for s in args.strategies}
+    rows = [row_of(s, summary) for s, summary in finished.items() if summary is not None]
+    stopped = [f"{s}: the run stopped before its end (no row)" for s, summary in finished.items() if summary is None]
+    text = table(rows) + "\n\n" + "\n".join(f"- {line}" for line in [*stopped, *verdict(rows)]) + "\n"
     out = Path(args.output_dir)
     (out / "comparison.md").write_text(text)
     (out / "comparison.json").write_text(json.dumps(rows, indent=1))
