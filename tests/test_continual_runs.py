@@ -206,8 +206,9 @@ def test_config_mistakes_are_named(tmp_path, tiny_model_dir, isolated_cache):
         run_continual(make_config(tmp_path, tiny_model_dir, "adapter", name="no-lora"))
     assert not (tmp_path / "runs" / "no-lora").exists()
     missing = make_config(tmp_path, tiny_model_dir, "naive", name="metric", continual={"metric": "rouge"})
-    with pytest.raises(KeyError, match="continual.metric 'rouge'"):
+    with pytest.raises(KeyError, match="continual.metric 'rouge'") as info:
         run_continual(missing)
+    assert str(info.value).startswith("continual.metric 'rouge'")  # one plain line for the CLI, no quotes
 
 
 def test_cli_validates_every_stage_and_refuses_several_processes(tmp_path, tiny_model_dir, isolated_cache, capsys):

@@ -51,6 +51,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .adapters.merge import MergeRefused, OutputNotEmpty
     from .checks import ChecksFailed
     from .config import ConfigError
+    from .continual.evaluation import ScoreMissing
+    from .continual.runner import ContinualRefused
     from .data.types import DataError
     from .models.load import ModelNotFoundError
     from .runner import RunFolderExists
@@ -61,7 +63,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (ConfigError, DataError, ChecksFailed, ModelNotFoundError, RunFolderExists, NonFiniteLossError,
             DivergenceError, CheckpointMismatch, FileNotFoundError, AdapterLoadError, AdapterSetError, MergeRefused,
-            OutputNotEmpty, CombineRefused, ServeSettingsError)
+            OutputNotEmpty, CombineRefused, ServeSettingsError, ContinualRefused, ScoreMissing)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 
 class ScoreMissing(KeyError):
-    pass
+    def __str__(self) -> str:  # KeyError would print its message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 def score_metric(config) -> str:
