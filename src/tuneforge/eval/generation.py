@@ -5,6 +5,12 @@ Decoding goes through ``model.generate`` rather than a hand-written loop:
 hybrid layers) keep working. Everything the model's own ``generation_config``
 could change about greedy decoding (sampling, beams, repetition penalties) is
 pinned here, so before/after scores compare the weights and nothing else.
+
+The one exception is peft's soft prompts (prompt / prefix / p-tuning): their
+generate path is rewritten by peft from release to release (0.22 injects the
+prefix as ``cache``, which generate then drops after the first step), so they
+decode by repeated full forwards through ``PeftModel.forward``, exactly the
+forward training ran.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tuneforge.adapters import is_prompt_learning
 from tuneforge.data.types import GenerationSample
 from tuneforge.eval.scorers import best_reference, json_field_errors, resolve_scorer
 
@@ -93,11 +100,7 @@ def generate(
     if any(len(ids) == 0 for ids in prompts_ids):
         raise ValueError("cannot generate from an empty prompt")
     stops = stop_token_ids_for(model, tokenizer, stop_token_ids)
-    # peft's soft prompts (prompt / prefix / p-tuning) go wrong with the KV cache in generate here
-    # (peft drops the position ids generate passes, and later steps attend from the wrong
-    # positions: a trained prompt-tuning adapter stopped after 3 tokens). Without the cache every
-    # step is one full forward, exactly as in training; slower, but only for soft prompts.
-    use_cache = not getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
+    soft_prompts = is_prompt_learning(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     device = _device_of(model)
     order = sorted(range(len(prompts_ids)), key=lambda i: len(prompts_ids[i]))
@@ -107,6 +110,12 @@ def generate(
         task = bar.add_task("generating", total=(len(order) + batch_size - 1) // batch_size)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
+            if soft_prompts:
+                for i, new in zip(chunk, _greedy_full_forwards(model, [prompts_ids[i] for i in chunk],
+                                                               max_new_tokens, stops, pad_id, device)):
+                    answers[i] = tokenizer.decode(new, skip_special_tokens=True)
+                bar.advance(task)
+                continue
             longest = max(len(prompts_ids[i]) for i in chunk)
             input_ids = torch.full((len(chunk), longest), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(chunk), longest), dtype=torch.long)
@@ -125,13 +134,47 @@ def generate(
                 min_new_tokens=0,
                 eos_token_id=stops,
                 pad_token_id=pad_id,
-                use_cache=use_cache,
             )  # (B, longest + new)
             for row, i in enumerate(chunk):
                 new = output[row, longest:].tolist()
                 cut = next((k for k, tok in enumerate(new) if tok in stops), len(new))
                 answers[i] = tokenizer.decode(new[:cut], skip_special_tokens=True)
             bar.advance(task)
+    return answers
+
+
+def _greedy_full_forwards(model, prompts_ids: list[list[int]], max_new_tokens: int, stops: list[int],
+                          pad_id: int, device: torch.device) -> list[list[int]]:
+    """Greedy answers (stop token excluded) by one full forward per new token, no KV cache.
+
+    For peft's soft prompts: ``PeftModel.forward`` prepends the virtual tokens (or
+    passes the key/value prefix) itself, as in training. Rows are RIGHT-padded, as
+    the training collator pads them: with no attention mask a real token only sees
+    the prefix and the real tokens before it, and positions start at 0 in every
+    row, so each row's answer equals the one it gets alone.
+    """
+    rows = [list(ids) for ids in prompts_ids]
+    answers: list[list[int]] = [[] for _ in rows]
+    live = list(range(len(rows)))
+    for _ in range(max_new_tokens):
+        if not live:
+            break
+        longest = max(len(rows[i]) for i in live)
+        input_ids = torch.full((len(live), longest), pad_id, dtype=torch.long)
+        for r, i in enumerate(live):
+            input_ids[r, : len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
+        logits = model(input_ids=input_ids.to(device), use_cache=False).logits
+        # prompt / p-tuning return logits for their virtual positions first; count from the end
+        offset = logits.shape[1] - longest
+        still = []
+        for r, i in enumerate(live):
+            nxt = int(logits[r, offset + len(rows[i]) - 1].argmax())
+            if nxt in stops:
+                continue
+            rows[i].append(nxt)
+            answers[i].append(nxt)
+            still.append(i)
+        live = still
     return answers
 
 
