@@ -1,4 +1,5 @@
-"""Silence deprecation warnings that one library raises about another's use of it.
+"""Silence deprecation warnings that one library raises about another's use of it,
+and library output a tuneforge user cannot act on.
 
 A user cannot act on these: they come from inside our dependencies, and the
 fix is a newer release of the library that triggers them. Each entry names
@@ -48,6 +49,54 @@ def silence_library_noise() -> None:
     for message, category, module in _LIBRARY_NOISE:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     _once_per_process("bitsandbytes.autograd._functions", ("MatMul8bitLt: inputs will be cast",))
+    # bitsandbytes (>= 0.49) tries to fetch a CPU kernel from the Hub when it is imported on a CPU
+    # with AVX512-BF16, and logs a warning when that fails (always, offline). peft imports it for
+    # every LoRA it creates, quantized or not, so every run printed it. Only a 4-bit run on CPU
+    # would use that kernel, and it runs without it (bitsandbytes' own fallback).
+    _drop("bitsandbytes.backends.cpu.ops", ("Failed to load CPU gemm_4bit_forward",))
+    _transformers_progress_bars_off()
+
+
+def _transformers_progress_bars_off() -> None:
+    """transformers' own bars ("Loading weights", "Writing model shards") flash for a local
+    folder and leave carriage-return lines in logs; tuneforge shows its own progress. Hub
+    downloads keep theirs (those are huggingface_hub's bars, a separate switch). Applied when
+    transformers' logging module is first imported, so importing tuneforge stays light;
+    ``HF_HUB_DISABLE_PROGRESS_BARS=0`` in the environment keeps them on."""
+    import os
+
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "0":
+        return
+    name = "transformers.utils.logging"
+    if name in sys.modules:
+        sys.modules[name].disable_progress_bar()
+    elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(name, lambda module: module.disable_progress_bar()))
+
+
+class _AfterImport:
+    """A meta-path finder that runs ``then(module)`` once ``name`` has been imported, then leaves."""
+
+    def __init__(self, name: str, then):
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)  # find the real spec without us, and never run twice
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        real_exec, then = spec.loader.exec_module, self.then
+
+        def exec_module(module):
+            real_exec(module)
+            then(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 class _OncePerMessage:
@@ -70,6 +119,24 @@ class _OncePerMessage:
                     return False
                 self.seen.add(prefix)
         return True
+
+
+class _DropMessages:
+    """A logging filter that drops the listed messages (by prefix)."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        self.prefixes = prefixes
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def _drop(logger_name: str, prefixes: tuple[str, ...]) -> None:
+    import logging
+
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _DropMessages) for f in logger.filters):
+        logger.addFilter(_DropMessages(prefixes))
 
 
 def _once_per_process(logger_name: str, prefixes: tuple[str, ...]) -> None:

@@ -9,7 +9,9 @@ cache and load that folder from then on (< 1 s).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +111,8 @@ def convert_gguf(gguf_file: Path, target: Path) -> None:
 
     folder, name = str(gguf_file.parent), gguf_file.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    with _gguf_progress_as_ours():
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
@@ -127,6 +130,40 @@ def convert_gguf(gguf_file: Path, target: Path) -> None:
     with atomic_directory(target) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+
+
+@contextlib.contextmanager
+def _gguf_progress_as_ours():
+    """Show transformers' GGUF tensor loop in our progress display instead of a raw tqdm bar.
+
+    ``transformers.modeling_gguf_pytorch_utils`` wraps its tensor loop in
+    ``tqdm.auto.tqdm`` unconditionally (no switch), which writes carriage-return
+    bars into logs. For the duration of the conversion, that module's ``tqdm``
+    name is a rich bar on our console (transient; off with
+    ``TUNEFORGE_NO_PROGRESS=1``). If a release renames it, nothing is patched.
+    """
+    from rich.progress import track
+
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - transformers without GGUF support
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+
+    def ours(iterable, desc=None, total=None, **_ignored):
+        if os.environ.get("TUNEFORGE_NO_PROGRESS") == "1":
+            return iterable
+        return track(iterable, description="converting tensors", total=total, console=_console, transient=True)
+
+    gguf_utils.tqdm = ours
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def _missing_package_message(model: EmbeddedModel) -> str:
