@@ -194,11 +194,14 @@ def _read_model_config(config, report: CheckReport):
     """The model's config.json (no weights), or None with the reason added to the errors."""
     from transformers import AutoConfig
 
-    from .models.load import resolve_model
+    from .models.load import ModelNotFoundError, resolve_model
 
     try:
         return AutoConfig.from_pretrained(resolve_model(config.model.name),
                                           trust_remote_code=config.model.trust_remote_code)
+    except ModelNotFoundError as exc:  # its message names the key, and the step that writes a missing run folder
+        report.errors.append(str(exc))
+        return None
     except (OSError, ValueError) as exc:
         report.errors.append(f"model.name: cannot read the model's config: {exc}")
         return None

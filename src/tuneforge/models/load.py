@@ -37,6 +37,13 @@ def resolve_model(name: str | None) -> str:
                 f"model.name: {path} is a folder but has no config.json; point at a Hugging Face model folder"
             )
         return str(path)
+    if not path.exists() and "/" in name:
+        # A folder an earlier run writes (configs that chain runs name them): say which step, not "a typo?".
+        from ..config.producers import missing_output_hint
+
+        hint = missing_output_hint(path)
+        if hint:
+            raise ModelNotFoundError(f"model.name: {name} not found; {hint}")
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelNotFoundError(f"model.name: {name} is not a model folder, a .gguf file or a hub id")
     close = _misspelt_embedded(name)

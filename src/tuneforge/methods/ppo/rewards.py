@@ -79,7 +79,10 @@ def _folder_problem(folder: Path, kind: str) -> str | None:
     from ...adapters import is_adapter_folder
 
     if not folder.exists():
-        return f"{folder}: no such folder"
+        from ...config.producers import missing_output_hint
+
+        hint = missing_output_hint(folder)
+        return f"{folder}: no such folder" + (f"; {hint}" if hint else "")
     if is_adapter_folder(folder):
         labels = _adapter_info(folder).get("labels")
         if labels is None:
