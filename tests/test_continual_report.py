@@ -127,3 +127,43 @@ def test_empty_and_hostile_summaries_do_not_crash(tmp_path):
                       wise_ft={"stage": "s", "alphas": [0, 1], "new": [0.1], "old": None})
     html = write_continual_report(tmp_path / "b", summary=odd, config_text="").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html and "<i>s</i>" not in html
+
+
+# A loss as the score of R (continual.metric: eval_loss): task q1's loss rises after later stages.
+LOSS_R = [[2.0, 3.0, 4.0], [0.5, 2.5, 3.8], [1.0, 0.4, 3.0], [1.5, 0.6, 0.2]]
+
+
+def _headline_row(html: str, label: str) -> tuple[str, str, str]:
+    """(css class, value, reading) of one headline row."""
+    row = re.search(rf'<th scope="row">{label}</th><td class="num delta ([a-z]*)">(.*?)</td><td[^>]*>(.*?)</td>', html)
+    return row.group(1), row.group(2), row.group(3)
+
+
+def test_a_loss_metric_is_read_lower_is_better(tmp_path):
+    """Issue #20: with eval_loss, a rising loss is forgetting: BWT negative, forgetting positive, both 'worse'."""
+    summary = _sequential(metric="eval_loss", continual_metrics=None, wise_ft=None,
+                          matrix={"rows": ["base", *STAGES], "columns": STAGES, "values": LOSS_R})
+    html = write_continual_report(tmp_path, summary=summary, config_text="x").read_text()
+    # worked out from R: BWT = −((1.5 − 0.5) + (0.6 − 0.4)) / 2 = −0.6,
+    # FWT = −((2.5 − 3) + (3 − 4)) / 2 = +0.75,
+    # forgetting q1 = 1.5 − min(0.5, 1.0) = 1.0, q2 = 0.6 − 0.4 = 0.2, mean 0.6
+    assert _headline_row(html, "BWT") == (
+        "worse", "−0.6", "after the last stage, earlier tasks have a 0.6 higher eval_loss (worse) on average than "
+        "right after they were learned")
+    assert _headline_row(html, "FWT") == (
+        "better", "+0.75", "before being trained on, tasks have a 0.75 lower eval_loss (better) on average than the "
+        "base model did (transfer from earlier stages)")
+    assert _headline_row(html, "mean forgetting") == (
+        "worse", "0.6", "earlier tasks end 0.6 above their best (lowest) eval_loss after being learned (q1 1, q2 0.2)")
+    assert "after stage i (row); lower is better." in html
+
+
+def test_a_score_metric_keeps_its_wording(tmp_path):
+    summary = _sequential(continual_metrics=None, wise_ft=None)  # exact_match; BWT −0.675, FWT +0.05
+    html = write_continual_report(tmp_path, summary=summary, config_text="x").read_text()
+    assert _headline_row(html, "BWT") == (
+        "worse", "−0.675", "after the last stage, earlier tasks score 0.675 lower on average than right after they "
+        "were learned")
+    assert _headline_row(html, "FWT")[:2] == ("better", "+0.05")
+    assert _headline_row(html, "mean forgetting")[2].startswith("earlier tasks end 0.675 below their best score")
+    assert "after stage i (row); higher is better." in html

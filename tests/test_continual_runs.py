@@ -59,7 +59,11 @@ def test_every_strategy_writes_the_matrix_summary_csv_and_report(tmp_path, tiny_
     cm = summary["continual_metrics"]
     assert cm["acc"] == pytest.approx(sum(values[-1]) / 3)
     if strategy != "joint":
-        assert cm["bwt"] == pytest.approx(((values[3][0] - values[1][0]) + (values[3][1] - values[2][1])) / 2)
+        # eval_loss is lower-better: BWT and forgetting are signed so that < 0 / > 0 mean worse (issue #20)
+        assert cm["bwt"] == pytest.approx(-((values[3][0] - values[1][0]) + (values[3][1] - values[2][1])) / 2)
+        assert cm["fwt"] == pytest.approx(-((values[1][1] - values[0][1]) + (values[2][2] - values[0][2])) / 2)
+        assert cm["forgetting"] == pytest.approx({"s0": values[3][0] - min(values[1][0], values[2][0]),
+                                                  "s1": values[3][1] - values[2][1]})
         assert [s["stage"] for s in summary["stage_results"]] == ["s0", "s1", "s2"]
         for k in (1, 2, 3):  # each stage's output is saved, and its log restarts at step 1
             stage_dir = run / "stages" / f"{k}-s{k - 1}"

@@ -11,6 +11,14 @@ In the papers' 1-based notation, with R[T] the final row:
   after being learned, minus the final one; the base row is not "learned", so it does not count).
 
 BWT and FWT need at least two tasks; with one they are None.
+
+Departure from the papers: they score with accuracy (higher is better). ``continual.metric`` may be a loss
+(``eval_loss``, lower is better), so every difference is taken in the metric's direction of improvement:
+with s = +1 for a higher-is-better score and s = −1 for a lower-is-better one, BWT = mean of s·(R[T][j] − R[j][j]),
+FWT = mean of s·(R[j−1][j] − R[0][j]) and forgetting = s·(best after learning − R[T][j]), "best" being the
+max for a score and the min for a loss. So whatever the metric, BWT < 0 and forgetting > 0 mean earlier
+tasks got worse, and FWT > 0 means earlier stages helped. Without s a loss that rose (forgotten) gave
+BWT > 0 and negative forgetting (issue #20). ACC stays the plain mean of the final row, in the metric's units.
 """
 
 from __future__ import annotations
@@ -35,16 +43,21 @@ def _check(matrix: list[list[float]]) -> int:
     return tasks
 
 
-def continual_metrics(matrix: list[list[float]]) -> ContinualMetrics:
-    """ACC, BWT, FWT and per-task forgetting of a (T + 1) × T accuracy matrix (row 0: the base model)."""
+def continual_metrics(matrix: list[list[float]], *, lower_is_better: bool) -> ContinualMetrics:
+    """ACC, BWT, FWT and per-task forgetting of a (T + 1) × T accuracy matrix (row 0: the base model).
+
+    ``lower_is_better``: the scores are losses (``eval/report.lower_is_better(metric)``); required, so that
+    no caller silently gets a loss read as an accuracy."""
     t = _check(matrix)
     final = matrix[t]
     acc = sum(final) / t
     if t == 1:
         return ContinualMetrics(acc=acc, bwt=None, fwt=None, forgetting=[], mean_forgetting=None)
+    s = -1.0 if lower_is_better else 1.0  # turns "the score went up" into "the task got better"
     # task j (0-based) is learned at row j + 1
-    bwt = sum(final[j] - matrix[j + 1][j] for j in range(t - 1)) / (t - 1)
-    fwt = sum(matrix[j][j] - matrix[0][j] for j in range(1, t)) / (t - 1)
-    forgetting = [max(matrix[row][j] for row in range(j + 1, t)) - final[j] for j in range(t - 1)]
+    bwt = sum(s * (final[j] - matrix[j + 1][j]) for j in range(t - 1)) / (t - 1)
+    fwt = sum(s * (matrix[j][j] - matrix[0][j]) for j in range(1, t)) / (t - 1)
+    # best after learning minus final, in the direction of improvement: s·max(s·R) = max for scores, min for losses
+    forgetting = [max(s * matrix[row][j] for row in range(j + 1, t)) - s * final[j] for j in range(t - 1)]
     return ContinualMetrics(acc=acc, bwt=bwt, fwt=fwt, forgetting=forgetting,
                             mean_forgetting=sum(forgetting) / len(forgetting))

@@ -400,6 +400,7 @@ class ContinualRun:
 
     def finish(self):
         from ..config import dump_config
+        from ..eval.report import lower_is_better
         from ..runner import RunResult
         from .metrics import continual_metrics
 
@@ -411,7 +412,7 @@ class ContinualRun:
             acc = sum(values[-1]) / len(values[-1])
             cm = {"acc": acc, "bwt": None, "fwt": None, "forgetting": {}, "mean_forgetting": None}
         else:
-            m = continual_metrics(values)
+            m = continual_metrics(values, lower_is_better=lower_is_better(self.metric))
             cm = {"acc": m.acc, "bwt": m.bwt, "fwt": m.fwt, "forgetting": dict(zip(names, m.forgetting)),
                   "mean_forgetting": m.mean_forgetting}
         extra = self.merged_rows() if self.stage_adapters is not None else {}
@@ -463,8 +464,11 @@ def _write_report(run_dir: Path, summary: dict, config_text: str) -> Path | None
 def _print_summary(summary: dict) -> None:
     from rich.table import Table
 
+    from ..eval.report import lower_is_better
+
     matrix = summary["matrix"]
-    table = Table(title=f"{summary['metric']} on each task (columns) after each stage (rows)")
+    better = "lower" if lower_is_better(summary["metric"]) else "higher"
+    table = Table(title=f"{summary['metric']} ({better} is better) on each task (columns) after each stage (rows)")
     table.add_column("after")
     for name in matrix["columns"]:
         table.add_column(name, justify="right")

@@ -14,7 +14,8 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-from tuneforge.eval.report import _delta, _duration, _e, _ema, _figure_png, _fmt, _num, _page, _series
+from tuneforge.eval.report import (_delta, _duration, _e, _ema, _figure_png, _fmt, _num, _page, _series,
+                                   lower_is_better)
 
 # Styles only this page needs (report.py's _CSS comes with _page).
 _CSS_EXTRA = """<style>
@@ -60,21 +61,30 @@ def _header(summary: dict) -> str:
             f'<p class="muted">{created}Report written {written}</p></header>')
 
 
+def _moved(change: float, metric: str, lower: bool) -> str:
+    """A change already signed by the metric's direction (> 0: the tasks got better), in words that say
+    which way the raw numbers went: "score 0.42 lower", or "have a 0.3 higher eval_loss (worse)"."""
+    side = "higher" if (change > 0) != lower else "lower"
+    if not lower:
+        return f"score {_fmt(abs(change))} {side}"
+    return f"have a {_fmt(abs(change))} {side} {metric} ({'better' if change > 0 else 'worse'})"
+
+
 def _readings(cm: dict, metric: str, tasks: int, joint: bool) -> dict[str, str]:
-    """One plain-English line per headline number."""
+    """One plain-English line per headline number. BWT, FWT and forgetting come signed by the metric's
+    direction (continual/metrics.py: BWT < 0 and forgetting > 0 mean worse, for a loss too)."""
+    lower = lower_is_better(metric)
     acc, bwt, fwt, mf = (_finite(cm.get(k)) for k in ("acc", "bwt", "fwt", "mean_forgetting"))
     why = "not defined for joint training (one stage over all tasks)" if joint else "needs at least two stages"
     out = {"ACC": f"after {'joint training' if joint else 'the last stage'}, the mean {metric} over all {tasks} tasks is {_fmt(acc)}"
            if acc is not None else "no final scores"}
     if bwt is not None:
-        side = "lower" if bwt < 0 else "higher"
-        out["BWT"] = (f"after the last stage, earlier tasks score {_fmt(abs(bwt))} {side} on average than right "
+        out["BWT"] = (f"after the last stage, earlier tasks {_moved(bwt, metric, lower)} on average than right "
                       "after they were learned" if bwt else "earlier tasks kept their scores after later stages")
     else:
         out["BWT"] = why
     if fwt is not None:
-        side = "higher" if fwt > 0 else "lower"
-        out["FWT"] = (f"before being trained on, tasks score {_fmt(abs(fwt))} {side} on average than the base model "
+        out["FWT"] = (f"before being trained on, tasks {_moved(fwt, metric, lower)} on average than the base model "
                       "did (transfer from earlier stages)" if fwt else "earlier stages did not change the score of "
                       "tasks not yet trained")
     else:
@@ -82,7 +92,8 @@ def _readings(cm: dict, metric: str, tasks: int, joint: bool) -> dict[str, str]:
     forgetting = cm.get("forgetting")
     per_task = (" (" + ", ".join(f"{k} {_fmt(v)}" for k, v in forgetting.items()) + ")"
                 if isinstance(forgetting, dict) and forgetting else "")
-    out["mean forgetting"] = (f"earlier tasks end {_fmt(mf)} below their best score after being learned{per_task}"
+    best = f"above their best (lowest) {metric}" if lower else "below their best score"
+    out["mean forgetting"] = (f"earlier tasks end {_fmt(mf)} {best} after being learned{per_task}"
                               if mf is not None else why)
     return out
 
@@ -94,7 +105,7 @@ def _headline(summary: dict, matrix: dict) -> str:
         from tuneforge.continual.metrics import continual_metrics
 
         try:
-            m = continual_metrics(values)
+            m = continual_metrics(values, lower_is_better=lower_is_better(summary.get("metric") or "score"))
             cm = {"acc": m.acc, "bwt": m.bwt, "fwt": m.fwt, "mean_forgetting": m.mean_forgetting,
                   "forgetting": dict(zip(matrix.get("columns") or [], m.forgetting))}
         except (ValueError, TypeError):
@@ -213,12 +224,13 @@ def _matrix_section(summary: dict, matrix: dict, run_dir: Path) -> str:
     if not values or not columns:
         return '<section><h2>Accuracy matrix</h2><p class="empty">No accuracy matrix was recorded.</p></section>'
     metric, joint = summary.get("metric") or "score", summary.get("strategy") == "joint"
+    better = "lower" if lower_is_better(metric) else "higher"
     heat = _figure(run_dir, "matrix.png", _heatmap_png(labels, columns, values, n, metric, joint), "accuracy matrix")
     lines = _figure(run_dir, "tasks.png", _lines_png(labels[:n], columns, values[:n], metric, joint),
                     "score of each task across stages") if n >= 2 else ""
     extra = " Below the dark line: extra evaluations of the final model(s)." if n < len(labels) else ""
     return ('<section><h2>Accuracy matrix R</h2>'
-            f'<p class="muted">R[i][j] = {_e(metric)} on task j (column) after stage i (row); higher is better. '
+            f'<p class="muted">R[i][j] = {_e(metric)} on task j (column) after stage i (row); {better} is better. '
             f'Outlined cells: the stage that trained the task.{_e(extra)}</p>'
             f'<div class="plots narrow">{heat}{lines}</div></section>')
 
