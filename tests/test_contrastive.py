@@ -41,12 +41,22 @@ def tiny_bert(tmp_path: Path, dropout: float = 0.1) -> Path:
     return folder
 
 
-def pair_rows(n: int, seed: int, negatives: bool = True) -> list[dict]:
+# How users ask about error code k: training queries use these phrasings (cycled through) ...
+TRAIN_QUERIES = ("how do i fix error code {k}", "error code {k} my inverter", "my inverter app error code {k}",
+                 "the grid charge error {k}", "code {k} battery error how do i fix", "solar panel error code {k} a fix",
+                 "reset my app error {k}", "a battery charge code {k} the grid")
+# ... and held-out queries use phrasings never trained on, so recall on them measures generalisation, not
+# memorised query strings (issue #20: the eval queries used to be the training queries verbatim).
+HELD_OUT_QUERIES = ("the battery app error code {k} how do i reset", "fix my solar panel code {k}",
+                    "my grid inverter error {k} how do i charge the battery")
+
+
+def pair_rows(n: int, seed: int, negatives: bool = True, queries: tuple[str, ...] = TRAIN_QUERIES[:1]) -> list[dict]:
     rng = random.Random(seed)
     rows = []
-    for _ in range(n):
+    for i in range(n):
         k = rng.randint(0, 29)
-        row = {"anchor": f"how do i fix error code {k}", "positive": f"reset the inverter {k} {k}"}
+        row = {"anchor": queries[i % len(queries)].format(k=k), "positive": f"reset the inverter {k} {k}"}
         if negatives:
             row["negative"] = f"reset the inverter {(k + 1) % 30} {(k + 1) % 30}"
         rows.append(row)
@@ -56,8 +66,9 @@ def pair_rows(n: int, seed: int, negatives: bool = True) -> list[dict]:
 def contrastive_config(tmp_path, model_dir, name="emb", **sections):
     raw = {"method": "contrastive", "name": name, "output_dir": str(tmp_path / "runs"),
            "model": {"name": str(model_dir)},
-           "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", pair_rows(200, 1))),
-                    "eval": str(write_jsonl(tmp_path / "eval.jsonl", pair_rows(30, 2, negatives=False)))},
+           "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", pair_rows(200, 1, queries=TRAIN_QUERIES))),
+                    "eval": str(write_jsonl(tmp_path / "eval.jsonl",
+                                            pair_rows(30, 2, negatives=False, queries=HELD_OUT_QUERIES)))},
            "training": {"max_steps": 30, "batch_size": 16, "learning_rate": 1e-3, "seed": 2}}
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
@@ -246,10 +257,16 @@ def test_retrieval_metrics_against_hand_ranks():
 def test_encoder_run_improves_recall_and_loads_in_sentence_transformers(tmp_path, isolated_cache):
     from sentence_transformers import SentenceTransformer
 
-    result = train_from_config(contrastive_config(tmp_path, tiny_bert(tmp_path)))
+    config = contrastive_config(tmp_path, tiny_bert(tmp_path), training={"max_steps": 90})
+    train_texts = {text for row in _jsonl(config.data.train) for text in row.values()}
+    held_out = [row["anchor"] for row in _jsonl(config.data.eval)]
+    assert not set(held_out) & train_texts, "an eval query occurs in the training data: recall would be memorisation"
+    result = train_from_config(config)
     before, after = result.summary["before"], result.summary["after"]
     assert set(after) == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
-    assert after["recall@1"] > before["recall@1"] + 0.2
+    # On unseen phrasings: 0.4 before, 0.8 to 0.9 after 90 steps over six training seeds. The 30 steps that
+    # sufficed to memorise the old (leaked) queries gain only 0.03 to 0.17 here.
+    assert after["recall@1"] > before["recall@1"] + 0.2, (before, after)
     # 200 rows over 30 answers, each row naming two (positive, hard negative): a batch of 16 rows
     # needs 32 answer slots, so some repeats are unavoidable; far fewer remain than when shuffled.
     data = result.summary["data"]
@@ -261,6 +278,10 @@ def test_encoder_run_improves_recall_and_loads_in_sentence_transformers(tmp_path
 
     ours = embed_texts(result.model, _tok(result.output_dir), texts, pooling="mean", normalize=True, max_length=128)
     torch.testing.assert_close(plain.cpu(), ours, atol=1e-5, rtol=1e-5)
+
+
+def _jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def _tok(path):
