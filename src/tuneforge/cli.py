@@ -109,13 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="one reply to one prompt, with the training chat template")
     _model_args(g)
     g.add_argument("prompt")
-    g.add_argument("--system", default=None)
+    g.add_argument("--system", default=None, help="a system message (default: the run's data.system_prompt)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.set_defaults(func=_cmd_generate)
 
     c = sub.add_parser("chat", help="interactive chat with a model (+ adapter)")
     _model_args(c)
-    c.add_argument("--system", default=None)
+    c.add_argument("--system", default=None, help="a system message (default: the run's data.system_prompt)")
     c.add_argument("--max-new-tokens", type=int, default=256)
     c.set_defaults(func=_cmd_chat)
 
@@ -356,14 +356,15 @@ def _cmd_eval(args) -> int:
     adapters = _adapter_set(args)
     targets = _eval_targets(args, adapters)
     scored: dict[str, tuple[dict, list]] = {}
-    splits_by_tokenizer: dict[int, tuple] = {}
+    rendered_data: dict[tuple, tuple] = {}  # (tokenizer, rendering) → rendered --data
     for name in targets:
         with (adapters.use(name) if name else adapters.base()) as model:
             tokenizer = adapters.tokenizer if name else adapters.base_tokenizer
-            key = id(tokenizer)
-            if key not in splits_by_tokenizer:
-                splits_by_tokenizer[key] = _eval_data(tokenizer, args)
-            scored[name or "base"] = _score(model, tokenizer, *splits_by_tokenizer[key], args)
+            rendering = adapters.rendering if name else adapters.base_rendering
+            key = (id(tokenizer), rendering)
+            if key not in rendered_data:
+                rendered_data[key] = _eval_data(tokenizer, rendering, args)
+            scored[name or "base"] = _score(model, tokenizer, *rendered_data[key], args)
     if len(scored) == 1:
         (result, predictions), = scored.values()
         title = args.model or adapters.base_name or "default model"
@@ -391,13 +392,13 @@ def _eval_targets(args, adapters) -> list[str | None]:
     return ([None] if args.with_base else []) + names
 
 
-def _eval_data(tokenizer, args):
-    """(held-out rows, generation samples) of --data, tokenised with ``tokenizer``."""
+def _eval_data(tokenizer, rendering, args):
+    """(held-out rows, generation samples) of --data, rendered as the run trained (``rendering``)."""
     from .config.schema import DataConfig
     from .data import load_splits
 
     data_cfg = DataConfig(format=args.format, train=args.data, eval=args.data, max_length=args.max_length,
-                          packing=False)
+                          packing=False, template=rendering.template, system_prompt=rendering.system_prompt)
     splits = load_splits(data_cfg, tokenizer)
     samples = splits.eval_samples[: args.num_samples] if args.num_samples else splits.eval_samples
     return splits.eval, samples
@@ -448,19 +449,21 @@ def _print_comparison(title: str, scored: dict[str, tuple[dict, list]]) -> None:
     console.print(table)
 
 
-def _reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
-    from .data.templates import render_prompt
+def _reply(adapters, messages: list[dict], max_new_tokens: int) -> str:
+    """The active adapter's (or the base's) answer, from the prompt its run trained on (its rendering)."""
+    from .data.templates import render_run_prompt
     from .eval.generation import generate
 
-    ids = render_prompt(tokenizer, messages)
-    return generate(model, tokenizer, [ids], max_new_tokens=max_new_tokens, batch_size=1, progress=False)[0]
+    ids = render_run_prompt(adapters.tokenizer, messages, adapters.rendering)
+    return generate(adapters.model, adapters.tokenizer, [ids], max_new_tokens=max_new_tokens, batch_size=1,
+                    progress=False)[0]
 
 
 def _cmd_generate(args) -> int:
     adapters = _adapter_set(args)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}]
-    print(_reply(adapters.model, adapters.tokenizer, messages, args.max_new_tokens))
+    print(_reply(adapters, messages, args.max_new_tokens))
     return 0
 
 
@@ -489,7 +492,7 @@ def _cmd_chat(args) -> int:
                 err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             continue
         messages.append({"role": "user", "content": text})
-        answer = _reply(adapters.model, adapters.tokenizer, messages, args.max_new_tokens)
+        answer = _reply(adapters, messages, args.max_new_tokens)
         messages.append({"role": "assistant", "content": answer})
         console.print(f"[bold green]model>[/] {answer}", highlight=False)
     return 0

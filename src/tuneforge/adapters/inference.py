@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.templates import PromptRendering
 from . import config as C
 from . import adapter_base_name, adapter_type_of, is_adapter_folder
 
@@ -119,9 +120,9 @@ def resolve_adapter_folder(path: str | Path, *, label: str = "--adapter") -> Pat
 def run_base_name(folder: str | Path) -> str | None:
     """The base model an adapter folder belongs to (see the module docstring for the order)."""
     folder = Path(folder)
-    run_config = folder.parent / "config.yaml"
-    if folder.name == "adapter" and run_config.exists():
-        name = _yaml_model_name(run_config)
+    if folder.name == "adapter":
+        model = _run_config(folder).get("model")
+        name = model.get("name") if isinstance(model, dict) else None
         if name:
             return name
     for info_file in (CLASSIFIER_INFO, EMBEDDING_INFO):
@@ -132,15 +133,36 @@ def run_base_name(folder: str | Path) -> str | None:
     return adapter_base_name(folder)
 
 
-def _yaml_model_name(path: Path) -> str | None:
+def run_rendering(folder: str | Path | None) -> PromptRendering:
+    """How the run that saved ``folder`` (its ``adapter/`` or ``model/``) rendered prompts in training.
+
+    From the run's saved ``config.yaml``: ``data.template``, ``data.system_prompt``, and whether
+    plain prompts were raw text (every data format but ``chat``; DPO / PPO prompts have no format).
+    A folder outside a run (a base model, a bare adapter) gets the default: the tokenizer's template.
+    """
+    if folder is None:
+        return PromptRendering()
+    data = _run_config(Path(folder)).get("data")
+    if not isinstance(data, dict):
+        return PromptRendering()
+    template = data.get("template", "auto")
+    return PromptRendering(template=template if template in ("auto", "chat", "plain") else "auto",
+                           system_prompt=data.get("system_prompt") or None,
+                           text_prompts=data.get("format") != "chat")
+
+
+def _run_config(folder: Path) -> dict:
+    """The saved config of the run whose output ``folder`` is (``runs/NAME/adapter`` or ``/model``), else {}."""
     import yaml
 
+    path = folder.expanduser().parent / "config.yaml"
+    if folder.name not in ("adapter", "model") or not path.is_file():
+        return {}
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError:
-        return None
-    model = data.get("model") if isinstance(data, dict) else None
-    return model.get("name") if isinstance(model, dict) else None
+        return {}
+    return data if isinstance(data, dict) and "method" in data else {}  # a run's config always names its method
 
 
 def describe(name: str, path: str | Path, *, label: str = "--adapter") -> AdapterSpec:
@@ -341,12 +363,16 @@ class AdapterSet:
     """
 
     def __init__(self, model: torch.nn.Module, specs: list[AdapterSpec], tokenizers: dict[str, object],
-                 base_tokenizer, base_name: str | None):
+                 base_tokenizer, base_name: str | None, renderings: dict[str, PromptRendering] | None = None,
+                 base_rendering: PromptRendering | None = None):
         self.model = model
         self.specs = {spec.name: spec for spec in specs}
         self.tokenizers = tokenizers
         self.base_tokenizer = base_tokenizer
         self.base_name = base_name
+        # How each adapter's run (and the base, when it is a run's model/) rendered prompts in training.
+        self.renderings = renderings or {}
+        self.base_rendering = base_rendering or PromptRendering()
         self.active: str | None = specs[0].name if specs else None
 
     @classmethod
@@ -371,7 +397,9 @@ class AdapterSet:
         model = loader(base_name, trust_remote_code=trust_remote_code)
         model = attach_all(model, specs, base_name or "")
         model.eval()
-        return cls(model, specs, tokenizers, base_tokenizer, base_name)
+        renderings = {s.name: run_rendering(s.path) for s in specs}
+        return cls(model, specs, tokenizers, base_tokenizer, base_name, renderings,
+                   run_rendering(base_name) if base_name else None)
 
     @property
     def names(self) -> list[str]:
@@ -382,6 +410,11 @@ class AdapterSet:
     def tokenizer(self):
         """The active adapter's tokenizer (its own chat template), else the first adapter's / the base's."""
         return self.tokenizers.get(self.active, self.base_tokenizer) if self.active else self.base_tokenizer
+
+    @property
+    def rendering(self) -> PromptRendering:
+        """How the active adapter's run rendered prompts (``templates.render_run_prompt``), else the base's."""
+        return self.renderings.get(self.active, self.base_rendering) if self.active else self.base_rendering
 
     def check_name(self, name: str) -> str:
         """``name`` if it is one of the set, else an :class:`AdapterSetError` listing the names."""

@@ -33,9 +33,20 @@ This relies on one property of the template: rendering a conversation prefix
 gives a prefix of the full rendering. Templates that rewrite earlier turns
 (e.g. dropping past reasoning) break it; we then stop with a clear error rather
 than guess.
+
+A trained run's prompts at inference. The data config decides how prompts
+render (``data.template``, ``data.system_prompt``), so every place that asks a
+trained run something (``serve``, ``generate``, ``chat``) renders through
+:func:`render_run_prompt` with the run's :class:`PromptRendering`, read from
+the run folder's saved config (``adapters.inference.run_rendering``). Rendering
+with the tokenizer's template alone would drop the system prompt and ignore
+``template: plain`` (issue #20).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 from tuneforge.data.types import IGNORE_INDEX, DataError
 
@@ -148,6 +159,41 @@ def render_prompt(tokenizer, messages: list[dict], *, chat_template: str | None 
     """
     pieces = conversation_pieces(tokenizer, messages, add_generation_prompt=True, chat_template=chat_template)
     return [i for ids in _tokenize_pieces(tokenizer, pieces) for i in ids]
+
+
+@dataclass(frozen=True)
+class PromptRendering:
+    """How a run renders the prompt of the turn it answers: its data config's rendering settings.
+
+    The default is what an untrained model gets: the tokenizer's chat template, no system prompt.
+    """
+
+    template: Literal["auto", "chat", "plain"] = "auto"  # data.template, resolved against the run's tokenizer
+    system_prompt: str | None = None  # data.system_prompt: added when the request has no system message
+    # Under the plain template, a lone user turn trained as raw text ``[BOS?] + prompt`` (prompt_completion,
+    # natural_instructions, DPO / PPO string prompts), not as PLAIN_CHAT_TEMPLATE's "User:\n...".
+    text_prompts: bool = False
+
+
+def render_run_prompt(tokenizer, messages: list[dict], rendering: PromptRendering) -> list[int]:
+    """Ids a run answers ``messages`` from: token for token its training prompt for the same turn.
+
+    The same code as training: the run's system prompt is prepended unless the
+    conversation has its own (``formats.chat.with_system``); the chat template,
+    else :data:`PLAIN_CHAT_TEMPLATE`, else, for runs trained on text prompts, the
+    prompt_completion format's plain prompt (``system\\n\\nprompt``).
+    """
+    from tuneforge.data.formats import RenderSettings, chat  # the formats import this module: imported here
+    from tuneforge.data.formats import prompt_completion as pc
+
+    settings = RenderSettings(use_chat_template(tokenizer, rendering.template), system_prompt=rendering.system_prompt)
+    messages = chat.with_system(chat.Conversation(messages, ""), settings) if messages else messages
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
+    rest = messages[1:] if system is not None else messages
+    if not settings.chat and rendering.text_prompts and [m["role"] for m in rest] == ["user"]:
+        plain = RenderSettings(chat=False, system_prompt=system)
+        return pc.sample(tokenizer, pc.PromptCompletion(rest[0]["content"], "", ""), plain).prompt_ids
+    return render_prompt(tokenizer, messages, chat_template=None if settings.chat else PLAIN_CHAT_TEMPLATE)
 
 
 def end_of_turn_ids(tokenizer) -> set[int]:

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     app, pool, _worker = build(settings)
     url = f"http://{settings.host}:{settings.port}/v1"
     err_console.print(f"[bold]serving[/] {', '.join(t.name for t in pool.names())} at {url}", highlight=False)
+    for line in _renderings(pool):
+        err_console.print(line, highlight=False, markup=False)
     logging.getLogger("tuneforge.serve").setLevel(logging.INFO)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
@@ -82,4 +84,18 @@ def _warnings(settings) -> list[str]:
     if settings.adapter_dir and not settings.key():
         out.append("runtime adapter loading is on without an API key: any local client can load adapters from "
                    f"{settings.adapter_dir}")
+    return out
+
+
+def _renderings(pool) -> list[str]:
+    """A line for each served run whose chat prompts are not the tokenizer's template alone: what they get."""
+    out = []
+    for target in pool.names():
+        rendering = target.rendering
+        if rendering.template == "auto" and not rendering.system_prompt:
+            continue
+        parts = [f"template {rendering.template}"]
+        if rendering.system_prompt:
+            parts.append(f"system prompt {rendering.system_prompt!r}")
+        out.append(f"  {target.name}: chat requests rendered as in its training run ({', '.join(parts)})")
     return out

@@ -25,7 +25,8 @@ import torch
 
 from ..adapters import config as C
 from ..adapters.inference import (AdapterSetError, AdapterSpec, _canonical, attach_one, check_compatible, describe,
-                                  peft_type_of, tokenizer_folder)
+                                  peft_type_of, run_rendering, tokenizer_folder)
+from ..data.templates import PromptRendering
 
 BASE_ROW = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -44,6 +45,7 @@ class Target:
     tokenizer: object
     path: Path | None = None
     kind: str = "base"  # base | model | an adapter type
+    rendering: PromptRendering = field(default_factory=PromptRendering)  # how its run rendered prompts in training
 
 
 @dataclass
@@ -57,6 +59,7 @@ class ModelGroup:
     max_loaded: int = 8
     loaded: OrderedDict = field(default_factory=OrderedDict)  # adapter name → None, least recently used first
     lock: threading.RLock = field(default_factory=threading.RLock)  # held by the worker for a whole batch
+    path: Path | None = None  # a full model's folder (None: the base)
 
     @property
     def mixed_batches(self) -> bool:
@@ -124,10 +127,12 @@ class ModelPool:
         self.base_name = base_name  # as loaded (embedded name, folder, hub id): what adapters must belong to
         self.tokenizers = TokenizerCache()
         self.groups = [base, *others]
-        self.targets: dict[str, Target] = {base_id: Target(base_id, base, None, base.tokenizer)}
+        self.targets: dict[str, Target] = {
+            base_id: Target(base_id, base, None, base.tokenizer, rendering=run_rendering(base_name))}
         self.lock = threading.Lock()
         for group in others:
-            self.targets[group.name] = Target(group.name, group, None, group.tokenizer, kind="model")
+            self.targets[group.name] = Target(group.name, group, None, group.tokenizer, group.path, kind="model",
+                                              rendering=run_rendering(group.path))
 
     def target(self, name: str) -> Target:
         with self.lock:
@@ -146,7 +151,8 @@ class ModelPool:
                 raise AdapterSetError(f"--adapter {spec.name}: that name is already served; pick another")
             check_belongs(spec, base_name, self.base.specs)
             self.base.specs[spec.name] = spec
-            target = Target(spec.name, self.base, spec.name, tokenizer, spec.path, spec.kind)
+            target = Target(spec.name, self.base, spec.name, tokenizer, spec.path, spec.kind,
+                            rendering=run_rendering(spec.path))
             self.targets[spec.name] = target
             return target
 
@@ -219,7 +225,7 @@ def build_pool(base_name: str | None, entries: dict[str, str], *, base_id: str |
     others = []
     for name, folder in fulls.items():
         model = load_model(str(folder))
-        others.append(ModelGroup(name, model, tokenizers.get(folder)))
+        others.append(ModelGroup(name, model, tokenizers.get(folder), path=folder))
     pool = ModelPool(group, base_id, others, base_name)
     pool.tokenizers = tokenizers
     for name, spec in adapters.items():
