@@ -6,7 +6,8 @@ optionally smoothed) cross-entropy, example-weighted. Evaluated before and
 after on the held-out set (accuracy, macro-F1, per-class precision / recall,
 confusion matrix) and, before, against the zero-shot prompting baseline.
 Output: a folder plain ``AutoModelForSequenceClassification`` loads, or a peft
-adapter with the head in ``modules_to_save`` (model.py).
+adapter with the head in ``modules_to_save`` that plain peft loads with what the
+folder says (model.py, portable.py).
 """
 
 from __future__ import annotations
@@ -217,13 +218,9 @@ class Classify:
 
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         m = config.model
-        base = model.peft_config["default"].base_model_name_or_path if hasattr(model, "peft_config") else None
-        if base is None and hasattr(model, "get_base_model"):  # our bottleneck adapters
-            base = getattr(model.get_base_model().config, "_name_or_path", None)
         save_classifier(model, output_dir, tokenizer, state_dict=state_dict, info={
             "labels": labels, "max_length": config.data.max_length, "pad_token_id": tokenizer.pad_token_id,
-            "base_model": base or m.name, "model_name": m.name, "revision": m.revision,
-            "trust_remote_code": m.trust_remote_code,
+            "model_name": m.name, "revision": m.revision, "trust_remote_code": m.trust_remote_code,
         })
 
     def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
