@@ -194,6 +194,16 @@ class PrefixTuningConfig(_Adapter):
     num_virtual_tokens: int = Field(20, ge=1)
     projection: bool = False
     projection_hidden_size: int = Field(512, ge=1)
+    init: Literal["real_tokens", "random"] | None = Field(
+        None, description="real_tokens: the prefixes start as the keys / values of real tokens (Li & Liang 2021), "
+        "so training starts from the base model's behaviour; random: peft's N(0, 1) start. "
+        "Default: real_tokens, or random with projection: true (the MLP's output has no such start).")
+
+    @model_validator(mode="after")
+    def _init(self):
+        if self.projection and self.init == "real_tokens":
+            raise ValueError("init: real_tokens needs projection: false (with the MLP the prefixes are its output)")
+        return self
 
 
 class PTuningConfig(_Adapter):
@@ -249,6 +259,14 @@ class MamConfig(_Adapter):
     num_virtual_tokens: int = Field(30, ge=1, description="Prefix length (the paper's 30).")
     projection: bool = False
     projection_hidden_size: int = Field(512, ge=1)
+    init: Literal["real_tokens", "random"] | None = Field(
+        None, description="The prefix half's start, as for prefix_tuning (default: real_tokens without projection).")
+
+    @model_validator(mode="after")
+    def _init(self):
+        if self.projection and self.init == "real_tokens":
+            raise ValueError("init: real_tokens needs projection: false (with the MLP the prefixes are its output)")
+        return self
 
 
 def _adapter_tag(value) -> str:
