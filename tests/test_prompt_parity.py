@@ -228,3 +228,24 @@ def test_a_run_rendering_comes_from_the_run_folder_and_defaults_outside_one(tmp_
         tokenizer, [{"role": "system", "content": SYSTEM}, *turns], chat_template=PLAIN_CHAT_TEMPLATE)
     # The default is what the base model always got: the tokenizer's own template, nothing added.
     assert render_run_prompt(tokenizer, turns, PromptRendering()) == render_prompt(tokenizer, turns)
+
+
+@pytest.mark.parametrize("name", ["chat_plain", "chat_template"])
+def test_a_merged_model_is_asked_as_its_run_was_trained(runs, name, monkeypatch, capsys, tmp_path):
+    """`tuneforge merge` records the run's rendering with the weights; generate on the merged folder
+    renders the training prompt (before, a merged model fell back to the tokenizer's template)."""
+    import tuneforge.eval.generation as generation
+    from tuneforge.adapters.merge import merge_to_folder
+
+    run_dir, _, samples, _ = runs[name]
+    merged = merge_to_folder(run_dir, tmp_path / "merged").output
+    seen: list[list[int]] = []
+
+    def recording(model, tokenizer, prompts, **kwargs):
+        seen.extend(list(p) for p in prompts)
+        return ["" for _ in prompts]
+
+    monkeypatch.setattr(generation, "generate", recording)
+    assert main(["generate", "--model", str(merged), _user_turn(samples[0]), "--max-new-tokens", "1"]) == 0
+    assert seen == [samples[0].prompt_ids]
+    capsys.readouterr()

@@ -138,10 +138,14 @@ def run_rendering(folder: str | Path | None) -> PromptRendering:
 
     From the run's saved ``config.yaml``: ``data.template``, ``data.system_prompt``, and whether
     plain prompts were raw text (every data format but ``chat``; DPO / PPO prompts have no format).
-    A folder outside a run (a base model, a bare adapter) gets the default: the tokenizer's template.
+    A merged model carries its run's settings in ``merged_from.json`` (``tuneforge merge`` writes
+    them). A folder outside a run (a base model, a bare adapter) gets the default: the tokenizer's template.
     """
     if folder is None:
         return PromptRendering()
+    recorded = _merged_rendering(Path(folder))
+    if recorded is not None:
+        return recorded
     data = _run_config(Path(folder)).get("data")
     if not isinstance(data, dict):
         return PromptRendering()
@@ -149,6 +153,21 @@ def run_rendering(folder: str | Path | None) -> PromptRendering:
     return PromptRendering(template=template if template in ("auto", "chat", "plain") else "auto",
                            system_prompt=data.get("system_prompt") or None,
                            text_prompts=data.get("format") != "chat")
+
+
+def _merged_rendering(folder: Path) -> PromptRendering | None:
+    """The rendering settings ``tuneforge merge`` recorded in a merged folder's merged_from.json."""
+    path = folder.expanduser() / "merged_from.json"
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text()).get("rendering")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    known = {k: recorded[k] for k in ("template", "system_prompt", "text_prompts") if k in recorded}
+    return PromptRendering(**known)
 
 
 def _run_config(folder: Path) -> dict:
@@ -310,8 +329,10 @@ def base_loader_for(folder: Path | None) -> Callable[..., torch.nn.Module]:
         def load_classifier_base(name: str, *, trust_remote_code: bool = False):
             from ..methods.classify.model import load_classifier
 
+            # the head is the trained adapter's: a reset of the base's own head is not news here
             return load_classifier(name, info["labels"], pad_token_id=info.get("pad_token_id"),
-                                   revision=info.get("revision"), trust_remote_code=trust_remote_code)
+                                   revision=info.get("revision"), trust_remote_code=trust_remote_code,
+                                   announce_head_reset=False)
 
         return load_classifier_base
     if task == "FEATURE_EXTRACTION":

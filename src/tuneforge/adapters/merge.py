@@ -11,6 +11,7 @@ sentence-transformers modules) beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -154,7 +155,7 @@ def merge_to_folder(target: str | Path, output: str | Path, *, model_name: str |
     ``dtype``: ``auto`` saves in the dtype the base is stored in (the merge itself runs in float32).
     """
     from ..models.load import load_tokenizer
-    from .inference import base_loader_for, run_base_name, tokenizer_folder
+    from .inference import base_loader_for, run_base_name, run_rendering, tokenizer_folder
 
     folder = resolve_merge_target(target)
     kind = check_mergeable(folder)
@@ -173,8 +174,11 @@ def merge_to_folder(target: str | Path, output: str | Path, *, model_name: str |
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         copy_task_files(folder, tmp)
+        # the run's prompt rendering (system prompt, template) goes with the weights, so the merged
+        # model is asked the way the run was trained (generate / serve / eval read it back)
         (tmp / "merged_from.json").write_text(json.dumps(
-            {"adapter": str(folder), "adapter_type": kind, "base": base_name}, indent=1))
+            {"adapter": str(folder), "adapter_type": kind, "base": base_name,
+             "rendering": dataclasses.asdict(run_rendering(folder))}, indent=1))
 
     write_atomically(output, write)
     return MergeResult(output=output, adapter=folder, adapter_type=kind, base=base_name)
