@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from ..models.cache_name import cache_name
+
 
 def real_token_ids(model: torch.nn.Module, count: int) -> torch.Tensor:
     """``count`` token ids drawn uniformly from the vocabulary (the global RNG: the run's seed)."""
@@ -44,7 +46,7 @@ def init_prefix_from_tokens(peft_model, token_ids: torch.Tensor) -> None:
         raise ValueError(f"need (1, {count}) token ids for {count} virtual tokens, got {tuple(token_ids.shape)}")
     base = peft_model.get_base_model()
     with torch.no_grad():
-        cache = base(input_ids=token_ids.to(weight.device), use_cache=True).past_key_values
+        cache = getattr(base(input_ids=token_ids.to(weight.device), use_cache=True), cache_name())
         rows = []
         for layer in range(config.num_layers):
             keys, values = _layer_kv(cache, layer)  # (1, kv_heads, n, head_dim)
