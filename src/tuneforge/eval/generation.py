@@ -9,8 +9,8 @@ pinned here, so before/after scores compare the weights and nothing else.
 The one exception is peft's soft prompts (prompt / prefix / p-tuning): their
 generate path is rewritten by peft from release to release (0.22 injects the
 prefix as ``cache``, which generate then drops after the first step), so they
-decode by repeated full forwards through ``PeftModel.forward``, exactly the
-forward training ran.
+decode here: the prompt through ``PeftModel.forward`` (the forward training
+ran), then token by token through the base model with that KV cache.
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ def generate(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             if soft_prompts:
-                for i, new in zip(chunk, _greedy_full_forwards(model, [prompts_ids[i] for i in chunk],
-                                                               max_new_tokens, stops, pad_id, device)):
+                for i, new in zip(chunk, _greedy_soft_prompt(model, [prompts_ids[i] for i in chunk],
+                                                             max_new_tokens, stops, device)):
                     answers[i] = tokenizer.decode(new, skip_special_tokens=True)
                 bar.advance(task)
                 continue
@@ -143,38 +143,34 @@ def generate(
     return answers
 
 
-def _greedy_full_forwards(model, prompts_ids: list[list[int]], max_new_tokens: int, stops: list[int],
-                          pad_id: int, device: torch.device) -> list[list[int]]:
-    """Greedy answers (stop token excluded) by one full forward per new token, no KV cache.
+def _greedy_soft_prompt(model, prompts_ids: list[list[int]], max_new_tokens: int, stops: list[int],
+                        device: torch.device) -> list[list[int]]:
+    """Greedy answers (stop token excluded) for a peft soft-prompt model, one prompt at a time.
 
-    For peft's soft prompts: ``PeftModel.forward`` prepends the virtual tokens (or
-    passes the key/value prefix) itself, as in training. Rows are RIGHT-padded, as
-    the training collator pads them: with no attention mask a real token only sees
-    the prefix and the real tokens before it, and positions start at 0 in every
-    row, so each row's answer equals the one it gets alone.
+    The prompt's forward goes through ``PeftModel.forward``, which prepends the
+    virtual tokens (or passes the key/value prefix as the cache) exactly as in
+    training; it returns the KV cache of prefix + prompt. Each new token then runs
+    through the base model alone with that cache: peft's part is already in it,
+    and positions continue from the cache's length, as they would in one full
+    forward (a test checks token-for-token equality with full forwards).
     """
-    rows = [list(ids) for ids in prompts_ids]
-    answers: list[list[int]] = [[] for _ in rows]
-    live = list(range(len(rows)))
-    for _ in range(max_new_tokens):
-        if not live:
-            break
-        longest = max(len(rows[i]) for i in live)
-        input_ids = torch.full((len(live), longest), pad_id, dtype=torch.long)
-        for r, i in enumerate(live):
-            input_ids[r, : len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
-        logits = model(input_ids=input_ids.to(device), use_cache=False).logits
-        # prompt / p-tuning return logits for their virtual positions first; count from the end
-        offset = logits.shape[1] - longest
-        still = []
-        for r, i in enumerate(live):
-            nxt = int(logits[r, offset + len(rows[i]) - 1].argmax())
+    from tuneforge.models.cache_name import cache_name
+
+    base = model.get_base_model()
+    answers: list[list[int]] = []
+    for ids in prompts_ids:
+        out = model(input_ids=torch.tensor([ids], device=device), use_cache=True)
+        new: list[int] = []
+        for _ in range(max_new_tokens):
+            nxt = int(out.logits[0, -1].argmax())
             if nxt in stops:
-                continue
-            rows[i].append(nxt)
-            answers[i].append(nxt)
-            still.append(i)
-        live = still
+                break
+            new.append(nxt)
+            if len(new) == max_new_tokens:
+                break
+            out = base(input_ids=torch.tensor([[nxt]], device=device), use_cache=True,
+                       **{cache_name(): getattr(out, cache_name())})
+        answers.append(new)
     return answers
 
 
