@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tuneforge.methods.preference.losses import (
     LENGTH_AVERAGED,
     LOSS_NAMES,
+    LOSSES,
     REFERENCE_FREE,
     bradley_terry,
     cdpo,
@@ -171,6 +172,7 @@ def test_kto_reference_point_carries_no_gradient():
 
 def test_names_and_dispatcher():
     assert LOSS_NAMES == ("dpo", "cdpo", "robust", "ipo", "hinge", "simpo", "orpo", "kto")
+    assert tuple(LOSSES) == LOSS_NAMES  # the config's names (names.py, torch-free) are the functions' names
     assert set(REFERENCE_FREE) <= set(LOSS_NAMES) and set(LENGTH_AVERAGED) <= set(LOSS_NAMES)
     direct = cdpo(PW, PL, RW, RL, beta=0.2, epsilon=0.05)
     via = preference_loss("cdpo", PW, PL, RW, RL, beta=0.2, epsilon=0.05)

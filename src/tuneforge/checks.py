@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 
-import torch
-
 
 class ChecksFailed(Exception):
     def __init__(self, errors: list[str]):
@@ -63,6 +61,43 @@ def check_config(config, *, tokenizer, method=None) -> CheckReport:
     _check_model_limits(config, tokenizer, model_config, report)
     if not report.errors:
         _check_plan(config, report)
+    return report
+
+
+def check_files(config) -> CheckReport:
+    """`tuneforge validate --schema-only`: the local files the config reads exist, and output_dir can be a folder.
+
+    Data sources (``data.train`` / ``data.eval``, or each stage's) and ``continual.general_text`` are resolved
+    as loading would resolve them (a folder must hold data files, a glob must match); hub datasets are named,
+    not looked up. No row is read and no model, tokenizer or torch is loaded, so the model is not checked.
+    """
+    from .config.schema import stage_data
+    from .data.sources import resolve
+    from .data.types import DataError
+
+    report = CheckReport()
+    _check_output_dir(config, report)
+    sections = [("data", config.data)]
+    if getattr(config, "stages", None):  # each stage's data: is the shared one with the stage's keys over it
+        sections = [(f"stages[{k}] ({s.name}).data", stage_data(config, k)) for k, s in enumerate(config.stages)]
+    named = [(f"{where}.{key}", getattr(data, key)) for where, data in sections for key in ("train", "eval")]
+    continual = getattr(config, "continual", None)
+    if continual is not None:
+        named.append(("continual.general_text", continual.general_text))
+    files, hub = set(), []
+    for key, value in named:
+        for source in [value] if isinstance(value, str) else value or []:
+            try:
+                resolved = resolve(source)
+            except DataError as exc:
+                report.errors.extend(f"{key}: {problem}" for problem in exc.problems)
+                continue
+            if isinstance(resolved, tuple):
+                hub.append(source)
+            else:
+                files.update(resolved)
+    not_checked = f"; hub datasets, not looked up: {', '.join(dict.fromkeys(hub))}" if hub else ""
+    report.facts["files"] = f"{len(files)} local data file(s) found{not_checked}"
     return report
 
 
@@ -153,6 +188,8 @@ def _check_output_dir(config, report: CheckReport) -> None:
 
 
 def _check_options(config, report: CheckReport) -> None:
+    import torch  # here, not at the top: check_files (validate --schema-only) runs without torch
+
     cuda = torch.cuda.is_available()
     t = config.training
     if not cuda and t.mixed_precision == "fp16":

@@ -83,7 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config, its data and chat template without loading weights")
     v.add_argument("config")
     v.add_argument("overrides", nargs="*")
-    v.add_argument("--accelerate-config", default=None, help="also check this launch setup against the config")
+    how = v.add_mutually_exclusive_group()
+    how.add_argument("--accelerate-config", default=None, help="also check this launch setup against the config")
+    how.add_argument("--schema-only", action="store_true",
+                     help="only the schema (unknown keys included) and that the data files exist: no model, "
+                     "tokenizer or data rows read, torch not imported (instant)")
     v.set_defaults(func=_cmd_validate)
 
     pl = sub.add_parser("plan", help="memory by part, time per step and per run, and whether a config fits; "
@@ -261,10 +265,7 @@ def _relaunch(args, launcher: list[str]) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from .checks import check_config
     from .config import ConfigError, load_config
-    from .data.types import DataError
-    from .models.load import load_tokenizer
 
     try:
         config = load_config(args.config, args.overrides)
@@ -272,6 +273,21 @@ def _cmd_validate(args) -> int:
         err_console.print(f"[bold red]✗ config[/] {exc}", highlight=False)
         return 1
     console.print(f"[green]✓ schema[/] method={config.method} model={config.model.name}")
+    if args.schema_only:  # torch-free up to here and in check_files (tests/test_torch_free.py)
+        from .checks import check_files
+
+        report = check_files(config)
+        console.print(f"[green]✓ files[/] {report.facts['files']}", highlight=False)
+        for error in report.errors:
+            err_console.print(f"[bold red]✗[/] {error}", highlight=False)
+        if report.errors:
+            return 1
+        console.print("[bold green]valid[/] (schema only: model, tokenizer and data rows not checked)")
+        return 0
+    from .checks import check_config
+    from .data.types import DataError
+    from .models.load import load_tokenizer
+
     if args.accelerate_config:
         import torch
 

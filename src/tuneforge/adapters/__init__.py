@@ -16,6 +16,10 @@ Folder formats written here (all safetensors):
   ``bottleneck_model.safetensors`` (the parallel adapter).
 - selective (``bitfit``, ``partial``): a full model folder plus
   ``trained_parameters.json``.
+
+Importing this package does not import torch (it is needed only once a model
+is adapted or loaded), so ``adapters.config`` stays as light as the config
+classes it holds; ``tests/test_torch_free.py`` checks it.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from . import config as C
+
+if TYPE_CHECKING:  # torch only in annotations (see the docstring's last paragraph)
+    import torch
 
 TUNEFORGE_FILE = "tuneforge_adapter.json"
 MAM_WEIGHTS = "bottleneck_model.safetensors"

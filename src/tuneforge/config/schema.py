@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..adapters.config import AdapterConfig
-from ..continual.config import ContinualConfig, StageConfig
+from .continual import ContinualConfig, StageConfig
 
 DataFormat = Literal["text", "prompt_completion", "chat", "natural_instructions"]
 
@@ -165,7 +165,7 @@ class RunBase(Section):
     eval: EvalConfig | None = None
     stages: list[StageConfig] | None = Field(
         None, description="Continual learning: train these stages one after another in one run, each with its "
-        "own data and held-out set (continual/config.py). data: then holds the settings they share.")
+        "own data and held-out set (config/continual.py). data: then holds the settings they share.")
     continual: ContinualConfig | None = Field(
         None, description="With stages: the strategy against forgetting (naive, replay, l2, ewc, adapter, joint).")
 
@@ -201,8 +201,21 @@ class RunBase(Section):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"stages: names must be unique; {', '.join(twice)} appears more than once")
-        from ..continual.stages import stage_data
-
         for index, stage in enumerate(self.stages):
             stage_data(self, index)  # raises ValueError naming the stage and the key
         return self
+
+
+def stage_data(config: RunBase, index: int) -> DataConfig:
+    """Stage ``index``'s ``data:`` section (validated); ValueError naming the stage and the key.
+
+    Here rather than in ``continual/stages.py`` (which re-exports it) because validating a config
+    needs it, and the config package imports nothing that imports it back.
+    """
+    stage = config.stages[index]
+    merged = {**config.data.model_dump(), **stage.data}
+    try:
+        return DataConfig.model_validate(merged)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"stages[{index}] ({stage.name}).data: {problems}") from None

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ..config.continual import ContinualConfig
 from ..runner import RunFolderExists, RunResult, _save_text
-from .config import ContinualConfig
 from .stages import stage_config
 
 from .session import STATE_FILE

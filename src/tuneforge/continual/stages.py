@@ -8,20 +8,7 @@ data loading and evaluation run on it unchanged).
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-
-
-def stage_data(config, index: int):
-    """Stage ``index``'s ``data:`` section (validated); ValueError naming the stage and the key."""
-    from ..config.schema import DataConfig
-
-    stage = config.stages[index]
-    merged = {**config.data.model_dump(), **stage.data}
-    try:
-        return DataConfig.model_validate(merged)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"stages[{index}] ({stage.name}).data: {problems}") from None
+from ..config.schema import stage_data  # config validation needs it too, so it lives there
 
 
 def stage_config(config, index: int):

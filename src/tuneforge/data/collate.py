@@ -8,19 +8,28 @@ forms a separate segment that real tokens never attend to; its labels are
 IGNORE_INDEX so it carries no loss. Masks come from positions, never from
 token ids (pad == eos for SmolLM2). ``cu_seq_lens`` carries the same
 boundaries for attention that needs no mask (models/segment_attention.py).
+
+torch is imported inside the functions: ``data/__init__`` re-exports ``collate``,
+and the rest of the data package (sources, formats, templates) serves
+``tuneforge validate --schema-only``, which must not import torch.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from tuneforge.data.types import IGNORE_INDEX, PackedRow
+
+if TYPE_CHECKING:
+    import torch
 
 
 def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
     """``input_ids``, ``labels``, ``position_ids``: each a (B, T) long tensor, T = longest row; and
     ``cu_seq_lens``: the segment boundaries over the flattened B·T (every example, each padding tail its own
     segment), int32, as per-segment and flash-attention's variable-length attention take them."""
+    import torch
+
     width = max(len(row.input_ids) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
@@ -42,6 +51,8 @@ def segment_boundaries(position_ids: torch.Tensor) -> torch.Tensor:
     total B·T closes the last: rows ``[0 1 2 0 1 | 0 1 2 3 0]`` give ``[0, 3, 5, 9, 10]``. Rows must start at
     position 0 (the packing collator guarantees it); anything else is refused.
     """
+    import torch
+
     flat = position_ids.reshape(-1)
     if flat.numel() and int(position_ids[:, 0].abs().sum()) != 0:
         raise ValueError("segment_boundaries: every row must start at position 0")

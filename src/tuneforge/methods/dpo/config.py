@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from ...adapters.config import SELECTIVE, SOFT_PROMPTS
 from ...config.schema import RunBase, Section
 from ..preference.config import FeedbackData
-from ..preference.losses import LOSS_NAMES, REFERENCE_FREE
+from ..preference.names import LOSS_NAMES, REFERENCE_FREE
 
 REFERENCES = ("auto", "adapter_disabled", "frozen_copy", "precomputed")
 DEFAULT_BETA = {"simpo": 2.0}  # every other variant that has a β: 0.1

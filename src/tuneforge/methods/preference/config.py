@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from ...config.schema import Section
-from .feedback import FEEDBACK_FORMATS
+from .names import FEEDBACK_FORMATS
 
 
 class FeedbackData(Section):

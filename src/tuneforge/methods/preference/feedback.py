@@ -45,9 +45,8 @@ from ...data.sources import read_records, with_columns
 from ...data.formats.chat import check_prompt_turns, clean_messages
 from ...data.types import DataError, Record
 from .losses import ranking_pairs
+from .names import FEEDBACK_FORMATS, FORMS  # noqa: F401  (re-exported; config.py reads them from names.py)
 
-FORMS = ("pairs", "rankings", "ratings", "thumbs", "corrections")
-FEEDBACK_FORMATS = FORMS + ("auto",)
 NEEDS = {  # what each form's rows carry, for error messages
     "pairs": "prompt, chosen, rejected (optional margin); or chosen and rejected as whole conversations",
     "rankings": "prompt, responses (best → worst); or prompt, responses, ranks (1 = best)",

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ...data.types import IGNORE_INDEX
+from .names import LENGTH_AVERAGED, LOSS_NAMES, REFERENCE_FREE  # noqa: F401  (re-exported)
 
 # ----------------------------------------------------------------------------- log-probs
 
@@ -264,10 +265,7 @@ def kto(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Te
 
 LossFn = Callable[..., PreferenceOutput]
 LOSSES: dict[str, LossFn] = {"dpo": dpo, "cdpo": cdpo, "robust": robust, "ipo": ipo, "hinge": hinge,
-                             "simpo": simpo, "orpo": orpo, "kto": kto}
-LOSS_NAMES: tuple[str, ...] = tuple(LOSSES)
-REFERENCE_FREE: tuple[str, ...] = ("simpo", "orpo")
-LENGTH_AVERAGED: tuple[str, ...] = ("ipo", "simpo", "orpo")  # want sequence_logprobs(..., average=True)
+                             "simpo": simpo, "orpo": orpo, "kto": kto}  # keys: names.LOSS_NAMES
 
 
 def preference_loss(name: str, *args: torch.Tensor, **kwargs) -> PreferenceOutput:
