@@ -271,16 +271,119 @@ def _wait_until(condition, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+WAIT_S = 60  # how long a test waits for a state before it fails (never a delay: waits end at the state)
+
+
+class JobWatch:
+    """The jobs the app hands a worker from now on, numbered in order, with hooks on their rows' progress.
+
+    Tests that need one event before another wait on these states, never on time. ``worker.busy`` is no
+    such state: it stays set for a moment after a batch's last answer went out (that batch is still
+    running: it may even take a newcomer), so "busy" right after a request does not mean the next one runs.
+    ``at_first_text[n](job)`` runs in the worker thread once job ``n``'s first text went out,
+    ``at_end[n](job)`` once its end did (``ended`` lists it before that). A hook may wait (on a
+    :meth:`gate`), holding the whole batch mid-decoding; :meth:`release`, at the test's end, pass or
+    fail, opens every gate and ends every wait.
+    """
+
+    def __init__(self, worker, monkeypatch, at_first_text: dict | None = None, at_end: dict | None = None):
+        self.queued: list = []  # jobs in the worker's queue or beyond, in the order they were queued
+        self.ended: list[int] = []  # job numbers, in the order their rows ended
+        self._gates: list[threading.Event] = []
+        self._released = False
+        self._changed = threading.Condition()
+        self._submitted = 0
+        submit = worker.submit
+
+        def watched(job) -> None:
+            with self._changed:
+                number, self._submitted = self._submitted, self._submitted + 1
+            self._hook(number, job, (at_first_text or {}).get(number), (at_end or {}).get(number))
+            submit(job)
+            with self._changed:
+                self.queued.append(job)
+                self._changed.notify_all()
+
+        monkeypatch.setattr(worker, "submit", watched)
+
+    def _hook(self, number: int, job, at_first_text, at_end) -> None:
+        on_text, on_done = job.on_text, job.on_done
+        first = True
+
+        def text(piece: str) -> None:
+            nonlocal first
+            on_text(piece)
+            if first and at_first_text:
+                first = False
+                at_first_text(job)
+
+        def done(*args) -> None:
+            with self._changed:  # before the answer goes out: whoever reads it reads this too
+                self.ended.append(number)
+                self._changed.notify_all()
+            on_done(*args)
+            if at_end:
+                at_end(job)
+
+        job.on_text, job.on_done = text, done
+
+    def gate(self) -> threading.Event:
+        """An event for a hook to wait on (``gate.wait(WAIT_S)``); :meth:`release` sets it too."""
+        gate = threading.Event()
+        with self._changed:
+            self._gates.append(gate)
+            if self._released:
+                gate.set()
+        return gate
+
+    def wait_queued(self, count: int) -> bool:
+        """Until ``count`` jobs are in the worker's queue (or taken from it)."""
+        return self._wait_for(lambda: len(self.queued) >= count)
+
+    def wait_ended(self, count: int) -> bool:
+        """Until ``count`` jobs' rows ended (their answers went out)."""
+        return self._wait_for(lambda: len(self.ended) >= count)
+
+    def _wait_for(self, condition) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: condition() or self._released, WAIT_S) and condition()
+
+    def release(self) -> None:
+        with self._changed:
+            self._released = True
+            for gate in self._gates:
+                gate.set()
+            self._changed.notify_all()
+
+
+@pytest.fixture
+def watch_jobs(monkeypatch):
+    """``watch_jobs(worker, at_first_text={n: hook}, at_end={n: hook})``: a :class:`JobWatch`, released at the end."""
+    watches: list[JobWatch] = []
+
+    def watch(worker, **hooks) -> JobWatch:
+        watches.append(JobWatch(worker, monkeypatch, **hooks))
+        return watches[-1]
+
+    yield watch
+    for watch_ in watches:
+        watch_.release()
+
+
 # ---------------------------------------------------------------------------- batching and adapters
 
 
-def test_a_mixed_batch_gives_each_request_its_text_alone(server):
+def test_a_mixed_batch_gives_each_request_its_text_alone(server, watch_jobs):
     client, worker = server["client"], server["worker"]
     asks = [(model, prompt) for prompt in PROMPTS[:3] for model in ("base", "a", "b")]
     alone = {ask: chat_text(client, *ask) for ask in asks}
     batches = worker.batches
+    jobs = watch_jobs(worker)
     with ThreadPoolExecutor(len(asks)) as pool:
-        together = dict(zip(asks, pool.map(lambda ask: chat_text(client, *ask), asks)))
+        with server["pool"].base.lock:  # the worker takes the first requests and waits for it: all are queued together
+            answers = [pool.submit(chat_text, client, *ask) for ask in asks]
+            assert jobs.wait_queued(len(asks))
+        together = {ask: answer.result() for ask, answer in zip(asks, answers)}
     assert together == alone
     assert worker.batches - batches < len(asks)  # some of them really shared a batch
 
@@ -302,7 +405,7 @@ def test_many_concurrent_requests_lose_none_and_mix_up_none(server):
     assert len({text for _, text in together}) > 20  # each answer its own (the seeds differ)
 
 
-def test_least_recently_used_adapters_are_unloaded(served_files, server):
+def test_least_recently_used_adapters_are_unloaded(served_files, server, watch_jobs):
     expected = {name: chat_text(server["client"], name, "hello") for name in ("a", "b")}
     thread, pool, worker = start(served_files, max_loaded_adapters=1)
     with thread as url:
@@ -310,11 +413,20 @@ def test_least_recently_used_adapters_are_unloaded(served_files, server):
         for name in ("a", "b", "a", "b"):
             assert chat_text(client, name, "hello") == expected[name]
             assert list(pool.base.loaded) == [name]
-        # "a" is not in memory while "b" decodes, so it cannot join that batch: it waits for the next one
+        # "a" is not in memory while "b" decodes, so it cannot join that batch: it waits for the next one.
+        # In order, not in time: b's row waits at its first text until the request for "a" is queued.
+        b_running = threading.Event()
+
+        def b_first_text(_job):
+            b_running.set()
+            jobs.wait_queued(2)
+
+        jobs = watch_jobs(worker, at_first_text={0: b_first_text})
         long_b = ThreadPoolExecutor(1).submit(chat_text, client, "b", "hello", max_tokens=200)
-        _wait_until(lambda: worker.busy.is_set())
+        assert b_running.wait(WAIT_S)
         assert chat_text(client, "a", "hello") == expected["a"]
-        assert long_b.done() and worker.joined == 0
+        assert jobs.ended == [0, 1] and worker.joined == 0  # b's row ended first: "a" did wait for the next batch
+        assert long_b.result()
 
 
 def test_mixed_batching_off_gives_the_same_text(served_files, server):
@@ -407,7 +519,7 @@ def test_concurrent_streams_keep_their_own_text(server):
     assert results == expected
 
 
-def test_a_client_that_hangs_up_mid_stream_frees_its_row(server):
+def test_a_client_that_hangs_up_mid_stream_frees_its_row(server, watch_jobs):
     import urllib.request
 
     worker = server["worker"]
@@ -416,13 +528,23 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_row(server):
             "stream": True}
     request = urllib.request.Request(f"{server['url']}/v1/chat/completions", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
-    rows, tokens = worker.rows, worker.tokens
+    # In order, not in time: after its first text the row waits until the server has seen the client go.
+    jobs = watch_jobs(worker, at_first_text={0: lambda job: job.cancelled.wait(WAIT_S)})
+    tokens = worker.tokens
     with urllib.request.urlopen(request, timeout=60) as response:
-        while b'"content": ""' in response.readline() or not worker.busy.is_set():
+        while not _streamed_text(response.readline()):
             pass  # until the first text arrives: the row is running
-    _wait_until(lambda: not worker.busy.is_set() and worker.rows > rows)
+    assert jobs.wait_ended(1)
     assert worker.tokens - tokens < 300  # it ended without its 300 tokens
     assert chat_text(server["client"], "b", "hello", max_tokens=3) is not None
+
+
+def _streamed_text(line: bytes) -> str:
+    """The text a server-sent chat chunk carries ("" for the role chunk, the end, a blank line)."""
+    if not line.startswith(b"data: {"):
+        return ""
+    choices = json.loads(line[6:])["choices"]
+    return (choices[0]["delta"].get("content") or "") if choices else ""
 
 
 def test_the_serve_command_answers_the_openai_client(served_files, server, tmp_path):
@@ -464,15 +586,29 @@ def _listening(port: int) -> bool:
 
 
 @pytest.mark.parametrize("model, prompt", [("b", "q"), ("base", "tell me 42 things"), ("a", "abc xyz")])
-def test_a_request_joins_a_running_batch_and_answers_as_alone(server, model, prompt):
-    """Continuous batching: a request arriving mid-batch starts at the next step, not after the batch."""
+def test_a_request_joins_a_running_batch_and_answers_as_alone(server, model, prompt, watch_jobs):
+    """Continuous batching: a request arriving mid-batch starts at the next step, not after the batch.
+
+    In order, not in time: the long request's row waits at its first text until the short request is
+    queued, and once the short answer has gone out the batch waits, the long row mid-decoding, until
+    this test has looked.
+    """
     client, worker = server["client"], server["worker"]
     alone = chat_text(client, model, prompt, max_tokens=6)
     long_alone = chat_text(client, "a", "hello", max_tokens=300)
+    long_running = threading.Event()
+
+    def long_first_text(_job):
+        long_running.set()
+        jobs.wait_queued(2)
+
+    jobs = watch_jobs(worker, at_first_text={0: long_first_text}, at_end={1: lambda _job: looked.wait(WAIT_S)})
+    looked = jobs.gate()
     long_answer = ThreadPoolExecutor(1).submit(chat, client, "a", "hello", max_tokens=300)
-    _wait_until(lambda: worker.busy.is_set())
+    assert long_running.wait(WAIT_S)
     joined = worker.joined
     assert chat_text(client, model, prompt, max_tokens=6) == alone
     assert not long_answer.done()  # it answered while the long request was still decoding
+    looked.set()
     assert worker.joined == joined + 1
     assert long_answer.result().choices[0].message.content == long_alone  # the running row is undisturbed

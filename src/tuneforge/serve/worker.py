@@ -75,7 +75,10 @@ class Worker:
         self.batches = 0  # counters for /health and the load benchmark
         self.rows = 0
         self.tokens = 0  # tokens sampled, all rows
-        self.busy = threading.Event()  # set while a batch runs
+        # Set while a batch runs, which outlasts its last answer: after a row's end went out the batch still
+        # asks the queue for newcomers (decode_batch's admit) before it returns. So "busy" is no sign that a
+        # request just sent is running; tests wait on the request's own progress instead.
+        self.busy = threading.Event()
         # A request taken from the queue to join a running batch that could not (another model or
         # adapter): it goes first next time. At most one, so the queue's bound still holds.
         self.deferred: collections.deque[Job] = collections.deque()
