@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from sft_throughput import machine_info  # bench/ is the script's folder, so on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,9 +93,9 @@ def run_one(config: dict, work: Path) -> dict:
     return {"summary": summary, "wall_seconds": round(wall, 1)}
 
 
-def row_of(name, lr, result) -> dict:
+def row_of(name, lr, result, measured_at: dict) -> dict:
     if "error" in result:
-        return {"method": name, "learning_rate": lr, "error": result["error"]}
+        return {"method": name, "learning_rate": lr, "error": result["error"], "measured_at": measured_at}
     s = result["summary"]
     t = s["train"]
     return {
@@ -105,6 +106,8 @@ def row_of(name, lr, result) -> dict:
         "final_loss": t["final_loss"], "eval_loss": s["after"].get("eval_loss"), "before": s.get("before", {}),
         "merges": "yes" if name in MERGEABLE else ("full model" if name in OUTPUT_IS_FULL_MODEL else "no"),
         "run_wall_seconds": result["wall_seconds"],
+        # --update mixes rows from several sessions: each row says which code and libraries made it
+        "measured_at": measured_at,
     }
 
 
@@ -138,13 +141,16 @@ def main() -> None:
         parser.error(f"unknown methods: {', '.join(sorted(unknown))}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = []
+    machine = machine_info()
+    measured_at = {"git_commit": machine["git_commit"], "git_dirty": machine["git_dirty"],
+                   "versions": machine["versions"], "cpu": machine["cpu"]}
     with tempfile.TemporaryDirectory(prefix="peft-compare-") as tmp:
         work = Path(tmp)
         for i, (name, adapter, lr, extra) in enumerate(m for m in METHODS if m[0] in wanted):
             config = method_config(name, adapter, lr, extra, steps=args.steps, batch=args.batch,
                                    samples=args.samples, out_dir=work / "runs", before=(i == 0 and not args.update))
             print(f"[{i + 1}/{len(wanted)}] {name} …", flush=True)
-            row = row_of(name, lr, run_one(config, work))
+            row = row_of(name, lr, run_one(config, work), measured_at)
             rows.append(row)
             print("   ", {k: v for k, v in row.items() if k != "before"}, flush=True)
     if args.update and Path(args.out).exists():
@@ -158,8 +164,7 @@ def main() -> None:
     else:
         base_before = {}
     base = next((r["before"] for r in rows if r.get("before")), base_before)
-    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": os.cpu_count()},
+    result = {"machine": machine,
               "setup": {"task": "clinical_notes", "steps": args.steps, "batch_rows": args.batch,
                         "eval_samples": args.samples, "packing": False, "max_length": 256},
               "base_model_scores": base, "rows": rows}
