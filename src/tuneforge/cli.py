@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--output", help="write the scores and predictions to this JSON file")
     e.set_defaults(func=_cmd_eval)
 
-    g = sub.add_parser("generate", help="one reply to one prompt, with the training chat template")
+    g = sub.add_parser("generate", help="one reply to one prompt, rendered as the run was trained (its template, its system prompt)")
     _model_args(g)
     g.add_argument("prompt")
     g.add_argument("--system", default=None, help="a system message (default: the run's data.system_prompt)")
