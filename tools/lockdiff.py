@@ -39,7 +39,7 @@ def main(resolved: str, *locks: str) -> int:
     changed = [(n, locked[n], got[n]) for n in sorted(got) if n in locked and locked[n] != got[n].split("+")[0]]
     new = [n for n in sorted(got) if n not in locked]
     if not changed and not new:
-        print("newest releases: the same versions as the lock")
+        print("resolved: the same versions as the lock")
     for name, old, now in changed:
         print(f"newer than the lock: {name} {old} -> {now}")
     for name in new:
