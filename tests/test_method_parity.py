@@ -122,7 +122,14 @@ def test_run_matches_pre_refactor_reference(case, tmp_path, parity_model_dir, is
     reference = load_file(str(ref_weights))
     assert weights.keys() == reference.keys()
     for name, tensor in reference.items():
-        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-7, msg=name)
+        # Weights are compared at their tensor's scale: AdamW divides by sqrt(v), so a LoRA A matrix whose
+        # gradients start near zero (B starts at zero) turns last-bit differences of the gradients into
+        # update differences of a few ulps of the tensor's largest entries. On an AVX2-only EPYC the sft_lora
+        # case differed by 6.4e-7 in a tensor whose entries reach 0.18 (3.5e-6 of its scale; losses and
+        # gradient norms still matched to 1e-6), which an elementwise atol of 1e-7 refused. A real change of
+        # behaviour moves these weights by the order of the learning rate (5e-3), far beyond 1e-5 of the scale.
+        scale = float(tensor.abs().max())
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=max(1e-7, 1e-5 * scale), msg=name)
     if os.environ.get("TUNEFORGE_PARITY_EXACT") == "1":  # on the recording machine: bit for bit
         assert got["losses"] == expected["losses"]
         assert all(torch.equal(weights[n], t) for n, t in reference.items())
