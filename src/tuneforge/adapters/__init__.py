@@ -142,10 +142,11 @@ def attach_adapter(model: torch.nn.Module, cfg, *, task_type: str = "CAUSAL_LM",
         inject_bottleneck(model, parallel)
     pconf = peft_config(cfg, task_type=task_type, total_steps=total_steps, tokenizer_path=tokenizer_path)
     peft_model = get_peft_model(model, pconf)
-    if kind in ("prefix_tuning", "mam") and (cfg.init or ("random" if cfg.projection else "real_tokens")) == "real_tokens":
-        from .prefix_init import init_prefix_from_tokens, real_token_ids
+    if kind in ("prefix_tuning", "mam"):
+        from .prefix_init import init_prefix_from_tokens, real_token_ids, starts_from_real_tokens
 
-        init_prefix_from_tokens(peft_model, real_token_ids(model, cfg.num_virtual_tokens))
+        if starts_from_real_tokens(cfg):
+            init_prefix_from_tokens(peft_model, real_token_ids(model, cfg.num_virtual_tokens))
     if kind == "mam":  # peft froze the whole base for prompt learning; the parallel adapter trains too
         peft_model.__dict__["_tuneforge_mam"] = parallel.model_dump(exclude={"type", "init"})
         for name, param in peft_model.named_parameters():

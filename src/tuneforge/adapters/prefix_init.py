@@ -21,6 +21,11 @@ import torch
 from ..models.cache_name import cache_name
 
 
+def starts_from_real_tokens(cfg) -> bool:
+    """A prefix_tuning / mam section's start: ``init``, else real tokens unless trained through the MLP."""
+    return (cfg.init or ("random" if cfg.projection else "real_tokens")) == "real_tokens"
+
+
 def real_token_ids(model: torch.nn.Module, count: int) -> torch.Tensor:
     """``count`` token ids drawn uniformly from the vocabulary (the global RNG: the run's seed)."""
     vocab = model.get_input_embeddings().num_embeddings
