@@ -207,7 +207,8 @@ def test_eval_prompts_are_the_training_prompts(runs, name, monkeypatch, capsys, 
 
 def test_a_run_rendering_comes_from_the_run_folder_and_defaults_outside_one(tmp_path, tiny_model_dir):
     from tuneforge.adapters.inference import run_rendering
-    from tuneforge.data.templates import PLAIN_CHAT_TEMPLATE, PromptRendering, render_prompt, render_run_prompt
+    from tuneforge.data.run_prompt import render_run_prompt
+    from tuneforge.data.templates import PLAIN_CHAT_TEMPLATE, PromptRendering, render_prompt
 
     run = tmp_path / "runs" / "dpo"
     (run / "adapter").mkdir(parents=True)

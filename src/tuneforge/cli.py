@@ -467,7 +467,7 @@ def _print_comparison(title: str, scored: dict[str, tuple[dict, list]]) -> None:
 
 def _reply(adapters, messages: list[dict], max_new_tokens: int) -> str:
     """The active adapter's (or the base's) answer, from the prompt its run trained on (its rendering)."""
-    from .data.templates import render_run_prompt
+    from .data.run_prompt import render_run_prompt
     from .eval.generation import generate
 
     ids = render_run_prompt(adapters.tokenizer, messages, adapters.rendering)

@@ -434,7 +434,7 @@ class AdapterSet:
 
     @property
     def rendering(self) -> PromptRendering:
-        """How the active adapter's run rendered prompts (``templates.render_run_prompt``), else the base's."""
+        """How the active adapter's run rendered prompts (``data.run_prompt.render_run_prompt``), else the base's."""
         return self.renderings.get(self.active, self.base_rendering) if self.active else self.base_rendering
 
     def check_name(self, name: str) -> str:

@@ -37,7 +37,7 @@ than guess.
 A trained run's prompts at inference. The data config decides how prompts
 render (``data.template``, ``data.system_prompt``), so every place that asks a
 trained run something (``serve``, ``generate``, ``chat``) renders through
-:func:`render_run_prompt` with the run's :class:`PromptRendering`, read from
+:func:`tuneforge.data.run_prompt.render_run_prompt` with the run's :class:`PromptRendering`, read from
 the run folder's saved config (``adapters.inference.run_rendering``). Rendering
 with the tokenizer's template alone would drop the system prompt and ignore
 ``template: plain`` (issue #20).
@@ -173,27 +173,6 @@ class PromptRendering:
     # Under the plain template, a lone user turn trained as raw text ``[BOS?] + prompt`` (prompt_completion,
     # natural_instructions, DPO / PPO string prompts), not as PLAIN_CHAT_TEMPLATE's "User:\n...".
     text_prompts: bool = False
-
-
-def render_run_prompt(tokenizer, messages: list[dict], rendering: PromptRendering) -> list[int]:
-    """Ids a run answers ``messages`` from: token for token its training prompt for the same turn.
-
-    The same code as training: the run's system prompt is prepended unless the
-    conversation has its own (``formats.chat.with_system``); the chat template,
-    else :data:`PLAIN_CHAT_TEMPLATE`, else, for runs trained on text prompts, the
-    prompt_completion format's plain prompt (``system\\n\\nprompt``).
-    """
-    from tuneforge.data.formats import RenderSettings, chat  # the formats import this module: imported here
-    from tuneforge.data.formats import prompt_completion as pc
-
-    settings = RenderSettings(use_chat_template(tokenizer, rendering.template), system_prompt=rendering.system_prompt)
-    messages = chat.with_system(chat.Conversation(messages, ""), settings) if messages else messages
-    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
-    rest = messages[1:] if system is not None else messages
-    if not settings.chat and rendering.text_prompts and [m["role"] for m in rest] == ["user"]:
-        plain = RenderSettings(chat=False, system_prompt=system)
-        return pc.sample(tokenizer, pc.PromptCompletion(rest[0]["content"], "", ""), plain).prompt_ids
-    return render_prompt(tokenizer, messages, chat_template=None if settings.chat else PLAIN_CHAT_TEMPLATE)
 
 
 def end_of_turn_ids(tokenizer) -> set[int]:

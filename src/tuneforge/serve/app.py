@@ -6,7 +6,7 @@ adapter folder is allow-listed, ``POST /v1/load_lora_adapter`` /
 ``/v1/unload_lora_adapter`` (vLLM's names). A request's ``model`` picks what
 answers it; an unknown one is a 404, never the base model's answer. The
 response names the model that was asked for. Chat requests are rendered by
-:func:`tuneforge.data.templates.render_run_prompt` with the served run's own
+:func:`tuneforge.data.run_prompt.render_run_prompt` with the served run's own
 rendering settings (its ``data.template`` and ``data.system_prompt``): the
 prompt its training built for the same turn, token for token.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..data.templates import render_run_prompt
+from ..data.run_prompt import render_run_prompt
 from ..eval.generation import stop_token_ids_for
 from .decode import Sampling
 from .pool import ModelPool, Target, UnknownModel
