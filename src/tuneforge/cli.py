@@ -278,9 +278,7 @@ def _cmd_validate(args) -> int:
 
         report = check_files(config)
         console.print(f"[green]✓ files[/] {report.facts['files']}", highlight=False)
-        for error in report.errors:
-            err_console.print(f"[bold red]✗[/] {error}", highlight=False)
-        if report.errors:
+        if _print_errors(report.errors):
             return 1
         console.print("[bold green]valid[/] (schema only: model, tokenizer and data rows not checked)")
         return 0
@@ -317,12 +315,17 @@ def _cmd_validate(args) -> int:
         console.print(f"[green]✓ precision[/] {report.facts['precision']}", highlight=False)
     for warning in report.warnings:
         console.print(f"[yellow]! {warning}[/]", highlight=False)
-    for error in report.errors:
-        err_console.print(f"[bold red]✗[/] {error}", highlight=False)
-    if report.errors:
+    if _print_errors(report.errors):
         return 1
     console.print("[bold green]valid[/]")
     return 0
+
+
+def _print_errors(errors: list[str]) -> bool:
+    """One ✗ line per error on stderr; True when there were any."""
+    for error in errors:
+        err_console.print(f"[bold red]✗[/] {error}", highlight=False)
+    return bool(errors)
 
 
 def _cmd_plan(args) -> int:
