@@ -48,9 +48,18 @@ def _spec(work: Path) -> dict:
 
     train = work / "train_pairs.jsonl"
     write_pairs(DATA / "train.jsonl", train)
-    return {"train": str(train), "workdir": str(work), "model_path": str(model_path()), "max_length": 128,
-            "batch_size": 32, "learning_rate": 5e-5, "warmup_steps": 5, "scale": SCALE, "threads": THREADS,
-            "seed": 42}
+    return {
+        "train": str(train),
+        "workdir": str(work),
+        "model_path": str(model_path()),
+        "max_length": 128,
+        "batch_size": 32,
+        "learning_rate": 5e-5,
+        "warmup_steps": 5,
+        "scale": SCALE,
+        "threads": THREADS,
+        "seed": 42,
+    }
 
 
 def run_variant(variant: str, spec: dict, steps: int) -> dict:
@@ -58,6 +67,7 @@ def run_variant(variant: str, spec: dict, steps: int) -> dict:
 
     torch.set_num_threads(THREADS)
     from contrastive_workers import tuneforge_config
+
     from tuneforge.config import load_config
     from tuneforge.methods import get_method
     from tuneforge.methods.contrastive.losses import info_nce_sum
@@ -70,8 +80,9 @@ def run_variant(variant: str, spec: dict, steps: int) -> dict:
     tokenizer = load_tokenizer(config.model.name)
     data = method.load_data(config, tokenizer)
     order = RowOrder(len(data.train), spec["seed"], arrange=data.arrange, group=spec["batch_size"])
-    batches = [[data.train[i] for i in order.take(s * spec["batch_size"], spec["batch_size"])]
-               for s in range(steps + 1)]
+    batches = [
+        [data.train[i] for i in order.take(s * spec["batch_size"], spec["batch_size"])] for s in range(steps + 1)
+    ]
 
     if variant == "sentence_transformers":
         from sentence_transformers import SentenceTransformer
@@ -92,6 +103,7 @@ def run_variant(variant: str, spec: dict, steps: int) -> dict:
         model.train()
         loss_model = method.loss_module(config, model, data)
         if variant == "per_column":
+
             def build(rows):
                 out = []
                 for j in (0, 1):  # anchors, positives: each padded to its own longest
@@ -99,8 +111,8 @@ def run_variant(variant: str, spec: dict, steps: int) -> dict:
                     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
                     mask = torch.zeros_like(ids)
                     for k, r in enumerate(rows):
-                        ids[k, :len(r.ids[j])] = torch.tensor(r.ids[j])
-                        mask[k, :len(r.ids[j])] = 1
+                        ids[k, : len(r.ids[j])] = torch.tensor(r.ids[j])
+                        mask[k, : len(r.ids[j])] = 1
                     out.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
                 return out
 
@@ -108,16 +120,19 @@ def run_variant(variant: str, spec: dict, steps: int) -> dict:
                 a, p = loss_model.embed(**columns[0]), loss_model.embed(**columns[1])
                 return info_nce_sum(a, p, None, scale=spec["scale"]) / a.shape[0]
         else:
+
             def build(rows):
                 return method.collate(rows, tokenizer)
 
             def forward(batch):
                 loss_sum, count = loss_model(**batch.inputs)
                 return loss_sum / count
+
     params = [p for p in model.parameters() if p.requires_grad]
     if variant == "tuneforge":
-        optimizer = build_optimizer(model, learning_rate=spec["learning_rate"], weight_decay=0.0,
-                                    betas=(0.9, 0.999), eps=1e-8)
+        optimizer = build_optimizer(
+            model, learning_rate=spec["learning_rate"], weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8
+        )
     else:
         optimizer = torch.optim.AdamW(params, lr=spec["learning_rate"], weight_decay=0.0, fused=True)
 
@@ -140,9 +155,14 @@ def run_variant(variant: str, spec: dict, steps: int) -> dict:
             for name, t0, t1 in zip(phases, marks, marks[1:]):
                 totals[name] += t1 - t0
     per_step = {name: round(v / steps, 4) for name, v in totals.items()}
-    return {"variant": variant, "steps": steps, "seconds_per_step": round(sum(per_step.values()), 4),
-            "phases": per_step, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "cpu_seconds": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1)}
+    return {
+        "variant": variant,
+        "steps": steps,
+        "seconds_per_step": round(sum(per_step.values()), 4),
+        "phases": per_step,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_seconds": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
+    }
 
 
 def main(argv=None) -> dict:
@@ -161,8 +181,15 @@ def main(argv=None) -> dict:
 
     commit = _git("rev-parse", "HEAD")
 
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS), TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TUNEFORGE_NO_PROGRESS="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(THREADS),
+        MKL_NUM_THREADS=str(THREADS),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TUNEFORGE_NO_PROGRESS="1",
+    )
     results = []
     with tempfile.TemporaryDirectory(prefix="tuneforge-contrastive-profile-") as tmp:
         spec_path = Path(tmp) / "spec.json"
@@ -171,8 +198,12 @@ def main(argv=None) -> dict:
             for attempt in range(1, args.busy_retries + 2):  # again when others used the CPU meanwhile
                 wait_for_quiet()
                 busy, started = busy_cpu_seconds(), time.perf_counter()
-                proc = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--worker", variant,
-                                       str(spec_path)], capture_output=True, text=True, env=env)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--steps", str(args.steps), "--worker", variant, str(spec_path)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                )
                 if proc.returncode:
                     raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
                 result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -182,16 +213,26 @@ def main(argv=None) -> dict:
                 result["attempt"] = attempt
                 if result["other_processes_cpu_share"] <= BUSY_WARNING:
                     break
-                print(f"  WARNING: other processes used {100 * result['other_processes_cpu_share']:.0f}% of the CPU "
-                      f"during '{variant}' (attempt {attempt})", flush=True)
+                print(
+                    f"  WARNING: other processes used {100 * result['other_processes_cpu_share']:.0f}% of the CPU "
+                    f"during '{variant}' (attempt {attempt})",
+                    flush=True,
+                )
             results.append(result)
-            print(f"{variant:24s} {result['seconds_per_step']:.3f} s/step  {result['phases']}  "
-                  f"peak {result['peak_rss_mb']:.0f} MB  others' CPU {100 * result['other_processes_cpu_share']:.0f}%",
-                  flush=True)
-    report = {"command": " ".join(["python", "bench/contrastive_step_profile.py",
-                                   *(argv if argv is not None else sys.argv[1:])]),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "threads": THREADS, "git_commit": commit,
-              "variants": results}
+            print(
+                f"{variant:24s} {result['seconds_per_step']:.3f} s/step  {result['phases']}  "
+                f"peak {result['peak_rss_mb']:.0f} MB  others' CPU {100 * result['other_processes_cpu_share']:.0f}%",
+                flush=True,
+            )
+    report = {
+        "command": " ".join(
+            ["python", "bench/contrastive_step_profile.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "threads": THREADS,
+        "git_commit": commit,
+        "variants": results,
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     return report

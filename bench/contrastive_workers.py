@@ -29,6 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -54,9 +55,16 @@ def tuneforge_config(spec: dict, name: str) -> dict:
         "loss": {"type": "infonce", "scale": spec["scale"], "symmetric": False, "avoid_duplicates": True},
         "embedding": {"pooling": "auto", "normalize": True},
         "training": {
-            "epochs": 1, "batch_size": spec["batch_size"], "gradient_accumulation_steps": 1,
-            "learning_rate": spec["learning_rate"], "scheduler": "linear", "warmup_steps": spec["warmup_steps"],
-            "weight_decay": 0.0, "max_grad_norm": 1.0, "seed": spec["seed"], "num_threads": spec["threads"],
+            "epochs": 1,
+            "batch_size": spec["batch_size"],
+            "gradient_accumulation_steps": 1,
+            "learning_rate": spec["learning_rate"],
+            "scheduler": "linear",
+            "warmup_steps": spec["warmup_steps"],
+            "weight_decay": 0.0,
+            "max_grad_norm": 1.0,
+            "seed": spec["seed"],
+            "num_threads": spec["threads"],
             "mixed_precision": "no",
         },
         # Eval off in the timed process: the held-out retrieval is scored for both tools
@@ -119,7 +127,7 @@ def run_tuneforge(spec: dict) -> dict:
         "trainable_parameters": train["trainable_parameters"],
         "output": str(result.output_dir),
         "batch": f"{spec['batch_size']} pairs collated into one ({2 * spec['batch_size']}, T) tensor; anchors and "
-                 "positives embedded in two forwards, each trimmed to its own longest text",
+        "positives embedded in two forwards, each trimmed to its own longest text",
         "peak_rss_mb": peak,
         "process_cpu": cpu_usage(),
     }
@@ -133,8 +141,11 @@ def run_st(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     from datasets import Dataset
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
@@ -151,8 +162,15 @@ def run_st(spec: dict) -> dict:
     class CountingMNRL(MultipleNegativesRankingLoss):
         """MultipleNegativesRankingLoss that counts what every batch holds (nothing else changes)."""
 
-        counts = {"pairs": 0, "tokens": 0, "padded_tokens": 0, "batches": 0, "batch_sizes": set(),
-                  "duplicate_text_copies": [], "anchor_ids": set()}
+        counts: ClassVar[dict] = {
+            "pairs": 0,
+            "tokens": 0,
+            "padded_tokens": 0,
+            "batches": 0,
+            "batch_sizes": set(),
+            "duplicate_text_copies": [],
+            "anchor_ids": set(),
+        }
 
         def forward(self, sentence_features, labels=None):
             c = self.counts
@@ -181,19 +199,30 @@ def run_st(spec: dict) -> dict:
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out_dir / "trainer"),
         # What must match tuneforge's run:
-        num_train_epochs=1, per_device_train_batch_size=spec["batch_size"], gradient_accumulation_steps=1,
-        learning_rate=spec["learning_rate"], lr_scheduler_type="linear", warmup_steps=spec["warmup_steps"],
-        weight_decay=0.0, max_grad_norm=1.0, seed=spec["seed"],
+        num_train_epochs=1,
+        per_device_train_batch_size=spec["batch_size"],
+        gradient_accumulation_steps=1,
+        learning_rate=spec["learning_rate"],
+        lr_scheduler_type="linear",
+        warmup_steps=spec["warmup_steps"],
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=spec["seed"],
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         # fp32 on the CPU.
-        use_cpu=True, bf16=False, fp16=False,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
         # No eval, no checkpoints, no trackers, no worker processes, no progress bar.
-        eval_strategy="no", save_strategy="no", report_to=[], dataloader_num_workers=0, disable_tqdm=True,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=True,
         logging_steps=1,
     )
     clock = Clock()
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
-                                         callbacks=[clock])
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[clock])
     output = trainer.train()
     model.save_pretrained(str(out_dir / "model"))
     run_seconds = time.perf_counter() - started
@@ -218,12 +247,13 @@ def run_st(spec: dict) -> dict:
         "final_loss": losses[-1] if losses else None,
         "mean_loss": output.training_loss,
         # BERT's pooler is left out: it is not part of the embedding and never gets a gradient here.
-        "trainable_parameters": sum(p.numel() for name, p in model.named_parameters()
-                                    if p.requires_grad and ".pooler." not in name),
+        "trainable_parameters": sum(
+            p.numel() for name, p in model.named_parameters() if p.requires_grad and ".pooler." not in name
+        ),
         "optim": getattr(args.optim, "value", str(args.optim)),
         "output": str(out_dir / "model"),
         "batch": f"{spec['batch_size']} pairs: anchors and positives tokenised per column in the collator, "
-                 "two forwards of (B, T_column)",
+        "two forwards of (B, T_column)",
         "peak_rss_mb": peak,
         "process_cpu": cpu_usage(),
     }
@@ -271,18 +301,34 @@ def run_eval(spec: dict) -> dict:
         longest = max(len(ids) for ids in model.tokenizer(queries + corpus)["input_ids"])
         q = model.encode(queries, batch_size=64, normalize_embeddings=True, convert_to_tensor=True)
         d = model.encode(corpus, batch_size=64, normalize_embeddings=True, convert_to_tensor=True)
-        entry = {"path": path, **rank_metrics(q.float().cpu(), d.float().cpu(), relevant),
-                 "max_seq_length": model.max_seq_length, "longest_text_tokens": longest,
-                 "modules": [type(m).__name__ for m in model]}
+        entry = {
+            "path": path,
+            **rank_metrics(q.float().cpu(), d.float().cpu(), relevant),
+            "max_seq_length": model.max_seq_length,
+            "longest_text_tokens": longest,
+            "modules": [type(m).__name__ for m in model],
+        }
         if label.startswith("tuneforge"):
             # Cross-check: tuneforge's own loader and embedding path must give the same embeddings.
             from tuneforge.methods.contrastive.model import embed_texts, load_embedding_model
 
             tf_model, tokenizer, settings = load_embedding_model(path)
-            tq = embed_texts(tf_model, tokenizer, queries, pooling=settings["pooling"], normalize=True,
-                             max_length=settings["max_length"])
-            td = embed_texts(tf_model, tokenizer, corpus, pooling=settings["pooling"], normalize=True,
-                             max_length=settings["max_length"])
+            tq = embed_texts(
+                tf_model,
+                tokenizer,
+                queries,
+                pooling=settings["pooling"],
+                normalize=True,
+                max_length=settings["max_length"],
+            )
+            td = embed_texts(
+                tf_model,
+                tokenizer,
+                corpus,
+                pooling=settings["pooling"],
+                normalize=True,
+                max_length=settings["max_length"],
+            )
             entry["tuneforge_embed_max_abs_diff"] = float(max((tq - q.cpu()).abs().max(), (td - d.cpu()).abs().max()))
             entry["tuneforge_embed_recall@1"] = rank_metrics(tq, td, relevant)["recall@1"]
         out["models"][label] = entry

@@ -45,6 +45,7 @@ more than 5% of it meanwhile.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -60,8 +61,7 @@ sys.path.insert(0, str(HERE))
 import sft_data  # noqa: E402
 from sft_throughput import machine_info, run_setup  # noqa: E402
 
-SETUPS = ("tuneforge", "tuneforge_separate", "tuneforge_precomputed", "trl", "trl_precompute", "tuneforge_gc",
-          "trl_gc")
+SETUPS = ("tuneforge", "tuneforge_separate", "tuneforge_precomputed", "trl", "trl_precompute", "tuneforge_gc", "trl_gc")
 DEFAULT_SETUPS = "tuneforge,tuneforge_separate,tuneforge_precomputed,trl,trl_precompute"
 LABELS = {
     "tuneforge": "tuneforge (reference: adapter off)",
@@ -78,7 +78,7 @@ LEARNING_RATE = 5e-5
 BETA = 0.1
 SEED = 42
 THREADS = 2
-PROMPT_TOKENS, RESPONSE_TOKENS = (30, 80), (40, 120)  # user text of the prompt; each response's text
+PROMPT_TOKENS, RESPONSE_TOKENS = ((30, 80), (40, 120))  # user text of the prompt; each response's text
 TARGET_VS_TRL = 2.0  # issue #8 item 6: ≥ 2× TRL's pairs/s at no more memory
 LN2 = math.log(2)
 OUT = HERE / "results" / "dpo_throughput.json"
@@ -92,17 +92,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per optimizer step")
     parser.add_argument("--max-length", type=int, default=256, help="tokens per sequence (prompt + one response)")
-    parser.add_argument("--setups", default=DEFAULT_SETUPS,
-                        help=f"comma-separated subset of {', '.join(SETUPS)} (*_gc: gradient checkpointing on, "
-                             "TRL's own default)")
+    parser.add_argument(
+        "--setups",
+        default=DEFAULT_SETUPS,
+        help=f"comma-separated subset of {', '.join(SETUPS)} (*_gc: gradient checkpointing on, TRL's own default)",
+    )
     parser.add_argument("--update", action="store_true", help=f"write the results to --output ({OUT.name})")
     parser.add_argument("--output", type=Path, default=OUT)
-    parser.add_argument("--busy-retries", type=int, default=1,
-                        help="run a setup again when other processes used more than 5%% of the CPU meanwhile")
-    parser.add_argument("--no-wait", action="store_true",
-                        help="do not wait for a quiet machine (smoke checks; the timings then mean nothing)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep data, runs and logs here (default: a temporary folder, removed afterwards)")
+    parser.add_argument(
+        "--busy-retries",
+        type=int,
+        default=1,
+        help="run a setup again when other processes used more than 5%% of the CPU meanwhile",
+    )
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="do not wait for a quiet machine (smoke checks; the timings then mean nothing)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep data, runs and logs here (default: a temporary folder, removed afterwards)",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("SETUP", "SPEC", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
@@ -139,34 +152,59 @@ def build_pairs(num_pairs: int, tokenizer, seed: int = 0) -> list[dict]:
         room = rng.randint(*PROMPT_TOKENS) - len(tokenizer(question, add_special_tokens=False)["input_ids"]) - 4
         context = text_of(rng.choice(pool)[1], max(room, 4))
         other = rng.choice([a for n, a in pool if n != name])
-        rows.append({"prompt": f"{question}\n\nWhere I saw it:\n{context}",
-                     "chosen": text_of(answer, rng.randint(*RESPONSE_TOKENS)),
-                     "rejected": text_of(other, rng.randint(*RESPONSE_TOKENS))})
+        rows.append(
+            {
+                "prompt": f"{question}\n\nWhere I saw it:\n{context}",
+                "chosen": text_of(answer, rng.randint(*RESPONSE_TOKENS)),
+                "rejected": text_of(other, rng.randint(*RESPONSE_TOKENS)),
+            }
+        )
     return rows
 
 
-def tuneforge_config(spec: dict, name: str, *, reference: str = "auto", gradient_checkpointing: bool = False,
-                     output_dir: str | None = None, pair_forward: str = "auto"):
+def tuneforge_config(
+    spec: dict,
+    name: str,
+    *,
+    reference: str = "auto",
+    gradient_checkpointing: bool = False,
+    output_dir: str | None = None,
+    pair_forward: str = "auto",
+):
     from tuneforge.config import load_config
 
-    return load_config(data={
-        "method": "dpo",
-        "name": name,
-        "output_dir": output_dir or str(Path(spec["workdir"]) / "runs"),
-        "model": {"name": spec["model"]},
-        "adapter": {"type": "lora", "r": spec["lora_r"], "alpha": spec["lora_alpha"], "dropout": 0.0,
-                    "target_modules": "all-linear"},
-        "data": {"train": spec["data"], "feedback_format": "pairs", "max_length": spec["max_length"]},
-        "loss": {"type": "dpo", "beta": spec["beta"], "reference": reference},
-        "eval": None,
-        "pair_forward": pair_forward,
-        "training": {
-            "max_steps": spec["steps"], "batch_size": spec["batch_size"], "gradient_accumulation_steps": 1,
-            "learning_rate": spec["learning_rate"], "scheduler": "cosine", "warmup_steps": 0, "weight_decay": 0.0,
-            "max_grad_norm": 1.0, "seed": spec["seed"], "num_threads": spec["threads"],
-            "gradient_checkpointing": gradient_checkpointing,
-        },
-    })
+    return load_config(
+        data={
+            "method": "dpo",
+            "name": name,
+            "output_dir": output_dir or str(Path(spec["workdir"]) / "runs"),
+            "model": {"name": spec["model"]},
+            "adapter": {
+                "type": "lora",
+                "r": spec["lora_r"],
+                "alpha": spec["lora_alpha"],
+                "dropout": 0.0,
+                "target_modules": "all-linear",
+            },
+            "data": {"train": spec["data"], "feedback_format": "pairs", "max_length": spec["max_length"]},
+            "loss": {"type": "dpo", "beta": spec["beta"], "reference": reference},
+            "eval": None,
+            "pair_forward": pair_forward,
+            "training": {
+                "max_steps": spec["steps"],
+                "batch_size": spec["batch_size"],
+                "gradient_accumulation_steps": 1,
+                "learning_rate": spec["learning_rate"],
+                "scheduler": "cosine",
+                "warmup_steps": 0,
+                "weight_decay": 0.0,
+                "max_grad_norm": 1.0,
+                "seed": spec["seed"],
+                "num_threads": spec["threads"],
+                "gradient_checkpointing": gradient_checkpointing,
+            },
+        }
+    )
 
 
 def encode(spec: dict) -> dict:
@@ -179,25 +217,35 @@ def encode(spec: dict) -> dict:
     if len(rows) != spec["pairs"]:
         raise RuntimeError(f"tuneforge kept {len(rows)} of {spec['pairs']} pairs")
     order = RowOrder(len(rows), spec["seed"]).take(0, len(rows))  # the loop's epoch-0 order
-    pairs = [{"prompt_ids": r.pair.prompt_ids, "chosen_ids": r.pair.chosen.input_ids[len(r.pair.prompt_ids):],
-              "rejected_ids": r.pair.rejected.input_ids[len(r.pair.prompt_ids):]} for r in rows]
+    pairs = [
+        {
+            "prompt_ids": r.pair.prompt_ids,
+            "chosen_ids": r.pair.chosen.input_ids[len(r.pair.prompt_ids) :],
+            "rejected_ids": r.pair.rejected.input_ids[len(r.pair.prompt_ids) :],
+        }
+        for r in rows
+    ]
     b = spec["batch_size"]
-    batches = [order[i:i + b] for i in range(0, len(order), b)]
-    lengths = [(len(p["prompt_ids"]) + len(p["chosen_ids"]), len(p["prompt_ids"]) + len(p["rejected_ids"]))
-               for p in pairs]
-    return {"pairs": pairs, "order": order,
-            "step_tokens": [sum(sum(lengths[i]) for i in batch) for batch in batches],
-            "step_slots": [2 * len(batch) * max(max(lengths[i]) for i in batch) for batch in batches],
-            # pair_forward shared_prompt: one row per pair, prompt + both responses
-            "step_prompt_tokens": [sum(len(pairs[i]["prompt_ids"]) for i in batch) for batch in batches],
-            "step_slots_shared": [len(batch) * max(sum(lengths[i]) - len(pairs[i]["prompt_ids"]) for i in batch)
-                                  for batch in batches],
-            "stats": {
-                "prompt_tokens": _spread([len(p["prompt_ids"]) for p in pairs]),
-                "response_tokens": _spread([len(p["chosen_ids"]) for p in pairs]
-                                           + [len(p["rejected_ids"]) for p in pairs]),
-                "sequence_tokens": _spread([n for pair in lengths for n in pair]),
-            }}
+    batches = [order[i : i + b] for i in range(0, len(order), b)]
+    lengths = [
+        (len(p["prompt_ids"]) + len(p["chosen_ids"]), len(p["prompt_ids"]) + len(p["rejected_ids"])) for p in pairs
+    ]
+    return {
+        "pairs": pairs,
+        "order": order,
+        "step_tokens": [sum(sum(lengths[i]) for i in batch) for batch in batches],
+        "step_slots": [2 * len(batch) * max(max(lengths[i]) for i in batch) for batch in batches],
+        # pair_forward shared_prompt: one row per pair, prompt + both responses
+        "step_prompt_tokens": [sum(len(pairs[i]["prompt_ids"]) for i in batch) for batch in batches],
+        "step_slots_shared": [
+            len(batch) * max(sum(lengths[i]) - len(pairs[i]["prompt_ids"]) for i in batch) for batch in batches
+        ],
+        "stats": {
+            "prompt_tokens": _spread([len(p["prompt_ids"]) for p in pairs]),
+            "response_tokens": _spread([len(p["chosen_ids"]) for p in pairs] + [len(p["rejected_ids"]) for p in pairs]),
+            "sequence_tokens": _spread([n for pair in lengths for n in pair]),
+        },
+    }
 
 
 def _spread(values: list[int]) -> dict:
@@ -213,19 +261,25 @@ def _window(stamps: list[float], step_tokens: list[int], warmup: int, batch: int
         raise ValueError("--warmup must be at least 1: the window starts at the end of a step")
     measured = len(stamps) - warmup
     seconds = stamps[-1] - stamps[warmup - 1]
-    return {"measured_steps": measured, "measured_seconds": seconds, "measured_pairs": measured * batch,
-            "measured_tokens": sum(step_tokens[warmup:len(stamps)]),
-            "step_seconds": [round(b - a, 3) for a, b in zip(stamps, stamps[1:])]}
+    return {
+        "measured_steps": measured,
+        "measured_seconds": seconds,
+        "measured_pairs": measured * batch,
+        "measured_tokens": sum(step_tokens[warmup : len(stamps)]),
+        "step_seconds": [round(b - a, 3) for a, b in itertools.pairwise(stamps)],
+    }
 
 
-def run_tuneforge(spec: dict, *, reference: str = "auto", gradient_checkpointing: bool = False,
-                  pair_forward: str = "auto") -> dict:
+def run_tuneforge(
+    spec: dict, *, reference: str = "auto", gradient_checkpointing: bool = False, pair_forward: str = "auto"
+) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
+    from sft_workers import base_parameters, cpu_usage, peak_rss_mb
+
     import tuneforge.methods.dpo.reference as reference_module
     import tuneforge.training.loop as loop_module
-    from sft_workers import base_parameters, cpu_usage, peak_rss_mb
     from tuneforge.runner import train_from_config
 
     # Measurement hooks only (nothing the loop does changes): stamp each optimizer step's end, time
@@ -247,16 +301,21 @@ def run_tuneforge(spec: dict, *, reference: str = "auto", gradient_checkpointing
     loop_module.optimizer_step = timed_step
     reference_module.store_reference_logps = timed_store
 
-    config = tuneforge_config(spec, "tuneforge", reference=reference, gradient_checkpointing=gradient_checkpointing,
-                              output_dir=tempfile.mkdtemp(dir=spec["workdir"], prefix="tuneforge-"),
-                              pair_forward=pair_forward)
+    config = tuneforge_config(
+        spec,
+        "tuneforge",
+        reference=reference,
+        gradient_checkpointing=gradient_checkpointing,
+        output_dir=tempfile.mkdtemp(dir=spec["workdir"], prefix="tuneforge-"),
+        pair_forward=pair_forward,
+    )
     result = train_from_config(config)
     from tuneforge.methods.dpo.config import shares_prompt
 
     shared = shares_prompt(config, result.model.config)
     train, history = result.summary["train"], _read_metrics(result)
     expected = spec["encoded"]
-    if [h["tokens"] for h in history] != expected["step_tokens"][:len(history)]:
+    if [h["tokens"] for h in history] != expected["step_tokens"][: len(history)]:
         raise RuntimeError("tuneforge's per-step tokens differ from the expected batches")
     model = result.model
     return {
@@ -290,10 +349,10 @@ def run_trl(spec: dict, *, precompute: bool = False, gradient_checkpointing: boo
     torch.set_num_threads(spec["threads"])
     from datasets import Dataset
     from peft import LoraConfig
+    from sft_workers import base_parameters, cpu_usage, peak_rss_mb
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from sft_workers import base_parameters, cpu_usage, peak_rss_mb
     from tuneforge.models.load import load_tokenizer, resolve_model
 
     class Clock(TrainerCallback):
@@ -327,34 +386,68 @@ def run_trl(spec: dict, *, precompute: bool = False, gradient_checkpointing: boo
     # The same conversations as text, in tuneforge's row order (read sequentially below).
     rows = [json.loads(line) for line in Path(spec["data"]).read_text().splitlines() if line]
     eos = tokenizer.eos_token
-    text = [{"prompt": tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]}],
-                                                     add_generation_prompt=True, tokenize=False),
-             "chosen": r["chosen"] + eos, "rejected": r["rejected"] + eos} for r in rows]
+    text = [
+        {
+            "prompt": tokenizer.apply_chat_template(
+                [{"role": "user", "content": r["prompt"]}], add_generation_prompt=True, tokenize=False
+            ),
+            "chosen": r["chosen"] + eos,
+            "rejected": r["rejected"] + eos,
+        }
+        for r in rows
+    ]
     dataset = Dataset.from_list([text[i] for i in expected["order"]])  # in memory: no datasets cache shared
     out_dir = tempfile.mkdtemp(dir=spec["workdir"], prefix="trl-")
     args = DPOConfig(
         output_dir=out_dir,
         # What must match tuneforge's run:
-        per_device_train_batch_size=spec["batch_size"], gradient_accumulation_steps=1, max_steps=spec["steps"],
-        learning_rate=spec["learning_rate"], lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, seed=spec["seed"], max_length=spec["max_length"], beta=spec["beta"],
-        loss_type=["sigmoid"], train_sampling_strategy="sequential",
+        per_device_train_batch_size=spec["batch_size"],
+        gradient_accumulation_steps=1,
+        max_steps=spec["steps"],
+        learning_rate=spec["learning_rate"],
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=spec["seed"],
+        max_length=spec["max_length"],
+        beta=spec["beta"],
+        loss_type=["sigmoid"],
+        train_sampling_strategy="sequential",
         precompute_ref_log_probs=precompute,
         # fp32 weights and compute (TRL defaults to bf16=True; the model's config says bfloat16).
-        use_cpu=True, bf16=False, fp16=False, model_init_kwargs={"dtype": torch.float32},
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        model_init_kwargs={"dtype": torch.float32},
         # TRL defaults to True; off unless asked, as for tuneforge.
         gradient_checkpointing=gradient_checkpointing,
         # padding_free=True is "temporarily unavailable" in TRL 1.16 (it warns and pads): left at False.
         padding_free=False,
         # No eval, no checkpoints, no logging, no trackers, no worker processes, no progress bar.
-        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[], dataloader_num_workers=0,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    peft_config = LoraConfig(r=spec["lora_r"], lora_alpha=spec["lora_alpha"], lora_dropout=0.0,
-                             target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_config = LoraConfig(
+        r=spec["lora_r"],
+        lora_alpha=spec["lora_alpha"],
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
     clock = Clock()
-    trainer = CountingDPOTrainer(model=str(resolve_model(spec["model"])), args=args, train_dataset=dataset,
-                                 processing_class=tokenizer, peft_config=peft_config, callbacks=[clock])
+    trainer = CountingDPOTrainer(
+        model=str(resolve_model(spec["model"])),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[clock],
+    )
     prepared = trainer.train_dataset
     want = [expected["pairs"][i] for i in expected["order"]]
     for k, (got, ref) in enumerate(zip(prepared, want)):
@@ -365,8 +458,10 @@ def run_trl(spec: dict, *, precompute: bool = False, gradient_checkpointing: boo
         raise RuntimeError(f"TRL kept {len(prepared)} of {len(want)} pairs")
     trainer.train()
     if counts["tokens"] != expected["step_tokens"] or counts["slots"] != expected["step_slots"]:
-        raise RuntimeError(f"TRL's batches differ from tuneforge's: tokens {counts['tokens']} vs "
-                           f"{expected['step_tokens']}, slots {counts['slots']} vs {expected['step_slots']}")
+        raise RuntimeError(
+            f"TRL's batches differ from tuneforge's: tokens {counts['tokens']} vs "
+            f"{expected['step_tokens']}, slots {counts['slots']} vs {expected['step_slots']}"
+        )
     metrics = trainer._metrics.get("train", {})
     model = trainer.model
     return {
@@ -412,10 +507,15 @@ def worker_main(setup: str, spec_path: str, result_path: str) -> None:
 
 def derive(r: dict) -> dict:
     s = r["measured_seconds"]
-    out = {**r, "pairs_per_second": round(r["measured_pairs"] / s, 3),
-           "tokens_per_second": round(r["measured_tokens"] / s, 1),
-           "seconds_per_step": round(s / r["measured_steps"], 3), "peak_rss_mb": round(r["peak_rss_mb"], 1),
-           "first_loss": r["losses"][0], "first_loss_minus_ln2": r["losses"][0] - LN2}
+    out = {
+        **r,
+        "pairs_per_second": round(r["measured_pairs"] / s, 3),
+        "tokens_per_second": round(r["measured_tokens"] / s, 1),
+        "seconds_per_step": round(s / r["measured_steps"], 3),
+        "peak_rss_mb": round(r["peak_rss_mb"], 1),
+        "first_loss": r["losses"][0],
+        "first_loss_minus_ln2": r["losses"][0] - LN2,
+    }
     if r.get("precompute_seconds"):
         per_pair = r["precompute_seconds"] / (r["steps"] * (r["measured_pairs"] // r["measured_steps"]))
         out["pairs_per_second_with_precompute"] = round(1 / (1 / out["pairs_per_second"] + per_pair), 3)
@@ -430,7 +530,8 @@ def ratios(setups: dict) -> dict:
             if a and b:
                 out[f"{mine}_vs_{theirs}"] = {
                     "pairs_per_second": round(a["pairs_per_second"] / b["pairs_per_second"], 2),
-                    "peak_rss": round(a["peak_rss_mb"] / b["peak_rss_mb"], 3)}
+                    "peak_rss": round(a["peak_rss_mb"] / b["peak_rss_mb"], 3),
+                }
     return out
 
 
@@ -445,20 +546,48 @@ def targets(setups: dict, ratio: dict) -> dict:
 
 
 def table(setups: dict) -> str:
-    header = ("setup", "steps", "pairs", "real tok", "computed", "pad %", "s/step", "pairs/s", "real tok/s", "precompute s",
-              "pairs/s incl. precompute", "step-1 loss", "peak MB", "others' CPU")
+    header = (
+        "setup",
+        "steps",
+        "pairs",
+        "real tok",
+        "computed",
+        "pad %",
+        "s/step",
+        "pairs/s",
+        "real tok/s",
+        "precompute s",
+        "pairs/s incl. precompute",
+        "step-1 loss",
+        "peak MB",
+        "others' CPU",
+    )
     lines = [header]
     for name, r in setups.items():
         pad = 1 - r["measured_row_tokens"] / r["measured_slots"]
         pre = r.get("precompute_seconds")
-        lines.append((LABELS[name], str(r["measured_steps"]), str(r["measured_pairs"]), str(r["measured_tokens"]),
-                      str(r["measured_slots"]), f"{100 * pad:.1f}", f"{r['seconds_per_step']:.2f}", f"{r['pairs_per_second']:.3f}",
-                      f"{r['tokens_per_second']:.1f}", f"{pre:.1f}" if pre else "–",
-                      f"{r['pairs_per_second_with_precompute']:.3f}" if pre else "–", f"{r['first_loss']:.6f}",
-                      f"{r['peak_rss_mb']:.0f}", f"{100 * r.get('other_processes_cpu_share', float('nan')):.0f}%"))
+        lines.append(
+            (
+                LABELS[name],
+                str(r["measured_steps"]),
+                str(r["measured_pairs"]),
+                str(r["measured_tokens"]),
+                str(r["measured_slots"]),
+                f"{100 * pad:.1f}",
+                f"{r['seconds_per_step']:.2f}",
+                f"{r['pairs_per_second']:.3f}",
+                f"{r['tokens_per_second']:.1f}",
+                f"{pre:.1f}" if pre else "–",
+                f"{r['pairs_per_second_with_precompute']:.3f}" if pre else "–",
+                f"{r['first_loss']:.6f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{100 * r.get('other_processes_cpu_share', float('nan')):.0f}%",
+            )
+        )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    fmt = lambda row: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                        for i, (c, w) in enumerate(zip(row, widths))) + " |"
+    fmt = lambda row: (  # noqa: E731
+        "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+    )
     rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     return "\n".join([fmt(lines[0]), rule] + [fmt(row) for row in lines[1:]])
 
@@ -476,53 +605,97 @@ def main(argv=None) -> dict:
     try:
         pairs = args.steps * args.batch_size  # one epoch exactly: every pair once, precomputation covers them all
         data_path = sft_data.write_jsonl(build_pairs(pairs, load_tokenizer(MODEL), seed=0), work / "pairs.jsonl")
-        spec = {"data": str(data_path), "workdir": str(work), "model": MODEL, "pairs": pairs, "steps": args.steps,
-                "warmup": args.warmup, "batch_size": args.batch_size, "max_length": args.max_length,
-                "learning_rate": LEARNING_RATE, "beta": BETA, "seed": SEED, "threads": THREADS,
-                "lora_r": LORA_R, "lora_alpha": LORA_ALPHA}
+        spec = {
+            "data": str(data_path),
+            "workdir": str(work),
+            "model": MODEL,
+            "pairs": pairs,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "learning_rate": LEARNING_RATE,
+            "beta": BETA,
+            "seed": SEED,
+            "threads": THREADS,
+            "lora_r": LORA_R,
+            "lora_alpha": LORA_ALPHA,
+        }
         spec["encoded"] = encoded = encode(spec)
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec))
         stats = encoded["stats"]
-        print(f"Data: {pairs} pairs → {data_path}; tokens per prompt {stats['prompt_tokens']}, per response "
-              f"{stats['response_tokens']}, per sequence {stats['sequence_tokens']}", flush=True)
+        print(
+            f"Data: {pairs} pairs → {data_path}; tokens per prompt {stats['prompt_tokens']}, per response "
+            f"{stats['response_tokens']}, per sequence {stats['sequence_tokens']}",
+            flush=True,
+        )
 
         raw = {}
         for setup in args.setups:
             print(f"Running {setup}…", flush=True)
-            r = run_setup(setup, spec_path, work, args.busy_retries, worker=WORKER,
-                          quiet_wait=None if args.no_wait else QUIET_MAX_WAIT)
+            r = run_setup(
+                setup,
+                spec_path,
+                work,
+                args.busy_retries,
+                worker=WORKER,
+                quiet_wait=None if args.no_wait else QUIET_MAX_WAIT,
+            )
             layout = "step_slots_shared" if r.get("pair_forward") == "shared_prompt" else "step_slots"
-            slots = encoded[layout][args.warmup:r["steps"]]
+            slots = encoded[layout][args.warmup : r["steps"]]
             r["measured_slots"] = sum(slots)  # positions the network computed, padding included
-            prompts = sum(encoded["step_prompt_tokens"][args.warmup:r["steps"]])
+            prompts = sum(encoded["step_prompt_tokens"][args.warmup : r["steps"]])
             r["measured_row_tokens"] = r["measured_tokens"] - (prompts if layout == "step_slots_shared" else 0)
             raw[setup] = r
-            print(f"  {r['measured_pairs']} pairs in {r['measured_seconds']:.1f} s after {args.warmup} warm-up "
-                  f"step(s) ({r['measured_pairs'] / r['measured_seconds']:.3f} pairs/s), step-1 loss "
-                  f"{r['losses'][0]:.6f} (ln 2 = {LN2:.6f}), peak {r['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"  {r['measured_pairs']} pairs in {r['measured_seconds']:.1f} s after {args.warmup} warm-up "
+                f"step(s) ({r['measured_pairs'] / r['measured_seconds']:.3f} pairs/s), step-1 loss "
+                f"{r['losses'][0]:.6f} (ln 2 = {LN2:.6f}), peak {r['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
 
         setups = {name: derive(r) for name, r in raw.items()}
         ratio = ratios(setups)
         report = {
-            "command": " ".join([".venv/bin/python", "bench/dpo_throughput.py",
-                                 *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(
+                [".venv/bin/python", "bench/dpo_throughput.py", *(argv if argv is not None else sys.argv[1:])]
+            ),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": machine_info(),
             "settings": {
-                "model": MODEL, "pairs": pairs, "steps": args.steps, "warmup_steps_excluded": args.warmup,
-                "batch_size_pairs": args.batch_size, "max_length": args.max_length,
+                "model": MODEL,
+                "pairs": pairs,
+                "steps": args.steps,
+                "warmup_steps_excluded": args.warmup,
+                "batch_size_pairs": args.batch_size,
+                "max_length": args.max_length,
                 "data": "generated from standard-library docstrings (seed 0), chat template of the model",
                 "token_stats": stats,
-                "loss": f"DPO sigmoid, beta {BETA}", "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "dropout": 0.0,
-                                                             "target_modules": "all-linear"},
-                "optimizer": "AdamW", "learning_rate": LEARNING_RATE, "weight_decay": 0.0, "scheduler": "cosine",
-                "warmup_steps": 0, "max_grad_norm": 1.0, "seed": SEED, "dtype": "float32", "threads": THREADS,
-                "trl": {"precompute_ref_log_probs": "off (trl) / on (trl_precompute)",
-                        "padding_free": False, "gradient_checkpointing": False, "bf16": False,
-                        "dataloader_num_workers": 0, "eval_strategy": "no", "logging_strategy": "no",
-                        "save_strategy": "no", "report_to": [], "train_sampling_strategy": "sequential",
-                        "disable_dropout": True},
+                "loss": f"DPO sigmoid, beta {BETA}",
+                "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "dropout": 0.0, "target_modules": "all-linear"},
+                "optimizer": "AdamW",
+                "learning_rate": LEARNING_RATE,
+                "weight_decay": 0.0,
+                "scheduler": "cosine",
+                "warmup_steps": 0,
+                "max_grad_norm": 1.0,
+                "seed": SEED,
+                "dtype": "float32",
+                "threads": THREADS,
+                "trl": {
+                    "precompute_ref_log_probs": "off (trl) / on (trl_precompute)",
+                    "padding_free": False,
+                    "gradient_checkpointing": False,
+                    "bf16": False,
+                    "dataloader_num_workers": 0,
+                    "eval_strategy": "no",
+                    "logging_strategy": "no",
+                    "save_strategy": "no",
+                    "report_to": [],
+                    "train_sampling_strategy": "sequential",
+                    "disable_dropout": True,
+                },
             },
             "setups": setups,
             "ratios": ratio,

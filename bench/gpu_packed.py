@@ -23,6 +23,7 @@ isolation do not depend on the weights), so it runs on a bare GPU machine with t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import sys
@@ -41,20 +42,39 @@ from tuneforge.data.types import IGNORE_INDEX, Example  # noqa: E402
 from tuneforge.models import segment_attention as sa  # noqa: E402
 from tuneforge.training.step import CausalLMLoss  # noqa: E402
 
-SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0,
-                    tie_word_embeddings=True, rms_norm_eps=1e-5)
-LLAMA_1B = dict(vocab_size=49152, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=100000.0,
-                tie_word_embeddings=True, rms_norm_eps=1e-5)
+SMOLLM2_135M = {
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "max_position_embeddings": 8192,
+    "rope_theta": 100000.0,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-5,
+}
+LLAMA_1B = {
+    "vocab_size": 49152,
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 8192,
+    "rope_theta": 100000.0,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-5,
+}
 
 
 def build(spec: dict, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(**spec, pad_token_id=2, eos_token_id=2, bos_token_id=1,
-                                        attn_implementation="sdpa")).to(DEVICE)
+    return LlamaForCausalLM(
+        LlamaConfig(**spec, pad_token_id=2, eos_token_id=2, bos_token_id=1, attn_implementation="sdpa")
+    ).to(DEVICE)
 
 
 def examples(n: int, low: int, high: int, vocab: int, seed: int) -> list[Example]:
@@ -85,23 +105,27 @@ def per_example_losses(model, batch, mode: str) -> list[tuple[float, torch.Tenso
         with torch.no_grad(), torch.autocast(DEVICE, dtype=torch.bfloat16):
             _, decoder, head = loss._parts()
             if mode == "leak":  # control: plain causal attention over the row, what a lost isolation gives
-                hidden = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                                 attention_mask=torch.ones_like(batch["input_ids"]), use_cache=False).last_hidden_state
+                hidden = decoder(
+                    input_ids=batch["input_ids"],
+                    position_ids=batch["position_ids"],
+                    attention_mask=torch.ones_like(batch["input_ids"]),
+                    use_cache=False,
+                ).last_hidden_state
             else:
-                hidden = loss._packed_hidden(decoder, batch["input_ids"], batch["position_ids"],
-                                             batch["cu_seq_lens"])
+                hidden = loss._packed_hidden(decoder, batch["input_ids"], batch["position_ids"], batch["cu_seq_lens"])
             logits = head(hidden).float()
     finally:
         model.config._attn_implementation = before
     targets = batch["labels"][:, 1:]
-    token = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets.clamp(min=0),
-                                              reduction="none") * (targets != IGNORE_INDEX)
+    token = torch.nn.functional.cross_entropy(
+        logits[:, :-1].transpose(1, 2), targets.clamp(min=0), reduction="none"
+    ) * (targets != IGNORE_INDEX)
     out = []
     for b in range(batch["input_ids"].shape[0]):
         starts = (batch["position_ids"][b] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
-        for s, e in zip(starts[:-1], starts[1:]):
-            if (batch["labels"][b, s + 1:e] != IGNORE_INDEX).any():  # an example, not the padding tail
-                out.append((float(token[b, s:e - 1].sum()), hidden[b, s:e].float().cpu()))
+        for s, e in itertools.pairwise(starts):
+            if (batch["labels"][b, s + 1 : e] != IGNORE_INDEX).any():  # an example, not the padding tail
+                out.append((float(token[b, s : e - 1].sum()), hidden[b, s:e].float().cpu()))
     return out
 
 
@@ -117,7 +141,7 @@ def isolation(model) -> dict:
     order = [tuple(r.input_ids) for r in alone_rows]
     alone = {}
     for i in range(0, len(alone_rows), 8):
-        batch = {k: v.to(DEVICE) for k, v in collate(alone_rows[i:i + 8], 2).items()}
+        batch = {k: v.to(DEVICE) for k, v in collate(alone_rows[i : i + 8], 2).items()}
         for j, value in enumerate(per_example_losses(model, batch, "mask")):
             alone[order[i + j]] = value
     for mode in ("mask", "segments", "flash_attention_2", "leak"):
@@ -134,21 +158,25 @@ def _compare(model, rows, alone, mode) -> dict:
     """Worst relative difference between packed and alone per-example losses over all of ``rows``."""
     worst, worst_hidden, count = 0.0, 0.0, 0
     for i in range(0, len(rows), 4):
-        chunk = rows[i:i + 4]
+        chunk = rows[i : i + 4]
         batch = {k: v.to(DEVICE) for k, v in collate(chunk, 2).items()}
         got = per_example_losses(model, batch, mode)
         want = []
         for row in chunk:
             ids, pos = row.input_ids, row.position_ids
             starts = [n for n, p in enumerate(pos) if p == 0] + [len(ids)]
-            want += [alone[tuple(ids[s:e])] for s, e in zip(starts[:-1], starts[1:])]
+            want += [alone[tuple(ids[s:e])] for s, e in itertools.pairwise(starts)]
         assert len(got) == len(want), (mode, len(got), len(want))
         for (g, gh), (w, wh) in zip(got, want):
             worst = max(worst, abs(g - w) / max(abs(w), 1e-6))
             worst_hidden = max(worst_hidden, float((gh - wh).norm() / wh.norm()))
             count += 1
-    return {"examples": count, "worst_relative_loss_difference": worst,
-            "worst_relative_hidden_difference": worst_hidden, "rows_per_batch": 4}
+    return {
+        "examples": count,
+        "worst_relative_loss_difference": worst,
+        "worst_relative_hidden_difference": worst_hidden,
+        "rows_per_batch": 4,
+    }
 
 
 def _sync():
@@ -166,7 +194,7 @@ def matmul_peak() -> float:
     for _ in range(10):
         a @ b
     torch.cuda.synchronize()
-    return 2 * 8192 ** 3 * 10 / (time.perf_counter() - start) / 1e12
+    return 2 * 8192**3 * 10 / (time.perf_counter() - start) / 1e12
 
 
 def throughput(spec: dict, *, lora: bool, mode: str, batch_size: int, max_length: int, steps: int, peak: float):
@@ -177,11 +205,10 @@ def throughput(spec: dict, *, lora: bool, mode: str, batch_size: int, max_length
 
         model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"))
     loss_module = CausalLMLoss(model, packed_attention=mode)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5,
-                                  fused=DEVICE == "cuda")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=DEVICE == "cuda")
     needed = batch_size * (steps + 2) * (max_length // 320 + 1) * 2  # examples average ≤ 320 tokens
     rows = pack(examples(needed, 40, 600, spec["vocab_size"], seed=2), max_length)
-    batches = [rows[i:i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)][:steps + 2]
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)][: steps + 2]
     if DEVICE == "cuda":
         torch.cuda.reset_peak_memory_stats()
     tokens, start = 0, None
@@ -202,10 +229,17 @@ def throughput(spec: dict, *, lora: bool, mode: str, batch_size: int, max_length
     wall = time.perf_counter() - start
     per_token = (4 if lora else 6) * base  # the CPU benchmark's convention (attention FLOPs left out)
     tps = tokens / wall
-    return {"model": f"{base / 1e6:.0f}M", "training": "LoRA r16 all-linear" if lora else "full", "attention": mode,
-            "batch": f"{batch_size} × {max_length}", "steps_timed": len(batches) - 2, "tokens_per_second": round(tps),
-            "mfu": round(per_token * tps / (peak * 1e12), 4), "peak_memory_gb": round(
-                torch.cuda.max_memory_allocated() / 2 ** 30, 2) if DEVICE == "cuda" else None, "final_loss": round(float(loss_sum / count), 4)}
+    return {
+        "model": f"{base / 1e6:.0f}M",
+        "training": "LoRA r16 all-linear" if lora else "full",
+        "attention": mode,
+        "batch": f"{batch_size} × {max_length}",
+        "steps_timed": len(batches) - 2,
+        "tokens_per_second": round(tps),
+        "mfu": round(per_token * tps / (peak * 1e12), 4),
+        "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE == "cuda" else None,
+        "final_loss": round(float(loss_sum / count), 4),
+    }
 
 
 def main(argv=None):
@@ -217,11 +251,17 @@ def main(argv=None):
     import transformers
 
     small = dict(SMOLLM2_135M, hidden_size=72, intermediate_size=128, num_hidden_layers=2, vocab_size=512)
-    setups = ((small, True, 2, 256), (small, False, 2, 256)) if args.dry_run else (
-        (SMOLLM2_135M, True, 16, 2048), (SMOLLM2_135M, False, 16, 2048), (LLAMA_1B, False, 8, 4096))
-    info = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "varlen_kernel": sa._varlen_kernel(torch.zeros(1, device=DEVICE, dtype=torch.bfloat16)) is not None}
+    setups = (
+        ((small, True, 2, 256), (small, False, 2, 256))
+        if args.dry_run
+        else ((SMOLLM2_135M, True, 16, 2048), (SMOLLM2_135M, False, 16, 2048), (LLAMA_1B, False, 8, 4096))
+    )
+    info = {
+        "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "varlen_kernel": sa._varlen_kernel(torch.zeros(1, device=DEVICE, dtype=torch.bfloat16)) is not None,
+    }
     print(info, flush=True)
     out = {"machine": info, "isolation": isolation(build(small if args.dry_run else SMOLLM2_135M))}
     print(json.dumps(out["isolation"], indent=1), flush=True)
@@ -231,8 +271,15 @@ def main(argv=None):
     for spec, lora, batch_size, max_length in setups:
         for mode in ("mask", "segments"):
             try:
-                result = throughput(spec, lora=lora, mode=mode, batch_size=batch_size, max_length=max_length,
-                                    steps=args.steps, peak=out["peak_bf16_tflops"])
+                result = throughput(
+                    spec,
+                    lora=lora,
+                    mode=mode,
+                    batch_size=batch_size,
+                    max_length=max_length,
+                    steps=args.steps,
+                    peak=out["peak_bf16_tflops"],
+                )
             except Exception as exc:  # one failing setup must not lose the others
                 result = {"model": spec["hidden_size"], "attention": mode, "error": repr(exc)[:300]}
             print(result, flush=True)

@@ -40,23 +40,28 @@ sys.path.insert(0, str(HERE))
 
 import sft_data  # noqa: E402
 
+from tuneforge.adapters import attach_adapter  # noqa: E402
+from tuneforge.adapters.config import LoraConfig  # noqa: E402
 from tuneforge.config.schema import DataConfig  # noqa: E402
 from tuneforge.data import load_splits, pack  # noqa: E402
 from tuneforge.data.types import IGNORE_INDEX  # noqa: E402
 from tuneforge.methods.causal_lm import collate_rows  # noqa: E402
-from tuneforge.adapters import attach_adapter  # noqa: E402
-from tuneforge.adapters.config import LoraConfig  # noqa: E402
 from tuneforge.models.load import load_causal_lm, load_tokenizer  # noqa: E402
 from tuneforge.training.step import CausalLMLoss  # noqa: E402
 
 
 def full_logits_loss(model, batch):
     """Full-vocabulary logits at every position, then token cross-entropy (the common path)."""
-    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=None,
-                   use_cache=False).logits  # (B, T, V)
+    logits = model(
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=None, use_cache=False
+    ).logits  # (B, T, V)
     targets = batch["labels"][:, 1:]
-    loss_sum = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
+    loss_sum = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
     return loss_sum, (targets != IGNORE_INDEX).sum()
 
 
@@ -71,7 +76,7 @@ def run_variant(name, rows, loss_fn, model, batch_size, pad_id):
     real = 0
     start = time.perf_counter()
     for i in range(0, len(rows), batch_size):
-        collated = collate_rows(rows[i:i + batch_size], pad_id)
+        collated = collate_rows(rows[i : i + batch_size], pad_id)
         loss_sum, n = loss_fn(collated.inputs)
         (loss_sum / n.clamp(min=1)).backward()
         optimizer.step()
@@ -79,8 +84,14 @@ def run_variant(name, rows, loss_fn, model, batch_size, pad_id):
         real += collated.tokens
     wall = time.perf_counter() - start
     padded = sum(len(r.input_ids) for r in rows)
-    return {"variant": name, "rows": len(rows), "real_tokens": real, "wall_seconds": round(wall, 2),
-            "real_tokens_per_second": round(real / wall, 1), "tokens_in_batches": padded}
+    return {
+        "variant": name,
+        "rows": len(rows),
+        "real_tokens": real,
+        "wall_seconds": round(wall, 2),
+        "real_tokens_per_second": round(real / wall, 1),
+        "tokens_in_batches": padded,
+    }
 
 
 def main(argv=None):
@@ -88,8 +99,12 @@ def main(argv=None):
     parser.add_argument("--examples", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--variants", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                        help="comma-separated variant numbers to run (default: all)")
+    parser.add_argument(
+        "--variants",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="comma-separated variant numbers to run (default: all)",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results" / "hot_path.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -103,33 +118,56 @@ def main(argv=None):
     pad_id = tokenizer.pad_token_id
 
     results = []
-    variants = (("padded, full logits", padded_rows, "full", "mask", False),
-                ("packed, full logits", packed_rows, "full", "mask", False),
-                ("packed, loss positions only", packed_rows, "selected", "mask", False),
-                ("packed, loss positions, chunked", packed_rows, "fused", "mask", False),
-                ("… + per-segment attention, no T×T mask (tuneforge fp32)", packed_rows, "fused", "segments", False),
-                ("… + bf16 autocast, fp32 master weights (tuneforge auto here)", packed_rows, "fused", "segments",
-                 True))
+    variants = (
+        ("padded, full logits", padded_rows, "full", "mask", False),
+        ("packed, full logits", packed_rows, "full", "mask", False),
+        ("packed, loss positions only", packed_rows, "selected", "mask", False),
+        ("packed, loss positions, chunked", packed_rows, "fused", "mask", False),
+        ("… + per-segment attention, no T×T mask (tuneforge fp32)", packed_rows, "fused", "segments", False),
+        ("… + bf16 autocast, fp32 master weights (tuneforge auto here)", packed_rows, "fused", "segments", True),
+    )
     chosen = [v for i, v in enumerate(variants, 1) if not args.variants or i in args.variants]
     for name, rows, projection, attention, bf16 in chosen:
         torch.manual_seed(0)
-        lora = LoraConfig.model_validate({"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0,
-                                          "target_modules": "all-linear"})
+        lora = LoraConfig.model_validate(
+            {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
+        )
         model = attach_adapter(load_causal_lm(None), lora).model
         model.train()
-        loss_fn = (CausalLMLoss(model, fused=projection == "fused", packed_attention=attention)
-                   if projection != "full" else None)
-        fn = (lambda b, m=loss_fn: m(b["input_ids"], b["labels"], b["position_ids"], b["cu_seq_lens"])) if loss_fn \
+        loss_fn = (
+            CausalLMLoss(model, fused=projection == "fused", packed_attention=attention)
+            if projection != "full"
+            else None
+        )
+        fn = (
+            (lambda b, m=loss_fn: m(b["input_ids"], b["labels"], b["position_ids"], b["cu_seq_lens"]))
+            if loss_fn
             else (lambda b, m=model: full_logits_loss(m, b))
+        )
         if bf16:
-            fn = (lambda b, inner=fn: _autocast_bf16(inner, b))
+
+            def fn(b, inner=fn):
+                return _autocast_bf16(inner, b)
+
         result = run_variant(name, rows, fn, model, args.batch_size, pad_id)
         results.append(result)
-        print(f"{name:45s} {result['real_tokens_per_second']:8.1f} real tokens/s  "
-              f"({result['rows']} rows, {result['wall_seconds']} s)", flush=True)
+        print(
+            f"{name:45s} {result['real_tokens_per_second']:8.1f} real tokens/s  "
+            f"({result['rows']} rows, {result['wall_seconds']} s)",
+            flush=True,
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"examples": args.examples, "batch_size": args.batch_size,
-                                       "max_length": args.max_length, "results": results}, indent=2))
+    args.output.write_text(
+        json.dumps(
+            {
+                "examples": args.examples,
+                "batch_size": args.batch_size,
+                "max_length": args.max_length,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.output}")
 
 

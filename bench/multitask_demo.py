@@ -38,12 +38,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-instruct"
-SENTIMENT_PROMPT = ("Classify the sentiment of this post as positive, negative or neutral. Answer with one word.\n"
-                    "Post: {text}")
+SENTIMENT_PROMPT = (
+    "Classify the sentiment of this post as positive, negative or neutral. Answer with one word.\nPost: {text}"
+)
 # task: (scorers, the first is the primary score; max_new_tokens)
-TASKS = {"notes": (["json_field_accuracy", "exact_match"], 72),
-         "sentiment": (["normalized_match", "exact_match"], 24),
-         "support": (["contains"], 24)}
+TASKS = {
+    "notes": (["json_field_accuracy", "exact_match"], 72),
+    "sentiment": (["normalized_match", "exact_match"], 24),
+    "support": (["contains"], 24),
+}
 COLUMNS = ("base", "task", "mix", "combined", "ties")
 MB = 1e6
 
@@ -67,12 +70,16 @@ def chat(user: str, assistant: str) -> dict:
 def task_rows(samples: int) -> dict[str, tuple[list[dict], list[dict]]]:
     """{task: (train rows, eval rows)}, all chat rows, from the bundled examples."""
     ex = ROOT / "examples"
-    sentiment = [[chat(SENTIMENT_PROMPT.format(text=r["text"]), r["label"]) for r in read_jsonl(ex / f"sentiment/{s}")]
-                 for s in ("train.jsonl", "eval.jsonl")]
+    sentiment = [
+        [chat(SENTIMENT_PROMPT.format(text=r["text"]), r["label"]) for r in read_jsonl(ex / f"sentiment/{s}")]
+        for s in ("train.jsonl", "eval.jsonl")
+    ]
     support = read_jsonl(ex / "chat/support.jsonl")
-    return {"notes": (read_jsonl(ex / "clinical_notes/train.jsonl"), read_jsonl(ex / "clinical_notes/eval.jsonl")),
-            "sentiment": (sentiment[0][:320], sentiment[1][:samples]),
-            "support": (support[:-10], support[-10:])}
+    return {
+        "notes": (read_jsonl(ex / "clinical_notes/train.jsonl"), read_jsonl(ex / "clinical_notes/eval.jsonl")),
+        "sentiment": (sentiment[0][:320], sentiment[1][:samples]),
+        "support": (support[:-10], support[-10:]),
+    }
 
 
 def write_data(work: Path, samples: int) -> dict[str, dict[str, Path]]:
@@ -81,12 +88,16 @@ def write_data(work: Path, samples: int) -> dict[str, dict[str, Path]]:
     data.mkdir(parents=True, exist_ok=True)
     files, mix_train, mix_eval = {}, [], []
     for task, (train, held) in task_rows(samples).items():
-        files[task] = {"train": write_jsonl(data / f"{task}_train.jsonl", train),
-                       "eval": write_jsonl(data / f"{task}_eval.jsonl", held)}
+        files[task] = {
+            "train": write_jsonl(data / f"{task}_train.jsonl", train),
+            "eval": write_jsonl(data / f"{task}_eval.jsonl", held),
+        }
         mix_train += train
         mix_eval += held
-    files["mix"] = {"train": write_jsonl(data / "mix_train.jsonl", mix_train),
-                    "eval": write_jsonl(data / "mix_eval.jsonl", mix_eval)}
+    files["mix"] = {
+        "train": write_jsonl(data / "mix_train.jsonl", mix_train),
+        "eval": write_jsonl(data / "mix_eval.jsonl", mix_eval),
+    }
     return files
 
 
@@ -96,14 +107,36 @@ def write_data(work: Path, samples: int) -> dict[str, dict[str, Path]]:
 def run_config(name: str, files: dict[str, Path], *, steps: int, samples: int, out_dir: Path) -> dict:
     scorers, max_new = TASKS.get(name, (["exact_match"], 72))
     return {
-        "method": "sft", "name": name, "output_dir": str(out_dir), "model": {"name": MODEL},
+        "method": "sft",
+        "name": name,
+        "output_dir": str(out_dir),
+        "model": {"name": MODEL},
         "adapter": {"type": "lora", "r": 16, "alpha": 32, "target_modules": "all-linear"},
-        "data": {"format": "chat", "train": str(files["train"]), "eval": str(files["eval"]), "max_length": 256,
-                 "packing": False},
-        "training": {"max_steps": steps, "batch_size": 8, "learning_rate": 2e-3, "scheduler": "cosine",
-                     "warmup_ratio": 0.05, "max_grad_norm": 1.0, "seed": 42, "on_divergence": "warn"},
-        "eval": {"scorers": scorers, "num_samples": samples, "max_new_tokens": max_new, "batch_size": samples,
-                 "before": False, "samples_in_report": 2},
+        "data": {
+            "format": "chat",
+            "train": str(files["train"]),
+            "eval": str(files["eval"]),
+            "max_length": 256,
+            "packing": False,
+        },
+        "training": {
+            "max_steps": steps,
+            "batch_size": 8,
+            "learning_rate": 2e-3,
+            "scheduler": "cosine",
+            "warmup_ratio": 0.05,
+            "max_grad_norm": 1.0,
+            "seed": 42,
+            "on_divergence": "warn",
+        },
+        "eval": {
+            "scorers": scorers,
+            "num_samples": samples,
+            "max_new_tokens": max_new,
+            "batch_size": samples,
+            "before": False,
+            "samples_in_report": 2,
+        },
     }
 
 
@@ -137,8 +170,9 @@ def combine_all(adapters: dict[str, Path], work: Path, timings: dict) -> dict[st
             out[name] = work / "combined" / name
             continue
         with stage(timings, f"combine_{name}"):
-            out[name] = combine_adapters(inputs, [1.0] * len(inputs), method=method, density=density,
-                                         output=work / "combined" / name).output
+            out[name] = combine_adapters(
+                inputs, [1.0] * len(inputs), method=method, density=density, output=work / "combined" / name
+            ).output
     return out
 
 
@@ -170,12 +204,15 @@ def score(aset, column: str, task: str, samples) -> dict:
 
     scorers, max_new = TASKS[task]
     name = {"base": None, "task": task}.get(column, column)
-    with (aset.base() if name is None else aset.use(name)) as model:
+    with aset.base() if name is None else aset.use(name) as model:
         tokenizer = aset.base_tokenizer if name is None else aset.tokenizer
-        result = evaluate_generation(model, tokenizer, samples, scorers, max_new_tokens=max_new,
-                                     batch_size=len(samples), progress=False)
-    return {"scores": {k: round(v, 4) for k, v in result.scores.items()},
-            "predictions": [s.prediction for s in result.samples[:3]]}
+        result = evaluate_generation(
+            model, tokenizer, samples, scorers, max_new_tokens=max_new, batch_size=len(samples), progress=False
+        )
+    return {
+        "scores": {k: round(v, 4) for k, v in result.scores.items()},
+        "predictions": [s.prediction for s in result.samples[:3]],
+    }
 
 
 def switch_check(aset, sample) -> dict:
@@ -185,10 +222,19 @@ def switch_check(aset, sample) -> dict:
     answers = {}
     for label, name in (("notes", "notes"), ("sentiment", "sentiment"), ("notes_again", "notes")):
         with aset.use(name) as model:
-            answers[label] = generate(model, aset.tokenizer, [sample.prompt_ids], max_new_tokens=TASKS["notes"][1],
-                                      batch_size=1, progress=False)[0]
-    return {"answers": answers, "adapters_differ": answers["notes"] != answers["sentiment"],
-            "switch_back_restores": answers["notes"] == answers["notes_again"]}
+            answers[label] = generate(
+                model,
+                aset.tokenizer,
+                [sample.prompt_ids],
+                max_new_tokens=TASKS["notes"][1],
+                batch_size=1,
+                progress=False,
+            )[0]
+    return {
+        "answers": answers,
+        "adapters_differ": answers["notes"] != answers["sentiment"],
+        "switch_back_restores": answers["notes"] == answers["notes_again"],
+    }
 
 
 def cat_error(aset) -> float:
@@ -234,16 +280,22 @@ def footprint(aset, folders: dict[str, Path]) -> dict:
     disk = {name: (Path(f) / "adapter_model.safetensors").stat().st_size for name, f in folders.items()}
     task_disk = sum(disk[t] for t in TASKS)
     return {
-        "disk_mb": {"base_model": round(base_file / MB, 1), **{k: round(v / MB, 2) for k, v in disk.items()},
-                    f"{n}_task_adapters": round(task_disk / MB, 2), f"{n}_full_copies": round(n * base_file / MB, 1),
-                    f"base_plus_{n}_adapters": round((base_file + task_disk) / MB, 1),
-                    "saved_vs_full_copies": round((n * base_file - base_file - task_disk) / MB, 1)},
+        "disk_mb": {
+            "base_model": round(base_file / MB, 1),
+            **{k: round(v / MB, 2) for k, v in disk.items()},
+            f"{n}_task_adapters": round(task_disk / MB, 2),
+            f"{n}_full_copies": round(n * base_file / MB, 1),
+            f"base_plus_{n}_adapters": round((base_file + task_disk) / MB, 1),
+            "saved_vs_full_copies": round((n * base_file - base_file - task_disk) / MB, 1),
+        },
         "parameters": {"base": base_params, **per_adapter},
-        "memory_mb_fp32": {"base": round(4 * base_params / MB, 1),
-                           f"base_plus_{n}_adapters": round(4 * (base_params + tasks) / MB, 1),
-                           "base_plus_all_loaded": round(4 * (base_params + sum(per_adapter.values())) / MB, 1),
-                           f"{n}_full_copies": round(4 * n * base_params / MB, 1),
-                           "saved_vs_full_copies": round(4 * ((n - 1) * base_params - tasks) / MB, 1)},
+        "memory_mb_fp32": {
+            "base": round(4 * base_params / MB, 1),
+            f"base_plus_{n}_adapters": round(4 * (base_params + tasks) / MB, 1),
+            "base_plus_all_loaded": round(4 * (base_params + sum(per_adapter.values())) / MB, 1),
+            f"{n}_full_copies": round(4 * n * base_params / MB, 1),
+            "saved_vs_full_copies": round(4 * ((n - 1) * base_params - tasks) / MB, 1),
+        },
     }
 
 
@@ -251,25 +303,31 @@ def footprint(aset, folders: dict[str, Path]) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| task (score) | base | task adapter (switched) | mix adapter | combined (cat) | combined (ties) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| task (score) | base | task adapter (switched) | mix adapter | combined (cat) | combined (ties) |",
+        "|---|---|---|---|---|---|",
+    ]
     for task, row in result["table"].items():
         cells = " | ".join(f"{row[c]['scores'][TASKS[task][0][0]]:.3f}" for c in COLUMNS)
         lines.append(f"| {task} ({TASKS[task][0][0]}, n={result['eval_samples'][task]}) | {cells} |")
     d, m, n = result["footprint"]["disk_mb"], result["footprint"]["memory_mb_fp32"], len(TASKS)
     s = result["switch_check"]
-    lines += ["", f"Disk: {n} task adapters = {d[f'{n}_task_adapters']} MB vs {n} full copies = "
-              f"{d[f'{n}_full_copies']} MB (base {d['base_model']} MB + adapters = {d[f'base_plus_{n}_adapters']} MB;"
-              f" saved {d['saved_vs_full_copies']} MB).",
-              f"Memory (fp32): one base + {n} adapters = {m[f'base_plus_{n}_adapters']} MB vs {n} full copies = "
-              f"{m[f'{n}_full_copies']} MB (saved {m['saved_vs_full_copies']} MB; with mix and combined loaded too: "
-              f"{m['base_plus_all_loaded']} MB).",
-              f"Adapter switch: {result['switch_ms']} ms (median). Switching real: adapters differ = "
-              f"{s['adapters_differ']}, switching back restores = {s['switch_back_restores']}; combined (cat) = sum "
-              f"of the task deltas to {s['cat_max_relative_error']:.1e} (largest relative error).",
-              "Mix adapter's training rows per task (sampled in proportion): "
-              + ", ".join(f"{t} {n}" for t, n in result["setup"]["mix_rows"].items()) + ".",
-              "Wall time (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items())]
+    lines += [
+        "",
+        f"Disk: {n} task adapters = {d[f'{n}_task_adapters']} MB vs {n} full copies = "
+        f"{d[f'{n}_full_copies']} MB (base {d['base_model']} MB + adapters = {d[f'base_plus_{n}_adapters']} MB;"
+        f" saved {d['saved_vs_full_copies']} MB).",
+        f"Memory (fp32): one base + {n} adapters = {m[f'base_plus_{n}_adapters']} MB vs {n} full copies = "
+        f"{m[f'{n}_full_copies']} MB (saved {m['saved_vs_full_copies']} MB; with mix and combined loaded too: "
+        f"{m['base_plus_all_loaded']} MB).",
+        f"Adapter switch: {result['switch_ms']} ms (median). Switching real: adapters differ = "
+        f"{s['adapters_differ']}, switching back restores = {s['switch_back_restores']}; combined (cat) = sum "
+        f"of the task deltas to {s['cat_max_relative_error']:.1e} (largest relative error).",
+        "Mix adapter's training rows per task (sampled in proportion): "
+        + ", ".join(f"{t} {n}" for t, n in result["setup"]["mix_rows"].items())
+        + ".",
+        "Wall time (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items()),
+    ]
     return "\n".join(lines)
 
 
@@ -283,8 +341,9 @@ def run(args, work: Path) -> dict:
     adapters, summaries = train_all(files, args, runs, timings)
     folders = {**adapters, **combine_all(adapters, work, timings)}
     with stage(timings, "load_base_and_all_adapters"):
-        aset = AdapterSet.load(None, {name: folders[name] for name in (*TASKS, "mix", "combined", "ties")},
-                               task="CAUSAL_LM")
+        aset = AdapterSet.load(
+            None, {name: folders[name] for name in (*TASKS, "mix", "combined", "ties")}, task="CAUSAL_LM"
+        )
     samples = {task: eval_samples(task, files[task], args.samples, runs) for task in TASKS}
     table = {}
     for task in TASKS:
@@ -293,13 +352,23 @@ def run(args, work: Path) -> dict:
     with stage(timings, "switch_check"):
         check = {**switch_check(aset, samples["notes"][0]), "cat_max_relative_error": cat_error(aset)}
     mix_rows = {task: len(read_jsonl(files[task]["train"])) for task in TASKS}
-    return {"setup": {"model": MODEL, "steps": {k: v["train"]["steps"] for k, v in summaries.items()},
-                      "batch_rows": 8, "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
-                      "scorers": {t: s for t, (s, _) in TASKS.items()}, "mix_rows": mix_rows},
-            "eval_samples": {t: len(v) for t, v in samples.items()}, "table": table,
-            "footprint": footprint(aset, folders), "switch_ms": switch_ms(aset), "switch_check": check,
-            "timings": timings,
-            "train_summaries": {k: {"train": v["train"], "after": v["after"]} for k, v in summaries.items()}}
+    return {
+        "setup": {
+            "model": MODEL,
+            "steps": {k: v["train"]["steps"] for k, v in summaries.items()},
+            "batch_rows": 8,
+            "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
+            "scorers": {t: s for t, (s, _) in TASKS.items()},
+            "mix_rows": mix_rows,
+        },
+        "eval_samples": {t: len(v) for t, v in samples.items()},
+        "table": table,
+        "footprint": footprint(aset, folders),
+        "switch_ms": switch_ms(aset),
+        "switch_check": check,
+        "timings": timings,
+        "train_summaries": {k: {"train": v["train"], "after": v["after"]} for k, v in summaries.items()},
+    }
 
 
 def main() -> None:
@@ -307,13 +376,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="training steps per task (the mix: 3×)")
     parser.add_argument("--samples", type=int, default=16, help="held-out prompts per task")
     parser.add_argument("--out", default=str(ROOT / "bench/results/multitask_demo.json"))
-    parser.add_argument("--workdir", default=None, help="keep data, runs and adapters here (default: a temp dir); "
-                        "finished runs found there are reused, not retrained")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="keep data, runs and adapters here (default: a temp dir); "
+        "finished runs found there are reused, not retrained",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with contextlib.ExitStack() as stack:
-        work = Path(args.workdir) if args.workdir else Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="multitask-demo-")))
+        work = (
+            Path(args.workdir)
+            if args.workdir
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="multitask-demo-")))
+        )
         result = run(args, work)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))

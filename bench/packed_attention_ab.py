@@ -44,15 +44,16 @@ def main(argv=None):
     data = sft_data.write_jsonl(sft_data.build(96), Path("/tmp/tuneforge-hot-path") / "train.jsonl")
     tokenizer = load_tokenizer(None)
     rows = pack(load_splits(DataConfig(format="chat", train=str(data), max_length=512), tokenizer).train, 512)
-    lora = LoraConfig.model_validate({"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0,
-                                      "target_modules": "all-linear"})
+    lora = LoraConfig.model_validate(
+        {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
+    )
     model = attach_adapter(load_causal_lm(None), lora).model
-    batches = [collate_rows(rows[i:i + 4], tokenizer.pad_token_id) for i in range(0, 28, 4)]
+    batches = [collate_rows(rows[i : i + 4], tokenizer.pad_token_id) for i in range(0, 28, 4)]
     losses = {m: CausalLMLoss(model, packed_attention=m) for m in modes}
     seconds = dict.fromkeys(modes, 0.0)
     for r in range(args.rounds):
         for batch in batches:
-            for mode in (modes if r % 2 == 0 else modes[::-1]):
+            for mode in modes if r % 2 == 0 else modes[::-1]:
                 start = time.perf_counter()
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                     loss_sum, count = losses[mode](**batch.inputs)
@@ -61,8 +62,10 @@ def main(argv=None):
                 seconds[mode] += time.perf_counter() - start
     tokens = args.rounds * sum(b.tokens for b in batches)
     for mode in modes:
-        print(f"{mode:10s} {seconds[mode] / (args.rounds * len(batches)):.3f} s/batch  "
-              f"{tokens / seconds[mode]:.1f} real tokens/s")
+        print(
+            f"{mode:10s} {seconds[mode] / (args.rounds * len(batches)):.3f} s/batch  "
+            f"{tokens / seconds[mode]:.1f} real tokens/s"
+        )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def main() -> None:
     print("| base | weights (MB) | peak RSS after load (MB) | peak RSS after a LoRA step (MB) |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['weights_mb']:,} | {r['rss_after_load_mb']:,.0f} | {r['rss_after_lora_step_mb']:,.0f} |")
+        print(
+            f"| {r['mode']} | {r['weights_mb']:,} | {r['rss_after_load_mb']:,.0f} | {r['rss_after_lora_step_mb']:,.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,13 @@ def sh(cmd: list[str], log: Path) -> float:
     print("$", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        code = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+        code = subprocess.call(
+            cmd,
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"},
+        )
     wall = time.perf_counter() - t0
     if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
@@ -80,7 +85,7 @@ def save(res: dict) -> None:
 
 
 def fmt(v: float) -> str:
-    return "%g" % v
+    return f"{v:g}"
 
 
 def dpo_runs(args) -> list[tuple[str, list[str], dict]]:
@@ -88,19 +93,32 @@ def dpo_runs(args) -> list[tuple[str, list[str], dict]]:
     for spec in args.dpo_variants:  # e.g. ipo:0.1
         kind, _, beta = spec.partition(":")
         over = [f"loss.type={kind}"] + ([f"loss.beta={beta}"] if beta else [])
-        out.append((f"sc-{kind}" + (f"-b{beta}" if beta else ""), over, {"loss": kind, "beta": float(beta) if beta else None}))
+        out.append(
+            (f"sc-{kind}" + (f"-b{beta}" if beta else ""), over, {"loss": kind, "beta": float(beta) if beta else None})
+        )
     return out
 
 
 def ppo_runs(args) -> list[tuple[str, list[str], dict]]:
-    out = [(f"sc-ppo-kl{fmt(k)}", [f"ppo.kl_coef={k}", f"training.max_steps={args.ppo_steps}"], {"kl_coef": k})
-           for k in args.ppo_kl]
+    out = [
+        (f"sc-ppo-kl{fmt(k)}", [f"ppo.kl_coef={k}", f"training.max_steps={args.ppo_steps}"], {"kl_coef": k})
+        for k in args.ppo_kl
+    ]
     if args.ppo_target:  # adaptive KL (Ziegler et al. 2019), one run per initial coefficient
         t = args.ppo_target
-        out += [(f"sc-ppo-target{fmt(t)}-b{fmt(init)}",
-                 [f"ppo.kl_coef={init}", f"ppo.adaptive_kl.target={t}", f"ppo.adaptive_kl.horizon={args.ppo_horizon}",
-                  f"training.max_steps={args.ppo_steps}"], {"kl_coef": init, "kl_target": t})
-                for init in args.ppo_target_init]
+        out += [
+            (
+                f"sc-ppo-target{fmt(t)}-b{fmt(init)}",
+                [
+                    f"ppo.kl_coef={init}",
+                    f"ppo.adaptive_kl.target={t}",
+                    f"ppo.adaptive_kl.horizon={args.ppo_horizon}",
+                    f"training.max_steps={args.ppo_steps}",
+                ],
+                {"kl_coef": init, "kl_target": t},
+            )
+            for init in args.ppo_target_init
+        ]
     return out
 
 
@@ -111,8 +129,11 @@ def stage_prompts(args, res):
 
 def stage_classifier(args, res):
     summary, wall = train("classifier.yaml", "sc-classifier", [], args.force)
-    res["runs"]["classifier"] = {"macro_f1": summary["after"].get("macro_f1"), "accuracy": summary["after"].get("accuracy"),
-                                 "wall_s": round(wall or summary["train"]["run_wall_seconds"], 1)}
+    res["runs"]["classifier"] = {
+        "macro_f1": summary["after"].get("macro_f1"),
+        "accuracy": summary["after"].get("accuracy"),
+        "wall_s": round(wall or summary["train"]["run_wall_seconds"], 1),
+    }
     res["stages"]["classifier"] = {"wall_s": res["runs"]["classifier"]["wall_s"]}
 
 
@@ -124,17 +145,37 @@ def stage_sft(args, res):
             shutil.rmtree(SFT_MERGED)
         merge = sh([str(BIN), "merge", str(RUNS / "sc-sft"), "--output", str(SFT_MERGED)], RUNS / "logs" / "merge.log")
     total = (wall or summary["train"]["run_wall_seconds"]) + merge
-    res["runs"]["sft"] = {"eval_loss_before": summary["before"].get("eval_loss"), "eval_loss_after": summary["after"].get("eval_loss"),
-                          "wall_s": round(total, 1), "train_tokens_per_s": summary["train"]["tokens_per_second"]}
+    res["runs"]["sft"] = {
+        "eval_loss_before": summary["before"].get("eval_loss"),
+        "eval_loss_after": summary["after"].get("eval_loss"),
+        "wall_s": round(total, 1),
+        "train_tokens_per_s": summary["train"]["tokens_per_second"],
+    }
     res["stages"]["sft"] = {"wall_s": round(total, 1)}
 
 
 def stage_pairs(args, res):
     out = RUNS / "pairs"
-    cmd = [sys.executable, str(EX / "make_pairs.py"), "--policy", str(SFT_MERGED), "--classifier",
-           str(RUNS / "sc-classifier"), "--out", str(out), "--n", str(args.pair_samples), "--min-gap",
-           str(args.min_gap), "--per-prompt", str(args.per_prompt), "--max-new-tokens", str(args.max_new_tokens),
-           "--max-prompts", str(args.pair_prompts)]
+    cmd = [
+        sys.executable,
+        str(EX / "make_pairs.py"),
+        "--policy",
+        str(SFT_MERGED),
+        "--classifier",
+        str(RUNS / "sc-classifier"),
+        "--out",
+        str(out),
+        "--n",
+        str(args.pair_samples),
+        "--min-gap",
+        str(args.min_gap),
+        "--per-prompt",
+        str(args.per_prompt),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--max-prompts",
+        str(args.pair_prompts),
+    ]
     wall = sh(cmd, RUNS / "logs" / "pairs.log")
     shutil.copy(out / "pairs.jsonl", EX / "pairs.jsonl")  # what the shipped reward / dpo configs read
     res["runs"]["pairs"] = {**json.loads((out / "stats.json").read_text()), "wall_s": round(wall, 1)}
@@ -143,11 +184,13 @@ def stage_pairs(args, res):
 
 def stage_reward(args, res):
     summary, wall = train("reward.yaml", "sc-reward", [], args.force)
-    res["runs"]["reward"] = {"accuracy_before": summary["before"].get("accuracy"),
-                             "accuracy_after": summary["after"].get("accuracy"),
-                             "margin_after": summary["after"].get("margin"),
-                             "eval_pairs": summary["data"].get("eval_pairs", summary["data"].get("eval_examples")),
-                             "wall_s": round(wall or summary["train"]["run_wall_seconds"], 1)}
+    res["runs"]["reward"] = {
+        "accuracy_before": summary["before"].get("accuracy"),
+        "accuracy_after": summary["after"].get("accuracy"),
+        "margin_after": summary["after"].get("margin"),
+        "eval_pairs": summary["data"].get("eval_pairs", summary["data"].get("eval_examples")),
+        "wall_s": round(wall or summary["train"]["run_wall_seconds"], 1),
+    }
     res["stages"]["reward"] = {"wall_s": res["runs"]["reward"]["wall_s"]}
 
 
@@ -159,10 +202,16 @@ def stage_dpo(args, res):
         w = wall or summary["train"]["run_wall_seconds"]
         total += w
         a, b = summary["after"], summary["before"]
-        res["runs"][name] = {"method": "dpo", **meta, "accuracy_before": b.get("rewards/accuracies"),
-                             "accuracy_after": a.get("rewards/accuracies"), "margin_after": a.get("rewards/margins"),
-                             "chosen_after": a.get("rewards/chosen"), "rejected_after": a.get("rewards/rejected"),
-                             "wall_s": round(w, 1)}
+        res["runs"][name] = {
+            "method": "dpo",
+            **meta,
+            "accuracy_before": b.get("rewards/accuracies"),
+            "accuracy_after": a.get("rewards/accuracies"),
+            "margin_after": a.get("rewards/margins"),
+            "chosen_after": a.get("rewards/chosen"),
+            "rejected_after": a.get("rewards/rejected"),
+            "wall_s": round(w, 1),
+        }
         save(res)
     res["stages"]["dpo"] = {"wall_s": round(total, 1), "runs": len(dpo_runs(args))}
 
@@ -174,19 +223,39 @@ def stage_ppo(args, res):
         w = wall or summary["train"]["run_wall_seconds"]
         total += w
         a, b = summary["after"], summary["before"]
-        res["runs"][name] = {"method": "ppo", **meta, "rm_reward_before": b.get("reward"),
-                             "rm_reward_after": a.get("reward"), "kl_after": a.get("kl"), "wall_s": round(w, 1)}
+        res["runs"][name] = {
+            "method": "ppo",
+            **meta,
+            "rm_reward_before": b.get("reward"),
+            "rm_reward_after": a.get("reward"),
+            "kl_after": a.get("kl"),
+            "wall_s": round(w, 1),
+        }
         save(res)
     res["stages"]["ppo"] = {"wall_s": round(total, 1), "runs": len(ppo_runs(args))}
 
 
 def stage_eval(args, res):
-    policies = [f"{name}={RUNS / name}" for name, _, _ in dpo_runs(args) + ppo_runs(args)
-                if (RUNS / name / "summary.json").exists()]
+    policies = [
+        f"{name}={RUNS / name}"
+        for name, _, _ in dpo_runs(args) + ppo_runs(args)
+        if (RUNS / name / "summary.json").exists()
+    ]
     out = RUNS / "eval.json"
-    cmd = [sys.executable, str(EX / "evaluate.py"), "--base", str(SFT_MERGED), "--classifier",
-           str(RUNS / "sc-classifier"), "--out", str(out), "--samples", str(args.eval_samples),
-           "--max-new-tokens", str(args.max_new_tokens)] + [x for p in policies for x in ("--policy", p)]
+    cmd = [
+        sys.executable,
+        str(EX / "evaluate.py"),
+        "--base",
+        str(SFT_MERGED),
+        "--classifier",
+        str(RUNS / "sc-classifier"),
+        "--out",
+        str(out),
+        "--samples",
+        str(args.eval_samples),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+    ] + [x for p in policies for x in ("--policy", p)]
     wall = sh(cmd, RUNS / "logs" / "eval.log")
     res["eval"] = json.loads(out.read_text())
     res["stages"]["eval"] = {"wall_s": round(wall, 1)}
@@ -208,8 +277,15 @@ def plot(res: dict, path: Path) -> None:
         pts = []
         for name, r in pol.items():
             run = res["runs"].get(name, {})
-            kind = ("PPO (reward model)" if run.get("method") == "ppo" else
-                    "DPO" if run.get("loss") == "dpo" else "DPO variant" if run.get("method") == "dpo" else None)
+            kind = (
+                "PPO (reward model)"
+                if run.get("method") == "ppo"
+                else "DPO"
+                if run.get("loss") == "dpo"
+                else "DPO variant"
+                if run.get("method") == "dpo"
+                else None
+            )
             if kind == label:
                 pts.append((r["kl"], r["reward"], name))
         if not pts:
@@ -220,18 +296,29 @@ def plot(res: dict, path: Path) -> None:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, lw=1, alpha=0.6)
         for i, (x, y, name) in enumerate(pts):
             run = res["runs"][name]
-            tag = ((f"KL target {run['kl_target']:g} (β₀ {run['kl_coef']:g})" if run.get("kl_target")
-                    else f"kl_coef {run['kl_coef']:g}") if run["method"] == "ppo"
-                   else f"{run['loss']} β {run['beta']:g}" if run.get("beta") else run["loss"])
+            tag = (
+                (
+                    f"KL target {run['kl_target']:g} (β₀ {run['kl_coef']:g})"
+                    if run.get("kl_target")
+                    else f"kl_coef {run['kl_coef']:g}"
+                )
+                if run["method"] == "ppo"
+                else f"{run['loss']} β {run['beta']:g}"
+                if run.get("beta")
+                else run["loss"]
+            )
             # DPO labels above left of their point, the rest right of it (a variant sits near a DPO point: above it);
             # the two lowest-KL PPO points' labels go left, clear of their neighbours.
             offset, align = {"DPO": ((-6, 6), "right"), "DPO variant": ((6, 6), "left")}.get(
-                label, ((-6, -14), "right") if i < 2 else ((6, -10), "left"))
+                label, ((-6, -14), "right") if i < 2 else ((6, -10), "left")
+            )
             ax.annotate(tag, (x, y), textcoords="offset points", xytext=offset, ha=align, fontsize=8, color=color)
     ax.set_xlabel("KL(π ‖ π_ref), nats per sequence (sampled continuations, held-out prompts)")
     ax.set_ylabel("ground-truth reward: mean p(positive)")
-    ax.set_title("Sentiment control, reward vs KL frontier\n(SmolLM2-135M + LoRA, CPU; cf. Rafailov et al. 2023, Fig. 2)",
-                 fontsize=10)
+    ax.set_title(
+        "Sentiment control, reward vs KL frontier\n(SmolLM2-135M + LoRA, CPU; cf. Rafailov et al. 2023, Fig. 2)",
+        fontsize=10,
+    )
     ax.set_xlim(-0.3, 1.22 * max(r["kl"] for r in pol.values()) + 0.5)
     ax.set_ylim(min(0.0, sft["reward"] - 0.05), 1.02)
     ax.grid(alpha=0.3)
@@ -250,12 +337,17 @@ def markdown(res: dict) -> str:
             s = res["stages"][st]
             extra = f" ({s['runs']} runs)" if "runs" in s else ""
             lines.append(f"| {st} | {s['wall_s'] / 60:.1f} min{extra} |")
-    lines += ["", "| policy | training | wall | held-out acc. (RM / implicit) | GT reward | KL(π‖π_ref) | win vs SFT |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| policy | training | wall | held-out acc. (RM / implicit) | GT reward | KL(π‖π_ref) | win vs SFT |",
+        "|---|---|---|---|---|---|---|",
+    ]
     if "reward" in runs:
         r = runs["reward"]
-        lines.append(f"| reward model | reward, LoRA | {r['wall_s'] / 60:.1f} min | {r['accuracy_before']} → "
-                     f"**{r['accuracy_after']}** | — | — | — |")
+        lines.append(
+            f"| reward model | reward, LoRA | {r['wall_s'] / 60:.1f} min | {r['accuracy_before']} → "
+            f"**{r['accuracy_after']}** | — | — | — |"
+        )
     for name, p in pol.items():
         run = runs.get(name, {})
         if name == "sft":
@@ -264,7 +356,9 @@ def markdown(res: dict) -> str:
             how = f"{run['loss']}" + (f", β {run['beta']:g}" if run.get("beta") else "")
             wall, acc = run["wall_s"], f"{run['accuracy_before']} → **{run['accuracy_after']}**"
         else:
-            how = f"ppo, kl_coef {run.get('kl_coef'):g}" + (f", target {run['kl_target']:g}" if run.get("kl_target") else "")
+            how = f"ppo, kl_coef {run.get('kl_coef'):g}" + (
+                f", target {run['kl_target']:g}" if run.get("kl_target") else ""
+            )
             wall, acc = run.get("wall_s"), "—"
         w = f"{wall / 60:.1f} min" if wall else "—"
         win = f"{p['win_rate']:.2f}" if "win_rate" in p else "—"
@@ -297,12 +391,21 @@ def main() -> None:
     ap.add_argument("--dpo-epochs", type=int, default=None, help="override dpo.yaml's training.epochs")
     ap.add_argument("--ppo-kl", type=lambda s: [float(x) for x in s.split(",") if x], default=[0.05, 0.3])
     ap.add_argument("--ppo-steps", type=int, default=15)
-    ap.add_argument("--ppo-target", type=float, default=6.0,
-                    help="also one adaptive-KL run with this target (nats); 0: none")
-    ap.add_argument("--ppo-target-init", type=lambda s: [float(x) for x in s.split(",") if x], default=[0.1, 0.5, 1.0],
-                    help="initial coefficients of the adaptive-KL runs")
-    ap.add_argument("--ppo-horizon", type=int, default=480,
-                    help="adaptive KL: samples over which the coefficient reacts (Ziegler et al. 2019)")
+    ap.add_argument(
+        "--ppo-target", type=float, default=6.0, help="also one adaptive-KL run with this target (nats); 0: none"
+    )
+    ap.add_argument(
+        "--ppo-target-init",
+        type=lambda s: [float(x) for x in s.split(",") if x],
+        default=[0.1, 0.5, 1.0],
+        help="initial coefficients of the adaptive-KL runs",
+    )
+    ap.add_argument(
+        "--ppo-horizon",
+        type=int,
+        default=480,
+        help="adaptive KL: samples over which the coefficient reacts (Ziegler et al. 2019)",
+    )
     ap.add_argument("--eval-samples", type=int, default=2)
     args = ap.parse_args()
     stages = [s for s in args.stages.split(",") if s]

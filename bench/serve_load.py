@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -72,11 +73,40 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench/results/serve_load.json"
 MODES = (("mixed", True), ("one adapter", False))
-TOPICS = ["rain", "a compass", "bread", "the moon", "a library", "bees", "a bicycle", "glass", "volcanoes",
-          "a violin", "tides", "coffee", "a lighthouse", "maps", "snow", "clocks", "a bridge", "salt", "owls",
-          "paper", "a river", "chess", "wind", "a kite"]
-ASKS = ["In one sentence, what is {t}?", "Give two facts about {t}.", "Write a short line of poetry about {t}.",
-        "Why do people like {t}?", "Describe {t} to a child.", "Name one use of {t}."]
+TOPICS = [
+    "rain",
+    "a compass",
+    "bread",
+    "the moon",
+    "a library",
+    "bees",
+    "a bicycle",
+    "glass",
+    "volcanoes",
+    "a violin",
+    "tides",
+    "coffee",
+    "a lighthouse",
+    "maps",
+    "snow",
+    "clocks",
+    "a bridge",
+    "salt",
+    "owls",
+    "paper",
+    "a river",
+    "chess",
+    "wind",
+    "a kite",
+]
+ASKS = [
+    "In one sentence, what is {t}?",
+    "Give two facts about {t}.",
+    "Write a short line of poetry about {t}.",
+    "Why do people like {t}?",
+    "Describe {t} to a child.",
+    "Name one use of {t}.",
+]
 LORA_SEED = 1000
 
 
@@ -95,8 +125,17 @@ def make_adapters(folder: Path, count: int, targets: list[str], r: int, alpha: i
     for i in range(count):
         base = load_causal_lm(None)
         torch.manual_seed(LORA_SEED + i)
-        model = get_peft_model(base, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0,
-                                                init_lora_weights=False, task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            base,
+            LoraConfig(
+                r=r,
+                lora_alpha=alpha,
+                target_modules=targets,
+                lora_dropout=0.0,
+                init_lora_weights=False,
+                task_type="CAUSAL_LM",
+            ),
+        )
         name = f"task{i}"
         model.save_pretrained(folder / name)
         tokenizer.save_pretrained(folder / name)
@@ -113,10 +152,8 @@ def rss_bytes() -> int:
     and the RSS hardly moves while they load.
     """
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
     try:
         import psutil
 
@@ -134,9 +171,15 @@ def module_shapes(config) -> dict[str, tuple[int, int]]:
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or hidden // heads
-    return {"q_proj": (hidden, heads * head_dim), "k_proj": (hidden, kv_heads * head_dim),
-            "v_proj": (hidden, kv_heads * head_dim), "o_proj": (heads * head_dim, hidden),
-            "gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden)}
+    return {
+        "q_proj": (hidden, heads * head_dim),
+        "k_proj": (hidden, kv_heads * head_dim),
+        "v_proj": (hidden, kv_heads * head_dim),
+        "o_proj": (heads * head_dim, hidden),
+        "gate_proj": (hidden, inter),
+        "up_proj": (hidden, inter),
+        "down_proj": (inter, hidden),
+    }
 
 
 def expected_bytes(model, folder: Path) -> int | None:
@@ -181,12 +224,24 @@ def measure_memory(model_name: str | None, adapters: dict[str, str]) -> dict:
         pool.register(spec, tokenizer, base_name=base_name)
         start = rss_bytes()
         pool.base.ensure_loaded([name])
-        rows.append({"adapter": name, "kind": spec.kind, "bytes": pool.base.adapter_bytes(name),
-                     "expected_bytes": expected_bytes(pool.base.model, spec.path), "rss_added": rss_bytes() - start})
+        rows.append(
+            {
+                "adapter": name,
+                "kind": spec.kind,
+                "bytes": pool.base.adapter_bytes(name),
+                "expected_bytes": expected_bytes(pool.base.model, spec.path),
+                "rss_added": rss_bytes() - start,
+            }
+        )
     after = rss_bytes()
-    result = {"rss_before_base": before_base, "rss_base_only": before, "rss_with_adapters": after,
-              "rss_added_by_adapters": sum(row["rss_added"] for row in rows),
-              "rss_added_with_tokenizers": after - before, "adapters": rows}
+    result = {
+        "rss_before_base": before_base,
+        "rss_base_only": before,
+        "rss_with_adapters": after,
+        "rss_added_by_adapters": sum(row["rss_added"] for row in rows),
+        "rss_added_with_tokenizers": after - before,
+        "adapters": rows,
+    }
     del pool
     gc.collect()
     return result
@@ -206,8 +261,13 @@ async def one_request(client, i: int, model: str, max_tokens: int) -> dict:
     usage = None
     try:
         stream = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt(i)}], max_tokens=max_tokens, temperature=0,
-            stream=True, stream_options={"include_usage": True})
+            model=model,
+            messages=[{"role": "user", "content": prompt(i)}],
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         async for chunk in stream:
             if chunk.usage is not None:
                 usage = chunk.usage
@@ -223,9 +283,16 @@ async def one_request(client, i: int, model: str, max_tokens: int) -> dict:
     ended = time.perf_counter()
     if usage is None:
         return {"i": i, "model": model, "error": "no usage in the stream"}
-    return {"i": i, "model": model, "sent": sent, "ended": ended, "latency": ended - sent,
-            "ttft": (first - sent) if first is not None else None, "completion_tokens": usage.completion_tokens,
-            "text": "".join(pieces)}
+    return {
+        "i": i,
+        "model": model,
+        "sent": sent,
+        "ended": ended,
+        "latency": ended - sent,
+        "ttft": (first - sent) if first is not None else None,
+        "completion_tokens": usage.completion_tokens,
+        "text": "".join(pieces),
+    }
 
 
 async def warm_up(client, targets: list[str]) -> dict[str, str]:
@@ -307,10 +374,16 @@ def run_mode(mixed: bool, adapters: dict[str, str], args) -> dict:
     from tuneforge.serve import ServerThread, build
     from tuneforge.serve.settings import ServeSettings
 
-    settings = ServeSettings(model=args.model, adapters=adapters, max_batch_size=args.max_batch_size,
-                             batch_window_ms=args.batch_window_ms, max_loaded_adapters=max(1, len(adapters)),
-                             mixed_batches=mixed, queue_size=max(64, 2 * args.clients),
-                             max_tokens_limit=max(1024, args.max_tokens))
+    settings = ServeSettings(
+        model=args.model,
+        adapters=adapters,
+        max_batch_size=args.max_batch_size,
+        batch_window_ms=args.batch_window_ms,
+        max_loaded_adapters=max(1, len(adapters)),
+        mixed_batches=mixed,
+        queue_size=max(64, 2 * args.clients),
+        max_tokens_limit=max(1024, args.max_tokens),
+    )
     app, pool, worker = build(settings)
     targets = [pool.base_id, *adapters]
     with ServerThread(app) as url:
@@ -324,18 +397,29 @@ def run_mode(mixed: bool, adapters: dict[str, str], args) -> dict:
     tokens = sum(r["completion_tokens"] for r in done)
     latencies, ttfts = [r["latency"] for r in done], [r["ttft"] for r in done]
     return {
-        "mode": "mixed" if mixed else "one adapter", "mixed_batches": mixed, "peft_can_mix": peft_can_mix,
-        "targets": targets, "requests_sent": len(results), "completed": len(done),
+        "mode": "mixed" if mixed else "one adapter",
+        "mixed_batches": mixed,
+        "peft_can_mix": peft_can_mix,
+        "targets": targets,
+        "requests_sent": len(results),
+        "completed": len(done),
         "errors": len(results) - len(done),
         "not_sent_time_limit": args.requests - len(results),
         "error_messages": sorted({r["error"] for r in results if "error" in r})[:5],
-        "time_limit_hit": hit, "wall_seconds": round(wall, 3),
+        "time_limit_hit": hit,
+        "wall_seconds": round(wall, 3),
         "requests_per_second": round(len(done) / wall, 3) if wall else None,
-        "tokens_per_second": round(tokens / wall, 2) if wall else None, "completion_tokens": tokens,
-        "latency_p50": _round(percentile(latencies, 50)), "latency_p95": _round(percentile(latencies, 95)),
-        "ttft_p50": _round(percentile(ttfts, 50)), "ttft_p95": _round(percentile(ttfts, 95)),
-        "batches": batches, "rows": rows, "rows_per_batch": round(rows / batches, 2) if batches else None,
-        "warm_up_answers": warm, "answers": {str(r["i"]): r["text"] for r in done},
+        "tokens_per_second": round(tokens / wall, 2) if wall else None,
+        "completion_tokens": tokens,
+        "latency_p50": _round(percentile(latencies, 50)),
+        "latency_p95": _round(percentile(latencies, 95)),
+        "ttft_p50": _round(percentile(ttfts, 50)),
+        "ttft_p95": _round(percentile(ttfts, 95)),
+        "batches": batches,
+        "rows": rows,
+        "rows_per_batch": round(rows / batches, 2) if batches else None,
+        "warm_up_answers": warm,
+        "answers": {str(r["i"]): r["text"] for r in done},
     }
 
 
@@ -358,38 +442,52 @@ def _s(value: float | None) -> str:
 
 def markdown(result: dict) -> str:
     m, s = result["machine"], result["setup"]
-    lines = [f"CPU: {m['cpu']} ({m['cpus']} cores), torch threads: {m['torch_threads']}; "
-             f"{s['model']} + {len(s['adapters'])} adapter{'s' * (len(s['adapters']) != 1)} "
-             f"({s['adapter_recipe']}); {s['clients']} clients, "
-             f"{s['requests']} requests, max_tokens {s['max_tokens']}, max_batch_size {s['max_batch_size']}, "
-             f"batch window {s['batch_window_ms']:g} ms", "",
-             "| batching | done | errors | req/s | tok/s | latency p50 / p95 (s) | TTFT p50 / p95 (s) | batches | "
-             "rows/batch | same text |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"CPU: {m['cpu']} ({m['cpus']} cores), torch threads: {m['torch_threads']}; "
+        f"{s['model']} + {len(s['adapters'])} adapter{'s' * (len(s['adapters']) != 1)} "
+        f"({s['adapter_recipe']}); {s['clients']} clients, "
+        f"{s['requests']} requests, max_tokens {s['max_tokens']}, max_batch_size {s['max_batch_size']}, "
+        f"batch window {s['batch_window_ms']:g} ms",
+        "",
+        "| batching | done | errors | req/s | tok/s | latency p50 / p95 (s) | TTFT p50 / p95 (s) | batches | "
+        "rows/batch | same text |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in result["runs"]:
         same = result["same_text_across_modes"]
         lines.append(
             f"| {run['mode']} | {run['completed']}/{s['requests']} | {run['errors']} | "
             f"{run['requests_per_second']:.2f} | {run['tokens_per_second']:.1f} | "
             f"{_s(run['latency_p50'])} / {_s(run['latency_p95'])} | {_s(run['ttft_p50'])} / {_s(run['ttft_p95'])} | "
-            f"{run['batches']} | {_s(run['rows_per_batch'])} | {same['same']}/{same['compared']} |")
-    stopped = [f"{run['mode']}: the time limit ({s['time_limit_s']:g} s) stopped it after {run['requests_sent']} "
-               "requests" for run in result["runs"] if run["time_limit_hit"]]
+            f"{run['batches']} | {_s(run['rows_per_batch'])} | {same['same']}/{same['compared']} |"
+        )
+    stopped = [
+        f"{run['mode']}: the time limit ({s['time_limit_s']:g} s) stopped it after {run['requests_sent']} requests"
+        for run in result["runs"]
+        if run["time_limit_hit"]
+    ]
     if stopped:
         lines += ["", *stopped]
     mem = result["memory"]
-    lines += ["", "| adapter | loaded tensors (MB) | expected r·(d_in+d_out)·bytes (MB) | RSS added (MB) |",
-              "|---|---|---|---|"]
+    lines += [
+        "",
+        "| adapter | loaded tensors (MB) | expected r·(d_in+d_out)·bytes (MB) | RSS added (MB) |",
+        "|---|---|---|---|",
+    ]
     for row in mem["adapters"]:
         expected = "–" if row["expected_bytes"] is None else f"{row['expected_bytes'] / 1e6:.3f}"
         lines.append(f"| {row['adapter']} | {row['bytes'] / 1e6:.3f} | {expected} | {row['rss_added'] / 1e6:.1f} |")
-    lines.append(f"\nRSS: {mem['rss_before_base'] / 1e6:.0f} MB before the base, {mem['rss_base_only'] / 1e6:.0f} MB "
-                 f"with the base, {mem['rss_with_adapters'] / 1e6:.0f} MB with the adapters: "
-                 f"+{mem['rss_added_by_adapters'] / 1e6:.1f} MB loading them, "
-                 f"+{mem['rss_added_with_tokenizers'] / 1e6:.1f} MB with their tokenizers")
+    lines.append(
+        f"\nRSS: {mem['rss_before_base'] / 1e6:.0f} MB before the base, {mem['rss_base_only'] / 1e6:.0f} MB "
+        f"with the base, {mem['rss_with_adapters'] / 1e6:.0f} MB with the adapters: "
+        f"+{mem['rss_added_by_adapters'] / 1e6:.1f} MB loading them, "
+        f"+{mem['rss_added_with_tokenizers'] / 1e6:.1f} MB with their tokenizers"
+    )
     d = result["one_prompt_every_target"]
-    lines.append(f"One prompt to every target: {d['distinct_answers']} different answers from {d['targets']} targets "
-                 "(base + adapters).")
+    lines.append(
+        f"One prompt to every target: {d['distinct_answers']} different answers from {d['targets']} targets "
+        "(base + adapters)."
+    )
     return "\n".join(lines)
 
 
@@ -399,8 +497,13 @@ def markdown(result: dict) -> str:
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--adapters", type=int, default=3, help="LoRA adapters to make for the embedded model")
-    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
-                        help="serve this adapter (folder or run folder) instead of made ones; repeatable")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="serve this adapter (folder or run folder) instead of made ones; repeatable",
+    )
     parser.add_argument("--model", default=None, help="the base (default: the adapters' base, else the embedded one)")
     parser.add_argument("--target-modules", default="q_proj,v_proj", help="made adapters' LoRA targets")
     parser.add_argument("--rank", type=int, default=16, help="made adapters' r (lora_alpha = 2r)")
@@ -409,19 +512,29 @@ def parse_args():
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-window-ms", type=float, default=10.0)
-    parser.add_argument("--time-limit", type=float, default=300.0,
-                        help="seconds per mode after which no new request starts")
+    parser.add_argument(
+        "--time-limit", type=float, default=300.0, help="seconds per mode after which no new request starts"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--quick", action="store_true", help="a smoke check: 2 adapters, 4 clients, 8 requests, "
-                        "8 tokens, 60 s limit")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke check: 2 adapters, 4 clients, 8 requests, 8 tokens, 60 s limit"
+    )
     parser.add_argument("--update", action="store_true", help=f"write the results to {OUT.relative_to(ROOT)}")
     parser.add_argument("--out", default=str(OUT), help="where --update writes")
     args = parser.parse_args()
     if args.quick:
-        args.adapters, args.clients, args.requests = min(args.adapters, 2), min(args.clients, 4), min(args.requests, 8)
+        args.adapters, args.clients, args.requests = (
+            min(args.adapters, 2),
+            min(args.clients, 4),
+            min(args.requests, 8),
+        )
         args.max_tokens, args.time_limit = min(args.max_tokens, 8), min(args.time_limit, 60.0)
-    for value, flag in ((args.clients, "--clients"), (args.requests, "--requests"), (args.max_tokens, "--max-tokens"),
-                        (args.max_batch_size, "--max-batch-size")):
+    for value, flag in (
+        (args.clients, "--clients"),
+        (args.requests, "--requests"),
+        (args.max_tokens, "--max-tokens"),
+        (args.max_batch_size, "--max-batch-size"),
+    ):
         if value < 1:
             parser.error(f"{flag} must be at least 1")
     if args.adapters < 0 or args.time_limit <= 0:
@@ -451,8 +564,9 @@ def main() -> None:
             print(f"making {args.adapters} LoRA adapters (r={args.rank}, {','.join(targets)}) …", flush=True)
             # in a child process: the models loaded to make them would otherwise blur this process's RSS
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-                adapters = child.submit(make_adapters, Path(tmp), args.adapters, targets, args.rank,
-                                        2 * args.rank).result()
+                adapters = child.submit(
+                    make_adapters, Path(tmp), args.adapters, targets, args.rank, 2 * args.rank
+                ).result()
             recipe = f"LoRA r={args.rank}, alpha={2 * args.rank}, {'+'.join(targets)}, random init"
         print("memory per adapter …", flush=True)
         memory = measure_memory(args.model, adapters)
@@ -464,24 +578,44 @@ def main() -> None:
             runs.append(run)
     first, second = (run["answers"] for run in runs)
     both = sorted(set(first) & set(second), key=int)
-    same = {"compared": len(both), "same": sum(first[k] == second[k] for k in both),
-            "differ": [int(k) for k in both if first[k] != second[k]][:10]}
+    same = {
+        "compared": len(both),
+        "same": sum(first[k] == second[k] for k in both),
+        "differ": [int(k) for k in both if first[k] != second[k]][:10],
+    }
     base_id = runs[0]["targets"][0]
     warm = runs[0]["warm_up_answers"]  # one prompt, every target: adapters that really apply answer differently
     distinct = {"targets": len(warm), "distinct_answers": len(set(warm.values())), "answers": warm}
     result = {
-        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "torch": torch.__version__},
-        "setup": {"model": base_id, "adapters": list(adapters), "adapter_recipe": recipe, "clients": args.clients,
-                  "requests": args.requests, "max_tokens": args.max_tokens, "max_batch_size": args.max_batch_size,
-                  "batch_window_ms": args.batch_window_ms, "time_limit_s": args.time_limit, "temperature": 0,
-                  "stream": True, "quick": args.quick},
+        "machine": {
+            "cpu": cpu_model(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+        "setup": {
+            "model": base_id,
+            "adapters": list(adapters),
+            "adapter_recipe": recipe,
+            "clients": args.clients,
+            "requests": args.requests,
+            "max_tokens": args.max_tokens,
+            "max_batch_size": args.max_batch_size,
+            "batch_window_ms": args.batch_window_ms,
+            "time_limit_s": args.time_limit,
+            "temperature": 0,
+            "stream": True,
+            "quick": args.quick,
+        },
         "memory": memory,
         "runs": [{k: v for k, v in run.items() if k not in ("answers", "warm_up_answers")} for run in runs],
         "same_text_across_modes": same,
         "one_prompt_every_target": distinct,
-        "sample_answers": {runs[0]["targets"][int(k) % len(runs[0]["targets"])] + f" #{k}": first[k]
-                           for k in both[:len(runs[0]["targets"])]},
+        "sample_answers": {
+            runs[0]["targets"][int(k) % len(runs[0]["targets"])] + f" #{k}": first[k]
+            for k in both[: len(runs[0]["targets"])]
+        },
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     if args.update:

@@ -20,9 +20,30 @@ import random
 from pathlib import Path
 
 MODULES = (
-    "base64", "bisect", "calendar", "collections", "contextlib", "csv", "dataclasses", "difflib", "fnmatch",
-    "functools", "glob", "heapq", "itertools", "json", "os.path", "pprint", "random", "re", "shutil",
-    "statistics", "string", "tempfile", "textwrap", "urllib.parse",
+    "base64",
+    "bisect",
+    "calendar",
+    "collections",
+    "contextlib",
+    "csv",
+    "dataclasses",
+    "difflib",
+    "fnmatch",
+    "functools",
+    "glob",
+    "heapq",
+    "itertools",
+    "json",
+    "os.path",
+    "pprint",
+    "random",
+    "re",
+    "shutil",
+    "statistics",
+    "string",
+    "tempfile",
+    "textwrap",
+    "urllib.parse",
 )
 MIN_ANSWER_CHARS = 80  # skip one-liners like "Return x." (a handful of tokens)
 MAX_ANSWER_CHARS = 1600  # ≈ 400 SmolLM2 tokens of English prose
@@ -87,10 +108,12 @@ def build(num_examples: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     chosen = rng.sample(pool, num_examples)
     return [
-        {"messages": [
-            {"role": "user", "content": rng.choice(QUESTIONS).format(name=name)},
-            {"role": "assistant", "content": answer},
-        ]}
+        {
+            "messages": [
+                {"role": "user", "content": rng.choice(QUESTIONS).format(name=name)},
+                {"role": "assistant", "content": answer},
+            ]
+        }
         for name, answer in chosen
     ]
 

@@ -67,21 +67,43 @@ QUIET_MAX_WAIT = 1800.0  # seconds to wait for a quiet machine before each setup
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=96, help="training examples (one epoch)")
-    parser.add_argument("--batch-size", type=int, default=4,
-                        help="per optimizer step: packed rows for tuneforge and TRL packing, examples for TRL default")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="per optimizer step: packed rows for tuneforge and TRL packing, examples for TRL default",
+    )
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--setups", default=DEFAULT_SETUPS,
-                        help=f"comma-separated subset of {', '.join(SETUPS)} (trl_gc: TRL's own default "
-                             "gradient_checkpointing=True)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="every setup in this precision: fp32, or bf16 autocast over fp32 weights (tuneforge "
-                        "mixed_precision: bf16, TRL bf16=True); MFU against the matmul peak in that precision")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="default: bench/results/sft_throughput.json (fp32), sft_throughput_bf16.json (bf16)")
-    parser.add_argument("--busy-retries", type=int, default=2,
-                        help="run a setup again when other processes used more than 5%% of the CPU meanwhile")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep data, runs and logs here (default: a temporary folder, removed afterwards)")
+    parser.add_argument(
+        "--setups",
+        default=DEFAULT_SETUPS,
+        help=f"comma-separated subset of {', '.join(SETUPS)} (trl_gc: TRL's own default gradient_checkpointing=True)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="every setup in this precision: fp32, or bf16 autocast over fp32 weights (tuneforge "
+        "mixed_precision: bf16, TRL bf16=True); MFU against the matmul peak in that precision",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="default: bench/results/sft_throughput.json (fp32), sft_throughput_bf16.json (bf16)",
+    )
+    parser.add_argument(
+        "--busy-retries",
+        type=int,
+        default=2,
+        help="run a setup again when other processes used more than 5%% of the CPU meanwhile",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep data, runs and logs here (default: a temporary folder, removed afterwards)",
+    )
     args = parser.parse_args(argv)
     args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = [s for s in args.setups if s not in SETUPS]
@@ -102,9 +124,12 @@ def cpu_info() -> dict:
     except OSError:
         pass
     flags = set(fields.get("flags", "").split())
-    return {"cpu": fields.get("model name", "unknown"), "cpu_family": fields.get("cpu family"),
-            "cpu_model": fields.get("model"),
-            "vector_extensions": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
+    return {
+        "cpu": fields.get("model name", "unknown"),
+        "cpu_family": fields.get("cpu family"),
+        "cpu_model": fields.get("model"),
+        "vector_extensions": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags],
+    }
 
 
 def machine_info(packages=("torch", "transformers", "peft", "trl", "accelerate", "datasets", "tuneforge")) -> dict:
@@ -168,9 +193,15 @@ def run_worker(setup: str, spec_path: Path, work: Path, *, worker: list[str] | N
     """
     result_path = work / f"{setup}.json"
     log_path = work / f"{setup}.log"
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS),
-               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TUNEFORGE_NO_PROGRESS="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(THREADS),
+        MKL_NUM_THREADS=str(THREADS),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TUNEFORGE_NO_PROGRESS="1",
+    )
     load_before = os.getloadavg()[0]
     busy_before, own_before = busy_cpu_seconds(), children_cpu_seconds()
     started = time.perf_counter()
@@ -210,8 +241,15 @@ def wait_for_quiet(max_wait: float = QUIET_MAX_WAIT) -> None:
         time.sleep(25)
 
 
-def run_setup(setup: str, spec_path: Path, work: Path, retries: int, *, quiet_wait: float | None = QUIET_MAX_WAIT,
-              worker: list[str] | None = None) -> dict:
+def run_setup(
+    setup: str,
+    spec_path: Path,
+    work: Path,
+    retries: int,
+    *,
+    quiet_wait: float | None = QUIET_MAX_WAIT,
+    worker: list[str] | None = None,
+) -> dict:
     """``run_worker`` on a quiet machine (waiting up to ``quiet_wait`` seconds for it; None: no wait); run
     again (up to ``retries`` times) if others used the CPU meanwhile."""
     for attempt in range(1, retries + 2):
@@ -222,8 +260,11 @@ def run_setup(setup: str, spec_path: Path, work: Path, retries: int, *, quiet_wa
         share = result.get("other_processes_cpu_share", 0.0)
         if share <= BUSY_WARNING:
             return result
-        print(f"  WARNING: other processes used {100 * share:.0f}% of the CPU during '{setup}' "
-              f"(attempt {attempt}); its numbers are not trustworthy", flush=True)
+        print(
+            f"  WARNING: other processes used {100 * share:.0f}% of the CPU during '{setup}' "
+            f"(attempt {attempt}); its numbers are not trustworthy",
+            flush=True,
+        )
     return result
 
 
@@ -278,17 +319,40 @@ def targets(setups: dict, ratio: dict) -> dict:
 
 
 def table(setups: dict, peak_gflops: float, precision: str = "fp32") -> str:
-    header = ("setup", "steps", "real tok", "pad %", "loss tok", "loop s", "real tok/s", "peak MB", "GFLOP/s",
-              "MFU", "others' CPU")
+    header = (
+        "setup",
+        "steps",
+        "real tok",
+        "pad %",
+        "loss tok",
+        "loop s",
+        "real tok/s",
+        "peak MB",
+        "GFLOP/s",
+        "MFU",
+        "others' CPU",
+    )
     lines = [header]
     for name, r in setups.items():
-        lines.append((LABELS[name], str(r["steps"]), str(r["tokens"]), f"{100 * r['padding_fraction']:.1f}",
-                      str(r["loss_tokens"]), f"{r['wall_seconds']:.1f}", f"{r['tokens_per_second']:.1f}",
-                      f"{r['peak_rss_mb']:.0f}", f"{r['effective_gflops']:.1f}", f"{100 * r['mfu']:.1f}%",
-                      f"{100 * r.get('other_processes_cpu_share', float('nan')):.0f}%"))
+        lines.append(
+            (
+                LABELS[name],
+                str(r["steps"]),
+                str(r["tokens"]),
+                f"{100 * r['padding_fraction']:.1f}",
+                str(r["loss_tokens"]),
+                f"{r['wall_seconds']:.1f}",
+                f"{r['tokens_per_second']:.1f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['effective_gflops']:.1f}",
+                f"{100 * r['mfu']:.1f}%",
+                f"{100 * r.get('other_processes_cpu_share', float('nan')):.0f}%",
+            )
+        )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    fmt = lambda row: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                        for i, (c, w) in enumerate(zip(row, widths))) + " |"
+    fmt = lambda row: (  # noqa: E731
+        "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+    )
     rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     body = [fmt(lines[0]), rule] + [fmt(row) for row in lines[1:]]
     return "\n".join(body) + f"\n\n{precision} matmul peak (2048², {THREADS} threads): {peak_gflops:.1f} GFLOP/s"
@@ -297,16 +361,29 @@ def table(setups: dict, peak_gflops: float, precision: str = "fp32") -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.output is None:
-        args.output = HERE / "results" / ("sft_throughput.json" if args.precision == "fp32" else
-                                          f"sft_throughput_{args.precision}.json")
+        args.output = (
+            HERE
+            / "results"
+            / ("sft_throughput.json" if args.precision == "fp32" else f"sft_throughput_{args.precision}.json")
+        )
     temporary = args.workdir is None
     work = Path(tempfile.mkdtemp(prefix="tuneforge-bench-")) if temporary else args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     try:
         data_path = sft_data.write_jsonl(sft_data.build(args.examples, seed=0), work / "sft_docstrings.jsonl")
-        spec = {"data": str(data_path), "workdir": str(work), "model": MODEL, "max_length": args.max_length,
-                "batch_size": args.batch_size, "learning_rate": LEARNING_RATE, "seed": SEED, "threads": THREADS,
-                "lora_r": LORA_R, "lora_alpha": LORA_ALPHA, "precision": args.precision}
+        spec = {
+            "data": str(data_path),
+            "workdir": str(work),
+            "model": MODEL,
+            "max_length": args.max_length,
+            "batch_size": args.batch_size,
+            "learning_rate": LEARNING_RATE,
+            "seed": SEED,
+            "threads": THREADS,
+            "lora_r": LORA_R,
+            "lora_alpha": LORA_ALPHA,
+            "precision": args.precision,
+        }
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=2))
 
@@ -317,8 +394,11 @@ def main(argv=None) -> dict:
         for setup in args.setups:
             print(f"Running {setup}…", flush=True)
             raw[setup] = r = run_setup(setup, spec_path, work, args.busy_retries)
-            print(f"  {r['tokens']} real tokens in {r['wall_seconds']:.1f} s loop "
-                  f"({r['tokens'] / r['wall_seconds']:.1f} tok/s), peak {r['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"  {r['tokens']} real tokens in {r['wall_seconds']:.1f} s loop "
+                f"({r['tokens'] / r['wall_seconds']:.1f} tok/s), peak {r['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
         # Again at the end: a drop would mean the machine got busier or throttled during the run.
         (work / "matmul.json").rename(work / "matmul-start.json")
         matmul.append(run_setup("matmul", spec_path, work, args.busy_retries))
@@ -331,11 +411,20 @@ def main(argv=None) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": machine_info(),
             "settings": {
-                "model": MODEL, "examples": args.examples, "epochs": 1, "batch_size": args.batch_size,
-                "max_length": args.max_length, "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "dropout": 0.0,
-                                                        "target_modules": "all-linear"},
-                "optimizer": "AdamW", "learning_rate": LEARNING_RATE, "weight_decay": 0.0, "scheduler": "cosine",
-                "warmup_steps": 0, "max_grad_norm": 1.0, "seed": SEED, "dtype": "float32",
+                "model": MODEL,
+                "examples": args.examples,
+                "epochs": 1,
+                "batch_size": args.batch_size,
+                "max_length": args.max_length,
+                "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "dropout": 0.0, "target_modules": "all-linear"},
+                "optimizer": "AdamW",
+                "learning_rate": LEARNING_RATE,
+                "weight_decay": 0.0,
+                "scheduler": "cosine",
+                "warmup_steps": 0,
+                "max_grad_norm": 1.0,
+                "seed": SEED,
+                "dtype": "float32",
                 "precision": args.precision,
                 "flops_per_token": "4 * base parameters (LoRA)",
             },

@@ -17,8 +17,8 @@ tokens, padded token slots, loss tokens, optimizer steps, peak RSS.
 from __future__ import annotations
 
 import json
-import shutil
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -33,8 +33,11 @@ def peak_rss_mb() -> float:
 def cpu_usage() -> dict:
     """Whole-process CPU time split user / kernel, and minor page faults (fresh memory touched)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"user_seconds": round(usage.ru_utime, 1), "system_seconds": round(usage.ru_stime, 1),
-            "minor_page_faults": usage.ru_minflt}
+    return {
+        "user_seconds": round(usage.ru_utime, 1),
+        "system_seconds": round(usage.ru_stime, 1),
+        "minor_page_faults": usage.ru_minflt,
+    }
 
 
 def base_parameters(model) -> int:
@@ -64,8 +67,14 @@ def run_matmul(spec: dict) -> dict:
         torch.mm(a, b, out=out)
         times.append(time.perf_counter() - t0)
     best = min(times)
-    return {"n": n, "repeats": len(times), "best_seconds": best, "median_seconds": sorted(times)[len(times) // 2],
-            "gflops": 2 * n**3 / best / 1e9, "threads": torch.get_num_threads()}
+    return {
+        "n": n,
+        "repeats": len(times),
+        "best_seconds": best,
+        "median_seconds": sorted(times)[len(times) // 2],
+        "gflops": 2 * n**3 / best / 1e9,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run_tuneforge(spec: dict) -> dict:
@@ -80,21 +89,35 @@ def run_tuneforge(spec: dict) -> dict:
 
     work = Path(spec["workdir"])
     shutil.rmtree(work / "runs" / "tuneforge", ignore_errors=True)  # an earlier attempt's run (busy-machine retry)
-    config = load_config(data={
-        "method": "sft",
-        "name": "tuneforge",
-        "output_dir": str(work / "runs"),
-        "model": {"name": spec["model"]},
-        "adapter": {"type": "lora", "r": spec["lora_r"], "alpha": spec["lora_alpha"], "dropout": 0.0,
-                    "target_modules": "all-linear"},
-        "data": {"format": "chat", "train": spec["data"], "max_length": spec["max_length"], "packing": True},
-        "training": {
-            "epochs": 1, "batch_size": spec["batch_size"], "gradient_accumulation_steps": 1,
-            "learning_rate": spec["learning_rate"], "scheduler": "cosine", "warmup_steps": 0,
-            "weight_decay": 0.0, "max_grad_norm": 1.0, "seed": spec["seed"], "num_threads": spec["threads"],
-            "mixed_precision": "bf16" if spec.get("precision") == "bf16" else "no",
-        },
-    })
+    config = load_config(
+        data={
+            "method": "sft",
+            "name": "tuneforge",
+            "output_dir": str(work / "runs"),
+            "model": {"name": spec["model"]},
+            "adapter": {
+                "type": "lora",
+                "r": spec["lora_r"],
+                "alpha": spec["lora_alpha"],
+                "dropout": 0.0,
+                "target_modules": "all-linear",
+            },
+            "data": {"format": "chat", "train": spec["data"], "max_length": spec["max_length"], "packing": True},
+            "training": {
+                "epochs": 1,
+                "batch_size": spec["batch_size"],
+                "gradient_accumulation_steps": 1,
+                "learning_rate": spec["learning_rate"],
+                "scheduler": "cosine",
+                "warmup_steps": 0,
+                "weight_decay": 0.0,
+                "max_grad_norm": 1.0,
+                "seed": spec["seed"],
+                "num_threads": spec["threads"],
+                "mixed_precision": "bf16" if spec.get("precision") == "bf16" else "no",
+            },
+        }
+    )
     result = train_from_config(config)
     train = result.summary["train"]
 
@@ -123,7 +146,7 @@ def run_tuneforge(spec: dict) -> dict:
         "trainable_parameters": train["trainable_parameters"],
         "loss_on": "assistant turns (content + <|im_end|>); prompt and system tokens masked",
         "batch": f"{spec['batch_size']} packed rows of <= {spec['max_length']} tokens (best-fit decreasing), "
-                 "shape (B, longest row), causal attention per packed example (model.packed_attention: auto)",
+        "shape (B, longest row), causal attention per packed example (model.packed_attention: auto)",
         "precision": result.summary.get("precision"),
         "peak_rss_mb": peak_rss_mb(),
         "process_cpu": cpu_usage(),
@@ -172,21 +195,41 @@ def run_trl(spec: dict, *, packing: bool, gradient_checkpointing: bool = False) 
     args = SFTConfig(
         output_dir=out_dir,
         # What must match tuneforge's run:
-        per_device_train_batch_size=spec["batch_size"], gradient_accumulation_steps=1, num_train_epochs=1,
-        learning_rate=spec["learning_rate"], lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, seed=spec["seed"], max_length=spec["max_length"], packing=packing,
+        per_device_train_batch_size=spec["batch_size"],
+        gradient_accumulation_steps=1,
+        num_train_epochs=1,
+        learning_rate=spec["learning_rate"],
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=spec["seed"],
+        max_length=spec["max_length"],
+        packing=packing,
         # The run's precision: fp32, or bf16 autocast (TRL's default bf16=True) where the bench asks for it.
-        use_cpu=True, bf16=spec.get("precision") == "bf16", fp16=False,
+        use_cpu=True,
+        bf16=spec.get("precision") == "bf16",
+        fp16=False,
         # TRL defaults to True; off by default here so both tools do the same compute.
         gradient_checkpointing=gradient_checkpointing,
         # No eval, no checkpoints, no trackers, no worker processes, no progress bar.
-        eval_strategy="no", save_strategy="no", report_to=[], dataloader_num_workers=0, disable_tqdm=True,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
-    peft_config = LoraConfig(r=spec["lora_r"], lora_alpha=spec["lora_alpha"], lora_dropout=0.0,
-                             target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_config = LoraConfig(
+        r=spec["lora_r"],
+        lora_alpha=spec["lora_alpha"],
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
     clock = Clock()
-    trainer = CountingSFTTrainer(model=resolve_model(spec["model"]), args=args, train_dataset=dataset,
-                                 peft_config=peft_config, callbacks=[clock])
+    trainer = CountingSFTTrainer(
+        model=resolve_model(spec["model"]), args=args, train_dataset=dataset, peft_config=peft_config, callbacks=[clock]
+    )
     prepared = trainer.train_dataset
     output = trainer.train()
     counts = trainer.counts
@@ -217,9 +260,12 @@ def run_trl(spec: dict, *, packing: bool, gradient_checkpointing: bool = False) 
         "gradient_checkpointing": args.gradient_checkpointing,
         "optim": getattr(args.optim, "value", str(args.optim)),
         "loss_on": "every token (TRL's default for conversational data: assistant_only_loss=False)",
-        "batch": (f"{spec['batch_size']} packed rows of <= {spec['max_length']} tokens ({args.packing_strategy}), "
-                  "flattened into one (1, sum of lengths) sequence with position_ids (padding-free)")
-        if packing else f"{spec['batch_size']} examples right-padded to the longest, with attention_mask",
+        "batch": (
+            f"{spec['batch_size']} packed rows of <= {spec['max_length']} tokens ({args.packing_strategy}), "
+            "flattened into one (1, sum of lengths) sequence with position_ids (padding-free)"
+        )
+        if packing
+        else f"{spec['batch_size']} examples right-padded to the longest, with attention_mask",
         "peak_rss_mb": peak_rss_mb(),
         "process_cpu": cpu_usage(),
     }

@@ -58,6 +58,7 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for _ in range(n):
         w = rng.choice(words) + str(rng.randint(0, 9))
-        rows.append({"messages": [{"role": "user", "content": f"reverse {w}"},
-                                  {"role": "assistant", "content": w[::-1]}]})
+        rows.append(
+            {"messages": [{"role": "user", "content": f"reverse {w}"}, {"role": "assistant", "content": w[::-1]}]}
+        )
     return rows

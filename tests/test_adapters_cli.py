@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 import yaml
-
 from conftest import chat_rows, write_jsonl
+
 from tuneforge.cli import main
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 3, 250]])
@@ -26,8 +26,9 @@ def make_lora(model_dir, out, *, seed: int, r: int = 4, **extra):
 
     base = _base(model_dir)
     torch.manual_seed(seed)  # after the base: its own seed must not decide the adapter's weights
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"],
-                        init_lora_weights=False, **extra)
+    config = LoraConfig(
+        r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False, **extra
+    )
     get_peft_model(base, config).save_pretrained(out)
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
     return out
@@ -57,8 +58,7 @@ def logits(model):
 
 @pytest.fixture
 def two_loras(tmp_path, tiny_model_dir):
-    return (make_lora(tiny_model_dir, tmp_path / "sql", seed=1),
-            make_lora(tiny_model_dir, tmp_path / "chat", seed=2))
+    return (make_lora(tiny_model_dir, tmp_path / "sql", seed=1), make_lora(tiny_model_dir, tmp_path / "chat", seed=2))
 
 
 # ---------------------------------------------------------------------------- switching
@@ -96,8 +96,9 @@ def test_named_adapter_args():
 
 def test_mixing_soft_prompts_with_lora_is_refused(tmp_path, tiny_model_dir, two_loras, capsys):
     prompt = make_prompt_tuning(tiny_model_dir, tmp_path / "prompt")
-    code = main(["generate", "--adapter", f"sql={two_loras[0]}", "--adapter", f"soft={prompt}", "hi",
-                 "--max-new-tokens", "1"])
+    code = main(
+        ["generate", "--adapter", f"sql={two_loras[0]}", "--adapter", f"soft={prompt}", "hi", "--max-new-tokens", "1"]
+    )
     assert code == 2
     assert "soft (prompt_tuning) are soft prompts and sql (lora) are weight adapters" in capsys.readouterr().err
 
@@ -118,8 +119,9 @@ def test_a_classifier_adapter_is_refused_by_generate(tmp_path, two_loras, capsys
     shutil.copytree(two_loras[0], classifier)
     (classifier / "classifier.json").write_text(json.dumps({"labels": ["bad", "good"], "pad_token_id": 2}))
     assert main(["generate", "--adapter", str(classifier), "hi"]) == 2
-    assert ("is a classifier or reward model (use `tuneforge predict` / `tuneforge score`), not a causal-LM "
-            "adapter") in capsys.readouterr().err
+    assert (
+        "is a classifier or reward model (use `tuneforge predict` / `tuneforge score`), not a causal-LM adapter"
+    ) in capsys.readouterr().err
 
 
 def test_bottleneck_in_a_set_is_refused(tmp_path, two_loras, capsys):
@@ -182,10 +184,13 @@ def test_merge_refuses_soft_prompts(tmp_path, tiny_model_dir, capsys):
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("kind, reason", [
-    ("bottleneck", "a non-linearity sits between W_down and W_up, so no weight matrix equals it"),
-    ("mam", "virtual tokens are not weights"),
-])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("bottleneck", "a non-linearity sits between W_down and W_up, so no weight matrix equals it"),
+        ("mam", "virtual tokens are not weights"),
+    ],
+)
 def test_merge_refuses_our_adapters(tmp_path, capsys, kind, reason):
     folder = tmp_path / kind
     folder.mkdir()
@@ -219,8 +224,10 @@ def test_combine_linear_of_one_adapter_equals_it(tmp_path, tiny_model_dir, rslor
 
     adapter = make_lora(tiny_model_dir, tmp_path / "sql", seed=1, use_rslora=rslora)
     out = tmp_path / "combined"
-    assert main(["adapters", "combine", f"sql={adapter}", "--weights", "1.0", "--method", "linear",
-                 "--output", str(out)]) == 0
+    assert (
+        main(["adapters", "combine", f"sql={adapter}", "--weights", "1.0", "--method", "linear", "--output", str(out)])
+        == 0
+    )
     assert (out / "adapter_config.json").exists() and (out / "tokenizer_config.json").exists()
     recipe = json.loads((out / "combine.json").read_text())
     assert recipe["method"] == "linear" and recipe["weights"] == [1.0] and recipe["inputs"][0]["name"] == "sql"
@@ -233,19 +240,40 @@ def test_combine_cat_of_two_adapters_writes_a_loadable_folder(tmp_path, tiny_mod
     from peft import PeftModel
 
     out = tmp_path / "mix"
-    assert main(["adapters", "combine", *map(str, two_loras), "--weights", "0.5", "0.5", "--method", "cat",
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "adapters",
+                "combine",
+                *map(str, two_loras),
+                "--weights",
+                "0.5",
+                "0.5",
+                "--method",
+                "cat",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
     PeftModel.from_pretrained(_base(tiny_model_dir), str(out))
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--weights", "0.5", "0.5", "0.5", "--method", "linear"], "--weights: 3 weight(s) for 2 adapter(s)"),
-    (["--weights", "0.5", "0.5", "--method", "linear", "--name", "sql"], "--name sql: already the name of an input"),
-    (["--weights", "0.5", "0.5", "--method", "ties", "--density", "1.5"], "--density: ties keeps this share"),
-    (["--weights", "0.5", "0.5", "--method", "ties"], "(got missing)"),
-    (["--weights", "0.5", "0.5", "--method", "blend"], "--method blend: not one of linear"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--weights", "0.5", "0.5", "0.5", "--method", "linear"], "--weights: 3 weight(s) for 2 adapter(s)"),
+        (
+            ["--weights", "0.5", "0.5", "--method", "linear", "--name", "sql"],
+            "--name sql: already the name of an input",
+        ),
+        (["--weights", "0.5", "0.5", "--method", "ties", "--density", "1.5"], "--density: ties keeps this share"),
+        (["--weights", "0.5", "0.5", "--method", "ties"], "(got missing)"),
+        (["--weights", "0.5", "0.5", "--method", "blend"], "--method blend: not one of linear"),
+    ],
+)
 def test_combine_refusals(tmp_path, two_loras, capsys, extra, message):
     sql, chat = two_loras
     out = tmp_path / "out"
@@ -257,15 +285,47 @@ def test_combine_refusals(tmp_path, two_loras, capsys, extra, message):
 def test_combine_refuses_mismatched_ranks_for_linear(tmp_path, tiny_model_dir, capsys):
     small = make_lora(tiny_model_dir, tmp_path / "small", seed=1, r=4)
     big = make_lora(tiny_model_dir, tmp_path / "big", seed=2, r=8)
-    assert main(["adapters", "combine", f"s={small}", f"bg={big}", "--weights", "1", "1", "--method", "linear",
-                 "--output", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "adapters",
+                "combine",
+                f"s={small}",
+                f"bg={big}",
+                "--weights",
+                "1",
+                "1",
+                "--method",
+                "linear",
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     assert "needs adapters of equal rank, these differ (s: r=4, bg: r=8)" in capsys.readouterr().err
 
 
 def test_combine_refuses_non_lora(tmp_path, tiny_model_dir, two_loras, capsys):
     prompt = make_prompt_tuning(tiny_model_dir, tmp_path / "prompt")
-    assert main(["adapters", "combine", f"sql={two_loras[0]}", f"soft={prompt}", "--weights", "1", "1",
-                 "--method", "cat", "--output", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "adapters",
+                "combine",
+                f"sql={two_loras[0]}",
+                f"soft={prompt}",
+                "--weights",
+                "1",
+                "1",
+                "--method",
+                "cat",
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     assert "is a prompt_tuning adapter; peft combines LoRA adapters only" in capsys.readouterr().err
 
 
@@ -276,8 +336,24 @@ def test_eval_scores_every_adapter_in_one_table(tmp_path, tiny_model_dir, two_lo
     sql, chat = two_loras
     data = write_jsonl(tmp_path / "eval.jsonl", chat_rows(2, seed=2))
     out = tmp_path / "scores.json"
-    code = main(["eval", "--adapter", f"a={sql}", "--adapter", f"b={chat}", "--with-base", "--data", str(data),
-                 "--max-new-tokens", "2", "--scorers", "exact_match", "--output", str(out)])
+    code = main(
+        [
+            "eval",
+            "--adapter",
+            f"a={sql}",
+            "--adapter",
+            f"b={chat}",
+            "--with-base",
+            "--data",
+            str(data),
+            "--max-new-tokens",
+            "2",
+            "--scorers",
+            "exact_match",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.strip().startswith("│")]
@@ -293,6 +369,24 @@ def test_eval_with_use_keeps_the_single_adapter_output(tmp_path, two_loras, isol
     sql, chat = two_loras
     data = write_jsonl(tmp_path / "eval.jsonl", chat_rows(2, seed=2))
     out = tmp_path / "scores.json"
-    assert main(["eval", "--adapter", f"sql={sql}", "--adapter", f"chat={chat}", "--use", "chat", "--data", str(data),
-                 "--max-new-tokens", "2", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--adapter",
+                f"sql={sql}",
+                "--adapter",
+                f"chat={chat}",
+                "--use",
+                "chat",
+                "--data",
+                str(data),
+                "--max-new-tokens",
+                "2",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert set(json.loads(out.read_text())) == {"metrics", "samples"}

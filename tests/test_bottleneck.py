@@ -58,8 +58,9 @@ def test_series_adapts_the_mlp_output_parallel_the_mlp_input():
         inject_bottleneck(model, cfg(placement=placement, init="random"))
         mlp = model.model.layers[0].mlp
         assert isinstance(mlp, BottleneckWrapped)
-        mlp.base_layer.register_forward_hook(lambda m, a, out, p=placement: seen.update({(p, "in"): a[0],
-                                                                                        (p, "out"): out}))
+        mlp.base_layer.register_forward_hook(
+            lambda m, a, out, p=placement: seen.update({(p, "in"): a[0], (p, "out"): out})
+        )
         mlp.adapter.register_forward_hook(lambda m, a, out, p=placement: seen.update({(p, "adapter"): a[0]}))
         logits(model)
     assert torch.equal(seen["series", "adapter"], seen["series", "out"])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import write_jsonl
+
 from tuneforge.config import load_config
 from tuneforge.methods.classify.losses import ClassifierLoss, balanced_weights, classification_loss_sum
 from tuneforge.methods.classify.metrics import classification_metrics, confusion_matrix, per_class
@@ -32,10 +32,16 @@ def rows(n: int, seed: int = 0, labels=("bad", "good", "meh")) -> list[dict]:
 
 def classify_config(tmp_path, model_dir, *, adapter=True, name="cls", extra_data=None, **sections):
     raw = {
-        "method": "classify", "name": name, "output_dir": str(tmp_path / "runs"), "model": {"name": str(model_dir)},
-        "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", rows(48, 1))),
-                 "eval": str(write_jsonl(tmp_path / "eval.jsonl", rows(12, 2))), "max_length": 64,
-                 **(extra_data or {})},
+        "method": "classify",
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"name": str(model_dir)},
+        "data": {
+            "train": str(write_jsonl(tmp_path / "train.jsonl", rows(48, 1))),
+            "eval": str(write_jsonl(tmp_path / "eval.jsonl", rows(12, 2))),
+            "max_length": 64,
+            **(extra_data or {}),
+        },
         "training": {"max_steps": 30, "batch_size": 8, "learning_rate": 5e-3, "seed": 1},
         "eval": {"zero_shot_baseline": False, "batch_size": 8},
     }
@@ -74,7 +80,9 @@ def test_class_weights_and_smoothing_by_hand():
     eps = 0.2
     logp = torch.log_softmax(logits, -1)
     by_hand = sum(-(1 - eps) * logp[i, labels[i]] - eps * logp[i].mean() for i in range(3))
-    assert float(classification_loss_sum(logits, labels, label_smoothing=eps)) == pytest.approx(float(by_hand), rel=1e-6)
+    assert float(classification_loss_sum(logits, labels, label_smoothing=eps)) == pytest.approx(
+        float(by_hand), rel=1e-6
+    )
     assert balanced_weights([1, 3]) == pytest.approx([2.0, 2 / 3])
 
 
@@ -99,7 +107,8 @@ def test_metrics_against_a_hand_worked_confusion_matrix():
     # A class absent from the held-out set and never predicted is not averaged in: perfect is 1.0.
     assert classification_metrics([0, 0, 1], [0, 0, 1], ["a", "b", "c"])["macro_f1"] == 1.0
     assert classification_metrics([0, 0, 1], [0, 2, 1], ["a", "b", "c"])["macro_f1"] == pytest.approx(
-        (2 / 3 + 1 + 0) / 3, abs=1e-6)
+        (2 / 3 + 1 + 0) / 3, abs=1e-6
+    )
 
 
 def test_zero_shot_answer_mapping():
@@ -120,18 +129,25 @@ def _problems(tmp_path, model_dir, train_rows, eval_rows, **data) -> list[str]:
 
     write_jsonl(tmp_path / "train.jsonl", train_rows)
     write_jsonl(tmp_path / "eval.jsonl", eval_rows)
-    raw = {"method": "classify", "model": {"name": str(model_dir)},
-           "data": {"train": str(tmp_path / "train.jsonl"), "eval": str(tmp_path / "eval.jsonl"), **data}}
+    raw = {
+        "method": "classify",
+        "model": {"name": str(model_dir)},
+        "data": {"train": str(tmp_path / "train.jsonl"), "eval": str(tmp_path / "eval.jsonl"), **data},
+    }
     return check_config(load_config(data=raw), tokenizer=load_tokenizer(str(model_dir))).errors
 
 
 def test_data_errors_name_the_row(tmp_path, tiny_model_dir):
     good = rows(6)
-    errors = _problems(tmp_path, tiny_model_dir, good + [{"txt": "x", "label": "good"}], [{"text": "a", "label": "good"}])
+    errors = _problems(
+        tmp_path, tiny_model_dir, good + [{"txt": "x", "label": "good"}], [{"text": "a", "label": "good"}]
+    )
     assert len(errors) == 1 and errors[0].startswith(f"{tmp_path / 'train.jsonl'}:7: text: missing")
     errors = _problems(tmp_path, tiny_model_dir, good, [{"text": "a", "label": "ecstatic"}])
-    assert errors == [f"{tmp_path / 'eval.jsonl'}:1: label: 'ecstatic' never appears in the training data, so "
-                      "the model cannot learn it; add training examples or drop this row"]
+    assert errors == [
+        f"{tmp_path / 'eval.jsonl'}:1: label: 'ecstatic' never appears in the training data, so "
+        "the model cannot learn it; add training examples or drop this row"
+    ]
     errors = _problems(tmp_path, tiny_model_dir, good, [], labels=["bad", "good", "meh", "angry"])
     assert errors == ["data.labels: class 'angry' has no training example; add examples or drop the name"]
     errors = _problems(tmp_path, tiny_model_dir, [{"text": "a", "label": 0}, {"text": "b", "label": 1}], [])
@@ -143,9 +159,14 @@ def test_integer_labels_with_names(tmp_path, tiny_model_dir):
     from tuneforge.models.load import load_tokenizer
 
     write_jsonl(tmp_path / "t.jsonl", [{"text": "a", "label": 1}, {"text": "b", "label": 0}])
-    config = load_config(data={"method": "classify", "model": {"name": str(tiny_model_dir)},
-                               "data": {"train": str(tmp_path / "t.jsonl"), "labels": ["neg", "pos"]},
-                               "eval": None})
+    config = load_config(
+        data={
+            "method": "classify",
+            "model": {"name": str(tiny_model_dir)},
+            "data": {"train": str(tmp_path / "t.jsonl"), "labels": ["neg", "pos"]},
+            "eval": None,
+        }
+    )
     data = get_method("classify").load_data(config, load_tokenizer(str(tiny_model_dir)))
     assert data.extra["labels"] == ["neg", "pos"] and [e.label for e in data.train] == [1, 0]
 
@@ -162,7 +183,10 @@ def test_lora_classifier_trains_saves_and_loads_in_plain_peft(tmp_path, tiny_mod
     assert summary["train"]["examples"] == 30 * 8
     assert {"accuracy", "macro_f1", "eval_loss", "precision/good", "recall/meh"} <= set(summary["after"])
     assert summary["matrices"]["confusion matrix (rows: true label, columns: predicted)"]["labels"] == [
-        "bad", "good", "meh"]
+        "bad",
+        "good",
+        "meh",
+    ]
     assert summary["after"]["eval_loss"] < summary["before"]["eval_loss"]
     out = result.output_dir
     info = json.loads((out / "classifier.json").read_text())
@@ -170,7 +194,8 @@ def test_lora_classifier_trains_saves_and_loads_in_plain_peft(tmp_path, tiny_mod
 
     # Plain transformers + peft, no tuneforge: rebuild the base with the saved label names, load the adapter.
     base = AutoModelForSequenceClassification.from_pretrained(
-        tiny_model_dir, num_labels=3, id2label=dict(enumerate(info["labels"])), pad_token_id=info["pad_token_id"])
+        tiny_model_dir, num_labels=3, id2label=dict(enumerate(info["labels"])), pad_token_id=info["pad_token_id"]
+    )
     plain = PeftModel.from_pretrained(base, out).eval()
     ids = torch.tensor([[5, 17, 60, 90, 33], [40, 41, 42, 2, 2]])
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
@@ -194,9 +219,13 @@ def test_lora_classifier_trains_saves_and_loads_in_plain_peft(tmp_path, tiny_mod
 def test_full_classifier_loads_in_plain_transformers(tmp_path, tiny_model_dir, isolated_cache):
     from transformers import AutoModelForSequenceClassification
 
-    config = classify_config(tmp_path, tiny_model_dir, adapter=False,
-                             training={"max_steps": 4, "batch_size": 8, "learning_rate": 1e-3},
-                             loss={"class_weights": "balanced", "label_smoothing": 0.1})
+    config = classify_config(
+        tmp_path,
+        tiny_model_dir,
+        adapter=False,
+        training={"max_steps": 4, "batch_size": 8, "learning_rate": 1e-3},
+        loss={"class_weights": "balanced", "label_smoothing": 0.1},
+    )
     result = train_from_config(config)
     assert result.output_dir.name == "model"
     plain = AutoModelForSequenceClassification.from_pretrained(result.output_dir).eval()
@@ -205,8 +234,10 @@ def test_full_classifier_loads_in_plain_transformers(tmp_path, tiny_model_dir, i
     ids = torch.tensor([[5, 17, 60, 90], [7, 8, 2, 2]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
     with torch.no_grad():
-        torch.testing.assert_close(plain(input_ids=ids, attention_mask=mask).logits,
-                                   result.model.eval()(input_ids=ids, attention_mask=mask).logits)
+        torch.testing.assert_close(
+            plain(input_ids=ids, attention_mask=mask).logits,
+            result.model.eval()(input_ids=ids, attention_mask=mask).logits,
+        )
 
 
 def test_predict_cli_writes_jsonl(tmp_path, tiny_model_dir, isolated_cache, capsys):
@@ -215,16 +246,31 @@ def test_predict_cli_writes_jsonl(tmp_path, tiny_model_dir, isolated_cache, caps
     result = train_from_config(classify_config(tmp_path, tiny_model_dir, training={"max_steps": 2}))
     texts = write_jsonl(tmp_path / "new.jsonl", [{"body": "the thing was awful 3"}, {"body": "the thing was great"}])
     out = tmp_path / "pred.jsonl"
-    assert main(["predict", "--model", str(result.output_dir), "--data", str(texts), "--text-column", "body",
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(result.output_dir),
+                "--data",
+                str(texts),
+                "--text-column",
+                "body",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["text"] for x in lines] == ["the thing was awful 3", "the thing was great"]
     assert all(x["label"] in {"bad", "good", "meh"} and len(x["probabilities"]) == 3 for x in lines)
 
 
 def test_zero_shot_baseline_is_in_the_summary(tmp_path, tiny_model_dir, isolated_cache):
-    config = classify_config(tmp_path, tiny_model_dir, training={"max_steps": 1},
-                             eval={"zero_shot_baseline": True, "zero_shot_samples": 4})
+    config = classify_config(
+        tmp_path, tiny_model_dir, training={"max_steps": 1}, eval={"zero_shot_baseline": True, "zero_shot_samples": 4}
+    )
     summary = train_from_config(config).summary
     baseline = summary["baselines"]["zero-shot prompting (base model)"]
     assert set(baseline) == {"accuracy", "macro_f1", "unmapped_answers"}
@@ -242,8 +288,16 @@ def _tiny_bert_dir(tmp_path: Path) -> Path:
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -253,9 +307,13 @@ def test_encoder_classifier_with_text_pairs(tmp_path, isolated_cache):
 
     bert = _tiny_bert_dir(tmp_path)
     train = [dict(r, text_pair="the thing") for r in rows(32, 3)]
-    config = classify_config(tmp_path, bert, adapter=False, training={"max_steps": 6, "batch_size": 8,
-                                                                        "learning_rate": 1e-3},
-                             extra_data={"train": str(write_jsonl(tmp_path / "pairs.jsonl", train))})
+    config = classify_config(
+        tmp_path,
+        bert,
+        adapter=False,
+        training={"max_steps": 6, "batch_size": 8, "learning_rate": 1e-3},
+        extra_data={"train": str(write_jsonl(tmp_path / "pairs.jsonl", train))},
+    )
     result = train_from_config(config)
     assert result.summary["before"]["accuracy"] is not None
 
@@ -275,7 +333,8 @@ def test_encoder_classifier_with_text_pairs(tmp_path, isolated_cache):
     assert predictions[0]["text"] == train[0]["text"] and predictions[0]["text_pair"] == "the thing"
     probs = torch.softmax(logits, -1)[0]
     assert [predictions[0]["probabilities"][n] for n in ("bad", "good", "meh")] == pytest.approx(
-        probs.tolist(), abs=1e-5)
+        probs.tolist(), abs=1e-5
+    )
 
 
 def test_bad_class_weights_key_is_reported(tmp_path, tiny_model_dir):
@@ -341,8 +400,9 @@ def test_predict_with_several_classify_adapters_on_one_base(tmp_path, tiny_model
     from tuneforge.methods.classify.predict import predict_file, predict_with_adapters
 
     a = train_from_config(classify_config(tmp_path, tiny_model_dir, name="a", training={"max_steps": 2}))
-    b = train_from_config(classify_config(tmp_path, tiny_model_dir, name="b",
-                                          training={"max_steps": 3, "learning_rate": 5e-3, "seed": 9}))
+    b = train_from_config(
+        classify_config(tmp_path, tiny_model_dir, name="b", training={"max_steps": 3, "learning_rate": 5e-3, "seed": 9})
+    )
     data = str(tmp_path / "eval.jsonl")
     together = predict_with_adapters({"a": a.run_dir, "b": b.run_dir}, data)
     for name, run in (("a", a), ("b", b)):
@@ -353,8 +413,22 @@ def test_predict_with_several_classify_adapters_on_one_base(tmp_path, tiny_model
         assert together[name][1] == pytest.approx(metrics)
     assert together["a"][0][0]["probabilities"] != together["b"][0][0]["probabilities"]
     out = tmp_path / "both.jsonl"
-    assert main(["predict", "--adapter", f"a={a.run_dir}", "--adapter", f"b={b.run_dir}", "--data", data,
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--adapter",
+                f"a={a.run_dir}",
+                "--adapter",
+                f"b={b.run_dir}",
+                "--data",
+                data,
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     first = json.loads(out.read_text().splitlines()[0])
     assert set(first["by_adapter"]) == {"a", "b"}
     assert "accuracy" in capsys.readouterr().err
@@ -362,27 +436,35 @@ def test_predict_with_several_classify_adapters_on_one_base(tmp_path, tiny_model
 
 
 @pytest.mark.parametrize("adapter", [{"type": "bottleneck", "size": 8}, {"type": "ia3"}])
-def test_classify_with_other_adapter_types_saves_head_and_predicts_the_same(adapter, tmp_path, tiny_model_dir,
-                                                                            isolated_cache):
+def test_classify_with_other_adapter_types_saves_head_and_predicts_the_same(
+    adapter, tmp_path, tiny_model_dir, isolated_cache
+):
     """The label head trains and is saved with the adapter (ours and peft's), and predict reloads both."""
     from tuneforge.methods.classify.predict import predict_file
 
-    raw_config = classify_config(tmp_path, tiny_model_dir, training={"max_steps": 3, "batch_size": 8,
-                                                                     "learning_rate": 5e-3, "seed": 1})
-    config = raw_config.model_copy(update={"adapter": type(raw_config).model_validate(
-        {**raw_config.model_dump(), "adapter": adapter}).adapter})
+    raw_config = classify_config(
+        tmp_path, tiny_model_dir, training={"max_steps": 3, "batch_size": 8, "learning_rate": 5e-3, "seed": 1}
+    )
+    config = raw_config.model_copy(
+        update={"adapter": type(raw_config).model_validate({**raw_config.model_dump(), "adapter": adapter}).adapter}
+    )
     result = train_from_config(config)
     assert result.output_dir.name == "adapter"
     head = [n for n, p in result.model.named_parameters() if p.requires_grad and "score" in n]
     assert head, "the label head must train"
-    predictions, metrics = predict_file(result.run_dir, str(tmp_path / "eval.jsonl"))
+    _predictions, metrics = predict_file(result.run_dir, str(tmp_path / "eval.jsonl"))
     assert metrics["accuracy"] == pytest.approx(result.summary["after"]["accuracy"])
 
 
 def test_partial_fine_tuning_for_classify_also_trains_the_new_head(tmp_path, tiny_model_dir, isolated_cache):
     raw = classify_config(tmp_path, tiny_model_dir, training={"max_steps": 2, "batch_size": 8, "seed": 1})
-    config = raw.model_copy(update={"adapter": type(raw).model_validate(
-        {**raw.model_dump(), "adapter": {"type": "partial", "top_k_layers": 1}}).adapter})
+    config = raw.model_copy(
+        update={
+            "adapter": type(raw)
+            .model_validate({**raw.model_dump(), "adapter": {"type": "partial", "top_k_layers": 1}})
+            .adapter
+        }
+    )
     result = train_from_config(config)
     trainable = [n for n, p in result.model.named_parameters() if p.requires_grad]
     assert any(n.startswith("score.") for n in trainable)

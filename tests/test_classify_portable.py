@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_classify import classify_config
+
 from tuneforge.runner import train_from_config
 
 # Run in a fresh interpreter: plain transformers + peft, nothing from tuneforge. argv: adapter folder,
@@ -57,16 +57,22 @@ def tiny_embedded(tiny_model_dir, isolated_cache, monkeypatch):
 
     from tuneforge.models import embedded
 
-    monkeypatch.setitem(embedded.EMBEDDED_MODELS, "tiny-embedded", embedded.EmbeddedModel(
-        "tiny-embedded", "tiny_embedded_pkg", "tiny.Q4_1.gguf", "causal-lm", "a tiny test model"))
+    monkeypatch.setitem(
+        embedded.EMBEDDED_MODELS,
+        "tiny-embedded",
+        embedded.EmbeddedModel(
+            "tiny-embedded", "tiny_embedded_pkg", "tiny.Q4_1.gguf", "causal-lm", "a tiny test model"
+        ),
+    )
     cached = embedded.converted_dir(embedded.EMBEDDED_MODELS["tiny-embedded"])
     shutil.copytree(tiny_model_dir, cached)
     return cached
 
 
 def test_classify_adapter_loads_with_plain_peft_in_a_fresh_process(tmp_path, tiny_embedded):
-    result = train_from_config(classify_config(tmp_path, "tiny-embedded", training={"max_steps": 4, "batch_size": 8,
-                                                                                  "learning_rate": 5e-3}))
+    result = train_from_config(
+        classify_config(tmp_path, "tiny-embedded", training={"max_steps": 4, "batch_size": 8, "learning_rate": 5e-3})
+    )
     out = result.output_dir
     assert out.name == "adapter"
 
@@ -93,15 +99,22 @@ def test_classify_adapter_loads_with_plain_peft_in_a_fresh_process(tmp_path, tin
     predictions, _ = predict_file(out, str(tmp_path / "eval.jsonl"))
     texts = [p["text"] for p in predictions]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    run = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(out), str(tiny_embedded), json.dumps(texts)],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", PLAIN_LOAD, str(out), str(tiny_embedded), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     plain = json.loads(run.stdout.strip().splitlines()[-1])
     assert plain["labels"] == ["bad", "good", "meh"]
     expected = [[p["probabilities"][name] for name in plain["labels"]] for p in predictions]
     torch.testing.assert_close(torch.tensor(plain["probs"]), torch.tensor(expected), atol=2e-6, rtol=0)
     assert [plain["labels"][max(range(3), key=row.__getitem__)] for row in plain["probs"]] == [
-        p["label"] for p in predictions]
+        p["label"] for p in predictions
+    ]
 
 
 def _two_label_classifier(tmp_path: Path) -> Path:
@@ -159,12 +172,14 @@ def test_a_classifier_with_another_label_count_is_a_base(tmp_path, isolated_cach
     plain = PeftModel.from_pretrained(base, result.output_dir).eval()
     ids = torch.tensor([[5, 17, 60, 90, 33], [40, 41, 42, 2, 2]])
     with torch.no_grad():
-        torch.testing.assert_close(plain(input_ids=ids, attention_mask=(ids != 2).long()).logits,
-                                   result.model.eval()(input_ids=ids, attention_mask=(ids != 2).long()).logits)
+        torch.testing.assert_close(
+            plain(input_ids=ids, attention_mask=(ids != 2).long()).logits,
+            result.model.eval()(input_ids=ids, attention_mask=(ids != 2).long()).logits,
+        )
     capsys.readouterr()
 
     from tuneforge.methods.classify.predict import predict_file
 
-    predictions, metrics = predict_file(result.run_dir, str(tmp_path / "eval.jsonl"))
+    _predictions, metrics = predict_file(result.run_dir, str(tmp_path / "eval.jsonl"))
     assert metrics["accuracy"] == pytest.approx(result.summary["after"]["accuracy"])
     assert "reset" not in capsys.readouterr().err  # loading a trained output says nothing about the base's head

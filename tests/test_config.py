@@ -18,7 +18,8 @@ def problems_of(raw):
 
 def test_unknown_key_suggests_nearest_at_every_depth():
     assert problems_of({**BASE, "training": {"learnig_rate": 1e-3}}) == [
-        "training.learnig_rate: unknown key (did you mean `learning_rate`?)."]
+        "training.learnig_rate: unknown key (did you mean `learning_rate`?)."
+    ]
     deep = problems_of({**BASE, "data": {**BASE["data"], "natural_instructions": {"num_postive": 3}}})
     assert deep == ["data.natural_instructions.num_postive: unknown key (did you mean `num_positive`?)."]
     top = problems_of({**BASE, "trainig": {}})
@@ -47,9 +48,9 @@ def test_value_errors_name_the_key():
 
 
 def test_overrides_parse_yaml_values_and_merge():
-    assert parse_overrides(["training.learning_rate=1e-4", "adapter.target_modules=[q_proj, v_proj]",
-                            "adapter=null"][:2]) == {
-        "training": {"learning_rate": 1e-4}, "adapter": {"target_modules": ["q_proj", "v_proj"]}}
+    assert parse_overrides(
+        ["training.learning_rate=1e-4", "adapter.target_modules=[q_proj, v_proj]", "adapter=null"][:2]
+    ) == {"training": {"learning_rate": 1e-4}, "adapter": {"target_modules": ["q_proj", "v_proj"]}}
     config = load_config(data=dict(BASE), overrides=["training.learning_rate=1e-4", "adapter.r=8", "name=abc"])
     assert config.training.learning_rate == 1e-4 and config.adapter.r == 8 and config.name == "abc"
     with pytest.raises(ConfigError, match="key.subkey=value"):

@@ -24,8 +24,7 @@ def chain(tmp_path, monkeypatch):
     """configs/chain/first.yaml writes out/chain/base (LoRA); full.yaml writes out/chain/full (no adapter);
     stem.yaml has no name, so its run folder is out/chain/stem. The run folders are outside runs/, so a
     hint can only come from the configs."""
-    write_config(tmp_path, "configs/chain/first.yaml", name="base", output_dir="out/chain",
-                 adapter={"type": "lora"})
+    write_config(tmp_path, "configs/chain/first.yaml", name="base", output_dir="out/chain", adapter={"type": "lora"})
     write_config(tmp_path, "configs/chain/full.yaml", name="full", output_dir="out/chain")
     write_config(tmp_path, "configs/chain/stem.yaml", output_dir="out/chain", adapter={"type": "lora"})
     (tmp_path / "configs" / "accelerate").mkdir()
@@ -42,8 +41,10 @@ def message(name: str) -> str:
 
 
 def test_a_run_folder_names_the_config_that_trains_it(chain):
-    assert message("out/chain/base") == ("model.name: out/chain/base not found; it is written by an earlier step: "
-                                         "run `tuneforge train configs/chain/first.yaml` first")
+    assert message("out/chain/base") == (
+        "model.name: out/chain/base not found; it is written by an earlier step: "
+        "run `tuneforge train configs/chain/first.yaml` first"
+    )
     # a folder inside the run (its model/ or adapter/), and the same folder spelt another way
     assert "run `tuneforge train configs/chain/first.yaml` first" in message("out/chain/base/model")
     assert "run `tuneforge train configs/chain/first.yaml` first" in message(str(chain / "out/chain/../chain/base"))
@@ -60,14 +61,16 @@ def test_a_merged_folder_names_train_then_merge(chain):
     ]
     assert message("out/chain/base-merged").endswith(
         "run `tuneforge train configs/chain/first.yaml` and "
-        "`tuneforge merge out/chain/base --output out/chain/base-merged` first")
+        "`tuneforge merge out/chain/base --output out/chain/base-merged` first"
+    )
 
 
 def test_a_full_fine_tune_has_nothing_to_merge(chain):
     """full.yaml trains no adapter, so out/chain/full-merged is nobody's output: the plain message stays."""
     assert producing_commands("out/chain/full-merged") == []
-    assert message("out/chain/full-merged") == ("model.name: out/chain/full-merged is not a model folder, "
-                                                "a .gguf file or a hub id")
+    assert message("out/chain/full-merged") == (
+        "model.name: out/chain/full-merged is not a model folder, a .gguf file or a hub id"
+    )
 
 
 def test_a_folder_under_runs_with_no_producer_says_a_run_writes_it(chain):
@@ -94,8 +97,13 @@ def test_check_config_reports_the_step_as_an_error_line(chain):
     from tuneforge.checks import check_config
     from tuneforge.config import load_config
 
-    config = load_config(data={"method": "sft", "model": {"name": "out/chain/base-merged"},
-                               "data": {"format": "chat", "train": "train.jsonl"}})
+    config = load_config(
+        data={
+            "method": "sft",
+            "model": {"name": "out/chain/base-merged"},
+            "data": {"format": "chat", "train": "train.jsonl"},
+        }
+    )
     assert check_config(config, tokenizer=None).errors == [
         "model.name: out/chain/base-merged not found; it is written by an earlier step: run `tuneforge train "
         "configs/chain/first.yaml` and `tuneforge merge out/chain/base --output out/chain/base-merged` first"

@@ -108,6 +108,7 @@ def test_normalized_fisher_has_mean_one():
 
 def _tiny_lm_loss(seed: int = 0):
     from tiny import tiny_model
+
     from tuneforge.training.step import CausalLMLoss
 
     torch.manual_seed(seed)
@@ -145,7 +146,7 @@ def test_fisher_equals_the_mean_squared_per_row_gradient_computed_directly():
         grads = torch.autograd.grad(nll, list(params.values()), allow_unused=True)
         for (n, _), g in zip(params.items(), grads):
             if g is not None:
-                expected[n] += g ** 2
+                expected[n] += g**2
     for n in params:
         assert torch.allclose(fisher[n], expected[n] / 3, rtol=1e-4, atol=1e-12), n
     assert all(p.grad is None for p in params.values())  # leaves no gradients behind
@@ -173,7 +174,9 @@ def test_penalised_loss_adds_the_penalty_once_per_step_whatever_the_accumulation
     assert float(accumulated.detach()) == pytest.approx(float(expected.detach()))
     assert loss.model is inner.model
     loss.eval()
-    assert float(loss(x=x)[0].detach()) == pytest.approx(float(inner.model(x).sum().detach()))  # held-out loss: no penalty
+    assert float(loss(x=x)[0].detach()) == pytest.approx(
+        float(inner.model(x).sum().detach())
+    )  # held-out loss: no penalty
 
 
 # ---------------------------------------------------------------- O-LoRA
@@ -181,12 +184,12 @@ def test_penalised_loss_adds_the_penalty_once_per_step_whatever_the_accumulation
 
 def _two_adapter_model():
     from peft import LoraConfig, get_peft_model
-
     from tiny import tiny_model
 
     torch.manual_seed(0)
-    model = get_peft_model(tiny_model(300), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]),
-                           adapter_name="old")
+    model = get_peft_model(
+        tiny_model(300), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]), adapter_name="old"
+    )
     model.add_adapter("new", LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
     return model
 
@@ -207,7 +210,7 @@ def test_olora_penalty_is_zero_for_orthogonal_subspaces_and_hand_valued_otherwis
     # per layer: A_old A_newᵀ = [[0, 0], [-15, 0]] → Σ|·| = 15; two layers; λ1 = 0.5
     assert float(penalties.olora_penalty(model, "new", ["old"], orthogonality=0.5)) == pytest.approx(15.0)
     new_params = [p.requires_grad_(True) for n, p in model.named_parameters() if ".new." in n]  # it trains
-    l2 = float(sum((p ** 2).sum() for p in new_params))
+    l2 = float(sum((p**2).sum() for p in new_params))
     got = float(penalties.olora_penalty(model, "new", ["old"], orthogonality=0.0, l2=0.1))
     assert got == pytest.approx(0.1 * l2)
 

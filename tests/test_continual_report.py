@@ -14,20 +14,46 @@ STAGES = ["q1", "q2", "q3"]
 
 def _sequential(**over) -> dict:
     summary = {
-        "kind": "continual", "name": "evo-replay", "method": "sft", "strategy": "replay",
+        "kind": "continual",
+        "name": "evo-replay",
+        "method": "sft",
+        "strategy": "replay",
         "strategy_settings": {"replay_fraction": 0.25, "buffer": {"per_task": 200}},
-        "stages": STAGES, "metric": "exact_match",
-        "matrix": {"rows": ["base", *STAGES], "columns": STAGES,
-                   "values": [[0.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.4, 0.95, 0.0], [0.2, 0.3, 1.0]]},
+        "stages": STAGES,
+        "metric": "exact_match",
+        "matrix": {
+            "rows": ["base", *STAGES],
+            "columns": STAGES,
+            "values": [[0.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.4, 0.95, 0.0], [0.2, 0.3, 1.0]],
+        },
         "general_perplexity": {"rows": ["base", *STAGES], "values": [12.3, 13.0, 14.2, 15.1]},
-        "continual_metrics": {"acc": 0.5, "bwt": -0.42, "fwt": 0.0, "forgetting": {"q1": 0.7, "q2": 0.65},
-                              "mean_forgetting": 0.675},
-        "stage_results": [{"stage": s, "steps": 40, "wall_seconds": 95.2, "final_loss": 0.12, "tokens": 12345 * k,
-                           "output": f"stages/{k}-{s}/output"} for k, s in enumerate(STAGES, 1)],
-        "wise_ft": {"stage": "q3", "alphas": [0, 0.25, 0.5, 0.75, 1.0], "new": [0.0, 0.5, 0.8, 0.9, 1.0],
-                    "old": [0.6, 0.55, 0.4, 0.3, 0.25]},
+        "continual_metrics": {
+            "acc": 0.5,
+            "bwt": -0.42,
+            "fwt": 0.0,
+            "forgetting": {"q1": 0.7, "q2": 0.65},
+            "mean_forgetting": 0.675,
+        },
+        "stage_results": [
+            {
+                "stage": s,
+                "steps": 40,
+                "wall_seconds": 95.2,
+                "final_loss": 0.12,
+                "tokens": 12345 * k,
+                "output": f"stages/{k}-{s}/output",
+            }
+            for k, s in enumerate(STAGES, 1)
+        ],
+        "wise_ft": {
+            "stage": "q3",
+            "alphas": [0, 0.25, 0.5, 0.75, 1.0],
+            "new": [0.0, 0.5, 0.8, 0.9, 1.0],
+            "old": [0.6, 0.55, 0.4, 0.3, 0.25],
+        },
         "extra_rows": {"merged (ties)": [0.5, 0.6, 0.7]},
-        "wall_seconds": 600.0, "precision": {"mixed_precision": "bf16", "label": "bf16 mixed", "reason": ""},
+        "wall_seconds": 600.0,
+        "precision": {"mixed_precision": "bf16", "label": "bf16 mixed", "reason": ""},
         "created": "2026-11-27T21:00:00",
     }
     summary.update(over)
@@ -86,11 +112,16 @@ def test_sequential_report_sections_numbers_and_plots(tmp_path):
 
 def test_joint_report_without_optional_parts(tmp_path):
     summary = _sequential(
-        strategy="joint", strategy_settings=None, general_perplexity=None, wise_ft=None, extra_rows=None,
+        strategy="joint",
+        strategy_settings=None,
+        general_perplexity=None,
+        wise_ft=None,
+        extra_rows=None,
         matrix={"rows": ["base", "joint"], "columns": STAGES, "values": [[0.0, 0.1, 0.0], [0.8, 0.85, 0.9]]},
         continual_metrics={"acc": 0.85, "bwt": None, "fwt": None, "forgetting": {}, "mean_forgetting": None},
-        stage_results=[{"stage": "joint", "steps": 120, "wall_seconds": 300.0, "final_loss": None, "tokens": None,
-                        "output": None}],
+        stage_results=[
+            {"stage": "joint", "steps": 120, "wall_seconds": 300.0, "final_loss": None, "tokens": None, "output": None}
+        ],
     )
     html = write_continual_report(tmp_path, summary=summary, config_text="").read_text()
     text = _text(html)
@@ -121,10 +152,14 @@ def test_metrics_worked_out_from_the_matrix_and_missing_stage_logs(tmp_path):
 def test_empty_and_hostile_summaries_do_not_crash(tmp_path):
     html = write_continual_report(tmp_path / "a", summary={}, config_text=None).read_text()
     assert "No accuracy matrix was recorded" in html and "No stage results were recorded" in html
-    odd = _sequential(name="<script>alert(1)</script>", stages=["<i>s</i>"],
-                      matrix={"rows": ["base", "s"], "columns": ["<i>s</i>"], "values": [[None], [float("nan")]]},
-                      general_perplexity={"rows": ["base"], "values": []}, extra_rows={"m": [None]},
-                      wise_ft={"stage": "s", "alphas": [0, 1], "new": [0.1], "old": None})
+    odd = _sequential(
+        name="<script>alert(1)</script>",
+        stages=["<i>s</i>"],
+        matrix={"rows": ["base", "s"], "columns": ["<i>s</i>"], "values": [[None], [float("nan")]]},
+        general_perplexity={"rows": ["base"], "values": []},
+        extra_rows={"m": [None]},
+        wise_ft={"stage": "s", "alphas": [0, 1], "new": [0.1], "old": None},
+    )
     html = write_continual_report(tmp_path / "b", summary=odd, config_text="").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html and "<i>s</i>" not in html
 
@@ -141,20 +176,33 @@ def _headline_row(html: str, label: str) -> tuple[str, str, str]:
 
 def test_a_loss_metric_is_read_lower_is_better(tmp_path):
     """Issue #20: with eval_loss, a rising loss is forgetting: BWT negative, forgetting positive, both 'worse'."""
-    summary = _sequential(metric="eval_loss", continual_metrics=None, wise_ft=None,
-                          matrix={"rows": ["base", *STAGES], "columns": STAGES, "values": LOSS_R})
+    summary = _sequential(
+        metric="eval_loss",
+        continual_metrics=None,
+        wise_ft=None,
+        matrix={"rows": ["base", *STAGES], "columns": STAGES, "values": LOSS_R},
+    )
     html = write_continual_report(tmp_path, summary=summary, config_text="x").read_text()
     # worked out from R: BWT = −((1.5 − 0.5) + (0.6 − 0.4)) / 2 = −0.6,
     # FWT = −((2.5 − 3) + (3 − 4)) / 2 = +0.75,
     # forgetting q1 = 1.5 − min(0.5, 1.0) = 1.0, q2 = 0.6 − 0.4 = 0.2, mean 0.6
     assert _headline_row(html, "BWT") == (
-        "worse", "−0.6", "after the last stage, earlier tasks have a 0.6 higher eval_loss (worse) on average than "
-        "right after they were learned")
+        "worse",
+        "−0.6",
+        "after the last stage, earlier tasks have a 0.6 higher eval_loss (worse) on average than "
+        "right after they were learned",
+    )
     assert _headline_row(html, "FWT") == (
-        "better", "+0.75", "before being trained on, tasks have a 0.75 lower eval_loss (better) on average than the "
-        "base model did (transfer from earlier stages)")
+        "better",
+        "+0.75",
+        "before being trained on, tasks have a 0.75 lower eval_loss (better) on average than the "
+        "base model did (transfer from earlier stages)",
+    )
     assert _headline_row(html, "mean forgetting") == (
-        "worse", "0.6", "earlier tasks end 0.6 above their best (lowest) eval_loss after being learned (q1 1, q2 0.2)")
+        "worse",
+        "0.6",
+        "earlier tasks end 0.6 above their best (lowest) eval_loss after being learned (q1 1, q2 0.2)",
+    )
     assert "after stage i (row); lower is better." in html
 
 
@@ -162,8 +210,10 @@ def test_a_score_metric_keeps_its_wording(tmp_path):
     summary = _sequential(continual_metrics=None, wise_ft=None)  # exact_match; BWT −0.675, FWT +0.05
     html = write_continual_report(tmp_path, summary=summary, config_text="x").read_text()
     assert _headline_row(html, "BWT") == (
-        "worse", "−0.675", "after the last stage, earlier tasks score 0.675 lower on average than right after they "
-        "were learned")
+        "worse",
+        "−0.675",
+        "after the last stage, earlier tasks score 0.675 lower on average than right after they were learned",
+    )
     assert _headline_row(html, "FWT")[:2] == ("better", "+0.05")
     assert _headline_row(html, "mean forgetting")[2].startswith("earlier tasks end 0.675 below their best score")
     assert "after stage i (row); higher is better." in html

@@ -6,9 +6,9 @@ import signal
 
 import pytest
 import torch
+from conftest import chat_rows, write_jsonl
 from safetensors.torch import load_file
 
-from conftest import chat_rows, write_jsonl
 from tuneforge.config import load_config
 from tuneforge.continual import session as session_module
 from tuneforge.continual.runner import run_continual
@@ -21,14 +21,24 @@ def make_config(tmp_path, model_dir, strategy="naive", *, name=None, continual=N
         train = write_jsonl(tmp_path / "data" / f"s{k}_train.jsonl", chat_rows(12, seed=10 + k))
         held = write_jsonl(tmp_path / "data" / f"s{k}_eval.jsonl", chat_rows(4, seed=20 + k))
         stages.append({"name": f"s{k}", "data": {"train": str(train), "eval": str(held)}})
-    general = write_jsonl(tmp_path / "data" / "general.jsonl",
-                          [{"text": f"the river {i} runs past the stone and the cloud"} for i in range(6)])
+    general = write_jsonl(
+        tmp_path / "data" / "general.jsonl",
+        [{"text": f"the river {i} runs past the stone and the cloud"} for i in range(6)],
+    )
     raw = {
-        "method": "sft", "name": name or strategy, "output_dir": str(tmp_path / "runs"),
+        "method": "sft",
+        "name": name or strategy,
+        "output_dir": str(tmp_path / "runs"),
         "model": {"name": str(model_dir)},
         "data": {"format": "chat", "max_length": 128},
-        "training": {"max_steps": 4, "batch_size": 2, "learning_rate": 5e-3, "save_every": 2, "keep_checkpoints": 5,
-                     "seed": 3},
+        "training": {
+            "max_steps": 4,
+            "batch_size": 2,
+            "learning_rate": 5e-3,
+            "save_every": 2,
+            "keep_checkpoints": 5,
+            "seed": 3,
+        },
         # eval_loss as the score: every cell of R is a real number on a tiny model (lower is better)
         "eval": {"scorers": [], "max_new_tokens": 4, "batch_size": 4},
         "stages": stages,
@@ -42,8 +52,7 @@ def make_config(tmp_path, model_dir, strategy="naive", *, name=None, continual=N
 
 @pytest.mark.parametrize("strategy", ["naive", "replay", "l2", "ewc", "joint"])
 def test_every_strategy_writes_the_matrix_summary_csv_and_report(tmp_path, tiny_model_dir, isolated_cache, strategy):
-    result = run_continual(make_config(tmp_path, tiny_model_dir, strategy,
-                                       continual={"wise_ft": {"alphas": [0, 1]}}))
+    result = run_continual(make_config(tmp_path, tiny_model_dir, strategy, continual={"wise_ft": {"alphas": [0, 1]}}))
     run = result.run_dir
     for name in ("config.yaml", "summary.json", "matrix.csv", "report.html", "continual_state.json"):
         assert (run / name).exists(), name
@@ -62,8 +71,9 @@ def test_every_strategy_writes_the_matrix_summary_csv_and_report(tmp_path, tiny_
         # eval_loss is lower-better: BWT and forgetting are signed so that < 0 / > 0 mean worse (issue #20)
         assert cm["bwt"] == pytest.approx(-((values[3][0] - values[1][0]) + (values[3][1] - values[2][1])) / 2)
         assert cm["fwt"] == pytest.approx(-((values[1][1] - values[0][1]) + (values[2][2] - values[0][2])) / 2)
-        assert cm["forgetting"] == pytest.approx({"s0": values[3][0] - min(values[1][0], values[2][0]),
-                                                  "s1": values[3][1] - values[2][1]})
+        assert cm["forgetting"] == pytest.approx(
+            {"s0": values[3][0] - min(values[1][0], values[2][0]), "s1": values[3][1] - values[2][1]}
+        )
         assert [s["stage"] for s in summary["stage_results"]] == ["s0", "s1", "s2"]
         for k in (1, 2, 3):  # each stage's output is saved, and its log restarts at step 1
             stage_dir = run / "stages" / f"{k}-s{k - 1}"
@@ -85,18 +95,23 @@ def test_every_strategy_writes_the_matrix_summary_csv_and_report(tmp_path, tiny_
 
 
 def test_schedule_restarts_in_every_stage(tmp_path, tiny_model_dir, isolated_cache):
-    config = make_config(tmp_path, tiny_model_dir, "naive", training={
-        "max_steps": 4, "batch_size": 2, "learning_rate": 5e-3, "warmup_steps": 2, "seed": 3})
+    config = make_config(
+        tmp_path,
+        tiny_model_dir,
+        "naive",
+        training={"max_steps": 4, "batch_size": 2, "learning_rate": 5e-3, "warmup_steps": 2, "seed": 3},
+    )
     run = run_continual(config).run_dir
     for k in (1, 2, 3):
-        lrs = [json.loads(x)["lr"] for x in (run / "stages" / f"{k}-s{k - 1}" / "metrics.jsonl").read_text().splitlines()]
+        lrs = [
+            json.loads(x)["lr"] for x in (run / "stages" / f"{k}-s{k - 1}" / "metrics.jsonl").read_text().splitlines()
+        ]
         # logged after each step, the rate of the next: warm-up 2.5e-3 → 5e-3, then cosine to 0 — in every stage
         assert lrs == pytest.approx([5e-3, 5e-3, 2.5e-3, 0.0], abs=1e-12)
 
 
 def test_frozen_stage_adapter_does_not_change_in_later_stages(tmp_path, tiny_model_dir, isolated_cache):
-    config = make_config(tmp_path, tiny_model_dir, "adapter", adapter=True,
-                         continual={"adapter": {"merge": ["cat"]}})
+    config = make_config(tmp_path, tiny_model_dir, "adapter", adapter=True, continual={"adapter": {"merge": ["cat"]}})
     result = run_continual(config)
     final = {n: p.detach() for n, p in result.model.named_parameters()}
     for k in range(3):
@@ -114,8 +129,9 @@ def test_frozen_stage_adapter_does_not_change_in_later_stages(tmp_path, tiny_mod
 
 
 def test_routing_answers_each_task_with_its_own_adapter(tmp_path, tiny_model_dir, isolated_cache):
-    config = make_config(tmp_path, tiny_model_dir, "adapter", adapter=True,
-                         continual={"adapter": {"inference": "route"}})
+    config = make_config(
+        tmp_path, tiny_model_dir, "adapter", adapter=True, continual={"adapter": {"inference": "route"}}
+    )
     values = run_continual(config).summary["matrix"]["values"]
     for j in range(3):  # after its stage, task j's score never moves: the same adapter answers it
         for i in range(j + 1, 4):
@@ -145,8 +161,9 @@ def _interrupt_at(monkeypatch, stage_index: int, micro_batch: int):
     monkeypatch.setattr(step_module.CausalLMLoss, "forward", forward)
 
 
-def test_resume_within_and_between_stages_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, isolated_cache,
-                                                                     monkeypatch):
+def test_resume_within_and_between_stages_equals_an_uninterrupted_run(
+    tmp_path, tiny_model_dir, isolated_cache, monkeypatch
+):
     ref = run_continual(make_config(tmp_path, tiny_model_dir, "ewc", name="ref"))
 
     # 1. SIGINT in stage 2's third step: a checkpoint at step 3 of that stage, stage 1 finished.
@@ -165,8 +182,9 @@ def test_resume_within_and_between_stages_equals_an_uninterrupted_run(tmp_path, 
 
     with monkeypatch.context() as patch:
         original_stage = session_module.ContinualRun.stage
-        patch.setattr(session_module.ContinualRun, "stage",
-                      lambda self, k: crash(self, k) if k == 2 else original_stage(self, k))
+        patch.setattr(
+            session_module.ContinualRun, "stage", lambda self, k: crash(self, k) if k == 2 else original_stage(self, k)
+        )
         with pytest.raises(RuntimeError, match="simulated crash"):
             run_continual(config, resume=True)
     state = json.loads((tmp_path / "runs" / "cut" / "continual_state.json").read_text())
@@ -199,7 +217,9 @@ def test_config_mistakes_are_named(tmp_path, tiny_model_dir, isolated_cache):
 
     base = {"method": "sft", "model": {"name": str(tiny_model_dir)}, "data": {"format": "chat"}}
     with pytest.raises(ConfigError, match="unique"):
-        load_config(data={**base, "stages": [{"name": "a", "data": {"train": "x"}}, {"name": "a", "data": {"train": "y"}}]})
+        load_config(
+            data={**base, "stages": [{"name": "a", "data": {"train": "x"}}, {"name": "a", "data": {"train": "y"}}]}
+        )
     with pytest.raises(ConfigError, match=r"stages\[0\] \(a\)\.data: max_length"):
         load_config(data={**base, "stages": [{"name": "a", "data": {"train": "x", "max_length": 1}}]})
     with pytest.raises(ConfigError, match="continual: needs stages"):
@@ -236,8 +256,9 @@ def test_cli_validates_every_stage_and_refuses_several_processes(tmp_path, tiny_
     assert not (tmp_path / "runs" / "cli").exists()
 
 
-def test_ewc_on_one_adapter_through_all_stages_resumes_between_stages(tmp_path, tiny_model_dir, isolated_cache,
-                                                                      monkeypatch):
+def test_ewc_on_one_adapter_through_all_stages_resumes_between_stages(
+    tmp_path, tiny_model_dir, isolated_cache, monkeypatch
+):
     ref = run_continual(make_config(tmp_path, tiny_model_dir, "ewc", name="ref", adapter=True))
     fisher = load_file(str(ref.run_dir / "stages" / "1-s0" / "fisher.safetensors"))
     assert fisher and all("lora_" in name for name in fisher)  # the penalty acts on the adapter's weights
@@ -260,8 +281,9 @@ def test_ewc_on_one_adapter_through_all_stages_resumes_between_stages(tmp_path, 
         assert torch.allclose(a, b, atol=1e-6), name
 
 
-def test_a_stage_restarted_without_a_checkpoint_logs_each_step_once(tmp_path, tiny_model_dir, isolated_cache,
-                                                                     monkeypatch):
+def test_a_stage_restarted_without_a_checkpoint_logs_each_step_once(
+    tmp_path, tiny_model_dir, isolated_cache, monkeypatch
+):
     from tuneforge.training import step as step_module
 
     config = make_config(tmp_path, tiny_model_dir, "naive", name="crash")

@@ -10,21 +10,33 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import write_jsonl
+
 from tuneforge.config import load_config
 from tuneforge.methods.contrastive.data import ContrastiveRow, arrange_without_duplicates
-from tuneforge.methods.contrastive.losses import (
-    EmbeddingLoss,
-    cosent_sum,
-    cosine_mse_sum,
-    info_nce_sum,
-    triplet_sum,
-)
+from tuneforge.methods.contrastive.losses import EmbeddingLoss, cosent_sum, cosine_mse_sum, info_nce_sum, triplet_sum
 from tuneforge.methods.contrastive.metrics import ranks, retrieval_metrics, spearman
 from tuneforge.runner import train_from_config
 
-WORDS = "the a battery inverter app error code reset charge grid solar panel how do i fix my".split()
+WORDS = [
+    "the",
+    "a",
+    "battery",
+    "inverter",
+    "app",
+    "error",
+    "code",
+    "reset",
+    "charge",
+    "grid",
+    "solar",
+    "panel",
+    "how",
+    "do",
+    "i",
+    "fix",
+    "my",
+]
 
 
 def tiny_bert(tmp_path: Path, dropout: float = 0.1) -> Path:
@@ -34,21 +46,40 @@ def tiny_bert(tmp_path: Path, dropout: float = 0.1) -> Path:
     folder = tmp_path / "tiny-bert"
     folder.mkdir(exist_ok=True)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=dropout,
-                         attention_probs_dropout_prob=dropout)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
+    ).save_pretrained(folder)
     BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(folder)
     return folder
 
 
 # How users ask about error code k: training queries use these phrasings (cycled through) ...
-TRAIN_QUERIES = ("how do i fix error code {k}", "error code {k} my inverter", "my inverter app error code {k}",
-                 "the grid charge error {k}", "code {k} battery error how do i fix", "solar panel error code {k} a fix",
-                 "reset my app error {k}", "a battery charge code {k} the grid")
+TRAIN_QUERIES = (
+    "how do i fix error code {k}",
+    "error code {k} my inverter",
+    "my inverter app error code {k}",
+    "the grid charge error {k}",
+    "code {k} battery error how do i fix",
+    "solar panel error code {k} a fix",
+    "reset my app error {k}",
+    "a battery charge code {k} the grid",
+)
 # ... and held-out queries use phrasings never trained on, so recall on them measures generalisation, not
 # memorised query strings (issue #20: the eval queries used to be the training queries verbatim).
-HELD_OUT_QUERIES = ("the battery app error code {k} how do i reset", "fix my solar panel code {k}",
-                    "my grid inverter error {k} how do i charge the battery")
+HELD_OUT_QUERIES = (
+    "the battery app error code {k} how do i reset",
+    "fix my solar panel code {k}",
+    "my grid inverter error {k} how do i charge the battery",
+)
 
 
 def pair_rows(n: int, seed: int, negatives: bool = True, queries: tuple[str, ...] = TRAIN_QUERIES[:1]) -> list[dict]:
@@ -64,12 +95,19 @@ def pair_rows(n: int, seed: int, negatives: bool = True, queries: tuple[str, ...
 
 
 def contrastive_config(tmp_path, model_dir, name="emb", **sections):
-    raw = {"method": "contrastive", "name": name, "output_dir": str(tmp_path / "runs"),
-           "model": {"name": str(model_dir)},
-           "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", pair_rows(200, 1, queries=TRAIN_QUERIES))),
-                    "eval": str(write_jsonl(tmp_path / "eval.jsonl",
-                                            pair_rows(30, 2, negatives=False, queries=HELD_OUT_QUERIES)))},
-           "training": {"max_steps": 30, "batch_size": 16, "learning_rate": 1e-3, "seed": 2}}
+    raw = {
+        "method": "contrastive",
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"name": str(model_dir)},
+        "data": {
+            "train": str(write_jsonl(tmp_path / "train.jsonl", pair_rows(200, 1, queries=TRAIN_QUERIES))),
+            "eval": str(
+                write_jsonl(tmp_path / "eval.jsonl", pair_rows(30, 2, negatives=False, queries=HELD_OUT_QUERIES))
+            ),
+        },
+        "training": {"max_steps": 30, "batch_size": 16, "learning_rate": 1e-3, "seed": 2},
+    }
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return load_config(data=raw)
@@ -108,8 +146,9 @@ def test_info_nce_triplet_cosent_and_mse_by_hand():
     # CoSENT: pair 0 is scored above pair 1, so exp(s·(cos_1 − cos_0)) enters; × 2 pairs
     scores = torch.tensor([0.9, 0.1])
     c0, c1 = cos(a[0], p[0]), cos(a[1], p[1])
-    assert float(cosent_sum(a, p, scores, scale=s)) == pytest.approx(2 * math.log(1 + math.exp(s * (c1 - c0))),
-                                                                     rel=1e-6)
+    assert float(cosent_sum(a, p, scores, scale=s)) == pytest.approx(
+        2 * math.log(1 + math.exp(s * (c1 - c0))), rel=1e-6
+    )
     assert float(cosine_mse_sum(a, p, scores)) == pytest.approx((c0 - 0.9) ** 2 + (c1 - 0.1) ** 2, rel=1e-6)
 
 
@@ -199,7 +238,9 @@ def test_gradient_cache_gives_the_gradients_of_the_plain_large_batch(tmp_path):
     cached = _grads(_embedding_loss(bert, gradient_cache=5), inputs)
     assert plain.keys() == cached.keys() and len(plain) > 10
     for name in plain:
-        torch.testing.assert_close(cached[name], plain[name], rtol=1e-4, atol=1e-4, msg=name)  # sums of 36 texts, other order
+        torch.testing.assert_close(
+            cached[name], plain[name], rtol=1e-4, atol=1e-4, msg=name
+        )  # sums of 36 texts, other order
 
 
 def test_gradient_cache_replays_each_chunks_dropout(tmp_path):
@@ -290,12 +331,16 @@ def _tok(path):
     return load_tokenizer(str(path))
 
 
-def test_decoder_with_lora_last_token_pooling_loads_in_sentence_transformers(tmp_path, tiny_model_dir,
-                                                                             isolated_cache):
+def test_decoder_with_lora_last_token_pooling_loads_in_sentence_transformers(tmp_path, tiny_model_dir, isolated_cache):
     from sentence_transformers import SentenceTransformer
 
-    config = contrastive_config(tmp_path, tiny_model_dir, adapter={"type": "lora", "r": 4, "alpha": 8},
-                                training={"max_steps": 3}, data={"max_length": 64})
+    config = contrastive_config(
+        tmp_path,
+        tiny_model_dir,
+        adapter={"type": "lora", "r": 4, "alpha": 8},
+        training={"max_steps": 3},
+        data={"max_length": 64},
+    )
     result = train_from_config(config)
     assert result.output_dir.name == "adapter"
     pooling = json.loads((result.output_dir / "1_Pooling" / "config.json").read_text())
@@ -316,15 +361,23 @@ def test_scored_pairs_report_spearman_and_embed_cli(tmp_path, isolated_cache):
     for _ in range(60):
         k, j = rng.randint(0, 9), rng.randint(0, 9)
         rows.append({"text_a": f"error code {k}", "text_b": f"error code {j}", "score": 1.0 if k == j else 0.0})
-    data = {"format": "scored_pairs", "train": str(write_jsonl(tmp_path / "s.jsonl", rows[:48])),
-            "eval": str(write_jsonl(tmp_path / "se.jsonl", rows[48:]))}
-    result = train_from_config(contrastive_config(tmp_path, tiny_bert(tmp_path), data=data,
-                                                  training={"max_steps": 5, "batch_size": 8}))
+    data = {
+        "format": "scored_pairs",
+        "train": str(write_jsonl(tmp_path / "s.jsonl", rows[:48])),
+        "eval": str(write_jsonl(tmp_path / "se.jsonl", rows[48:])),
+    }
+    result = train_from_config(
+        contrastive_config(tmp_path, tiny_bert(tmp_path), data=data, training={"max_steps": 5, "batch_size": 8})
+    )
     assert set(result.summary["after"]) == {"spearman"}
     texts = write_jsonl(tmp_path / "texts.jsonl", [{"t": "error code 1"}, {"t": "reset"}])
     out = tmp_path / "emb.jsonl"
-    assert main(["embed", "--model", str(result.run_dir), "--data", str(texts), "--text-column", "t",
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            ["embed", "--model", str(result.run_dir), "--data", str(texts), "--text-column", "t", "--output", str(out)]
+        )
+        == 0
+    )
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["text"] for x in lines] == ["error code 1", "reset"] and len(lines[0]["embedding"]) == 32
     assert sum(v * v for v in lines[0]["embedding"]) == pytest.approx(1.0, abs=1e-5)
@@ -336,18 +389,31 @@ def test_config_refuses_loss_that_does_not_fit_the_data():
     with pytest.raises(ConfigError, match="needs a similarity score"):
         load_config(data={"method": "contrastive", "data": {"train": "x"}, "loss": {"type": "cosent"}})
     with pytest.raises(ConfigError, match="scored_pairs train with"):
-        load_config(data={"method": "contrastive", "data": {"format": "scored_pairs", "train": "x"},
-                          "loss": {"type": "infonce"}})
+        load_config(
+            data={
+                "method": "contrastive",
+                "data": {"format": "scored_pairs", "train": "x"},
+                "loss": {"type": "infonce"},
+            }
+        )
 
 
 def test_data_errors_name_the_row(tmp_path, isolated_cache):
     from tuneforge.checks import check_config
 
     bert = tiny_bert(tmp_path)
-    write_jsonl(tmp_path / "bad.jsonl", [{"anchor": "a", "positive": "b"}, {"anchor": "a"},
-                                         {"anchor": "a", "positive": "b", "negative": 3}])
-    config = load_config(data={"method": "contrastive", "model": {"name": str(bert)},
-                               "data": {"train": str(tmp_path / "bad.jsonl")}, "eval": None})
+    write_jsonl(
+        tmp_path / "bad.jsonl",
+        [{"anchor": "a", "positive": "b"}, {"anchor": "a"}, {"anchor": "a", "positive": "b", "negative": 3}],
+    )
+    config = load_config(
+        data={
+            "method": "contrastive",
+            "model": {"name": str(bert)},
+            "data": {"train": str(tmp_path / "bad.jsonl")},
+            "eval": None,
+        }
+    )
     errors = check_config(config, tokenizer=_tok(bert)).errors
     assert errors[0].startswith(f"{tmp_path / 'bad.jsonl'}:2: positive: missing")
     assert errors[1] == f"{tmp_path / 'bad.jsonl'}:3: negative: must be a string or a list of non-empty strings"
@@ -360,9 +426,11 @@ def test_triplet_pairs_each_anchor_with_its_own_first_negative(tmp_path):
 
     bert = tiny_bert(tmp_path, dropout=0.0)
     tok = load_tokenizer(str(bert))
-    items = [(("how do i fix error code 1", "reset the inverter 1 1", "solar panel", "grid charge"), None, ""),
-             (("how do i fix error code 2", "reset the inverter 2 2"), None, ""),  # no negative
-             (("how do i fix error code 3", "reset the inverter 3 3", "battery app"), None, "")]
+    items = [
+        (("how do i fix error code 1", "reset the inverter 1 1", "solar panel", "grid charge"), None, ""),
+        (("how do i fix error code 2", "reset the inverter 2 2"), None, ""),  # no negative
+        (("how do i fix error code 3", "reset the inverter 3 3", "battery app"), None, ""),
+    ]
     inputs = get_method("contrastive").collate(to_rows(items, tok, 32)[0], tok).inputs
     assert inputs["negative_of"].tolist() == [0, 0, 2]
     module = _embedding_loss(bert, loss="triplet")
@@ -394,9 +462,13 @@ def test_simcse_from_a_txt_file_with_periodic_eval(tmp_path, isolated_cache):
     lines = [f"reset the inverter {k} {k}" for k in range(40)] + [f"how do i fix error code {k}" for k in range(40)]
     raw = tmp_path / "raw.txt"
     raw.write_text("\n".join(lines) + "\n")
-    config = contrastive_config(tmp_path, tiny_bert(tmp_path, dropout=0.1), name="simcse",
-                                data={"format": "text", "train": str(raw)},
-                                training={"max_steps": 4, "eval_every": 2, "batch_size": 16})
+    config = contrastive_config(
+        tmp_path,
+        tiny_bert(tmp_path, dropout=0.1),
+        name="simcse",
+        data={"format": "text", "train": str(raw)},
+        training={"max_steps": 4, "eval_every": 2, "batch_size": 16},
+    )
     result = train_from_config(config)
     assert result.summary["data"]["rows"] == 80  # one row per line of the .txt file
     metrics = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -31,10 +31,7 @@ def test_text_blocks_are_full_length_with_eos_between_documents(tok, tmp_path):
     # byte-level tokenizer: a document of n characters is n tokens, plus one EOS
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "abcdef"}, {"text": "ghij"}, {"text": "kl"}])
     splits = load(tok, format="text", train=str(path), max_length=8)
-    assert [len(e.input_ids) for e in splits.train] == [
-        8,
-        7,
-    ]  # 15 tokens; the partial block (7 >= 8/2) is kept
+    assert [len(e.input_ids) for e in splits.train] == [8, 7]  # 15 tokens; the partial block (7 >= 8/2) is kept
     assert all(e.labels == e.input_ids for e in splits.train)  # loss on every token
     stream = [i for e in splits.train for i in e.input_ids]
     assert tok.decode(stream) == "abcdef<|im_end|>ghij<|im_end|>kl<|im_end|>"
@@ -93,9 +90,7 @@ def test_alpaca_shape_is_detected_with_and_without_input(tok):
     with_input = pc.parse(
         Record({"instruction": "Translate to French.", "input": "cat", "output": "chat"}, "a:1"), problems
     )
-    no_input = pc.parse(
-        Record({"instruction": "Name a colour.", "input": "", "output": "red"}, "a:2"), problems
-    )
+    no_input = pc.parse(Record({"instruction": "Name a colour.", "input": "", "output": "red"}, "a:2"), problems)
     assert problems == []
     assert (with_input.prompt, with_input.completion) == ("Translate to French.\n\ncat", "chat")
     assert no_input.prompt == "Name a colour."
@@ -131,18 +126,11 @@ def test_prompt_completion_bad_rows_are_listed(tok, tmp_path):
 def test_columns_rename_user_fields(tok, tmp_path):
     path = write_jsonl(tmp_path / "pc.jsonl", [{"question": "2+2?", "answer": "4"}])
     splits = load(
-        tok,
-        format="prompt_completion",
-        train=str(path),
-        columns={"prompt": "question", "completion": "answer"},
+        tok, format="prompt_completion", train=str(path), columns={"prompt": "question", "completion": "answer"}
     )
     assert masked(tok, splits.train[0]) == "4<|im_end|>"
-    report = validate_data(
-        DataConfig(format="prompt_completion", train=str(path), columns={"promt": "question"}), tok
-    )
-    assert any(
-        p.startswith("columns.promt: not a field of format 'prompt_completion'") for p in report.problems
-    )
+    report = validate_data(DataConfig(format="prompt_completion", train=str(path), columns={"promt": "question"}), tok)
+    assert any(p.startswith("columns.promt: not a field of format 'prompt_completion'") for p in report.problems)
 
 
 # ---- chat ---------------------------------------------------------------------------------------
@@ -182,9 +170,7 @@ def test_chat_without_a_template_uses_the_plain_layout(tmp_path):
     tok = tiny_tokenizer(chat_template=None)
     path = write_jsonl(tmp_path / "c.jsonl", [CONVO])
     example = load(tok, format="chat", train=str(path)).train[0]
-    assert tok.decode(example.input_ids).startswith(
-        "You are terse.\n\nUser:\nHi\n\nAssistant:\nHello<|im_end|>"
-    )
+    assert tok.decode(example.input_ids).startswith("You are terse.\n\nUser:\nHi\n\nAssistant:\nHello<|im_end|>")
     assert masked(tok, example) == "Hello<|im_end|>Later<|im_end|>"
 
 

@@ -50,20 +50,14 @@ def test_example_files_are_detected_as_v1_and_v2():
 
 def test_v2_prompt_has_definition_and_the_requested_examples(tok):
     v2 = task(V2)
-    text = ni.instruction_text(
-        v2, ni.PromptOptions(num_positive=2, num_negative=1, include_explanations=False)
-    )
+    text = ni.instruction_text(v2, ni.PromptOptions(num_positive=2, num_negative=1, include_explanations=False))
     assert text.startswith("Definition: In this task, you are given a short product review.")
-    assert (
-        "Positive example 1:" in text and "Positive example 2:" in text and "Positive example 3:" not in text
-    )
+    assert "Positive example 1:" in text and "Positive example 2:" in text and "Positive example 3:" not in text
     assert v2.positives[1].input in text and v2.positives[2].input not in text
     assert "Negative example 1 (a wrong answer, do not answer like this):" in text
     assert v2.negatives[0].input in text and v2.negatives[1].input not in text
     assert "Explanation:" not in text
-    with_expl = ni.instruction_text(
-        v2, ni.PromptOptions(num_positive=2, num_negative=1, include_explanations=True)
-    )
+    with_expl = ni.instruction_text(v2, ni.PromptOptions(num_positive=2, num_negative=1, include_explanations=True))
     assert with_expl.count("Explanation:") == 3 and v2.positives[0].explanation in with_expl
     bare = ni.instruction_text(v2, ni.PromptOptions(num_positive=0, num_negative=0))
     assert "example" not in bare.lower()
@@ -71,9 +65,7 @@ def test_v2_prompt_has_definition_and_the_requested_examples(tok):
 
 def test_v1_prompt_has_avoid_emphasis_and_suggestions_when_asked(tok):
     v1 = task(V1)
-    full = ni.instruction_text(
-        v1, ni.PromptOptions(num_positive=1, num_negative=2, include_explanations=True)
-    )
+    full = ni.instruction_text(v1, ni.PromptOptions(num_positive=1, num_negative=2, include_explanations=True))
     assert "Things to avoid: Do not write units" in full and "Emphasis and caution:" in full
     assert "Prompt: Answer the word problem with a number." in full
     assert full.count("Explanation:") == 3 and full.count("Suggestion:") == 2
@@ -99,10 +91,7 @@ def test_instances_render_through_the_chat_path_with_first_output_as_answer(tok)
 
 def test_plain_rendering_and_all_outputs_kept_as_references(tok, tmp_path):
     data = json.loads(V2.read_text())
-    data["Instances"] = [
-        {"input": "Great!", "output": ["positive", "pos"]},
-        {"input": "Bad.", "output": ["negative"]},
-    ]
+    data["Instances"] = [{"input": "Great!", "output": ["positive", "pos"]}, {"input": "Bad.", "output": ["negative"]}]
     path = tmp_path / "task_multi.json"
     path.write_text(json.dumps(data))
     splits = load(tok, str(path), eval=str(path), template="plain", num_positive=1)
@@ -159,11 +148,7 @@ def test_bad_task_files_are_reported(tok, tmp_path):
             {
                 "Definition": ["Do it."],
                 "Positive Examples": [{"input": "a", "output": "b", "explanation": "c"}],
-                "Instances": [
-                    {"input": "x", "output": ["y"]},
-                    {"input": "x2", "output": []},
-                    {"output": ["z"]},
-                ],
+                "Instances": [{"input": "x", "output": ["y"]}, {"input": "x2", "output": []}, {"output": ["z"]}],
             }
         )
     )
@@ -175,6 +160,4 @@ def test_bad_task_files_are_reported(tok, tmp_path):
         f"{bad}:1: Instances[1].output: must be a non-empty string or a non-empty list of non-empty strings"
     )
     assert err.value.problems[1] == f"{bad}:1: Instances[2].input: missing or not a string"
-    assert err.value.problems[2].startswith(
-        f"{not_task}:1: Instances: missing; not a Natural Instructions task"
-    )
+    assert err.value.problems[2].startswith(f"{not_task}:1: Instances: missing; not a Natural Instructions task")

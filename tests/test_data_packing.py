@@ -63,10 +63,7 @@ def test_packed_loss_equals_sum_of_unpacked_losses(model, attn):
             for e in examples
         )
         out = model(
-            input_ids=batch["input_ids"],
-            position_ids=batch["position_ids"],
-            attention_mask=None,
-            use_cache=False,
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=None, use_cache=False
         )
         packed = shifted_loss_sum(out.logits, batch["labels"])
         # Without restarting positions the examples see each other: the test can fail.
@@ -160,13 +157,11 @@ def test_collate_pads_right_with_ignored_labels_and_a_fresh_position_segment():
     rows = pack([Example([5, 6, 7, 8], [5, 6, 7, 8]), Example([9, 10], [9, 10])], max_length=4, packing=False)
     batch = collate(rows, pad_id=2)
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 2, 2]]
-    assert batch["labels"].tolist() == [
-        [IGNORE_INDEX, 6, 7, 8],
-        [IGNORE_INDEX, 10, IGNORE_INDEX, IGNORE_INDEX],
-    ]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7, 8], [IGNORE_INDEX, 10, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3], [0, 1, 0, 1]]
-    assert all(batch[k].dtype == torch.long and batch[k].shape == (2, 4) for k in ("input_ids", "labels",
-                                                                                   "position_ids"))
+    assert all(
+        batch[k].dtype == torch.long and batch[k].shape == (2, 4) for k in ("input_ids", "labels", "position_ids")
+    )
     assert batch["cu_seq_lens"].tolist() == [0, 4, 6, 8]  # row 0; row 1's example; row 1's padding tail
 
 
@@ -180,9 +175,6 @@ def test_padding_does_not_change_the_loss(model):
         batch = collate(pack(examples, max_length=9), pad_id=2)  # rows: [9] and [4+3] padded to 9
         assert batch["input_ids"].shape == (2, 9)
         out = model(
-            input_ids=batch["input_ids"],
-            position_ids=batch["position_ids"],
-            attention_mask=None,
-            use_cache=False,
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=None, use_cache=False
         )
     assert torch.allclose(shifted_loss_sum(out.logits, batch["labels"]), unpacked, atol=1e-4)

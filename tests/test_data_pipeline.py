@@ -69,9 +69,7 @@ def test_long_examples_are_truncated_and_counted_and_empty_ones_dropped(tok, tmp
     rows = [{"prompt": "p" * 5, "completion": "c" * 20}, {"prompt": "q" * 40, "completion": "d"}]
     path = write_jsonl(tmp_path / "pc.jsonl", rows)
     splits = load_splits(
-        DataConfig(format="prompt_completion", train=str(path), template="plain", max_length=12),
-        tok,
-        use_cache=False,
+        DataConfig(format="prompt_completion", train=str(path), template="plain", max_length=12), tok, use_cache=False
     )
     assert splits.report.truncated == 2
     assert len(splits.train) == 1 and len(splits.train[0].input_ids) == 12
@@ -84,10 +82,7 @@ def test_validate_reports_bad_rows_without_raising_and_caps_the_list(tok, tmp_pa
     path = write_jsonl(tmp_path / "c.jsonl", rows)
     report = validate_data(DataConfig(format="chat", train=str(path)), tok, max_problems=5)
     assert len(report.problems) == 6 and report.problems[-1] == "… and 25 more problem(s)"
-    assert (
-        report.problems[0]
-        == f"{path}:4: messages[0].role: must be one of system, user, assistant (got 'bot')"
-    )
+    assert report.problems[0] == f"{path}:4: messages[0].role: must be one of system, user, assistant (got 'bot')"
     assert report.examples == 3 and 0 < report.loss_fraction < 1
     missing = validate_data(DataConfig(format="chat", train=str(tmp_path / "missing.jsonl")), tok)
     assert "file not found" in missing.problems[0]
@@ -107,9 +102,7 @@ def test_template_that_masks_end_of_turn_stops_loading(tmp_path):
 
 def test_zero_loss_tokens_is_a_problem(tok, tmp_path):
     path = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "x" * 30, "completion": "y"}])
-    report = validate_data(
-        DataConfig(format="prompt_completion", train=str(path), template="plain", max_length=8), tok
-    )
+    report = validate_data(DataConfig(format="prompt_completion", train=str(path), template="plain", max_length=8), tok)
     assert any("no loss tokens" in p for p in report.problems)
 
 

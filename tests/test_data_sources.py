@@ -55,10 +55,7 @@ def test_parquet_rows(tmp_path):
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"prompt": ["a", "b"], "completion": ["c", "d"]}), path)
     records = list(read_records(str(path)))
-    assert [r.data for r in records] == [
-        {"prompt": "a", "completion": "c"},
-        {"prompt": "b", "completion": "d"},
-    ]
+    assert [r.data for r in records] == [{"prompt": "a", "completion": "c"}, {"prompt": "b", "completion": "d"}]
     assert records[1].where == f"{path}:2"
 
 
@@ -69,10 +66,7 @@ def test_folder_reads_supported_files_sorted_and_glob(tmp_path):
     (tmp_path / "doc.txt").write_text("raw document")
     assert [r.data for r in read_records(str(tmp_path))] == [{"i": 1}, {"i": 2}, {"text": "raw document"}]
     assert [r.data["i"] for r in read_records(str(tmp_path / "*.jsonl"))] == [1, 2]
-    assert [r.data["i"] for r in read_records([str(tmp_path / "b.jsonl"), str(tmp_path / "a.jsonl")])] == [
-        2,
-        1,
-    ]
+    assert [r.data["i"] for r in read_records([str(tmp_path / "b.jsonl"), str(tmp_path / "a.jsonl")])] == [2, 1]
 
 
 def test_missing_file_says_what_to_do(tmp_path):

@@ -11,10 +11,8 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import chat_rows, write_jsonl
-
+from safetensors.torch import load_file
 
 
 def write_config(tmp_path, model_dir, name, *, batch_size, max_steps=4, save_every=None):
@@ -23,12 +21,20 @@ def write_config(tmp_path, model_dir, name, *, batch_size, max_steps=4, save_eve
     train = write_jsonl(tmp_path / "data" / "train.jsonl", chat_rows(32, seed=1))
     evals = write_jsonl(tmp_path / "data" / "eval.jsonl", chat_rows(4, seed=2))
     raw = {
-        "method": "sft", "name": name, "output_dir": str(tmp_path / "runs"),
+        "method": "sft",
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
         "model": {"name": str(model_dir)},
         "adapter": {"type": "lora", "r": 4, "alpha": 8},
         "data": {"format": "chat", "train": str(train), "eval": str(evals), "max_length": 128},
-        "training": {"max_steps": max_steps, "batch_size": batch_size, "learning_rate": 5e-3, "seed": 3,
-                     "save_every": save_every, "keep_checkpoints": 10},
+        "training": {
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "learning_rate": 5e-3,
+            "seed": 3,
+            "save_every": save_every,
+            "keep_checkpoints": 10,
+        },
         "eval": {"scorers": ["exact_match"], "max_new_tokens": 4, "batch_size": 4, "num_samples": 2},
     }
     path = tmp_path / f"{name}.yaml"
@@ -37,8 +43,13 @@ def write_config(tmp_path, model_dir, name, *, batch_size, max_steps=4, save_eve
 
 
 def train(config_path, *extra, processes=1, env_extra=None):
-    env = {**os.environ, "TUNEFORGE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           **(env_extra or {})}
+    env = {
+        **os.environ,
+        "TUNEFORGE_NO_PROGRESS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        **(env_extra or {}),
+    }
     cmd = [sys.executable, "-m", "tuneforge", "train", str(config_path), *extra]
     if processes > 1:
         cmd += ["--num-processes", str(processes)]
@@ -94,7 +105,9 @@ def test_checkpoint_from_two_processes_resumes_with_one(tmp_path, tiny_model_dir
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     shutil.rmtree(runs / "cut" / "checkpoints" / "step-000004", ignore_errors=True)
     metrics = (runs / "cut" / "metrics.jsonl").read_text().splitlines()
-    (runs / "cut" / "metrics.jsonl").write_text("\n".join(m for m in metrics if json.loads(m).get("step", 0) <= 2) + "\n")
+    (runs / "cut" / "metrics.jsonl").write_text(
+        "\n".join(m for m in metrics if json.loads(m).get("step", 0) <= 2) + "\n"
+    )
     # Resume with 1 process and the same global batch (4 rows per step).
     train(cut, "--resume", "training.batch_size=4")
     a, b = adapter_weights(runs / "ref"), adapter_weights(runs / "cut")

@@ -25,7 +25,8 @@ def known_tests() -> dict[str, bool]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
                 found[node.name] = found.get(node.name, False) or any(
-                    "xfail" in ast.unparse(d) for d in node.decorator_list)
+                    "xfail" in ast.unparse(d) for d in node.decorator_list
+                )
     return found
 
 
@@ -37,16 +38,27 @@ def paragraphs(path: Path) -> list[str]:
 def test_named_tests_and_files_exist(doc):
     functions = known_tests()
     text = doc.read_text()
-    missing = [name for name in set(re.findall(r"\btest_\w+", text))
-               if name not in functions and not (ROOT / "tests" / f"{name}.py").exists()]
-    missing += [path for path in set(re.findall(r"\b(?:tests|configs)/[\w/.-]+\.(?:py|yaml)\b", text))
-                if not (ROOT / path).exists()]
+    missing = [
+        name
+        for name in set(re.findall(r"\btest_\w+", text))
+        if name not in functions and not (ROOT / "tests" / f"{name}.py").exists()
+    ]
+    missing += [
+        path
+        for path in set(re.findall(r"\b(?:tests|configs)/[\w/.-]+\.(?:py|yaml)\b", text))
+        if not (ROOT / path).exists()
+    ]
     assert not missing, f"{doc.name} names what does not exist: {sorted(missing)}"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_a_test_called_xfail_is_marked_xfail(doc):
     functions = known_tests()
-    wrong = [name for paragraph in paragraphs(doc) if "xfail" in paragraph
-             for name in re.findall(r"\btest_\w+", paragraph) if name in functions and not functions[name]]
+    wrong = [
+        name
+        for paragraph in paragraphs(doc)
+        if "xfail" in paragraph
+        for name in re.findall(r"\btest_\w+", paragraph)
+        if name in functions and not functions[name]
+    ]
     assert not wrong, f"{doc.name} calls {wrong} an xfail, but the test is a plain test (it passes)"

@@ -12,8 +12,8 @@ import signal
 
 import pytest
 import torch
-
 from conftest import write_jsonl
+
 from tuneforge.config import ConfigError, load_config
 from tuneforge.methods.dpo.recipe import METHOD
 from tuneforge.methods.preference.losses import LOSS_NAMES
@@ -34,9 +34,15 @@ def pair_rows(n: int, seed: int = 0) -> list[dict]:
 
 def dpo_config(tmp_path, model_dir, *, adapter=True, name="dpo", loss=None, training=None, n_train=24, **sections):
     raw = {
-        "method": "dpo", "name": name, "output_dir": str(tmp_path / "runs"), "model": {"name": str(model_dir)},
-        "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", pair_rows(n_train, 1))),
-                 "eval": str(write_jsonl(tmp_path / "eval.jsonl", pair_rows(8, 2))), "max_length": 128},
+        "method": "dpo",
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"name": str(model_dir)},
+        "data": {
+            "train": str(write_jsonl(tmp_path / "train.jsonl", pair_rows(n_train, 1))),
+            "eval": str(write_jsonl(tmp_path / "eval.jsonl", pair_rows(8, 2))),
+            "max_length": 128,
+        },
         "training": {"max_steps": 2, "batch_size": 4, "learning_rate": 5e-3, "seed": 1, **(training or {})},
         "loss": loss or {},
         "eval": {"batch_size": 8, "samples_in_report": 0},
@@ -73,8 +79,10 @@ def batch_of(tokenizer, rows):
 # ------------------------------------------------------------------ values at initialisation
 
 
-@pytest.mark.parametrize(("loss", "expected"), [("dpo", math.log(2)), ("cdpo", math.log(2)), ("robust", math.log(2)),
-                                                ("ipo", 25.0), ("hinge", 1.0), ("kto", 0.5)])
+@pytest.mark.parametrize(
+    ("loss", "expected"),
+    [("dpo", math.log(2)), ("cdpo", math.log(2)), ("robust", math.log(2)), ("ipo", 25.0), ("hinge", 1.0), ("kto", 0.5)],
+)
 def test_loss_at_initialisation(tmp_path, tiny_model_dir, loss, expected):
     """LoRA's B = 0: policy = reference (the base with the adapter off), every Δ = 0."""
     tokenizer, data, _, module = prepared(dpo_config(tmp_path, tiny_model_dir, loss={"type": loss}))
@@ -108,7 +116,7 @@ def test_kto_takes_pairs_as_desirable_and_undesirable_examples(tmp_path, tiny_mo
     data = METHOD.load_data(config, load_tokenizer(config.model.name))
     assert len(data.train) == 48 and data.facts["desirable"] == 24 and data.facts["undesirable"] == 24
     row = data.train[0]
-    assert row.kl.input_ids[:len(row.item.prompt_ids)] == row.item.prompt_ids  # own prompt, another response
+    assert row.kl.input_ids[: len(row.item.prompt_ids)] == row.item.prompt_ids  # own prompt, another response
     assert row.kl.input_ids != row.item.response.input_ids
 
 
@@ -168,16 +176,23 @@ def test_shared_prompt_layout_equals_separate_rows(tmp_path, tiny_model_dir, att
     else:
         switch = logps.pair_attention_for
         monkeypatch.setattr(logps, "pair_attention_for", lambda config: used.append(1) or switch(config))
-    rows = [{"prompt": "describe the weather in three words please", "chosen": "sunny and warm", "rejected": "x"},
-            {"prompt": "hi", "chosen": "a", "rejected": "a much longer answer that needs several tokens"},
-            {"prompt": "name a fruit", "chosen": "mango, ripe and sweet", "rejected": "stone"}]
+    rows = [
+        {"prompt": "describe the weather in three words please", "chosen": "sunny and warm", "rejected": "x"},
+        {"prompt": "hi", "chosen": "a", "rejected": "a much longer answer that needs several tokens"},
+        {"prompt": "name a fruit", "chosen": "mango, ripe and sweet", "rejected": "stone"},
+    ]
     train = write_jsonl(tmp_path / "layout.jsonl", rows)
     got = {}
     for layout in ("separate", "shared_prompt"):
-        config = dpo_config(tmp_path, tiny_model_dir, pair_forward=layout, eval=None,
-                            data={"train": str(train), "eval_fraction": 0.0, "max_length": 128})
+        config = dpo_config(
+            tmp_path,
+            tiny_model_dir,
+            pair_forward=layout,
+            eval=None,
+            data={"train": str(train), "eval_fraction": 0.0, "max_length": 128},
+        )
         got[layout] = _layout_logps_and_grads(config, attn)
-    (sep, sep_n, sep_g, sep_batch), (sha, sha_n, sha_g, sha_batch) = got["separate"], got["shared_prompt"]
+    (sep, sep_n, sep_g, sep_batch), (sha, sha_n, sha_g, sha_batch) = (got["separate"], got["shared_prompt"])
     assert "segment_ids" in sha_batch and "segment_ids" not in sep_batch
     assert sha_batch["input_ids"].numel() < sep_batch["input_ids"].numel()  # the prompt once
     assert torch.equal(sep_n, sha_n)
@@ -196,9 +211,8 @@ def test_pair_attention_refuses_a_forward_that_never_used_it():
     from tuneforge.methods.dpo.attention import pair_attention_for
 
     config = SimpleNamespace(_attn_implementation="sdpa", model_type="toy")
-    with pytest.raises(RuntimeError, match="toy: its attention layers did not use"):
-        with pair_attention_for(config):
-            assert config._attn_implementation != "sdpa"
+    with pytest.raises(RuntimeError, match="toy: its attention layers did not use"), pair_attention_for(config):
+        assert config._attn_implementation != "sdpa"
     assert config._attn_implementation == "sdpa"
 
 
@@ -215,14 +229,15 @@ def test_pair_attention_equals_the_masked_dense_attention():
     t, heads, kv_heads, dim = 10, 4, 2, 8
     seg = torch.full((len(spans), t), -1)
     for b, (p, c, r) in enumerate(spans):
-        seg[b, :p], seg[b, p:p + c], seg[b, p + c:p + c + r] = 0, 1, 2
+        seg[b, :p], seg[b, p : p + c], seg[b, p + c : p + c + r] = 0, 1, 2
     q = torch.randn(len(spans), heads, t, dim, requires_grad=True)
     k = torch.randn(len(spans), kv_heads, t, dim, requires_grad=True)
     v = torch.randn(len(spans), kv_heads, t, dim, requires_grad=True)
     module = torch.nn.Module().eval()
     got, _ = pair_attention(module, q, k, v, None, scaling=0.3, pair_spans=spans)  # (B, T, H, D)
-    want = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
-                                          attn_mask=shared_prompt_mask(seg), scale=0.3).transpose(1, 2)
+    want = F.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), attn_mask=shared_prompt_mask(seg), scale=0.3
+    ).transpose(1, 2)
     real = (seg >= 0)[:, :, None, None]  # padding positions are never read; compare real ones
     assert torch.allclose(got * real, want * real, atol=1e-6)
     weights = torch.randn_like(want) * real
@@ -242,12 +257,18 @@ def test_pair_forward_auto_picks_the_shared_prompt_where_it_applies(tmp_path, ti
     assert shares_prompt(config, plain)
     assert not shares_prompt(config, SimpleNamespace(_attn_implementation="flash_attention_2"))
     assert not shares_prompt(config, SimpleNamespace(_attn_implementation="sdpa", sliding_window=4096))
-    assert shares_prompt(config, SimpleNamespace(_attn_implementation="sdpa", sliding_window=4096,
-                                                 use_sliding_window=False))  # Qwen2: configured, off
+    assert shares_prompt(
+        config, SimpleNamespace(_attn_implementation="sdpa", sliding_window=4096, use_sliding_window=False)
+    )  # Qwen2: configured, off
     assert not shares_prompt(dpo_config(tmp_path, tiny_model_dir, loss={"type": "kto"}), plain)
     soft = dpo_config(tmp_path, tiny_model_dir, adapter=False)
-    soft = soft.model_copy(update={"adapter": load_config(data={"method": "dpo", "data": {"train": "x"},
-                                                                "adapter": {"type": "prompt_tuning"}}).adapter})
+    soft = soft.model_copy(
+        update={
+            "adapter": load_config(
+                data={"method": "dpo", "data": {"train": "x"}, "adapter": {"type": "prompt_tuning"}}
+            ).adapter
+        }
+    )
     assert not shares_prompt(soft, plain)
     assert not shares_prompt(dpo_config(tmp_path, tiny_model_dir, pair_forward="separate"), plain)
 
@@ -264,13 +285,14 @@ def _plain_logps(model, rows, which: str) -> torch.Tensor:
             logp = torch.log_softmax(logits.float(), -1)
             start = len(row.pair.prompt_ids)  # the response starts here; it is predicted from start - 1 on
             targets = torch.tensor(seq.input_ids[start:])
-            picked = logp[start - 1:].gather(-1, targets[:, None]).squeeze(-1)
+            picked = logp[start - 1 :].gather(-1, targets[:, None]).squeeze(-1)
             out.append(picked.mean() if which == "mean" else picked.sum())
     return torch.stack(out).view(-1, 2)  # (B, 2): chosen, rejected
 
 
-@pytest.mark.parametrize(("loss", "layout"), [("dpo", "shared_prompt"), ("dpo", "separate"), ("ipo", "shared_prompt"),
-                                               ("simpo", "separate")])
+@pytest.mark.parametrize(
+    ("loss", "layout"), [("dpo", "shared_prompt"), ("dpo", "separate"), ("ipo", "shared_prompt"), ("simpo", "separate")]
+)
 def test_loss_matches_an_independent_computation_with_plain_transformers(tmp_path, tiny_model_dir, loss, layout):
     """Policy (a peft model) and reference (the base, loaded again) called separately, log-probs by hand."""
     import torch.nn.functional as F
@@ -335,9 +357,14 @@ def test_lora_run_learns_the_preference_and_logs_rewards(tmp_path, tiny_model_di
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    config = dpo_config(tmp_path, tiny_model_dir, n_train=48, loss={"beta": 0.5},
-                        training={"max_steps": 12, "batch_size": 8, "learning_rate": 1e-2},
-                        eval={"batch_size": 8, "samples_in_report": 2, "max_new_tokens": 6})
+    config = dpo_config(
+        tmp_path,
+        tiny_model_dir,
+        n_train=48,
+        loss={"beta": 0.5},
+        training={"max_steps": 12, "batch_size": 8, "learning_rate": 1e-2},
+        eval={"batch_size": 8, "samples_in_report": 2, "max_new_tokens": 6},
+    )
     result = train_from_config(config)
     summary = result.summary
     assert summary["before"]["rewards/accuracies"] == 0.0 and summary["before"]["rewards/margins"] == 0.0
@@ -347,8 +374,15 @@ def test_lora_run_learns_the_preference_and_logs_rewards(tmp_path, tiny_model_di
     assert summary["train"]["examples"] == 12 * 8
     steps = [m for m in _metrics(result.run_dir) if "loss" in m]
     assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # step 1 runs with policy = reference
-    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
-                "logps/rejected", "loss/preference"):
+    for key in (
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+        "loss/preference",
+    ):
         assert key in steps[-1], key
     assert steps[-1]["rewards/accuracies"] > 0.5
     samples = json.loads((result.run_dir / "before.json").read_text())["samples"]
@@ -363,8 +397,15 @@ def test_lora_run_learns_the_preference_and_logs_rewards(tmp_path, tiny_model_di
 @pytest.mark.parametrize("loss", LOSS_NAMES)
 def test_every_variant_trains_a_few_steps(tmp_path, tiny_model_dir, isolated_cache, loss):
     extra = {"sft_weight": 0.5} if loss == "dpo" else {}
-    result = train_from_config(dpo_config(tmp_path, tiny_model_dir, name=loss, loss={"type": loss, **extra},
-                                          training={"max_steps": 2, "batch_size": 2}))
+    result = train_from_config(
+        dpo_config(
+            tmp_path,
+            tiny_model_dir,
+            name=loss,
+            loss={"type": loss, **extra},
+            training={"max_steps": 2, "batch_size": 2},
+        )
+    )
     steps = [m for m in _metrics(result.run_dir) if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2]
     assert all(math.isfinite(m["loss"]) and "rewards/accuracies" in m for m in steps)
@@ -383,8 +424,14 @@ def test_full_finetune_precomputed_reference_equals_a_frozen_copy(tmp_path, tiny
 
     runs = {}
     for reference in ("auto", "frozen_copy"):
-        config = dpo_config(tmp_path, tiny_model_dir, adapter=False, name=reference, loss={"reference": reference},
-                            training={"max_steps": 3, "learning_rate": 1e-3})
+        config = dpo_config(
+            tmp_path,
+            tiny_model_dir,
+            adapter=False,
+            name=reference,
+            loss={"reference": reference},
+            training={"max_steps": 3, "learning_rate": 1e-3},
+        )
         runs[reference] = train_from_config(config)
     assert reference_kind(load_config(data={"method": "dpo", "data": {"train": "x"}})) == "precomputed"
     auto, copied = runs["auto"], runs["frozen_copy"]
@@ -412,8 +459,13 @@ def test_resume_mid_run_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, is
     from tuneforge.training.loop import TrainingInterrupted
 
     def config(name):
-        return dpo_config(tmp_path, tiny_model_dir, adapter=False, name=name,
-                          training={"max_steps": 4, "learning_rate": 1e-3, "save_every": 1})
+        return dpo_config(
+            tmp_path,
+            tiny_model_dir,
+            adapter=False,
+            name=name,
+            training={"max_steps": 4, "learning_rate": 1e-3, "save_every": 1},
+        )
 
     reference = train_from_config(config("whole"))
     original = loss_module.PreferenceLoss.forward
@@ -452,7 +504,8 @@ def test_config_refuses_options_that_do_not_fit(tmp_path):
         return line
 
     assert problem(loss={"reference": "adapter_disabled"}).startswith(
-        "loss.reference: adapter_disabled needs an adapter")
+        "loss.reference: adapter_disabled needs an adapter"
+    )
     assert "adapter.type bitfit" in problem(adapter={"type": "bitfit"}, loss={"reference": "adapter_disabled"})
     assert "residual" in problem(adapter={"type": "lora", "init": "pissa"}, loss={"reference": "adapter_disabled"})
     assert problem(loss={"type": "dpo", "gamma": 1.0}) == "loss.gamma: only used by loss.type simpo, not dpo; remove it"
@@ -461,8 +514,9 @@ def test_config_refuses_options_that_do_not_fit(tmp_path):
     assert problem(loss={"type": "robust", "label_smoothing": 0.5}).startswith("loss.label_smoothing: robust")
     assert "kto trains single responses" in problem(loss={"type": "kto"}, pair_forward="shared_prompt")
     assert "virtual tokens" in problem(adapter={"type": "prompt_tuning"}, pair_forward="shared_prompt")
-    assert "flash_attention_2" in problem(model={"attn_implementation": "flash_attention_2"},
-                                          pair_forward="shared_prompt")
+    assert "flash_attention_2" in problem(
+        model={"attn_implementation": "flash_attention_2"}, pair_forward="shared_prompt"
+    )
     # Defaults: β 0.1, simpo 2.0; a dumped config (every key spelt out) reloads.
     from tuneforge.config import dump_config
 
@@ -476,8 +530,10 @@ def test_config_refuses_options_that_do_not_fit(tmp_path):
 def test_validate_refuses_thumbs_for_a_paired_loss_in_one_line(tmp_path, tiny_model_dir, capsys):
     from tuneforge.cli import main
 
-    thumbs = write_jsonl(tmp_path / "thumbs.jsonl", [{"prompt": "q", "completion": "a", "label": True},
-                                                      {"prompt": "r", "completion": "b", "label": False}])
+    thumbs = write_jsonl(
+        tmp_path / "thumbs.jsonl",
+        [{"prompt": "q", "completion": "a", "label": True}, {"prompt": "r", "completion": "b", "label": False}],
+    )
     path = tmp_path / "c.yaml"
     path.write_text(f"method: dpo\nmodel: {{name: {tiny_model_dir}}}\ndata: {{train: {thumbs}}}\neval: null\n")
     capsys.readouterr()
@@ -496,8 +552,9 @@ def test_rankings_become_all_their_pairs_and_kto_refuses_them(tmp_path, tiny_mod
     ranked = write_jsonl(tmp_path / "ranked.jsonl", [{"prompt": "q", "responses": ["best", "mid", "low", "worst"]}])
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "r", "chosen": "yes", "rejected": "no"}])
     config = dpo_config(tmp_path, tiny_model_dir, eval=None)
-    config = config.model_copy(update={"data": config.data.model_copy(update={"train": [str(ranked), str(pairs)],
-                                                                              "eval": None})})
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"train": [str(ranked), str(pairs)], "eval": None})}
+    )
     tokenizer = load_tokenizer(config.model.name)
     data = METHOD.load_data(config, tokenizer)
     assert len(data.train) == 7  # C(4,2) = 6 from the ranking, 1 pair

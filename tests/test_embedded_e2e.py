@@ -20,11 +20,19 @@ def test_embedded_model_quickstart_config_few_steps(tmp_path):
     from peft import AutoPeftModelForCausalLM
 
     files = write_task_files(tmp_path / "data", n_train=12, n_eval=2)
-    config = load_config(quickstart_config_path(), [
-        f"data.train={files['train']}", f"data.eval={files['eval']}", f"output_dir={tmp_path / 'runs'}",
-        "name=e2e", "training.max_steps=2", "training.batch_size=1", "eval.max_new_tokens=8",
-        "eval.batch_size=2",
-    ])
+    config = load_config(
+        quickstart_config_path(),
+        [
+            f"data.train={files['train']}",
+            f"data.eval={files['eval']}",
+            f"output_dir={tmp_path / 'runs'}",
+            "name=e2e",
+            "training.max_steps=2",
+            "training.batch_size=1",
+            "eval.max_new_tokens=8",
+            "eval.batch_size=2",
+        ],
+    )
     result = train_from_config(config, config_path=quickstart_config_path())
     train = result.summary["train"]
     # LoRA r=16 on all 7 linear layers of SmolLM2-135M (METHODS.md): 4,884,480 trainable.

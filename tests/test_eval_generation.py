@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-
 from tiny import tiny_model, tiny_tokenizer
+
 from tuneforge.data.types import GenerationSample
 from tuneforge.eval.generation import evaluate_generation, generate, stop_token_ids_for
 
@@ -131,6 +131,8 @@ def test_evaluate_generation_checks_references_before_generating(tok):
 def test_evaluate_generation_json_field_errors(tok):
     model = chaotic_model()
     samples = [GenerationSample(prompt_ids=tok.encode("hi"), prompt="hi", reference='{"a": 1, "b": "x"}')]
-    result = evaluate_generation(model, tok, samples, ["json_field_accuracy"], max_new_tokens=4, batch_size=1, progress=False)
+    result = evaluate_generation(
+        model, tok, samples, ["json_field_accuracy"], max_new_tokens=4, batch_size=1, progress=False
+    )
     assert result.scores == {"json_field_accuracy": 0.0}  # random bytes are not JSON
     assert result.field_errors == {"a": {"wrong": 1, "total": 1}, "b": {"wrong": 1, "total": 1}}

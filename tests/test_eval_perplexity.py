@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from tiny import tiny_model
+
 from tuneforge.data.types import IGNORE_INDEX
 from tuneforge.eval.perplexity import causal_lm_loss_fn, heldout_loss
 

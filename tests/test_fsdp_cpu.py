@@ -46,15 +46,17 @@ def allow_fsdp_on_cpu() -> None:
             self.fsdp_plugin = fsdp_plugin
             self.distributed_type = DistributedType.FSDP
             PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-            print(f"FSDP{fsdp_plugin.fsdp_version} on CPU: process {self.process_index} of {self.num_processes}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"FSDP{fsdp_plugin.fsdp_version} on CPU: process {self.process_index} of {self.num_processes}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     AcceleratorState.__init__ = init
 
 
 def write_config(tmp_path, model_dir, name, *, max_steps=4, save_every=2, lora=False):
     import yaml
-
     from conftest import chat_rows, write_jsonl
 
     train = write_jsonl(tmp_path / "data" / "train.jsonl", chat_rows(32, seed=1))
@@ -62,11 +64,21 @@ def write_config(tmp_path, model_dir, name, *, max_steps=4, save_every=2, lora=F
     # so the sharded held-out loss pads one process with a dropped extra forward.
     evals = write_jsonl(tmp_path / "data" / "eval.jsonl", chat_rows(5, seed=2))
     raw = {
-        "method": "sft", "name": name, "output_dir": str(tmp_path / "runs"),
+        "method": "sft",
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
         "model": {"name": str(model_dir)},  # no adapter: full fine-tuning, what FSDP is for
         "data": {"format": "chat", "train": str(train), "eval": str(evals), "max_length": 128},
-        "training": {"max_steps": max_steps, "batch_size": 2, "learning_rate": 2e-3, "seed": 3,
-                     "save_every": save_every, "eval_every": 2, "keep_checkpoints": 10, "mixed_precision": "no"},
+        "training": {
+            "max_steps": max_steps,
+            "batch_size": 2,
+            "learning_rate": 2e-3,
+            "seed": 3,
+            "save_every": save_every,
+            "eval_every": 2,
+            "keep_checkpoints": 10,
+            "mixed_precision": "no",
+        },
         "eval": {"scorers": ["exact_match"], "max_new_tokens": 4, "batch_size": 4, "num_samples": 2},
     }
     if lora:  # a quick adapter run: no generation, no held-out loss
@@ -91,8 +103,13 @@ def fsdp_launch_config(tmp_path) -> Path:
 
 
 def run(cmd, tmp_path):
-    env = {**os.environ, "TUNEFORGE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "TUNEFORGE_NO_PROGRESS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return done
@@ -111,8 +128,22 @@ def free_port() -> int:
 
 
 def train_fsdp(config_path, tmp_path, *extra):
-    done = run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(fsdp_launch_config(tmp_path)),
-                "--main_process_port", str(free_port()), __file__, "train", str(config_path), *extra], tmp_path)
+    done = run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(fsdp_launch_config(tmp_path)),
+            "--main_process_port",
+            str(free_port()),
+            __file__,
+            "train",
+            str(config_path),
+            *extra,
+        ],
+        tmp_path,
+    )
     assert done.stderr.count("FSDP2 on CPU: process") == 2, done.stderr[-3000:]
     return done
 
@@ -199,7 +230,9 @@ def test_fsdp_configs_that_would_silently_misbehave_are_refused(tmp_path):
     (problem,) = check_launch(read_accelerate_config(on_cpu), config, cuda_available=False)
     assert "FSDP needs CUDA" in problem and "use_cpu does not change that" in problem
     efficient = tmp_path / "fsdp_efficient.yaml"
-    efficient.write_text(shipped.replace("fsdp_cpu_ram_efficient_loading: false", "fsdp_cpu_ram_efficient_loading: true"))
+    efficient.write_text(
+        shipped.replace("fsdp_cpu_ram_efficient_loading: false", "fsdp_cpu_ram_efficient_loading: true")
+    )
     (problem,) = check_launch(read_accelerate_config(efficient), config, cuda_available=True)
     assert "fsdp_cpu_ram_efficient_loading must be false" in problem
 

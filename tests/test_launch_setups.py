@@ -23,8 +23,12 @@ def test_shipped_launch_configs_fit_on_gpus(path, config):
 
 
 def test_gpu_setups_refused_on_cpu_with_reason(config):
-    problems = check_launch(read_accelerate_config(ROOT / "configs/accelerate/fsdp.yaml"), config,
-                            cuda_available=False, deepspeed_available=True)
+    problems = check_launch(
+        read_accelerate_config(ROOT / "configs/accelerate/fsdp.yaml"),
+        config,
+        cuda_available=False,
+        deepspeed_available=True,
+    )
     assert any("FSDP needs CUDA" in p and "--num-processes" in p for p in problems)
 
 
@@ -38,8 +42,11 @@ def test_quantized_base_with_zero3_is_refused(config):
 
 
 def test_deepspeed_accumulation_must_match(tmp_path, config):
-    text = (ROOT / "configs/accelerate/deepspeed_zero2.yaml").read_text().replace(
-        "gradient_accumulation_steps: 1", "gradient_accumulation_steps: 4")
+    text = (
+        (ROOT / "configs/accelerate/deepspeed_zero2.yaml")
+        .read_text()
+        .replace("gradient_accumulation_steps: 1", "gradient_accumulation_steps: 4")
+    )
     path = tmp_path / "ds.yaml"
     path.write_text(text)
     (problem,) = check_launch(read_accelerate_config(path), config, cuda_available=True, deepspeed_available=True)
@@ -48,7 +55,9 @@ def test_deepspeed_accumulation_must_match(tmp_path, config):
 
 def test_sharded_fsdp_state_dict_is_refused(tmp_path, config):
     path = tmp_path / "fsdp.yaml"
-    path.write_text((ROOT / "configs/accelerate/fsdp.yaml").read_text().replace("FULL_STATE_DICT", "SHARDED_STATE_DICT"))
+    path.write_text(
+        (ROOT / "configs/accelerate/fsdp.yaml").read_text().replace("FULL_STATE_DICT", "SHARDED_STATE_DICT")
+    )
     (problem,) = check_launch(read_accelerate_config(path), config, cuda_available=True)
     assert "FULL_STATE_DICT" in problem
 
@@ -56,5 +65,5 @@ def test_sharded_fsdp_state_dict_is_refused(tmp_path, config):
 def test_unknown_accelerate_key_is_an_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\nnot_a_key: 1\n")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="not_a_key"):
         read_accelerate_config(path)

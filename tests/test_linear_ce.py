@@ -34,8 +34,7 @@ def test_no_grad_path_gives_the_loss_only():
     targets = torch.randint(0, 11, (5,))
     with torch.no_grad():
         loss = linear_cross_entropy(hidden, weight, targets)
-    assert loss.item() == pytest.approx(F.cross_entropy(hidden @ weight.t(), targets, reduction="sum").item(),
-                                        rel=1e-5)
+    assert loss.item() == pytest.approx(F.cross_entropy(hidden @ weight.t(), targets, reduction="sum").item(), rel=1e-5)
 
 
 def test_only_plain_bias_free_heads_are_fused():

@@ -167,6 +167,7 @@ def test_best_reference_prefers_the_primary_answer_on_ties():
 
 def _lora_step(gradient_checkpointing: bool) -> None:
     from tiny import tiny_model
+
     from tuneforge.adapters import attach_adapter
     from tuneforge.adapters.config import LoraConfig
 
@@ -228,10 +229,14 @@ def test_only_that_warning_is_silenced():
         warnings.warn_explicit(message, FutureWarning, "tuneforge/runner.py", 1, module="tuneforge.runner")
         warnings.warn_explicit(
             "`gradient_checkpointing_enable` is deprecated and will be removed in v6.",
-            FutureWarning, "transformers/modeling_utils.py", 1, module="transformers.modeling_utils",
+            FutureWarning,
+            "transformers/modeling_utils.py",
+            1,
+            module="transformers.modeling_utils",
         )
-        warnings.warn_explicit(message, FutureWarning, "transformers/modeling_utils.py", 1,
-                               module="transformers.modeling_utils")
+        warnings.warn_explicit(
+            message, FutureWarning, "transformers/modeling_utils.py", 1, module="transformers.modeling_utils"
+        )
     assert [(str(w.message), w.filename) for w in log] == [
         (message, "tuneforge/runner.py"),
         ("`gradient_checkpointing_enable` is deprecated and will be removed in v6.", "transformers/modeling_utils.py"),
@@ -245,17 +250,21 @@ def test_only_that_warning_is_silenced():
 @pytest.mark.parametrize("command", ["validate", "train"])
 def test_bad_inputs_on_the_command_line_give_one_line(command, tmp_path, tiny_model_dir, isolated_cache, capsys):
     from conftest import chat_rows, write_jsonl
+
     from tuneforge.cli import main
 
     good = write_jsonl(tmp_path / "good.jsonl", chat_rows(8))
     binary = tmp_path / "binary.jsonl"
     binary.write_bytes(good.read_bytes()[:40] + b"\xff\xfe\x00garbage")
     cases = {
-        "smollm2-135m-instuct": (f"data: {{format: chat, train: {good}}}",
-                                 "is not an embedded model, local folder or .gguf file; did you mean "
-                                 "`smollm2-135m-instruct`?"),
-        str(tiny_model_dir): (f"data: {{format: chat, train: {binary}, max_length: 128}}",
-                              f"{binary}: not UTF-8 text (byte 0xff at offset 40)"),
+        "smollm2-135m-instuct": (
+            f"data: {{format: chat, train: {good}}}",
+            "is not an embedded model, local folder or .gguf file; did you mean `smollm2-135m-instruct`?",
+        ),
+        str(tiny_model_dir): (
+            f"data: {{format: chat, train: {binary}, max_length: 128}}",
+            f"{binary}: not UTF-8 text (byte 0xff at offset 40)",
+        ),
     }
     for model, (data, expected) in cases.items():
         config = tmp_path / "c.yaml"

@@ -11,14 +11,14 @@ from typing import Literal
 
 import pytest
 import torch
+from conftest import chat_rows, write_jsonl
 from safetensors.torch import load_file, save_file
 
-from conftest import chat_rows, write_jsonl
 from tuneforge.cli import main
 from tuneforge.config import load_config
 from tuneforge.config.schema import RunBase, Section
-from tuneforge.methods import register_method, unregister_method
 from tuneforge.interface import CAUSAL_LM, Batch, MethodData
+from tuneforge.methods import register_method, unregister_method
 from tuneforge.runner import train_from_config
 from tuneforge.training.divergence import DivergenceError, DivergenceWatch
 
@@ -89,8 +89,11 @@ class ToyRegression:
         return SquaredError(model)
 
     def collate(self, rows, tokenizer):
-        return Batch(inputs={"x": torch.tensor([r.x for r in rows]), "y": torch.tensor([r.y for r in rows])},
-                     count=len(rows), tokens=4 * len(rows))
+        return Batch(
+            inputs={"x": torch.tensor([r.x for r in rows]), "y": torch.tensor([r.y for r in rows])},
+            count=len(rows),
+            tokens=4 * len(rows),
+        )
 
     def chance_loss(self, config, model, data):
         return None
@@ -98,8 +101,9 @@ class ToyRegression:
     def evaluate(self, model, ctx):
         from tuneforge.training.loop import heldout_mean_loss
 
-        loss = heldout_mean_loss(SquaredError(model), ctx.data.eval, lambda r: self.collate(r, None), 8,
-                                 ctx.accelerator)
+        loss = heldout_mean_loss(
+            SquaredError(model), ctx.data.eval, lambda r: self.collate(r, None), 8, ctx.accelerator
+        )
         return {"metrics": {"eval_mse": round(loss, 6)}, "samples": []}
 
     def periodic_metrics(self, loss):
@@ -107,8 +111,10 @@ class ToyRegression:
 
     def save(self, config, model, output_dir, tokenizer, *, state_dict=None):
         output_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in (state_dict or model.state_dict()).items()},
-                  str(output_dir / "regressor.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in (state_dict or model.state_dict()).items()},
+            str(output_dir / "regressor.safetensors"),
+        )
 
     def load_output(self, config, output_dir, *, dtype):
         model = Regressor()
@@ -124,12 +130,16 @@ def toy_method():
 
 
 def test_a_method_defined_in_a_test_trains_through_the_unchanged_runner(tmp_path, tiny_model_dir, toy_method):
-    config = load_config(data={
-        "method": "toy-regression", "name": "toy", "output_dir": str(tmp_path / "runs"),
-        "model": {"name": str(tiny_model_dir)},
-        "training": {"epochs": 20, "batch_size": 8, "learning_rate": 0.05, "save_every": 40},
-        "eval": {},
-    })
+    config = load_config(
+        data={
+            "method": "toy-regression",
+            "name": "toy",
+            "output_dir": str(tmp_path / "runs"),
+            "model": {"name": str(tiny_model_dir)},
+            "training": {"epochs": 20, "batch_size": 8, "learning_rate": 0.05, "save_every": 40},
+            "eval": {},
+        }
+    )
     result = train_from_config(config)
     summary = result.summary
     assert summary["after"]["eval_mse"] < 0.1 * summary["before"]["eval_mse"]
@@ -152,8 +162,12 @@ def test_unknown_method_suggests_a_known_one():
 
 def test_runner_loop_and_checkpoints_import_no_method():
     """The skeleton is method-agnostic: no import of a method module (only the registry)."""
-    for path in (SRC / "runner.py", SRC / "training" / "loop.py", SRC / "training" / "checkpoint.py",
-                 SRC / "eval" / "report.py"):
+    for path in (
+        SRC / "runner.py",
+        SRC / "training" / "loop.py",
+        SRC / "training" / "checkpoint.py",
+        SRC / "eval" / "report.py",
+    ):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and "methods" in node.module:
                 assert node.module.rstrip(".").endswith("methods"), (path.name, node.module)
@@ -178,9 +192,12 @@ def _tiny_bert(tmp_path):
     folder = tmp_path / "bert"
     folder.mkdir()
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"])}).save_pretrained(folder)
-    BertModel(BertConfig(vocab_size=7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32)).save_pretrained(folder)
+    BertTokenizerFast(
+        vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"])}
+    ).save_pretrained(folder)
+    BertModel(
+        BertConfig(vocab_size=7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(folder)
     return folder
 
 
@@ -193,8 +210,10 @@ def test_an_encoder_with_sft_gets_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
-    assert "is an encoder (model_type: bert); method 'sft' needs a causal language model; " \
-           "methods that take an encoder: classify" in " ".join(err.split())
+    assert (
+        "is an encoder (model_type: bert); method 'sft' needs a causal language model; "
+        "methods that take an encoder: classify" in " ".join(err.split())
+    )
     assert "Traceback" not in err
 
 
@@ -203,8 +222,10 @@ def test_output_dir_pointing_at_a_file(tmp_path, tiny_model_dir, capsys):
     blocker.write_text("not a folder")
     train = write_jsonl(tmp_path / "c.jsonl", chat_rows(8))
     config = tmp_path / "c.yaml"
-    config.write_text(f"method: sft\noutput_dir: {blocker}\nmodel: {{name: {tiny_model_dir}}}\n"
-                      f"data: {{format: chat, train: {train}, max_length: 128}}\n")
+    config.write_text(
+        f"method: sft\noutput_dir: {blocker}\nmodel: {{name: {tiny_model_dir}}}\n"
+        f"data: {{format: chat, train: {train}, max_length: 128}}\n"
+    )
     capsys.readouterr()
     for command in (["validate", str(config)], ["train", str(config)]):
         assert main(command) in (1, 2)
@@ -241,10 +262,23 @@ def test_divergence_watch_rules():
 def test_learning_rate_far_too_high_stops_the_run(tmp_path, tiny_model_dir, isolated_cache):
     """lr 3 without clipping blows the tiny model's loss up to hundreds without any NaN."""
     train = write_jsonl(tmp_path / "c.jsonl", chat_rows(64))
-    raw = {"method": "sft", "name": "hot", "output_dir": str(tmp_path / "runs"), "model": {"name": str(tiny_model_dir)},
-           "data": {"format": "chat", "train": str(train), "max_length": 128},
-           "training": {"max_steps": 30, "batch_size": 4, "learning_rate": 3.0, "max_grad_norm": None,
-                        "save_every": 1, "keep_checkpoints": 10, "warmup_steps": 4, "scheduler": "constant"}}
+    raw = {
+        "method": "sft",
+        "name": "hot",
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"name": str(tiny_model_dir)},
+        "data": {"format": "chat", "train": str(train), "max_length": 128},
+        "training": {
+            "max_steps": 30,
+            "batch_size": 4,
+            "learning_rate": 3.0,
+            "max_grad_norm": None,
+            "save_every": 1,
+            "keep_checkpoints": 10,
+            "warmup_steps": 4,
+            "scheduler": "constant",
+        },
+    }
     with pytest.raises(DivergenceError) as info:
         train_from_config(load_config(data=raw))
     message = str(info.value)

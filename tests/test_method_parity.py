@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import chat_rows, write_jsonl
 from safetensors.torch import load_file, save_file
 
-from conftest import chat_rows, write_jsonl
 from tuneforge.config import load_config
 from tuneforge.runner import train_from_config
 
@@ -56,26 +56,51 @@ def _text_rows(n: int) -> list[dict]:
 
 CASES = {
     "cpt_full": lambda tmp: {
-        "method": "cpt", "data": {"format": "text", "train": str(write_jsonl(tmp / "t.jsonl", _text_rows(30))),
-                                  "eval_fraction": 0.2, "max_length": 64},
-        "training": {"max_steps": 4, "batch_size": 2, "gradient_accumulation_steps": 2, "learning_rate": 1e-3,
-                     "seed": 5, "warmup_steps": 1},
+        "method": "cpt",
+        "data": {
+            "format": "text",
+            "train": str(write_jsonl(tmp / "t.jsonl", _text_rows(30))),
+            "eval_fraction": 0.2,
+            "max_length": 64,
+        },
+        "training": {
+            "max_steps": 4,
+            "batch_size": 2,
+            "gradient_accumulation_steps": 2,
+            "learning_rate": 1e-3,
+            "seed": 5,
+            "warmup_steps": 1,
+        },
         "eval": {"scorers": []},
     },
     "sft_lora": lambda tmp: {
         "method": "sft",
-        "data": {"format": "chat", "train": str(write_jsonl(tmp / "c.jsonl", chat_rows(16, seed=1))),
-                 "eval": str(write_jsonl(tmp / "e.jsonl", chat_rows(4, seed=2))), "max_length": 96},
+        "data": {
+            "format": "chat",
+            "train": str(write_jsonl(tmp / "c.jsonl", chat_rows(16, seed=1))),
+            "eval": str(write_jsonl(tmp / "e.jsonl", chat_rows(4, seed=2))),
+            "max_length": 96,
+        },
         "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.1},
-        "training": {"max_steps": 4, "batch_size": 2, "gradient_accumulation_steps": 2, "learning_rate": 5e-3,
-                     "seed": 3, "scheduler": "linear"},
+        "training": {
+            "max_steps": 4,
+            "batch_size": 2,
+            "gradient_accumulation_steps": 2,
+            "learning_rate": 5e-3,
+            "seed": 3,
+            "scheduler": "linear",
+        },
         "eval": {"scorers": ["exact_match"], "max_new_tokens": 6, "batch_size": 4},
     },
     "sft_full_unpacked": lambda tmp: {
         "method": "sft",
-        "data": {"format": "chat", "train": str(write_jsonl(tmp / "c.jsonl", chat_rows(12, seed=4))),
-                 "eval": str(write_jsonl(tmp / "e.jsonl", chat_rows(4, seed=6))), "max_length": 96,
-                 "packing": False},
+        "data": {
+            "format": "chat",
+            "train": str(write_jsonl(tmp / "c.jsonl", chat_rows(12, seed=4))),
+            "eval": str(write_jsonl(tmp / "e.jsonl", chat_rows(4, seed=6))),
+            "max_length": 96,
+            "packing": False,
+        },
         "training": {"max_steps": 3, "batch_size": 3, "learning_rate": 1e-4, "seed": 7},
         "eval": {"scorers": ["exact_match"], "max_new_tokens": 6, "batch_size": 4},
     },
@@ -92,8 +117,11 @@ def test_run_matches_pre_refactor_reference(case, tmp_path, parity_model_dir, is
         # 4 AdamW steps, beyond this test's atol. Its equality with the mask is tested in float64 to 1e-10,
         # gradients included (test_segment_attention.py), so this test keeps checking the refactor on the
         # path it was recorded on.
-        raw.update(name=case, output_dir=str(tmp_path / "runs"),
-                   model={"name": str(parity_model_dir), "packed_attention": "mask"})
+        raw.update(
+            name=case,
+            output_dir=str(tmp_path / "runs"),
+            model={"name": str(parity_model_dir), "packed_attention": "mask"},
+        )
         result = train_from_config(load_config(data=raw))
     finally:
         torch.set_num_threads(max(1, os.cpu_count() or 1))

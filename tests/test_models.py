@@ -56,8 +56,7 @@ def test_gguf_file_converts_once_to_an_equivalent_fp32_folder(isolated_cache):
     assert resolve_model(str(gguf)) == folder  # cached: same folder, no second conversion
     converted = load_causal_lm(str(gguf)).eval()
     assert next(converted.parameters()).dtype == torch.float32
-    reference = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                     dtype=torch.float32).eval()
+    reference = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
     ids = torch.tensor([[1, 520, 2641, 314, 253, 1345]])
     with torch.no_grad():
         assert torch.allclose(converted(input_ids=ids).logits, reference(input_ids=ids).logits, atol=1e-5)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 from pydantic import TypeAdapter
-
 from tiny import tiny_model
+
 from tuneforge.adapters import adapters_disabled, attach_adapter, load_adapter
 from tuneforge.adapters.config import MERGEABLE, AdapterConfig
 from tuneforge.models.load import count_parameters
@@ -40,8 +40,12 @@ CASES = {
     "bottleneck_parallel": {"type": "bottleneck", "placement": "parallel", "size": 8},
     "prompt_tuning": {"type": "prompt_tuning", "num_virtual_tokens": 5},
     "prefix_tuning": {"type": "prefix_tuning", "num_virtual_tokens": 5},
-    "prefix_tuning_projection": {"type": "prefix_tuning", "num_virtual_tokens": 5, "projection": True,
-                                 "projection_hidden_size": 16},
+    "prefix_tuning_projection": {
+        "type": "prefix_tuning",
+        "num_virtual_tokens": 5,
+        "projection": True,
+        "projection_hidden_size": 16,
+    },
     "p_tuning": {"type": "p_tuning", "num_virtual_tokens": 5, "encoder_hidden_size": 16},
     "layernorm": {"type": "layernorm"},
     "partial": {"type": "partial", "top_k_layers": 1},
@@ -49,8 +53,22 @@ CASES = {
 }
 # Types whose default init leaves the model's function unchanged (the method's own promise).
 # (gaussian init draws A from a normal, B stays zero.) PiSSA / OLoRA move the principal part of W into A·B and subtract it from W: equal up to float error.
-IDENTITY_AT_INIT = {"lora", "lora_rslora", "dora", "lora_gaussian", "loha", "lokr", "vera", "adalora", "oft", "ia3",
-                    "bottleneck_series", "bottleneck_parallel", "layernorm", "partial"}
+IDENTITY_AT_INIT = {
+    "lora",
+    "lora_rslora",
+    "dora",
+    "lora_gaussian",
+    "loha",
+    "lokr",
+    "vera",
+    "adalora",
+    "oft",
+    "ia3",
+    "bottleneck_series",
+    "bottleneck_parallel",
+    "layernorm",
+    "partial",
+}
 NEAR_IDENTITY_AT_INIT = {"lora_pissa", "lora_olora"}
 SOFT_PROMPT_CASES = {"prompt_tuning", "prefix_tuning", "prefix_tuning_projection", "p_tuning", "mam"}
 TRAINS_BASE_WEIGHTS = {"partial"}  # selective: nothing to disable, the output is a full model
@@ -69,7 +87,7 @@ def _logits(model, ids) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         out = model(input_ids=ids).logits
-    return out[:, -ids.shape[1]:]  # prompt / p-tuning return logits for their virtual positions too
+    return out[:, -ids.shape[1] :]  # prompt / p-tuning return logits for their virtual positions too
 
 
 def _adapted(case: str, seed: int = 0):
@@ -197,22 +215,32 @@ def test_counts_on_the_tiny_model_by_hand():
 def _embedded_shape_model():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True,
-                         max_position_embeddings=2048)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+        max_position_embeddings=2048,
+    )
     with torch.device("meta"):
         return LlamaForCausalLM(config)
 
 
-@pytest.mark.parametrize("adapter,expected", [
-    ({"type": "lora", "r": 8, "target_modules": ["q_proj", "v_proj"]}, 460_800),
-    ({"type": "lora", "r": 8}, 2_442_240),
-    ({"type": "lora", "r": 16}, 4_884_480),
-    ({"type": "lora", "r": 8, "target_modules": ["q_proj", "v_proj"], "use_dora": True}, 483_840),
-    ({"type": "ia3"}, 57_600),
-    ({"type": "prompt_tuning", "num_virtual_tokens": 20}, 11_520),
-    ({"type": "prefix_tuning", "num_virtual_tokens": 20}, 230_400),
-])
+@pytest.mark.parametrize(
+    "adapter,expected",
+    [
+        ({"type": "lora", "r": 8, "target_modules": ["q_proj", "v_proj"]}, 460_800),
+        ({"type": "lora", "r": 8}, 2_442_240),
+        ({"type": "lora", "r": 16}, 4_884_480),
+        ({"type": "lora", "r": 8, "target_modules": ["q_proj", "v_proj"], "use_dora": True}, 483_840),
+        ({"type": "ia3"}, 57_600),
+        ({"type": "prompt_tuning", "num_virtual_tokens": 20}, 11_520),
+        ({"type": "prefix_tuning", "num_virtual_tokens": 20}, 230_400),
+    ],
+)
 def test_counts_for_the_embedded_model_shape(adapter, expected):
     """METHODS.md's table for SmolLM2-135M, counted on the meta device (no weights needed)."""
     model = _embedded_shape_model()
@@ -244,23 +272,30 @@ def test_bitfit_trains_only_biases_where_there_are_some():
 
 def test_partial_selects_the_top_blocks_and_patterns():
     model = tiny_model(layers=3)
-    cfg = TypeAdapter(AdapterConfig).validate_python({"type": "partial", "top_k_layers": 1,
-                                                      "patterns": ["model.layers.0.mlp.*"]})
+    cfg = TypeAdapter(AdapterConfig).validate_python(
+        {"type": "partial", "top_k_layers": 1, "patterns": ["model.layers.0.mlp.*"]}
+    )
     names = attach_adapter(model, cfg).trained_names
     assert any(n.startswith("model.layers.2.") for n in names)
     assert not any(n.startswith("model.layers.1.") for n in names)
     assert {n for n in names if n.startswith("model.layers.0.")} == {
-        "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight"}
+        "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.0.mlp.up_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    }
     assert "model.norm.weight" in names
     with pytest.raises(ValueError, match="matches no parameter"):
-        attach_adapter(tiny_model(layers=1), TypeAdapter(AdapterConfig).validate_python(
-            {"type": "partial", "patterns": ["*.nothing"]}))
+        attach_adapter(
+            tiny_model(layers=1),
+            TypeAdapter(AdapterConfig).validate_python({"type": "partial", "patterns": ["*.nothing"]}),
+        )
 
 
 @pytest.mark.parametrize("case", sorted(SOFT_PROMPT_CASES))
 def test_generation_with_soft_prompts_equals_greedy_full_forwards(case):
     """tuneforge's generate() must give what step-by-step full forwards give (peft's cached path did not)."""
     from tiny import tiny_tokenizer
+
     from tuneforge.eval.generation import generate
 
     adapted = _adapted(case)

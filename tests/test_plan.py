@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import chat_rows, write_jsonl
+
 from tuneforge.config import load_config
 from tuneforge.planning import memory as M
 from tuneforge.planning.shapes import arch_of, count_params, quantized_bytes
@@ -16,12 +16,13 @@ def _config(tmp_path, model_dir, *, adapter=True, extra=None):
     train = write_jsonl(tmp_path / "data" / "train.jsonl", chat_rows(24, seed=1))
     evals = write_jsonl(tmp_path / "data" / "eval.jsonl", chat_rows(4, seed=2))
     raw = {
-        "method": "sft", "name": "plan", "output_dir": str(tmp_path / "runs"),
+        "method": "sft",
+        "name": "plan",
+        "output_dir": str(tmp_path / "runs"),
         "model": {"name": str(model_dir)},
         "data": {"format": "chat", "train": str(train), "eval": str(evals), "max_length": 128},
         "training": {"max_steps": 2, "batch_size": 2, "learning_rate": 5e-3, "mixed_precision": "no"},
-        "eval": {"scorers": ["exact_match"], "max_new_tokens": 4, "batch_size": 4, "num_samples": 2,
-                 "before": False},
+        "eval": {"scorers": ["exact_match"], "max_new_tokens": 4, "batch_size": 4, "num_samples": 2, "before": False},
     }
     if adapter:
         raw["adapter"] = {"type": "lora", "r": 4, "alpha": 8, "target_modules": "all-linear"}
@@ -159,8 +160,18 @@ def test_cli_plan_prints_the_table(tmp_path, tiny_model_dir, isolated_cache, cap
     path = _write_yaml(tmp_path, _config(tmp_path, tiny_model_dir))
     assert main(["plan", path, "training.batch_size=4", "--processes", "2"]) == 0
     out = capsys.readouterr().out
-    for word in ("weights (frozen)", "trainable parameters", "gradients", "optimizer state", "activations",
-                 "logits / loss", "peak", "per step", "fit:", "× 2 processes"):
+    for word in (
+        "weights (frozen)",
+        "trainable parameters",
+        "gradients",
+        "optimizer state",
+        "activations",
+        "logits / loss",
+        "peak",
+        "per step",
+        "fit:",
+        "× 2 processes",
+    ):
         assert word in out, word
 
 

@@ -11,9 +11,9 @@ import signal
 
 import pytest
 import torch
-
 from conftest import write_jsonl
 from tiny import tiny_model, tiny_tokenizer
+
 from tuneforge.config import ConfigError, load_config
 from tuneforge.methods.ppo.data import render
 from tuneforge.methods.ppo.rollout import Reference, forward_policy, micro_batch, sample_rollout
@@ -23,8 +23,10 @@ from tuneforge.runner import train_from_config
 from tuneforge.training.loop import TrainingInterrupted
 
 WORDS = ["hi", "yes", "cat", "dog", "sun", "tree", "blue", "red"]
-LETTERS = "def letters(prompts, responses):\n" \
-          "    return [sum(c in 'abcdefghijklmnopqrstuvwxyz' for c in r) / max(len(r), 1) for r in responses]\n"
+LETTERS = (
+    "def letters(prompts, responses):\n"
+    "    return [sum(c in 'abcdefghijklmnopqrstuvwxyz' for c in r) / max(len(r), 1) for r in responses]\n"
+)
 
 
 # ------------------------------------------------------------------ pieces, in process
@@ -55,8 +57,9 @@ def _lora(model, init_b: bool = False):
 
 def _rollout(model, tok, group_size: int = 2):
     torch.manual_seed(0)
-    return sample_rollout(model, tok, _prompts(tok), group_size=group_size, max_new_tokens=8, temperature=1.0,
-                          top_k=0, top_p=1.0)
+    return sample_rollout(
+        model, tok, _prompts(tok), group_size=group_size, max_new_tokens=8, temperature=1.0, top_k=0, top_p=1.0
+    )
 
 
 def test_first_minibatch_ratio_is_exactly_1_and_clip_fraction_0(accelerator):
@@ -67,8 +70,16 @@ def test_first_minibatch_ratio_is_exactly_1_and_clip_fraction_0(accelerator):
     settings = UpdateSettings(ppo_epochs=2, minibatch_size=4, micro_batch_size=2, group_size=2)
     epochs = plan(8, settings, torch.Generator().manual_seed(0))
     scores = torch.linspace(-1, 1, 8)
-    tensors, _ = experience(loss, Reference(model, copy.deepcopy(model)), rollout, scores, first_epoch=epochs[0],
-                            settings=settings, kl_coef=0.05, accelerator=accelerator)
+    tensors, _ = experience(
+        loss,
+        Reference(model, copy.deepcopy(model)),
+        rollout,
+        scores,
+        first_epoch=epochs[0],
+        settings=settings,
+        kl_coef=0.05,
+        accelerator=accelerator,
+    )
     optimizer = torch.optim.SGD(loss.parameters(), lr=1.0)
     for rows in epochs[0][0]:  # the first minibatch of the first epoch
         inputs = micro_batch(rollout, rows, tensors)
@@ -85,14 +96,24 @@ def test_first_minibatch_ratio_is_exactly_1_and_clip_fraction_0(accelerator):
 
 def test_k1_kl_is_0_when_the_policy_is_the_reference(accelerator):
     tok = tiny_tokenizer()
-    for policy, frozen in ((_lora(tiny_model(len(tok))), None),  # LoRA at init: B = 0
-                           (tiny_model(len(tok)), tiny_model(len(tok)))):  # a frozen copy of the same weights
+    for policy, frozen in (
+        (_lora(tiny_model(len(tok))), None),  # LoRA at init: B = 0
+        (tiny_model(len(tok)), tiny_model(len(tok))),
+    ):  # a frozen copy of the same weights
         rollout = _rollout(policy, tok)
         settings = UpdateSettings(ppo_epochs=1, micro_batch_size=3, group_size=2)
         loss = PpoLoss(policy, ValueHead(32)).train()
         epochs = plan(8, settings, torch.Generator().manual_seed(1))
-        tensors, stats = experience(loss, Reference(policy, frozen), rollout, torch.ones(8), first_epoch=epochs[0],
-                                    settings=settings, kl_coef=0.05, accelerator=accelerator)
+        _tensors, stats = experience(
+            loss,
+            Reference(policy, frozen),
+            rollout,
+            torch.ones(8),
+            first_epoch=epochs[0],
+            settings=settings,
+            kl_coef=0.05,
+            accelerator=accelerator,
+        )
         assert stats["kl"] == 0.0 and stats["objective"] == stats["score"] == 1.0
 
 
@@ -122,8 +143,16 @@ def test_group_advantages_are_relative_within_each_prompts_responses(accelerator
     loss = PpoLoss(model, None).train()
     scores = torch.tensor([1.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0, 0.0, 1.0, 2.0, 3.0, 5.0, 1.0, 1.0, 1.0])
     epochs = plan(16, settings, torch.Generator().manual_seed(0))
-    tensors, _ = experience(loss, Reference(model, copy.deepcopy(model)), rollout, scores, first_epoch=epochs[0],
-                            settings=settings, kl_coef=0.05, accelerator=accelerator)
+    tensors, _ = experience(
+        loss,
+        Reference(model, copy.deepcopy(model)),
+        rollout,
+        scores,
+        first_epoch=epochs[0],
+        settings=settings,
+        kl_coef=0.05,
+        accelerator=accelerator,
+    )
     mask = rollout.response_mask
     first = tensors["advantages"][torch.arange(16), mask.float().argmax(-1)].view(4, 4)  # one value per response
     assert torch.allclose(first.sum(-1), torch.zeros(4), atol=1e-5)  # both baselines centre each group
@@ -144,8 +173,16 @@ def test_a_reward_model_source_loads_a_one_label_classifier_folder(tmp_path):
 
     tok = tiny_tokenizer()
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=2)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=2,
+    )
     folder = tmp_path / "runs" / "rm" / "model"
     LlamaForSequenceClassification(config).save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -160,8 +197,9 @@ def test_a_reward_model_source_loads_a_one_label_classifier_folder(tmp_path):
     model = tiny_model(len(tok))
     rollout = _rollout(model, tok)
     sequences = [rollout.sequence_ids(i) for i in range(8)]
-    total, parts = Rewards([source], tokenizer=tok).score(rollout.prompts, rollout.responses, sequences,
-                                                          torch.device("cpu"))
+    total, parts = Rewards([source], tokenizer=tok).score(
+        rollout.prompts, rollout.responses, sequences, torch.device("cpu")
+    )
     plain = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     with torch.no_grad():
         expected = torch.stack([plain(input_ids=torch.tensor([s])).logits[0, 0] for s in sequences])
@@ -176,39 +214,58 @@ def test_adapter_reward_models_and_classifier_labels_score_as_plain_peft_and_tra
     from tuneforge.methods.ppo.rewards import Rewards, check_sources
 
     tok = tiny_tokenizer()
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=2)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=2,
+    )
     torch.manual_seed(1)
-    base_dir, adapter_dir, clf_dir = tmp_path / "base", tmp_path / "rm" / "adapter", tmp_path / "clf"
+    base_dir, adapter_dir, clf_dir = (tmp_path / "base", tmp_path / "rm" / "adapter", tmp_path / "clf")
     LlamaForSequenceClassification(LlamaConfig(**{**config.to_dict(), "num_labels": 1})).save_pretrained(base_dir)
     tok.save_pretrained(base_dir)
     lora = LoraConfig(r=4, target_modules=["q_proj"], task_type="SEQ_CLS", init_lora_weights=False)
     peft_model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(base_dir), lora)
     peft_model.save_pretrained(adapter_dir)
     tok.save_pretrained(adapter_dir)
-    (adapter_dir / "classifier.json").write_text(json.dumps(
-        {"labels": ["reward"], "base_model": str(base_dir), "pad_token_id": 2}))
-    LlamaForSequenceClassification(LlamaConfig(**{**config.to_dict(), "num_labels": 2, "id2label":
-                                                  {0: "neg", 1: "pos"}})).save_pretrained(clf_dir)
+    (adapter_dir / "classifier.json").write_text(
+        json.dumps({"labels": ["reward"], "base_model": str(base_dir), "pad_token_id": 2})
+    )
+    LlamaForSequenceClassification(
+        LlamaConfig(**{**config.to_dict(), "num_labels": 2, "id2label": {0: "neg", 1: "pos"}})
+    ).save_pretrained(clf_dir)
     tok.save_pretrained(clf_dir)
-    sources = [RewardSource(model=str(tmp_path / "rm")),
-               RewardSource(classifier=str(clf_dir), label="pos", score="logprob", weight=0.5)]
+    sources = [
+        RewardSource(model=str(tmp_path / "rm")),
+        RewardSource(classifier=str(clf_dir), label="pos", score="logprob", weight=0.5),
+    ]
     assert check_sources(sources) == []
     wrong = check_sources([RewardSource(classifier=str(clf_dir), label="positive")])
     assert wrong == ["reward.sources[0].label: 'positive' is not one of the classifier's labels (neg, pos)"]
 
     rollout = _rollout(tiny_model(len(tok)), tok)
     sequences = [rollout.sequence_ids(i) for i in range(8)]
-    total, parts = Rewards(sources, tokenizer=tok).score(rollout.prompts, rollout.responses, sequences,
-                                                         torch.device("cpu"))
-    plain_rm = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base_dir),
-                                         adapter_dir).eval()
+    total, parts = Rewards(sources, tokenizer=tok).score(
+        rollout.prompts, rollout.responses, sequences, torch.device("cpu")
+    )
+    plain_rm = PeftModel.from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained(base_dir), adapter_dir
+    ).eval()
     plain_clf = AutoModelForSequenceClassification.from_pretrained(clf_dir).eval()
     with torch.no_grad():
         rm = torch.stack([plain_rm(input_ids=torch.tensor([s])).logits[0, 0] for s in sequences])
         texts = [p.text + r for p, r in zip(rollout.prompts, rollout.responses)]  # a continued plain prompt
-        clf = torch.stack([plain_clf(input_ids=torch.tensor([tok(t, split_special_tokens=True)["input_ids"]]))
-                           .logits[0].log_softmax(-1)[1] for t in texts])
+        clf = torch.stack(
+            [
+                plain_clf(input_ids=torch.tensor([tok(t, split_special_tokens=True)["input_ids"]]))
+                .logits[0]
+                .log_softmax(-1)[1]
+                for t in texts
+            ]
+        )
     assert torch.allclose(parts["rm"], rm, atol=1e-5) and torch.allclose(parts["clf:pos"], clf, atol=1e-5)
     assert torch.allclose(total, rm + 0.5 * clf, atol=1e-5)
 
@@ -221,8 +278,9 @@ def test_a_reward_function_must_return_one_finite_number_per_response(tmp_path):
     tok = tiny_tokenizer()
     rows = _prompts(tok, 2)
     with pytest.raises(RewardError, match="returned 1 values for 2 responses"):
-        Rewards([RewardSource(function=f"{tmp_path}/r.py:short")], tokenizer=tok).score(rows, ["a", "b"], [[], []],
-                                                                                        torch.device("cpu"))
+        Rewards([RewardSource(function=f"{tmp_path}/r.py:short")], tokenizer=tok).score(
+            rows, ["a", "b"], [[], []], torch.device("cpu")
+        )
     problems = check_sources([RewardSource(function=f"{tmp_path}/r.py:shrt")])
     assert len(problems) == 1 and problems[0].startswith("reward.sources[0].function: ")
     assert "callables there: short" in problems[0]
@@ -235,14 +293,26 @@ def ppo_config(tmp_path, model_dir, *, name="run", **sections):
     (tmp_path / "rewards.py").write_text(LETTERS)
     prompts = [{"prompt": f"say {w}"} for w in WORDS] * 2
     raw = {
-        "method": "ppo", "name": name, "output_dir": str(tmp_path / "runs"), "model": {"name": str(model_dir)},
-        "data": {"train": str(write_jsonl(tmp_path / "p.jsonl", prompts)),
-                 "eval": str(write_jsonl(tmp_path / "e.jsonl", prompts[:8])), "template": "plain"},
+        "method": "ppo",
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"name": str(model_dir)},
+        "data": {
+            "train": str(write_jsonl(tmp_path / "p.jsonl", prompts)),
+            "eval": str(write_jsonl(tmp_path / "e.jsonl", prompts[:8])),
+            "template": "plain",
+        },
         "generation": {"max_new_tokens": 10},
         "reward": {"sources": [{"function": f"{tmp_path / 'rewards.py'}:letters"}]},
         "ppo": {"rollout_batch_size": 16, "minibatch_size": 8},
-        "training": {"max_steps": 8, "batch_size": 8, "learning_rate": 1e-2, "scheduler": "constant",
-                     "num_threads": 1, "seed": 3},
+        "training": {
+            "max_steps": 8,
+            "batch_size": 8,
+            "learning_rate": 1e-2,
+            "scheduler": "constant",
+            "num_threads": 1,
+            "seed": 3,
+        },
         "eval": {"batch_size": 8, "samples_in_report": 2},
     }
     for key, value in sections.items():
@@ -259,13 +329,19 @@ def test_a_few_ppo_steps_raise_the_mean_reward(tmp_path, tiny_model_dir, isolate
     def watch_first(self, *args, **kwargs):
         out = original(self, *args, **kwargs)
         if not first:
-            first.update(ratio=self.last_ratio.clone(), **{k: v for k, v in self._sums.items()})
+            first.update(ratio=self.last_ratio.clone(), **dict(self._sums.items()))
         return out
 
     PpoLoss.forward = watch_first
     try:
-        result = train_from_config(ppo_config(tmp_path, tiny_model_dir, training={"max_steps": 12, "eval_every": 6},
-                                              ppo={"rollout_batch_size": 32, "minibatch_size": 16}))
+        result = train_from_config(
+            ppo_config(
+                tmp_path,
+                tiny_model_dir,
+                training={"max_steps": 12, "eval_every": 6},
+                ppo={"rollout_batch_size": 32, "minibatch_size": 16},
+            )
+        )
     finally:
         PpoLoss.forward = original
     before, after = result.summary["before"], result.summary["after"]
@@ -279,8 +355,20 @@ def test_a_few_ppo_steps_raise_the_mean_reward(tmp_path, tiny_model_dir, isolate
     held_out = [m for m in records if "eval_reward" in m]  # training.eval_every
     assert [m["step"] for m in held_out] == [6, 12] and held_out[-1]["eval_reward"] == after["reward"]
     assert sum(m["score"] for m in metrics[-3:]) / 3 > metrics[0]["score"]  # the training score rose too
-    for key in ("score", "kl", "entropy", "clip_fraction", "approx_kl", "value_loss", "kl_coef", "response_length",
-                "time_generation_s", "time_scoring_s", "time_training_s", "score/letters"):
+    for key in (
+        "score",
+        "kl",
+        "entropy",
+        "clip_fraction",
+        "approx_kl",
+        "value_loss",
+        "kl_coef",
+        "response_length",
+        "time_generation_s",
+        "time_scoring_s",
+        "time_training_s",
+        "score/letters",
+    ):
         assert key in metrics[0], key
     assert metrics[0]["kl"] == 0  # the first rollout comes from the reference itself
     # The output is a standard causal-LM folder, with the value head beside the weights.
@@ -291,10 +379,14 @@ def test_a_few_ppo_steps_raise_the_mean_reward(tmp_path, tiny_model_dir, isolate
 
 @pytest.mark.parametrize("advantage", ["grpo", "rloo"])
 def test_group_relative_runs_need_no_value_head(tmp_path, tiny_model_dir, isolated_cache, advantage):
-    config = ppo_config(tmp_path, tiny_model_dir, ppo={"advantage": advantage, "group_size": 4,
-                                                       "rollout_batch_size": 4},
-                        training={"max_steps": 2, "save_every": 1}, eval=None,
-                        reward={"missing_eos_penalty": 1.0})
+    config = ppo_config(
+        tmp_path,
+        tiny_model_dir,
+        ppo={"advantage": advantage, "group_size": 4, "rollout_batch_size": 4},
+        training={"max_steps": 2, "save_every": 1},
+        eval=None,
+        reward={"missing_eos_penalty": 1.0},
+    )
     result = train_from_config(config)
     from safetensors.torch import load_file
 
@@ -307,10 +399,17 @@ def test_group_relative_runs_need_no_value_head(tmp_path, tiny_model_dir, isolat
 
 
 def test_resume_mid_ppo_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, isolated_cache):
-    sections = dict(adapter={"type": "lora", "r": 4, "alpha": 8, "target_modules": "all-linear"},
-                    ppo={"rollout_batch_size": 8, "minibatch_size": 4, "ppo_epochs": 2,
-                         "adaptive_kl": {"target": 0.5, "horizon": 50}},
-                    training={"max_steps": 4, "save_every": 2, "keep_checkpoints": 5, "batch_size": 2}, eval=None)
+    sections = {
+        "adapter": {"type": "lora", "r": 4, "alpha": 8, "target_modules": "all-linear"},
+        "ppo": {
+            "rollout_batch_size": 8,
+            "minibatch_size": 4,
+            "ppo_epochs": 2,
+            "adaptive_kl": {"target": 0.5, "horizon": 50},
+        },
+        "training": {"max_steps": 4, "save_every": 2, "keep_checkpoints": 5, "batch_size": 2},
+        "eval": None,
+    }
     ref = train_from_config(ppo_config(tmp_path, tiny_model_dir, name="ref", **sections))
 
     calls = {"n": 0}
@@ -336,7 +435,9 @@ def test_resume_mid_ppo_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, is
 
     for (name, a), (_, b) in zip(ref.model.named_parameters(), resumed.model.named_parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
-    read = lambda run: [json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    read = lambda run: [  # noqa: E731
+        json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     for a, b in zip(read(ref), read(resumed), strict=True):
         for key in ("step", "loss", "score", "kl", "kl_coef", "value_loss", "clip_fraction"):
             assert a[key] == pytest.approx(b[key], abs=1e-5), (a["step"], key)
@@ -378,14 +479,21 @@ def test_prompts_render_like_sft_and_bad_rows_name_file_and_line(tmp_path):
     from tuneforge.methods.ppo.data import load_prompts
 
     tok = tiny_tokenizer()
-    good = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "say hi"},
-                                              {"messages": [{"role": "user", "content": "say yes"}]}])
+    good = write_jsonl(
+        tmp_path / "p.jsonl", [{"prompt": "say hi"}, {"messages": [{"role": "user", "content": "say yes"}]}]
+    )
     splits = load_prompts(PromptData(train=str(good)), tok)
     assert splits.chat and splits.train[0].input_ids == render_prompt(tok, [{"role": "user", "content": "say hi"}])
     plain = load_prompts(PromptData(train=str(good), template="plain", max_prompt_length=4), tok)
     assert tok.decode(plain.train[0].input_ids) == "y hi" and plain.truncated == 2  # keeps the prompt's end
-    bad = write_jsonl(tmp_path / "b.jsonl", [{"prompt": "ok"}, {"messages": [
-        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, {"text": "x"}])
+    bad = write_jsonl(
+        tmp_path / "b.jsonl",
+        [
+            {"prompt": "ok"},
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+            {"text": "x"},
+        ],
+    )
     with pytest.raises(DataError) as info:
         load_prompts(PromptData(train=str(bad)), tok)
     assert [p.split(": ")[0] for p in info.value.problems] == [f"{bad}:2", f"{bad}:3"]

@@ -30,8 +30,9 @@ def t(*rows) -> torch.Tensor:
 
 
 def close(x: torch.Tensor | float, expected, tol: float = 1e-9) -> bool:
-    return torch.allclose(torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64),
-                          atol=tol, rtol=0)
+    return torch.allclose(
+        torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64), atol=tol, rtol=0
+    )
 
 
 # ----------------------------------------------------------------------------- masked statistics

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-
 from conftest import chat_rows, write_jsonl
 from tiny import tiny_model
+
 from tuneforge.training import precision
 from tuneforge.training.engine import make_accelerator
 
@@ -31,6 +31,7 @@ def _speedup(monkeypatch, value):
         if value is None:
             raise AssertionError("bf16 must not even be timed on a CPU without bf16 support")
         return value
+
     monkeypatch.setattr(precision, "measure_cpu_bf16_speedup", measure)
 
 
@@ -176,7 +177,9 @@ def _write_config(tmp_path, model_dir, **training):
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows(12, seed=1))
     evals = write_jsonl(tmp_path / "eval.jsonl", chat_rows(3, seed=2))
     config = {
-        "method": "sft", "name": "prec", "output_dir": str(tmp_path / "runs"),
+        "method": "sft",
+        "name": "prec",
+        "output_dir": str(tmp_path / "runs"),
         "model": {"name": str(model_dir)},
         "adapter": {"type": "lora", "r": 4, "alpha": 8, "target_modules": "all-linear"},
         "data": {"format": "chat", "train": str(train), "eval": str(evals), "max_length": 128},
@@ -213,11 +216,23 @@ def test_launch_check_allows_bf16_on_cpu_but_not_fp16():
     from tuneforge.distributed import LaunchSetup, check_launch
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
-    bf16 = LaunchSetup(path="cpu.yaml", distributed_type="MULTI_CPU", num_processes=2, num_machines=1,
-                       mixed_precision="bf16", use_cpu=True)
+    bf16 = LaunchSetup(
+        path="cpu.yaml",
+        distributed_type="MULTI_CPU",
+        num_processes=2,
+        num_machines=1,
+        mixed_precision="bf16",
+        use_cpu=True,
+    )
     assert check_launch(bf16, config, cuda_available=False) == []
-    fp16 = LaunchSetup(path="cpu.yaml", distributed_type="MULTI_CPU", num_processes=2, num_machines=1,
-                       mixed_precision="fp16", use_cpu=True)
+    fp16 = LaunchSetup(
+        path="cpu.yaml",
+        distributed_type="MULTI_CPU",
+        num_processes=2,
+        num_machines=1,
+        mixed_precision="fp16",
+        use_cpu=True,
+    )
     (problem,) = check_launch(fp16, config, cuda_available=False)
     assert "fp16 needs CUDA" in problem
 

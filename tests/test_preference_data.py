@@ -53,8 +53,13 @@ def problems_of(tmp_path, rows, fmt="auto", name="bad.jsonl", **kw) -> list[str]
 
 
 def test_text_pairs_parse_with_optional_margin(tmp_path):
-    got = read(tmp_path, [{"prompt": "Q", "chosen": "good", "rejected": "bad", "margin": 1.5},
-                          {"prompt": "R", "chosen": "yes", "rejected": "no"}])
+    got = read(
+        tmp_path,
+        [
+            {"prompt": "Q", "chosen": "good", "rejected": "bad", "margin": 1.5},
+            {"prompt": "R", "chosen": "yes", "rejected": "no"},
+        ],
+    )
     first, second = got.records
     assert (first.prompt, first.chosen, first.rejected, first.margin) == ("Q", "good", "bad", 1.5)
     assert second.margin is None and first.where.endswith("data.jsonl:1") and second.where.endswith(":2")
@@ -65,8 +70,10 @@ def test_chat_pairs_parse_in_every_shape(tmp_path):
     rows = [
         {"prompt": [USER], "chosen": [ask("a")], "rejected": [ask("b")]},  # TRL's conversational shape
         {"prompt": "hi", "chosen": [ask("a")], "rejected": "b"},  # string prompt, mixed responses
-        {"chosen": [{"role": "system", "content": "s"}, USER, ask("x"), USER, ask("a")],  # whole conversations
-         "rejected": [{"role": "system", "content": "s"}, USER, ask("x"), USER, ask("b")]},
+        {
+            "chosen": [{"role": "system", "content": "s"}, USER, ask("x"), USER, ask("a")],  # whole conversations
+            "rejected": [{"role": "system", "content": "s"}, USER, ask("x"), USER, ask("b")],
+        },
     ]
     convo, text, whole = read(tmp_path, rows, "pairs").records
     assert convo.prompt == [USER] and (convo.chosen, convo.rejected) == ("a", "b")
@@ -78,14 +85,18 @@ def test_chat_pairs_parse_in_every_shape(tmp_path):
 def test_conversations_that_diverge_before_the_last_turn_are_refused(tmp_path):
     rows = [{"chosen": [USER, ask("x"), USER, ask("a")], "rejected": [USER, ask("y"), USER, ask("b")]}]
     (line,) = problems_of(tmp_path, rows)
-    assert line.endswith("bad.jsonl:1: rejected[1]: differs from chosen[1]; without a prompt field, chosen and "
-                         "rejected must share every turn before their last (assistant) message: that is the prompt")
+    assert line.endswith(
+        "bad.jsonl:1: rejected[1]: differs from chosen[1]; without a prompt field, chosen and "
+        "rejected must share every turn before their last (assistant) message: that is the prompt"
+    )
 
 
 def test_chosen_equal_to_rejected_is_dropped_counted_and_warned(tmp_path):
-    rows = [{"prompt": "Q", "chosen": "same", "rejected": "same "},
-            {"prompt": "Q", "chosen": "a", "rejected": "b"},
-            {"chosen": [USER, ask("z")], "rejected": [USER, ask("z")]}]
+    rows = [
+        {"prompt": "Q", "chosen": "same", "rejected": "same "},
+        {"prompt": "Q", "chosen": "a", "rejected": "b"},
+        {"chosen": [USER, ask("z")], "rejected": [USER, ask("z")]},
+    ]
     got = read(tmp_path, rows)
     report = got.reports[0]
     assert [r.chosen for r in got.records] == ["a"]
@@ -115,8 +126,11 @@ def test_ranks_order_responses_and_ties_are_refused(tmp_path):
 
 
 def test_a_repeated_ranked_response_keeps_its_best_copy(tmp_path):
-    got = read(tmp_path, [{"prompt": "Q", "responses": ["A", "B", "A", "C"]},
-                          {"prompt": "Q", "responses": ["A", "A"]}], "rankings")
+    got = read(
+        tmp_path,
+        [{"prompt": "Q", "responses": ["A", "B", "A", "C"]}, {"prompt": "Q", "responses": ["A", "A"]}],
+        "rankings",
+    )
     (ranking,) = got.records
     assert ranking.responses == ["A", "B", "C"] and got.reports[0].pairs == 3
     assert len(got.reports[0].dropped[fb.REPEATED]) == 2 and len(got.reports[0].dropped[fb.SAME]) == 1
@@ -126,9 +140,14 @@ def test_a_repeated_ranked_response_keeps_its_best_copy(tmp_path):
 
 
 def test_ratings_become_pairs_by_score_difference_with_min_gap(tmp_path):
-    rows = [{"prompt": "Q", "response": "r5", "score": 5}, {"prompt": "P", "response": "p1", "score": 1},
-            {"prompt": "Q", "response": "r4", "score": 4}, {"prompt": "Q", "response": "r1", "score": 1},
-            {"prompt": "P", "response": "p1b", "score": 1}, {"prompt": "S", "response": "alone", "score": 3}]
+    rows = [
+        {"prompt": "Q", "response": "r5", "score": 5},
+        {"prompt": "P", "response": "p1", "score": 1},
+        {"prompt": "Q", "response": "r4", "score": 4},
+        {"prompt": "Q", "response": "r1", "score": 1},
+        {"prompt": "P", "response": "p1b", "score": 1},
+        {"prompt": "S", "response": "alone", "score": 3},
+    ]
     got = read(tmp_path, rows, min_gap=2)
     assert [(p.chosen, p.rejected) for p in got.records] == [("r5", "r1"), ("r4", "r1")]
     path = tmp_path / "data.jsonl"
@@ -161,13 +180,18 @@ def test_thumbs_give_unpaired_records_with_desirable_flags(tmp_path):
     assert got.reports[0].desirable == 4 and got.reports[0].pairs == 0
     assert "8 unpaired (4 desirable, 4 undesirable)" in got.reports[0].summary()
     (line,) = problems_of(tmp_path, [{"prompt": "Q", "completion": "x", "label": "meh"}])
-    assert line.endswith("bad.jsonl:1: label: must be true/false, \"up\"/\"down\" or 1/0 (got 'meh')")
+    assert line.endswith('bad.jsonl:1: label: must be true/false, "up"/"down" or 1/0 (got \'meh\')')
 
 
 def test_corrections_prefer_the_corrected_response(tmp_path):
-    got = read(tmp_path, [{"prompt": "Q", "response": "wrong", "correction": "right"},
-                          {"prompt": [USER], "original": "old", "corrected": [ask("new")]},
-                          {"prompt": "Q", "response": "same", "correction": "same"}])
+    got = read(
+        tmp_path,
+        [
+            {"prompt": "Q", "response": "wrong", "correction": "right"},
+            {"prompt": [USER], "original": "old", "corrected": [ask("new")]},
+            {"prompt": "Q", "response": "same", "correction": "same"},
+        ],
+    )
     assert [(p.chosen, p.rejected) for p in got.records] == [("right", "wrong"), ("new", "old")]
     assert got.reports[0].form == "corrections" and len(got.reports[0].dropped[fb.SAME]) == 1
 
@@ -176,12 +200,14 @@ def test_corrections_prefer_the_corrected_response(tmp_path):
 
 
 def test_malformed_rows_name_file_line_and_field(tmp_path):
-    rows = [{"prompt": "Q", "chosen": "a", "rejected": "b"},
-            {"prompt": "Q", "chosen": "a"},
-            {"prompt": [{"role": "bot", "content": "x"}], "chosen": "a", "rejected": "b"},
-            {"prompt": "Q", "chosen": "", "rejected": [ask("x"), ask("y")]},
-            {"prompt": "Q", "chosen": "a", "rejected": "b", "margin": "wide"},
-            {"prompt": [USER, ask("x")], "chosen": "a", "rejected": "b"}]
+    rows = [
+        {"prompt": "Q", "chosen": "a", "rejected": "b"},
+        {"prompt": "Q", "chosen": "a"},
+        {"prompt": [{"role": "bot", "content": "x"}], "chosen": "a", "rejected": "b"},
+        {"prompt": "Q", "chosen": "", "rejected": [ask("x"), ask("y")]},
+        {"prompt": "Q", "chosen": "a", "rejected": "b", "margin": "wide"},
+        {"prompt": [USER, ask("x")], "chosen": "a", "rejected": "b"},
+    ]
     lines = problems_of(tmp_path, rows)
     path = str(tmp_path / "bad.jsonl")
     assert lines == [
@@ -201,8 +227,10 @@ def test_every_malformed_row_of_every_form_is_named(tmp_path):
         "rankings": ({"prompt": "Q", "responses": ["only"]}, "responses: a ranking needs at least 2 responses"),
         "ratings": ({"prompt": "Q", "response": "a"}, "score: missing"),
         "thumbs": ({"prompt": "Q", "label": 1}, "completion (or response): missing"),
-        "corrections": ({"prompt": "Q", "response": "a", "original": "b", "correction": "c"},
-                        "original: give one of response or original, not both"),
+        "corrections": (
+            {"prompt": "Q", "response": "a", "original": "b", "correction": "c"},
+            "original: give one of response or original, not both",
+        ),
     }
     for form, (row, expected) in cases.items():
         (line,) = problems_of(tmp_path, [row], form, name=f"{form}.jsonl")
@@ -210,17 +238,20 @@ def test_every_malformed_row_of_every_form_is_named(tmp_path):
 
 
 def test_auto_detects_each_form_from_the_first_row(tmp_path):
-    firsts = {"pairs": {"prompt": "Q", "chosen": "a", "rejected": "b"},
-              "rankings": {"prompt": "Q", "responses": ["a", "b"]},
-              "ratings": {"prompt": "Q", "responses": ["a", "b"], "scores": [1, 0]},
-              "thumbs": {"prompt": "Q", "completion": "a", "label": "up"},
-              "corrections": {"prompt": "Q", "response": "a", "corrected": "b"}}
+    firsts = {
+        "pairs": {"prompt": "Q", "chosen": "a", "rejected": "b"},
+        "rankings": {"prompt": "Q", "responses": ["a", "b"]},
+        "ratings": {"prompt": "Q", "responses": ["a", "b"], "scores": [1, 0]},
+        "thumbs": {"prompt": "Q", "completion": "a", "label": "up"},
+        "corrections": {"prompt": "Q", "response": "a", "corrected": "b"},
+    }
     for form, row in firsts.items():
         assert read(tmp_path, [row], name=f"{form}.jsonl").reports[0].form == form
     with pytest.raises(DataError) as err:
         read(tmp_path, [{"prompt": "Q", "completion": "a"}])
-    assert err.value.problems == [f"{tmp_path / 'data.jsonl'}:1: cannot tell the feedback form from the fields "
-                                  "completion, prompt"]
+    assert err.value.problems == [
+        f"{tmp_path / 'data.jsonl'}:1: cannot tell the feedback form from the fields completion, prompt"
+    ]
     for form, fields in fb.NEEDS.items():
         assert f"{form}: {fields}" in err.value.hint
     with pytest.raises(ValueError, match="write one of: pairs, rankings"):
@@ -316,10 +347,16 @@ def test_shared_prompt_batch_holds_the_prompt_once_and_scores_what_separate_rows
     width = 6
     flat = batch["score_index"].tolist()
     assert batch["score_counts"].tolist() == [2, 1, 1, 1, 3, 0]  # chosen sequences, then rejected ones
-    assert flat == [2, 3, width + 0,  # chosen: 10 ← 7, 11 ← 10; 12 ← 8;  row 2's first chosen token unscored
-                    2 * width + 0,  # 14 ← 13
-                    2,  # rejected 20 ← the prompt's last (7), not the chosen response's last
-                    width + 0, width + 2, width + 3]  # 21 ← 8, 22 ← 21, 23 ← 22; row 2's rejected 24 unscored
+    assert flat == [
+        2,
+        3,
+        width + 0,  # chosen: 10 ← 7, 11 ← 10; 12 ← 8;  row 2's first chosen token unscored
+        2 * width + 0,  # 14 ← 13
+        2,  # rejected 20 ← the prompt's last (7), not the chosen response's last
+        width + 0,
+        width + 2,
+        width + 3,
+    ]  # 21 ← 8, 22 ← 21, 23 ← 22; row 2's rejected 24 unscored
     assert batch["score_targets"].tolist() == [10, 11, 12, 14, 20, 21, 22, 23]
     separate = collate_pairs(pairs, pad_id=0)
     keep = separate["labels"][:, 1:] != IGNORE_INDEX
@@ -334,8 +371,9 @@ def test_ranking_batch_is_contiguous_and_regroups_for_the_ranking_loss(tok):
     batch = collate_rankings(examples, tok.pad_token_id)
     assert batch["group"].tolist() == [0, 0, 0, 0, 1, 1] and batch["rank"].tolist() == [0, 1, 2, 3, 0, 1]
     ends = batch["attention_mask"].sum(-1)  # (N,) each row's length; its last token is the end of turn
-    assert [tok.decode(row[n - 2:n]) for row, n in zip(batch["input_ids"], ends)] == \
-        [f"{c}<|im_end|>" for c in "ABCDxy"]
+    assert [tok.decode(row[n - 2 : n]) for row, n in zip(batch["input_ids"], ends)] == [
+        f"{c}<|im_end|>" for c in "ABCDxy"
+    ]
     scores = torch.tensor([3.0, 1.0, 2.0, 0.5, -1.0, 1.0], requires_grad=True)
     grid, mask = group_scores(scores, batch["group"], batch["rank"])
     assert mask.tolist() == [[True] * 4, [True, True, False, False]]
@@ -360,8 +398,10 @@ def test_thumbs_batch_has_desirable_flags_and_mismatched_rows(tok):
 
 
 def test_a_template_that_cannot_mark_responses_is_a_data_error(tok):
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
-                         "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    )
     with pytest.raises(DataError) as err:
         encode_feedback(tok, [pair("Q")], chat=True, max_length=64)
     assert "the end-of-turn token of an assistant turn is not inside the loss mask" in err.value.problems[0]

@@ -103,8 +103,11 @@ def test_cdpo_values():
 
 def test_robust_values():
     out = robust(PW, PL, RW, RL, beta=0.1, epsilon=0.1)
-    assert approx(out.losses, (0.9 * softplus(-0.2) - 0.1 * softplus(0.2)) / 0.8,
-                  (0.9 * softplus(0.2) - 0.1 * softplus(-0.2)) / 0.8)
+    assert approx(
+        out.losses,
+        (0.9 * softplus(-0.2) - 0.1 * softplus(0.2)) / 0.8,
+        (0.9 * softplus(0.2) - 0.1 * softplus(-0.2)) / 0.8,
+    )
     with pytest.raises(ValueError, match=r"\[0, 0.5\)"):
         robust(PW, PL, RW, RL, epsilon=0.5)
 
@@ -162,8 +165,9 @@ def test_kto_values_and_reference_point():
 def test_kto_reference_point_carries_no_gradient():
     kl_policy = t(-5.0, -6.0).requires_grad_()
     policy = t(-10.0, -14.0).requires_grad_()
-    kto(policy, t(-11.0, -12.0), torch.tensor([True, False]), kl_policy_logps=kl_policy,
-        kl_ref_logps=t(-5.2, -6.8)).losses.sum().backward()
+    kto(
+        policy, t(-11.0, -12.0), torch.tensor([True, False]), kl_policy_logps=kl_policy, kl_ref_logps=t(-5.2, -6.8)
+    ).losses.sum().backward()
     assert kl_policy.grad is None and policy.grad is not None
 
 
@@ -215,8 +219,10 @@ def test_k_way_loss_is_the_mean_of_its_pairwise_losses():
     scores = torch.randn(3, 4, dtype=torch.float64)
     out = ranking_loss(scores, center_coef=0.01)
     for b in range(3):
-        pairs = [bradley_terry(scores[b, i:i + 1], scores[b, j:j + 1], center_coef=0.01).losses
-                 for i, j in ranking_pairs(4)]
+        pairs = [
+            bradley_terry(scores[b, i : i + 1], scores[b, j : j + 1], center_coef=0.01).losses
+            for i, j in ranking_pairs(4)
+        ]
         assert approx(out.losses[b], torch.cat(pairs).mean().item())
     assert out.margins.shape == (18,)
     expected_acc = sum(float(scores[b, i] > scores[b, j]) for b in range(3) for i, j in ranking_pairs(4)) / 18

@@ -3,8 +3,8 @@
 import pytest
 import torch
 from pydantic import TypeAdapter, ValidationError
-
 from tiny import tiny_model
+
 from tuneforge.adapters import attach_adapter
 from tuneforge.adapters.config import AdapterConfig
 from tuneforge.adapters.prefix_init import init_prefix_from_tokens
@@ -14,8 +14,9 @@ def _adapter(**section):
     return TypeAdapter(AdapterConfig).validate_python(section)
 
 
-@pytest.mark.parametrize("section", [{"type": "prefix_tuning", "num_virtual_tokens": 6},
-                                     {"type": "mam", "num_virtual_tokens": 6, "size": 8}])
+@pytest.mark.parametrize(
+    "section", [{"type": "prefix_tuning", "num_virtual_tokens": 6}, {"type": "mam", "num_virtual_tokens": 6, "size": 8}]
+)
 def test_a_real_token_prefix_is_the_base_model_after_reading_those_tokens(section):
     """Adapted logits for x == the base model's logits for (tokens, x) at x's positions: the prefix
     holds exactly the keys / values the base computed for those tokens."""
@@ -27,7 +28,7 @@ def test_a_real_token_prefix_is_the_base_model_after_reading_those_tokens(sectio
     x = torch.tensor([[5, 40, 41, 42, 43, 44, 45]])
     with torch.no_grad():
         got = adapted(input_ids=x).logits
-        want = reference(input_ids=torch.cat([prefix_ids, x], 1)).logits[:, -x.shape[1]:]
+        want = reference(input_ids=torch.cat([prefix_ids, x], 1)).logits[:, -x.shape[1] :]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 

@@ -9,10 +9,12 @@ the generation prompt the training pipeline built for the same turn.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import yaml
-
 from conftest import write_jsonl
+
 from tuneforge.cli import main
 from tuneforge.config import load_config
 from tuneforge.data import load_splits
@@ -24,8 +26,10 @@ WORDS = ["apple3", "river7", "stone1", "cloud5", "tiger2", "lemon8"]
 
 
 def _chat_rows(words):
-    return [{"messages": [{"role": "user", "content": f"reverse {w}"}, {"role": "assistant", "content": w[::-1]}]}
-            for w in words]
+    return [
+        {"messages": [{"role": "user", "content": f"reverse {w}"}, {"role": "assistant", "content": w[::-1]}]}
+        for w in words
+    ]
 
 
 def _pair_rows(words):
@@ -46,7 +50,10 @@ def _train(root, model_dir, name: str):
     train = write_jsonl(root / "data" / name / "train.jsonl", rows(WORDS))
     evals = write_jsonl(root / "data" / name / "eval.jsonl", rows(WORDS[:2]))
     raw = {
-        "method": "sft", "name": name, "output_dir": str(root / "runs"), "model": {"name": str(model_dir)},
+        "method": "sft",
+        "name": name,
+        "output_dir": str(root / "runs"),
+        "model": {"name": str(model_dir)},
         "data": {**data, "train": str(train), "eval": str(evals), "max_length": 96},
         "training": {"max_steps": 1, "batch_size": 2, "learning_rate": 1e-3, "seed": 3},
         "eval": {"scorers": ["exact_match"], "max_new_tokens": 2, "batch_size": 2, "before": False},
@@ -114,9 +121,10 @@ def test_training_prompts_carry_the_system_prompt_and_the_plain_template(runs):
 
 
 def test_served_chat_prompts_are_the_training_prompts(runs):
+    from test_serve import post
+
     from tuneforge.serve import ServerThread, build
     from tuneforge.serve.settings import ServeSettings
-    from test_serve import post
 
     entries = {name: str(runs[name][0]) for name in RUNS}
     app, pool, worker = build(ServeSettings(model=str(runs["base"]), adapters=entries, served_name="base"))
@@ -132,9 +140,15 @@ def test_served_chat_prompts_are_the_training_prompts(runs):
         for name in RUNS:
             for sample in runs[name][2]:
                 seen.clear()
-                reply = post(f"{url}/v1/chat/completions", json_body={
-                    "model": name, "max_tokens": 1, "temperature": 0,
-                    "messages": [{"role": "user", "content": _user_turn(sample)}]})
+                reply = post(
+                    f"{url}/v1/chat/completions",
+                    json_body={
+                        "model": name,
+                        "max_tokens": 1,
+                        "temperature": 0,
+                        "messages": [{"role": "user", "content": _user_turn(sample)}],
+                    },
+                )
                 assert reply.status_code == 200, reply.text
                 assert seen == [sample.prompt_ids], name
                 assert reply.json()["usage"]["prompt_tokens"] == len(sample.prompt_ids)
@@ -145,16 +159,22 @@ def test_served_chat_prompts_are_the_training_prompts(runs):
 
         messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "reverse lemon8"}]
         seen.clear()
-        reply = post(f"{url}/v1/chat/completions", json_body={"model": "chat_plain", "max_tokens": 1,
-                                                              "messages": messages})
+        reply = post(
+            f"{url}/v1/chat/completions", json_body={"model": "chat_plain", "max_tokens": 1, "messages": messages}
+        )
         assert reply.status_code == 200, reply.text
         assert seen == [render_prompt(tokenizer, messages, chat_template=PLAIN_CHAT_TEMPLATE)]
 
     from tuneforge.serve.command import _renderings
 
     said = "\n".join(_renderings(pool))  # what `tuneforge serve` prints at start
-    assert "base:" not in said and f"chat_plain: chat requests rendered as in its training run (template plain, " \
-        f"system prompt {SYSTEM!r})" in said and "pairs_plain:" in said and "chat_template:" in said
+    assert (
+        "base:" not in said
+        and f"chat_plain: chat requests rendered as in its training run (template plain, system prompt {SYSTEM!r})"
+        in said
+        and "pairs_plain:" in said
+        and "chat_template:" in said
+    )
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
@@ -188,8 +208,8 @@ def test_eval_prompts_are_the_training_prompts(runs, name, monkeypatch, capsys, 
     seen: list[list[int]] = []
 
     class Scored:
-        scores: dict = {}
-        samples: list = []
+        scores: ClassVar[dict] = {}
+        samples: ClassVar[list] = []
 
     def recording(model, tokenizer, samples, scorers, **kwargs):
         seen.extend(list(s.prompt_ids) for s in samples)
@@ -197,10 +217,25 @@ def test_eval_prompts_are_the_training_prompts(runs, name, monkeypatch, capsys, 
 
     monkeypatch.setattr(generation, "evaluate_generation", recording)
     monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
-    run_dir, _, samples, eval_file = runs[name]
+    _run_dir, _, samples, eval_file = runs[name]
     data_format = RUNS[name][0]["format"]
-    assert main(["eval", *_inference_args(runs, name), "--data", str(eval_file), "--format", data_format,
-                 "--max-length", "96", "--max-new-tokens", "1"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                *_inference_args(runs, name),
+                "--data",
+                str(eval_file),
+                "--format",
+                data_format,
+                "--max-length",
+                "96",
+                "--max-new-tokens",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert seen == [s.prompt_ids for s in samples]
     capsys.readouterr()
 
@@ -212,8 +247,9 @@ def test_a_run_rendering_comes_from_the_run_folder_and_defaults_outside_one(tmp_
 
     run = tmp_path / "runs" / "dpo"
     (run / "adapter").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(
-        {"method": "dpo", "data": {"train": "x.jsonl", "template": "plain", "system_prompt": SYSTEM}}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"method": "dpo", "data": {"train": "x.jsonl", "template": "plain", "system_prompt": SYSTEM}})
+    )
     rendering = run_rendering(run / "adapter")
     assert rendering == PromptRendering("plain", SYSTEM, text_prompts=True)  # DPO / PPO prompts have no format
     assert run_rendering(tiny_model_dir) == PromptRendering()  # a model folder outside a run
@@ -221,12 +257,18 @@ def test_a_run_rendering_comes_from_the_run_folder_and_defaults_outside_one(tmp_
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     # A lone user turn is the plain text prompt; a conversation takes the plain template, as in training.
-    assert tokenizer.decode(render_run_prompt(tokenizer, [{"role": "user", "content": "hi"}], rendering)) == \
-        f"{SYSTEM}\n\nhi"
-    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
-             {"role": "user", "content": "again"}]
+    assert (
+        tokenizer.decode(render_run_prompt(tokenizer, [{"role": "user", "content": "hi"}], rendering))
+        == f"{SYSTEM}\n\nhi"
+    )
+    turns = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "again"},
+    ]
     assert render_run_prompt(tokenizer, turns, rendering) == render_prompt(
-        tokenizer, [{"role": "system", "content": SYSTEM}, *turns], chat_template=PLAIN_CHAT_TEMPLATE)
+        tokenizer, [{"role": "system", "content": SYSTEM}, *turns], chat_template=PLAIN_CHAT_TEMPLATE
+    )
     # The default is what the base model always got: the tokenizer's own template, nothing added.
     assert render_run_prompt(tokenizer, turns, PromptRendering()) == render_prompt(tokenizer, turns)
 

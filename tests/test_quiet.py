@@ -13,8 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run(code: str, **env) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
     full.update({"HF_HUB_OFFLINE": "1", **env})
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, cwd=ROOT,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, cwd=ROOT, timeout=300)
 
 
 def test_bitsandbytes_kernel_fetch_warning_is_dropped_and_others_kept():
@@ -36,7 +35,7 @@ def test_bitsandbytes_kernel_fetch_warning_is_dropped_and_others_kept():
 
 
 def test_transformers_progress_bars_are_off_once_transformers_is_imported():
-    code = ("import tuneforge, transformers.utils.logging as l; print(l.is_progress_bar_enabled())")
+    code = "import tuneforge, transformers.utils.logging as l; print(l.is_progress_bar_enabled())"
     assert _run(code).stdout.strip() == "False"
     # the user's explicit choice wins
     assert _run(code, HF_HUB_DISABLE_PROGRESS_BARS="0").stdout.strip() == "True"
@@ -61,9 +60,14 @@ def test_gguf_conversion_loop_uses_our_progress_not_raw_tqdm(capfd, monkeypatch)
 
 
 def test_validate_quickstart_prints_only_its_own_lines():
-    proc = subprocess.run([sys.executable, "-m", "tuneforge", "validate", "configs/quickstart.yaml"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuneforge", "validate", "configs/quickstart.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", proc.stderr
     lines = proc.stdout.strip().splitlines()

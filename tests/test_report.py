@@ -106,8 +106,9 @@ def test_graceful_with_nothing(tmp_path):
 def test_graceful_with_one_row_and_after_only(tmp_path):
     summary = {"after": {"eval_loss": 1.9}, "run": {"name": "x"}}
     samples = [{"prompt": "p", "reference": "r", "after": "a", "scores": {"after": {"exact_match": 0.0}}}]
-    html = write_report(tmp_path, summary=summary, metrics=[{"step": 1, "loss": 2.1, "lr": 1e-4}], samples=samples,
-                        config_text="").read_text()
+    html = write_report(
+        tmp_path, summary=summary, metrics=[{"step": 1, "loss": 2.1, "lr": 1e-4}], samples=samples, config_text=""
+    ).read_text()
     assert _rows(html)["eval_loss"] == ["—", "1.9", ""]
     assert (tmp_path / "plots" / "loss.png").read_bytes().startswith(PNG_MAGIC)
     assert "<b>before</b>" not in html  # no empty "before" column for samples
@@ -130,7 +131,10 @@ def test_report_samples_pairs_before_and_after():
     def result(preds):
         return GenerationResult(
             scores={},
-            samples=[SampleResult(prompt=f"p{i}", reference="r", prediction=p, scores={"em": 0.0}) for i, p in enumerate(preds)],
+            samples=[
+                SampleResult(prompt=f"p{i}", reference="r", prediction=p, scores={"em": 0.0})
+                for i, p in enumerate(preds)
+            ],
         )
 
     rows = report_samples(result(["b0", "b1", "b2"]), result(["a0", "a1", "a2"]), limit=2)

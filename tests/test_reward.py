@@ -11,8 +11,8 @@ import signal
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import write_jsonl
+
 from tuneforge.config import load_config
 from tuneforge.data.types import Example
 from tuneforge.methods.reward.data import Comparison, collate_comparisons
@@ -29,16 +29,23 @@ def pair_rows(n: int, seed: int) -> list[dict]:
     out = []
     for _ in range(n):
         topic, k = rng.choice(TOPICS), rng.randint(0, 99)
-        out.append({"prompt": f"rate the {topic} {k}", "chosen": f"great {topic} {k}",
-                    "rejected": f"awful {topic} {k}"})
+        out.append(
+            {"prompt": f"rate the {topic} {k}", "chosen": f"great {topic} {k}", "rejected": f"awful {topic} {k}"}
+        )
     return out
 
 
 def reward_config(tmp_path, model_dir, *, adapter=True, name="rm", training=None, **sections):
     raw = {
-        "method": "reward", "name": name, "output_dir": str(tmp_path / "runs"), "model": {"name": str(model_dir)},
-        "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", pair_rows(64, 1))),
-                 "eval": str(write_jsonl(tmp_path / "eval.jsonl", pair_rows(16, 2))), "max_length": 128},
+        "method": "reward",
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"name": str(model_dir)},
+        "data": {
+            "train": str(write_jsonl(tmp_path / "train.jsonl", pair_rows(64, 1))),
+            "eval": str(write_jsonl(tmp_path / "eval.jsonl", pair_rows(16, 2))),
+            "max_length": 128,
+        },
         "training": {"max_steps": 20, "batch_size": 8, "learning_rate": 1e-3, "seed": 1, **(training or {})},
         "eval": {"batch_size": 8, "samples_in_report": 2},
     }
@@ -51,8 +58,9 @@ def reward_config(tmp_path, model_dir, *, adapter=True, name="rm", training=None
 def _model(model_dir):
     from tuneforge.methods.reward.model import build_reward_model
 
-    model_cfg = load_config(data={"method": "reward", "model": {"name": str(model_dir)},
-                                  "data": {"train": "x.jsonl"}}).model
+    model_cfg = load_config(
+        data={"method": "reward", "model": {"name": str(model_dir)}, "data": {"train": "x.jsonl"}}
+    ).model
     return build_reward_model(model_cfg, pad_token_id=2, dtype=torch.float32)
 
 
@@ -73,8 +81,10 @@ def test_equal_scores_give_ln2_through_the_loss_module(tiny_model_dir):
     model = _model(tiny_model_dir)
     assert model.config.num_labels == 1
     torch.nn.init.zeros_(model.score.weight)  # every score 0
-    rows = [Comparison([5], [_seq([5, 6, 7]), _seq([5, 8])], None, "a"),
-            Comparison([9], [_seq([9, 10]), _seq([9, 11, 12, 13]), _seq([9, 14]), _seq([9, 15, 16])], None, "b")]
+    rows = [
+        Comparison([5], [_seq([5, 6, 7]), _seq([5, 8])], None, "a"),
+        Comparison([9], [_seq([9, 10]), _seq([9, 11, 12, 13]), _seq([9, 14]), _seq([9, 15, 16])], None, "b"),
+    ]
     loss_module = RewardLoss(model).train()
     loss, count = loss_module(**collate_comparisons(rows, 2))
     assert int(count) == 2
@@ -89,8 +99,10 @@ def test_k_way_loss_is_the_mean_of_its_pairwise_losses_on_real_model_scores(tiny
     model = _model(tiny_model_dir).eval()
     ranking = [[5, 6, 7, 8], [5, 6, 40], [5, 6, 41, 42, 43], [5, 6, 44]]  # best → worst, shared prompt [5, 6]
     pair = [[9, 50, 51], [9, 52]]
-    rows = [Comparison([5, 6], [_seq(s) for s in ranking], None, "r"),
-            Comparison([9], [_seq(s) for s in pair], 0.5, "p")]
+    rows = [
+        Comparison([5, 6], [_seq(s) for s in ranking], None, "r"),
+        Comparison([9], [_seq(s) for s in pair], 0.5, "p"),
+    ]
     loss, count = RewardLoss(model, use_margin=True)(**collate_comparisons(rows, 2))
     r = [_score_alone(model, s) for s in ranking]
     c, w = (_score_alone(model, s) for s in pair)
@@ -118,12 +130,21 @@ def test_rankings_become_pairs_and_held_out_prompts_stay_whole(tmp_path, tiny_mo
     from tuneforge.methods import get_method
     from tuneforge.models.load import load_tokenizer
 
-    rankings = write_jsonl(tmp_path / "rank.jsonl", [{"prompt": "q1", "responses": ["a", "b", "c", "d"]},
-                                                      {"prompt": "q2", "responses": ["x", "y", "z"]}])
-    ratings = write_jsonl(tmp_path / "rate.jsonl", [
-        {"prompt": f"p{i}", "responses": ["one", "two", "three"], "scores": [3, 2, 1]} for i in range(10)])
-    config = load_config(data={"method": "reward", "model": {"name": str(tiny_model_dir)},
-                               "data": {"train": [str(rankings), str(ratings)], "eval_fraction": 0.3}})
+    rankings = write_jsonl(
+        tmp_path / "rank.jsonl",
+        [{"prompt": "q1", "responses": ["a", "b", "c", "d"]}, {"prompt": "q2", "responses": ["x", "y", "z"]}],
+    )
+    ratings = write_jsonl(
+        tmp_path / "rate.jsonl",
+        [{"prompt": f"p{i}", "responses": ["one", "two", "three"], "scores": [3, 2, 1]} for i in range(10)],
+    )
+    config = load_config(
+        data={
+            "method": "reward",
+            "model": {"name": str(tiny_model_dir)},
+            "data": {"train": [str(rankings), str(ratings)], "eval_fraction": 0.3},
+        }
+    )
     data = get_method("reward").load_data(config, load_tokenizer(str(tiny_model_dir)))
     by_size = sorted(len(c.responses) for c in data.train + data.eval)
     assert by_size == [2] * 30 + [3, 4]  # a 4-way ranking is one comparison of 6 pairs, a 3-way of 3
@@ -154,13 +175,24 @@ def test_bad_rows_are_named_by_file_and_line(tmp_path, tiny_model_dir):
 
     bad = write_jsonl(tmp_path / "bad.jsonl", [pair_rows(1, 0)[0], {"prompt": "q", "chosen": "a", "rejected": ""}])
     thumbs = write_jsonl(tmp_path / "thumbs.jsonl", [{"prompt": "q", "completion": "a", "label": True}])
-    config = load_config(data={"method": "reward", "model": {"name": str(tiny_model_dir)},
-                               "data": {"train": str(bad), "eval": str(thumbs)}})
+    config = load_config(
+        data={
+            "method": "reward",
+            "model": {"name": str(tiny_model_dir)},
+            "data": {"train": str(bad), "eval": str(thumbs)},
+        }
+    )
     errors = check_config(config, tokenizer=load_tokenizer(str(tiny_model_dir))).errors
     assert errors[0] == f"{bad}:2: rejected: must not be empty"
     assert errors[1].startswith(f"{thumbs}: thumbs up / down rate single responses")
-    config = load_config(data={"method": "reward", "model": {"name": str(tiny_model_dir)},
-                               "data": {"train": str(bad), "columns": {"answer": "x"}}, "eval": None})
+    config = load_config(
+        data={
+            "method": "reward",
+            "model": {"name": str(tiny_model_dir)},
+            "data": {"train": str(bad), "columns": {"answer": "x"}},
+            "eval": None,
+        }
+    )
     errors = check_config(config, tokenizer=load_tokenizer(str(tiny_model_dir))).errors
     assert errors[0].startswith("data.columns.answer: not a feedback field")
 
@@ -168,12 +200,15 @@ def test_bad_rows_are_named_by_file_and_line(tmp_path, tiny_model_dir):
 def test_validate_prints_pair_counts_and_drops(tmp_path, tiny_model_dir, capsys):
     from tuneforge.cli import main
 
-    rankings = write_jsonl(tmp_path / "rank.jsonl", [{"prompt": "q1", "responses": ["a", "b", "c", "d"]},
-                                                      {"prompt": "q2", "responses": ["x", "y", "x"]}])
+    rankings = write_jsonl(
+        tmp_path / "rank.jsonl",
+        [{"prompt": "q1", "responses": ["a", "b", "c", "d"]}, {"prompt": "q2", "responses": ["x", "y", "x"]}],
+    )
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(5, 3) + [{"prompt": "q", "chosen": "s", "rejected": "s "}])
     (tmp_path / "rm.yaml").write_text(
         f"method: reward\nmodel: {{name: {tiny_model_dir}}}\n"
-        f"data: {{train: [{rankings}, {pairs}], eval: {pairs}, max_length: 128}}\n")
+        f"data: {{train: [{rankings}, {pairs}], eval: {pairs}, max_length: 128}}\n"
+    )
     capsys.readouterr()
     assert main(["validate", str(tmp_path / "rm.yaml")]) == 0
     out = " ".join(capsys.readouterr().out.split())
@@ -208,8 +243,10 @@ def test_full_run_learns_the_preference_and_loads_in_plain_transformers(tmp_path
     ids = torch.tensor([[5, 17, 60, 90, 33], [40, 41, 42, 2, 2]])  # right-padded: pad = eos = 2
     mask = (ids != 2).long()
     with torch.no_grad():
-        torch.testing.assert_close(plain(input_ids=ids, attention_mask=mask).logits,
-                                   result.model.eval()(input_ids=ids, attention_mask=mask).logits)
+        torch.testing.assert_close(
+            plain(input_ids=ids, attention_mask=mask).logits,
+            result.model.eval()(input_ids=ids, attention_mask=mask).logits,
+        )
 
     # `score` on the held-out pairs: the evaluation's accuracy, and plain transformers' score of each
     # response as training rendered it.
@@ -220,9 +257,12 @@ def test_full_run_learns_the_preference_and_loads_in_plain_transformers(tmp_path
     from tuneforge.models.load import load_tokenizer
 
     first = pair_rows(16, 2)[0]
-    example, _ = encode_record(load_tokenizer(str(out)), PreferencePair(first["prompt"], first["chosen"],
-                                                                        first["rejected"], "x"),
-                               chat=True, max_length=128)
+    example, _ = encode_record(
+        load_tokenizer(str(out)),
+        PreferencePair(first["prompt"], first["chosen"], first["rejected"], "x"),
+        chat=True,
+        max_length=128,
+    )
     assert rows[0]["chosen_score"] == pytest.approx(_score_alone(plain, example.chosen.input_ids), abs=1e-5)
     assert rows[0]["rejected_score"] == pytest.approx(_score_alone(plain, example.rejected.input_ids), abs=1e-5)
 
@@ -231,15 +271,17 @@ def test_full_run_learns_the_preference_and_loads_in_plain_transformers(tmp_path
     assert main(["predict", "--model", str(result.run_dir), "--data", str(tmp_path / "eval.jsonl")]) == 2
 
 
-def test_adapter_run_loads_in_plain_peft_and_scores_the_same_via_score(tmp_path, tiny_model_dir, isolated_cache,
-                                                                       capsys):
+def test_adapter_run_loads_in_plain_peft_and_scores_the_same_via_score(
+    tmp_path, tiny_model_dir, isolated_cache, capsys
+):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
     from tuneforge.cli import main
 
-    result = train_from_config(reward_config(tmp_path, tiny_model_dir, training={"max_steps": 4,
-                                                                                  "learning_rate": 5e-3}))
+    result = train_from_config(
+        reward_config(tmp_path, tiny_model_dir, training={"max_steps": 4, "learning_rate": 5e-3})
+    )
     out = result.output_dir
     assert out.name == "adapter"
     info = json.loads((out / "classifier.json").read_text())
@@ -247,18 +289,27 @@ def test_adapter_run_loads_in_plain_peft_and_scores_the_same_via_score(tmp_path,
     assert "score" in json.loads((out / "adapter_config.json").read_text())["modules_to_save"]
 
     # Plain transformers + peft: a one-label base, then the adapter (with its head).
-    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1,
-                                                              pad_token_id=info["pad_token_id"])
+    base = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=1, pad_token_id=info["pad_token_id"]
+    )
     plain = PeftModel.from_pretrained(base, out).eval()
     ids = torch.tensor([[5, 17, 60, 90, 33, 2]])
     with torch.no_grad():
         torch.testing.assert_close(plain(input_ids=ids).logits, result.model.eval()(input_ids=ids).logits)
 
-    data = write_jsonl(tmp_path / "score.jsonl", [
-        {"prompt": "rate the soup 3", "response": "great soup 3"},
-        {"messages": [{"role": "user", "content": "rate the soup 3"},
-                      {"role": "assistant", "content": "great soup 3"}]},
-        pair_rows(1, 5)[0]])
+    data = write_jsonl(
+        tmp_path / "score.jsonl",
+        [
+            {"prompt": "rate the soup 3", "response": "great soup 3"},
+            {
+                "messages": [
+                    {"role": "user", "content": "rate the soup 3"},
+                    {"role": "assistant", "content": "great soup 3"},
+                ]
+            },
+            pair_rows(1, 5)[0],
+        ],
+    )
     scored = tmp_path / "scored.jsonl"
     capsys.readouterr()
     assert main(["score", "--model", str(result.run_dir), "--data", str(data), "--output", str(scored)]) == 0
@@ -281,8 +332,12 @@ def test_score_names_bad_rows_and_refuses_other_models(tmp_path, tiny_model_dir,
     from tuneforge.models.load import load_tokenizer
 
     classifier = tmp_path / "cls"
-    save_classifier(load_classifier(str(tiny_model_dir), ["a", "b", "c"], pad_token_id=2), classifier,
-                    load_tokenizer(str(tiny_model_dir)), info={"labels": ["a", "b", "c"]})
+    save_classifier(
+        load_classifier(str(tiny_model_dir), ["a", "b", "c"], pad_token_id=2),
+        classifier,
+        load_tokenizer(str(tiny_model_dir)),
+        info={"labels": ["a", "b", "c"]},
+    )
     rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "q", "answer": "x"}])
     capsys.readouterr()
     assert main(["score", "--model", str(classifier), "--data", str(rows)]) == 2
@@ -298,14 +353,21 @@ def test_score_names_bad_rows_and_refuses_other_models(tmp_path, tiny_model_dir,
     assert problems == [
         "f.jsonl:3: response: missing (fields present: prompt, answer); a row to score is {prompt, response}, "
         "{messages} or {prompt, chosen, rejected}",
-        "f.jsonl:4: messages: must be a list of messages ending with the assistant's response (the one to score)"]
+        "f.jsonl:4: messages: must be a list of messages ending with the assistant's response (the one to score)",
+    ]
 
 
 def test_sigint_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, isolated_cache):
     from tuneforge.training.loop import TrainingInterrupted
 
-    settings = {"max_steps": 4, "batch_size": 4, "gradient_accumulation_steps": 2, "learning_rate": 5e-3,
-                "save_every": 1, "seed": 3}
+    settings = {
+        "max_steps": 4,
+        "batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": 5e-3,
+        "save_every": 1,
+        "seed": 3,
+    }
     ref = train_from_config(reward_config(tmp_path, tiny_model_dir, name="ref", training=settings))
     config = reward_config(tmp_path, tiny_model_dir, name="cut", training=settings)
     calls = {"n": 0}

@@ -6,11 +6,11 @@ import signal
 
 import pytest
 import torch
-
 from conftest import chat_rows, write_jsonl
+
 from tuneforge.config import load_config
-from tuneforge.training.loop import TrainingInterrupted
 from tuneforge.runner import RunFolderExists, train_from_config
+from tuneforge.training.loop import TrainingInterrupted
 
 
 def make_config(tmp_path, model_dir, *, adapter=True, name="run", extra=None):
@@ -22,8 +22,15 @@ def make_config(tmp_path, model_dir, *, adapter=True, name="run", extra=None):
         "output_dir": str(tmp_path / "runs"),
         "model": {"name": str(model_dir)},
         "data": {"format": "chat", "train": str(train), "eval": str(evals), "max_length": 128},
-        "training": {"max_steps": 6, "batch_size": 2, "gradient_accumulation_steps": 2, "learning_rate": 5e-3,
-                     "save_every": 2, "keep_checkpoints": 5, "seed": 3},
+        "training": {
+            "max_steps": 6,
+            "batch_size": 2,
+            "gradient_accumulation_steps": 2,
+            "learning_rate": 5e-3,
+            "save_every": 2,
+            "keep_checkpoints": 5,
+            "seed": 3,
+        },
         "eval": {"scorers": ["exact_match"], "max_new_tokens": 8, "batch_size": 4, "samples_in_report": 2},
     }
     if adapter:
@@ -44,8 +51,14 @@ def test_lora_run_writes_folder_and_adapter_loads_in_plain_peft(tmp_path, tiny_m
         assert (run / name).exists(), name
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary) >= {"before", "after", "train"}
-    for key in ("tokens_per_second", "tokens", "trainable_parameters", "total_parameters", "peak_memory_mb",
-                "wall_seconds"):
+    for key in (
+        "tokens_per_second",
+        "tokens",
+        "trainable_parameters",
+        "total_parameters",
+        "peak_memory_mb",
+        "wall_seconds",
+    ):
         assert key in summary["train"]
     assert "exact_match" in summary["before"] and "eval_loss" in summary["after"]
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -75,15 +88,16 @@ def test_lora_run_writes_folder_and_adapter_loads_in_plain_peft(tmp_path, tiny_m
 
 def test_every_trainable_parameter_changes(tmp_path, tiny_model_dir, isolated_cache):
     """Against the adapter's initial values (B = 0, A random): every LoRA tensor moved."""
+    from accelerate.utils import set_seed
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    from accelerate.utils import set_seed
 
     config = make_config(tmp_path, tiny_model_dir)
     result = train_from_config(config)
     set_seed(config.training.seed)
-    init = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                          LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    init = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
+    )
     init_params = dict(init.named_parameters())
     for name, param in result.model.named_parameters():
         if param.requires_grad:
@@ -189,8 +203,7 @@ def test_pending_checkpoint_is_ignored_until_complete(tmp_path):
     opt = torch.optim.AdamW(model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     first = save_checkpoint(tmp_path, 1, model=model, optimizer=opt, scheduler=sched, state={}, keep=1)
-    second = save_checkpoint(tmp_path, 2, model=model, optimizer=None, scheduler=sched, state={}, keep=1,
-                             pending=True)
+    second = save_checkpoint(tmp_path, 2, model=model, optimizer=None, scheduler=sched, state={}, keep=1, pending=True)
     assert latest_checkpoint(tmp_path) == first and first.exists()  # not pruned while step 2 is pending
     mark_complete(second, tmp_path, keep=1)
     assert latest_checkpoint(tmp_path) == second and not first.exists()
@@ -207,7 +220,12 @@ def test_eval_before_false_skips_the_base_model_evaluation(tmp_path, tiny_model_
         return original(self, model, ctx)
 
     monkeypatch.setattr(CausalLM, "evaluate", counting)
-    result = train_from_config(make_config(tmp_path, tiny_model_dir, extra={
-        "training": {"max_steps": 1, "save_every": None}, "eval": {"before": False}}))
+    result = train_from_config(
+        make_config(
+            tmp_path,
+            tiny_model_dir,
+            extra={"training": {"max_steps": 1, "save_every": None}, "eval": {"before": False}},
+        )
+    )
     assert calls == ["after"]
     assert result.summary["before"] == {} and result.summary["after"]

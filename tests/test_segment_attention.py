@@ -41,8 +41,21 @@ def test_boundaries_refuse_rows_that_do_not_start_at_zero():
 
 
 def test_bucket_lengths_pad_little():
-    assert [sa.bucket_length(n) for n in (1, 16, 17, 100, 128, 129, 144, 145, 256, 257, 511, 512, 513)] == \
-        [16, 16, 32, 112, 128, 144, 144, 160, 256, 288, 512, 512, 576]
+    assert [sa.bucket_length(n) for n in (1, 16, 17, 100, 128, 129, 144, 145, 256, 257, 511, 512, 513)] == [
+        16,
+        16,
+        32,
+        112,
+        128,
+        144,
+        144,
+        160,
+        256,
+        288,
+        512,
+        512,
+        576,
+    ]
     for n in range(1, 3000):
         assert n <= sa.bucket_length(n) <= n + max(15, n // 8) and sa.bucket_length(n) % 16 == 0
 
@@ -62,8 +75,9 @@ def dense_reference(q, k, v, position_ids):
     causal = torch.ones(t, t, dtype=torch.bool).tril()
     mask = (seg[:, :, None] == seg[:, None, :]) & causal  # (B, T, T)
     rep = q.shape[1] // k.shape[1]
-    out = F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
-                                         attn_mask=mask[:, None])
+    out = F.scaled_dot_product_attention(
+        q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), attn_mask=mask[:, None]
+    )
     return out.transpose(1, 2)  # (B, T, H, D)
 
 
@@ -97,9 +111,14 @@ def packed_batch(lengths, max_length):
     return collate(rows, pad_id=2)
 
 
-@pytest.mark.parametrize("lengths,max_length", [([7, 5, 9, 4, 6, 3, 2, 1, 11], 16),  # many segments + padding
-                                               ([30, 30], 32),  # one segment per row, padding tails
-                                               ([2] * 12, 8)])  # many tiny segments, full rows
+@pytest.mark.parametrize(
+    "lengths,max_length",
+    [
+        ([7, 5, 9, 4, 6, 3, 2, 1, 11], 16),  # many segments + padding
+        ([30, 30], 32),  # one segment per row, padding tails
+        ([2] * 12, 8),
+    ],
+)  # many tiny segments, full rows
 def test_model_loss_and_gradients_equal_the_mask_path(lengths, max_length):
     model = tiny_model().double()
     batch = packed_batch(lengths, max_length)
@@ -138,7 +157,8 @@ def test_boundaries_are_derived_when_the_batch_has_none():
     with torch.no_grad():
         given = CausalLMLoss(model, packed_attention="segments")(**batch)[0]
         derived = CausalLMLoss(model, packed_attention="segments")(
-            batch["input_ids"], batch["labels"], batch["position_ids"])[0]
+            batch["input_ids"], batch["labels"], batch["position_ids"]
+        )[0]
     assert torch.equal(given, derived)
 
 
@@ -149,8 +169,10 @@ def test_flash_attention_receives_the_same_boundaries_as_varlen_arguments(monkey
     seen = []
 
     def fake_flash(module, query, key, value, attention_mask, **kwargs):
-        seen.append({k: kwargs.get(k) for k in ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
-                                                "max_length_k")} | {"mask": attention_mask})
+        seen.append(
+            {k: kwargs.get(k) for k in ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")}
+            | {"mask": attention_mask}
+        )
         return sa.segment_attention(module, query, key, value, **kwargs)  # the same computation, for the loss
 
     monkeypatch.setitem(AttentionInterface._global_mapping, "flash_attention_2", fake_flash)
@@ -211,9 +233,11 @@ def test_a_model_that_ignores_the_switch_is_refused():
             return None
 
     model = tiny_model()
-    with pytest.raises(RuntimeError, match="did not use the per-segment attention"):
-        with sa.segment_attention_for(model.config):
-            Ignores(model.config)()
+    with (
+        pytest.raises(RuntimeError, match="did not use the per-segment attention"),
+        sa.segment_attention_for(model.config),
+    ):
+        Ignores(model.config)()
     assert model.config._attn_implementation != sa.NAME  # restored
 
 
@@ -225,8 +249,10 @@ def test_validate_refuses_segments_for_a_model_it_cannot_serve(tmp_path):
     from tuneforge.checks import CheckReport, _check_packed_attention
 
     def report_for(setting, implementation=None, packing=True):
-        config = SimpleNamespace(model=SimpleNamespace(packed_attention=setting, attn_implementation=implementation),
-                                 data=SimpleNamespace(packing=packing))
+        config = SimpleNamespace(
+            model=SimpleNamespace(packed_attention=setting, attn_implementation=implementation),
+            data=SimpleNamespace(packing=packing),
+        )
         report = CheckReport()
         _check_packed_attention(config, Gemma2Config(num_hidden_layers=2), report)
         return report

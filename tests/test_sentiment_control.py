@@ -44,8 +44,10 @@ def test_sweep_overrides_load(monkeypatch):
     monkeypatch.chdir(REPO)
     for over in (["loss.beta=0.5"], ["loss.type=ipo", "loss.beta=0.1"]):
         load_config("configs/sentiment_control/dpo.yaml", over)
-    config = load_config("configs/sentiment_control/ppo.yaml",
-                         ["ppo.kl_coef=0.1", "ppo.adaptive_kl.target=4", "ppo.adaptive_kl.horizon=480"])
+    config = load_config(
+        "configs/sentiment_control/ppo.yaml",
+        ["ppo.kl_coef=0.1", "ppo.adaptive_kl.target=4", "ppo.adaptive_kl.horizon=480"],
+    )
     assert config.ppo.adaptive_kl.target == 4 and config.data.template == "plain"
 
 
@@ -64,25 +66,31 @@ def test_first_stages_pass_full_checks(name, monkeypatch):
 def test_make_prompts_on_tiny_input(tmp_path):
     mod = _module(EX / "make_prompts.py", "sc_make_prompts")
     train, held = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
-    words = "alpha beta gamma delta epsilon zeta eta theta".split()
-    train.write_text("".join(json.dumps({"text": " ".join(words[i:] + words[:i]), "label": "neutral"}) + "\n"
-                             for i in range(8)))
-    held.write_text("".join(json.dumps({"text": "held " + w + " out text here", "label": "positive"}) + "\n"
-                            for w in words))
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    train.write_text(
+        "".join(json.dumps({"text": " ".join(words[i:] + words[:i]), "label": "neutral"}) + "\n" for i in range(8))
+    )
+    held.write_text(
+        "".join(json.dumps({"text": "held " + w + " out text here", "label": "positive"}) + "\n" for w in words)
+    )
     counts = mod.make(tmp_path / "out", train, held, n_train=5, n_eval=None, seed=1)
     assert counts["sft_train"] == 8 and counts["prompts_train"] == 5
-    rows = [json.loads(l) for l in (tmp_path / "out" / "prompts_eval.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "prompts_eval.jsonl").read_text().splitlines()]
     assert rows and all(2 <= len(r["prompt"].split()) <= 4 and r["prompt"].startswith("held") for r in rows)
     again = mod.make(tmp_path / "again", train, held, n_train=5, n_eval=None, seed=1)
     assert again == counts
-    assert (tmp_path / "out" / "prompts_train.jsonl").read_text() == (tmp_path / "again" / "prompts_train.jsonl").read_text()
+    assert (tmp_path / "out" / "prompts_train.jsonl").read_text() == (
+        tmp_path / "again" / "prompts_train.jsonl"
+    ).read_text()
 
 
 def test_make_pairs_ranks_by_score_with_a_gap():
     mod = _module(EX / "make_pairs.py", "sc_make_pairs")
-    scored = [("p1", [(" good", 0.9), (" bad", 0.1), (" meh", 0.5), (" fine", 0.8)]),
-              ("p2", [(" x", 0.5), (" y", 0.6)]),  # gap too small
-              ("p3", [(" same", 0.9), (" same", 0.1)])]  # identical responses never pair
+    scored = [
+        ("p1", [(" good", 0.9), (" bad", 0.1), (" meh", 0.5), (" fine", 0.8)]),
+        ("p2", [(" x", 0.5), (" y", 0.6)]),  # gap too small
+        ("p3", [(" same", 0.9), (" same", 0.1)]),
+    ]  # identical responses never pair
     pairs = mod.make_pairs(scored, min_gap=0.3, per_prompt=2)
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [(" good", " bad"), (" fine", " meh")]
     assert all(p["p_chosen"] - p["p_rejected"] >= 0.3 for p in pairs)

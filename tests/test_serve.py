@@ -12,11 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 import torch
-
 from test_adapters_cli import make_lora
+
 from tuneforge.cli import main
 from tuneforge.serve import ServerThread, build
 from tuneforge.serve.settings import ServeSettings
+
 
 class Reply:
     """A raw HTTP answer (urllib, not the openai client: these tests look at status codes and bodies)."""
@@ -32,14 +33,16 @@ class Reply:
         return self.content.decode()
 
 
-def http(method: str, url: str, *, json_body=None, content: bytes | None = None, headers=None,
-         timeout: float = 60) -> Reply:
+def http(
+    method: str, url: str, *, json_body=None, content: bytes | None = None, headers=None, timeout: float = 60
+) -> Reply:
     import urllib.error
     import urllib.request
 
     data = json.dumps(json_body).encode() if json_body is not None else content
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return Reply(response.status, response.read(), response.headers)
@@ -78,13 +81,21 @@ def lively_model_dir(path, *, hidden: int = 32, seed: int = 0):
 def served_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     base = lively_model_dir(root / "base")
-    return {"base": base, "a": make_lora(base, root / "a", seed=1, r=8),
-            "b": make_lora(base, root / "b", seed=2, r=8), "root": root}
+    return {
+        "base": base,
+        "a": make_lora(base, root / "a", seed=1, r=8),
+        "b": make_lora(base, root / "b", seed=2, r=8),
+        "root": root,
+    }
 
 
 def start(files, **settings):
-    values = {"model": str(files["base"]), "served_name": "base",
-              "adapters": {"a": str(files["a"]), "b": str(files["b"])}, **settings}
+    values = {
+        "model": str(files["base"]),
+        "served_name": "base",
+        "adapters": {"a": str(files["a"]), "b": str(files["b"])},
+        **settings,
+    }
     app, pool, worker = build(ServeSettings(**values))
     return ServerThread(app), pool, worker
 
@@ -93,8 +104,12 @@ def start(files, **settings):
 def server(served_files):
     thread, pool, worker = start(served_files, max_batch_size=8, batch_window_ms=150)
     with thread as url:
-        yield {"url": url, "pool": pool, "worker": worker,
-               "client": openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)}
+        yield {
+            "url": url,
+            "pool": pool,
+            "worker": worker,
+            "client": openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0),
+        }
 
 
 def chat(client, model, prompt, **kwargs):
@@ -134,8 +149,9 @@ def test_each_adapter_answers_as_tuneforge_generate_does(server, served_files, c
         assert reply.model == name  # the name asked for, not the base's
         answers[name] = reply.choices[0].message.content
         adapter = [] if name == "base" else ["--adapter", f"{name}={served_files[name]}"]
-        assert main(["generate", "--model", str(served_files["base"]), *adapter, "hello",
-                     "--max-new-tokens", "12"]) == 0
+        assert (
+            main(["generate", "--model", str(served_files["base"]), *adapter, "hello", "--max-new-tokens", "12"]) == 0
+        )
         assert capsys.readouterr().out == answers[name] + "\n"
     assert len(set(answers.values())) == 3, answers  # three different models really answered
 
@@ -165,9 +181,17 @@ def test_streamed_text_equals_the_whole_answer(server):
 
 
 def test_stream_ends_with_done_and_reports_usage_when_asked(server):
-    response = post(f"{server['url']}/v1/chat/completions", json_body={
-        "model": "b", "messages": [{"role": "user", "content": "q"}], "max_tokens": 4, "temperature": 0,
-        "stream": True, "stream_options": {"include_usage": True}})
+    response = post(
+        f"{server['url']}/v1/chat/completions",
+        json_body={
+            "model": "b",
+            "messages": [{"role": "user", "content": "q"}],
+            "max_tokens": 4,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
     lines = [line for line in response.text.splitlines() if line]
     assert response.headers["content-type"].startswith("text/event-stream")
     assert lines[-1] == "data: [DONE]"
@@ -183,9 +207,9 @@ def test_stop_strings_end_the_answer_streamed_or_not(server):
     assert len(full) >= 4, full
     stop = full[2:4]  # a piece from the middle of the answer
     cut = chat(client, "a", "tell me 42 things", max_tokens=16, stop=[stop])
-    assert cut.choices[0].message.content == full[:full.index(stop)]
+    assert cut.choices[0].message.content == full[: full.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
-    assert streamed(client, "a", "tell me 42 things", max_tokens=16, stop=stop) == (full[:full.index(stop)], "stop")
+    assert streamed(client, "a", "tell me 42 things", max_tokens=16, stop=stop) == (full[: full.index(stop)], "stop")
 
 
 def test_seeded_sampling_repeats_and_temperature_zero_is_greedy(server):
@@ -193,7 +217,8 @@ def test_seeded_sampling_repeats_and_temperature_zero_is_greedy(server):
     first = chat_text(client, "b", "hello", temperature=1.0, seed=7, max_tokens=10)
     assert chat_text(client, "b", "hello", temperature=1.0, seed=7, max_tokens=10) == first
     assert chat_text(client, "b", "hello", top_p=1e-6, temperature=1.0, max_tokens=10) == chat_text(
-        client, "b", "hello", max_tokens=10)  # top_p that keeps one token is greedy
+        client, "b", "hello", max_tokens=10
+    )  # top_p that keeps one token is greedy
 
 
 # ---------------------------------------------------------------------------- errors
@@ -208,15 +233,18 @@ def test_an_unknown_model_is_a_404_never_the_base_answer(server):
         server["client"].models.retrieve("nope")
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"model": "a"}, "messages"),
-    ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
-    ({"model": "a", "messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
-    ({"model": "a", "messages": [{"role": "user", "content": "hi"}], "temperature": 9}, "temperature"),
-    ({"model": "a", "messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
-    ({"model": "a", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}, "logprobs"),
-    ({"model": "a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000}, "max_tokens"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": "a"}, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": "a", "messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
+        ({"model": "a", "messages": [{"role": "user", "content": "hi"}], "temperature": 9}, "temperature"),
+        ({"model": "a", "messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
+        ({"model": "a", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}, "logprobs"),
+        ({"model": "a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000}, "max_tokens"),
+    ],
+)
 def test_a_malformed_request_is_a_400_naming_the_field(server, body, param):
     response = post(f"{server['url']}/v1/chat/completions", json_body=body, timeout=60)
     assert response.status_code == 400, response.text
@@ -445,9 +473,12 @@ def test_an_adapter_of_another_base_is_refused_at_start(served_files, tmp_path):
 
     other = lively_model_dir(tmp_path / "wider", hidden=64)
     stranger = make_lora(other, tmp_path / "stranger", seed=3)
-    with pytest.raises(AdapterSetError, match=r"--adapter x: trained on .*wider \(hidden size 64\), which does not fit"):
-        build(ServeSettings(model=str(served_files["base"]), adapters={"a": str(served_files["a"]),
-                                                                       "x": str(stranger)}))
+    with pytest.raises(
+        AdapterSetError, match=r"--adapter x: trained on .*wider \(hidden size 64\), which does not fit"
+    ):
+        build(
+            ServeSettings(model=str(served_files["base"]), adapters={"a": str(served_files["a"]), "x": str(stranger)})
+        )
     same_size = lively_model_dir(tmp_path / "cousin", seed=5)
     cousin = make_lora(same_size, tmp_path / "cousin-lora", seed=3)
     with pytest.raises(AdapterSetError, match=r"--adapter y: .* was trained on .*cousin, not on the served base"):
@@ -456,8 +487,7 @@ def test_an_adapter_of_another_base_is_refused_at_start(served_files, tmp_path):
 
 def test_a_full_model_folder_is_served_under_its_own_name(served_files, tmp_path, capsys):
     merged = tmp_path / "merged"
-    assert main(["merge", str(served_files["a"]), "--model", str(served_files["base"]),
-                 "--output", str(merged)]) == 0
+    assert main(["merge", str(served_files["a"]), "--model", str(served_files["base"]), "--output", str(merged)]) == 0
     capsys.readouterr()
     thread, _pool, _worker = start(served_files, adapters={"a": str(served_files["a"]), "merged": str(merged)})
     with thread as url:
@@ -472,8 +502,11 @@ def test_a_full_model_folder_is_served_under_its_own_name(served_files, tmp_path
 
 
 def test_runtime_loading_is_off_by_default(server, served_files):
-    response = post(f"{server['url']}/v1/load_lora_adapter", timeout=30,
-                          json_body={"lora_name": "c", "lora_path": str(served_files["a"])})
+    response = post(
+        f"{server['url']}/v1/load_lora_adapter",
+        timeout=30,
+        json_body={"lora_name": "c", "lora_path": str(served_files["a"])},
+    )
     assert response.status_code == 403 and response.json()["error"]["code"] == "runtime_loading_disabled"
 
 
@@ -482,8 +515,9 @@ def test_runtime_loading_only_from_the_allowed_folder(served_files, server, tmp_
     make_lora(served_files["base"], allowed / "c", seed=1, r=8)  # a's weights under another name
     thread, pool, _worker = start(served_files, adapter_dir=str(allowed))
     with thread as url:
-        outside = post(f"{url}/v1/load_lora_adapter", timeout=30,
-                             json_body={"lora_name": "x", "lora_path": str(served_files["a"])})
+        outside = post(
+            f"{url}/v1/load_lora_adapter", timeout=30, json_body={"lora_name": "x", "lora_path": str(served_files["a"])}
+        )
         assert outside.status_code == 403 and outside.json()["error"]["code"] == "path_not_allowed"
         escape = post(f"{url}/v1/load_lora_adapter", timeout=30, json_body={"lora_name": "x", "lora_path": "../"})
         assert escape.status_code == 403
@@ -524,10 +558,19 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_row(server, watch_jobs):
 
     worker = server["worker"]
     assert chat(server["client"], "a", "hello", max_tokens=300).usage.completion_tokens == 300  # runs to its limit
-    body = {"model": "a", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 300, "temperature": 0,
-            "stream": True}
-    request = urllib.request.Request(f"{server['url']}/v1/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+    body = {
+        "model": "a",
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 300,
+        "temperature": 0,
+        "stream": True,
+    }
+    request = urllib.request.Request(
+        f"{server['url']}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     # In order, not in time: after its first text the row waits until the server has seen the client go.
     jobs = watch_jobs(worker, at_first_text={0: lambda job: job.cancelled.wait(WAIT_S)})
     tokens = worker.tokens
@@ -560,8 +603,21 @@ def test_the_serve_command_answers_the_openai_client(served_files, server, tmp_p
     config = tmp_path / "serve.yaml"
     config.write_text(f"model: {served_files['base']}\nserved_name: base\nport: {port}\n")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tuneforge.cli", "serve", "--config", str(config), "--adapter", f"a={served_files['a']}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "TUNEFORGE_API_KEY": "k"}, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tuneforge.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--adapter",
+            f"a={served_files['a']}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TUNEFORGE_API_KEY": "k"},
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (_listening(port) and get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200):

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from tiny import tiny_tokenizer
+
 from tuneforge.serve.decode import Sampling, pick_token
 from tuneforge.serve.settings import ServeSettingsError, load_settings
 from tuneforge.serve.text import TextTracker
@@ -20,7 +20,7 @@ def run(text: str, stops=(), max_tokens: int | None = None, end_with_eos: bool =
     """Push ``text`` token by token; returns (pieces, finish_reason, tokens sampled)."""
     tracker = TextTracker(TOK, frozenset({EOS}), tuple(stops))
     pieces = []
-    for i, token in enumerate(ids(text) + ([EOS] if end_with_eos else [])):
+    for _i, token in enumerate(ids(text) + ([EOS] if end_with_eos else [])):
         pieces.append(tracker.push(token))
         if tracker.finished:
             break

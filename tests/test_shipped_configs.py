@@ -25,8 +25,10 @@ from tuneforge.models.load import ModelNotFoundError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_SETUPS = REPO_ROOT / "configs" / "accelerate"
 CONFIGS = sorted(p for p in (REPO_ROOT / "configs").rglob("*.yaml") if LAUNCH_SETUPS not in p.parents)
-EARLIER_STEP = re.compile(r"it is written by an earlier step: run `tuneforge train [^`]+`"
-                          r"( and `tuneforge merge [^`]+`)? first$")
+EARLIER_STEP = re.compile(
+    r"it is written by an earlier step: run `tuneforge train [^`]+`"
+    r"( and `tuneforge merge [^`]+`)? first$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +48,15 @@ def tokenizer_for():
 
 def test_configs_are_shipped():
     names = {path.name for path in CONFIGS}
-    assert {"quickstart.yaml", "cpt_text.yaml", "sft_full.yaml", "sft_lora_chat.yaml",
-            "instruct_natural_instructions.yaml", "classify_sentiment.yaml", "contrastive_faq.yaml"} <= names
+    assert {
+        "quickstart.yaml",
+        "cpt_text.yaml",
+        "sft_full.yaml",
+        "sft_lora_chat.yaml",
+        "instruct_natural_instructions.yaml",
+        "classify_sentiment.yaml",
+        "contrastive_faq.yaml",
+    } <= names
     chain = {p.name for p in CONFIGS if p.parent.name == "sentiment_control"}
     assert chain == {"classifier.yaml", "sft.yaml", "reward.yaml", "dpo.yaml", "ppo.yaml"}
 
@@ -98,8 +107,10 @@ def test_shipped_config_passes_checks(path, tokenizer_for, monkeypatch):
         assert all(data.eval is not None or data.eval_fraction > 0 for data in sections)
 
 
-SFT_MERGE = ("run `tuneforge train configs/sentiment_control/sft.yaml` and `tuneforge merge "
-             "runs/sentiment_control/sc-sft --output runs/sentiment_control/sc-sft-merged` first")
+SFT_MERGE = (
+    "run `tuneforge train configs/sentiment_control/sft.yaml` and `tuneforge merge "
+    "runs/sentiment_control/sc-sft --output runs/sentiment_control/sc-sft-merged` first"
+)
 
 
 @pytest.mark.parametrize("stage", ["reward", "dpo", "ppo"])
@@ -115,8 +126,10 @@ def test_validate_names_the_commands_that_make_a_chained_stage_model(stage, tmp_
     captured = capsys.readouterr()
     output = " ".join((captured.out + captured.err).split())  # rich wraps long lines
     assert code != 0
-    assert f"model.name: runs/sentiment_control/sc-sft-merged not found; it is written by an earlier step: " \
-           f"{SFT_MERGE}" in output
+    assert (
+        f"model.name: runs/sentiment_control/sc-sft-merged not found; it is written by an earlier step: "
+        f"{SFT_MERGE}" in output
+    )
     assert "not a model folder" not in output
 
 

@@ -17,8 +17,39 @@ from tuneforge.tasks.faq_retrieval import describe, generate_splits, write_task_
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = REPO_ROOT / "examples" / "faq_retrieval"
 FILES = ("train", "eval", "corpus", "raw_text")
-STOP = {"the", "a", "an", "to", "my", "on", "in", "of", "is", "and", "i", "it", "what", "how", "do", "does", "for",
-        "at", "from", "you", "your", "its", "can", "with", "or", "be", "this", "that", "me", "we", "are"}
+STOP = {
+    "the",
+    "a",
+    "an",
+    "to",
+    "my",
+    "on",
+    "in",
+    "of",
+    "is",
+    "and",
+    "i",
+    "it",
+    "what",
+    "how",
+    "do",
+    "does",
+    "for",
+    "at",
+    "from",
+    "you",
+    "your",
+    "its",
+    "can",
+    "with",
+    "or",
+    "be",
+    "this",
+    "that",
+    "me",
+    "we",
+    "are",
+}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -160,8 +191,12 @@ def test_raw_text_is_answers_and_training_questions(splits):
 
 def test_written_files_are_utf8_jsonl_with_the_right_keys(tmp_path):
     paths = write_task_files(tmp_path)
-    keys = {"train": ({"anchor", "positive"}, {"anchor", "positive", "negative"}),
-            "eval": ({"anchor", "positive"},), "corpus": ({"text"},), "raw_text": ({"text"},)}
+    keys = {
+        "train": ({"anchor", "positive"}, {"anchor", "positive", "negative"}),
+        "eval": ({"anchor", "positive"},),
+        "corpus": ({"text"},),
+        "raw_text": ({"text"},),
+    }
     for split, path in paths.items():
         raw = path.read_text(encoding="utf-8")
         assert raw.endswith("\n") and "\\u" not in raw  # ensure_ascii=False

@@ -95,7 +95,7 @@ def test_held_out_mixes_seen_and_unseen_template_topic_pairs():
 
 def test_written_rows_are_jsonl_with_text_and_label_only(tmp_path):
     paths = write_task_files(tmp_path)
-    for split, path in paths.items():
+    for _split, path in paths.items():
         raw = path.read_text(encoding="utf-8")
         assert "\\u" not in raw and EMOJI.search(raw)  # ensure_ascii=False: emoji stay readable
         assert raw.endswith("\n")

@@ -53,14 +53,23 @@ sys.meta_path.insert(0, RefuseHeavy())
 def run_without_heavy(code: str) -> dict:
     """Run ``code`` from the repository root with torch / transformers / peft unimportable; its last stdout
     line is JSON (returned). The check that none of them got loaded some other way is appended."""
-    script = BLOCK + textwrap.dedent(code) + textwrap.dedent(f"""
+    script = (
+        BLOCK
+        + textwrap.dedent(code)
+        + textwrap.dedent(f"""
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
         assert not loaded, loaded
     """)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -170,9 +179,10 @@ def test_schema_only_checks_every_stage_and_general_text(tmp_path, monkeypatch):
     config = load_config(data=raw)
     errors = check_files(config).errors
     first = config.stages[0].name
-    assert errors == [f"stages[0] ({first}).data.eval: {tmp_path}/gone.jsonl: file not found "
-                      f"(working directory {REPO_ROOT})",
-                      f"continual.general_text: {tmp_path}/none.txt: file not found (working directory {REPO_ROOT})"]
+    assert errors == [
+        f"stages[0] ({first}).data.eval: {tmp_path}/gone.jsonl: file not found (working directory {REPO_ROOT})",
+        f"continual.general_text: {tmp_path}/none.txt: file not found (working directory {REPO_ROOT})",
+    ]
 
 
 # ----------------------------------------------------------------------------- imports point down
@@ -237,9 +247,15 @@ def _modules() -> dict[str, Path]:
 def test_config_package_imports_nothing_from_continual():
     """continual/ imports config/ (stage configs, dump_config); the reverse, even inside a function, would
     make a cycle. The stages: / continual: sections live in config/continual.py for that reason."""
-    offending = {name: sorted(m for m in _imports(path, module_level_only=False)
-                              if m == "tuneforge.continual" or m.startswith("tuneforge.continual."))
-                 for name, path in _modules().items() if name.startswith("tuneforge.config")}
+    offending = {
+        name: sorted(
+            m
+            for m in _imports(path, module_level_only=False)
+            if m == "tuneforge.continual" or m.startswith("tuneforge.continual.")
+        )
+        for name, path in _modules().items()
+        if name.startswith("tuneforge.config")
+    }
     assert {name: found for name, found in offending.items() if found} == {}
 
 
@@ -267,7 +283,7 @@ def test_no_module_level_import_cycle():
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(path[path.index(nxt):] + [nxt])
+                cycles.append(path[path.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         path.pop()

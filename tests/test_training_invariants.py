@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-
 from tiny import tiny_model
+
 from tuneforge.data.types import IGNORE_INDEX, PackedRow
 from tuneforge.methods.causal_lm import collate_rows
 from tuneforge.training.loop import LoopSettings, train_loop
@@ -35,11 +35,28 @@ def run_steps(rows, *, batch_size, accum, steps=1, lr=0.5, tmp_path, seed=0):
     # (Adam's first step is ~lr·sign(g) and magnifies float noise where g ≈ 0).
     opt = torch.optim.SGD(loss_model.parameters(), lr=lr)
     sched = build_scheduler(opt, kind="constant", warmup_steps=0, total_steps=steps)
-    settings = LoopSettings(batch_size=batch_size, gradient_accumulation_steps=accum, total_steps=steps, seed=1,
-                            max_grad_norm=None, save_every=None, keep_checkpoints=1, log_every=1, eval_every=None)
-    result = train_loop(loss_model=loss_model, optimizer=opt, scheduler=sched, accelerator=accelerator, rows=rows,
-                        collate=lambda rs: collate_rows(rs, 2), settings=settings, run_dir=tmp_path,
-                        start_state={})
+    settings = LoopSettings(
+        batch_size=batch_size,
+        gradient_accumulation_steps=accum,
+        total_steps=steps,
+        seed=1,
+        max_grad_norm=None,
+        save_every=None,
+        keep_checkpoints=1,
+        log_every=1,
+        eval_every=None,
+    )
+    result = train_loop(
+        loss_model=loss_model,
+        optimizer=opt,
+        scheduler=sched,
+        accelerator=accelerator,
+        rows=rows,
+        collate=lambda rs: collate_rows(rs, 2),
+        settings=settings,
+        run_dir=tmp_path,
+        start_state={},
+    )
     return model, result
 
 
@@ -50,8 +67,12 @@ def test_loss_matches_full_logits_cross_entropy():
     batch = collate_rows(rows, pad_id=2).inputs
     loss_sum, n = CausalLMLoss(model)(batch["input_ids"], batch["labels"], batch["position_ids"])
     logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
-    ref = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
-                          ignore_index=IGNORE_INDEX, reduction="sum")
+    ref = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]),
+        batch["labels"][:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
     assert int(n) == int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     assert torch.allclose(loss_sum, ref, atol=1e-4)
 
@@ -106,11 +127,29 @@ def test_nonfinite_loss_stops_with_step(tmp_path):
     accelerator = Accelerator(cpu=True)
     opt = build_optimizer(loss_model, learning_rate=1e-3, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8)
     sched = build_scheduler(opt, kind="constant", warmup_steps=0, total_steps=5)
-    settings = LoopSettings(batch_size=8, gradient_accumulation_steps=1, total_steps=5, seed=1,
-                            max_grad_norm=1.0, save_every=1, keep_checkpoints=5, log_every=1, eval_every=None)
+    settings = LoopSettings(
+        batch_size=8,
+        gradient_accumulation_steps=1,
+        total_steps=5,
+        seed=1,
+        max_grad_norm=1.0,
+        save_every=1,
+        keep_checkpoints=5,
+        log_every=1,
+        eval_every=None,
+    )
     with pytest.raises(NonFiniteLossError) as info:
-        train_loop(loss_model=loss_model, optimizer=opt, scheduler=sched, accelerator=accelerator, rows=rows,
-                   collate=lambda rs: collate_rows(rs, 2), settings=settings, run_dir=tmp_path, start_state={})
+        train_loop(
+            loss_model=loss_model,
+            optimizer=opt,
+            scheduler=sched,
+            accelerator=accelerator,
+            rows=rows,
+            collate=lambda rs: collate_rows(rs, 2),
+            settings=settings,
+            run_dir=tmp_path,
+            start_state={},
+        )
     assert info.value.step == 3
     assert "step 3" in str(info.value)
     # The last good checkpoint (step 2) is kept and holds finite weights; no checkpoint of the bad step.

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 
 def _pins(path: str, with_markers: bool) -> dict[str, str]:
     pins: dict[str, str] = {}
-    for line in open(path, encoding="utf-8"):
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         match = re.match(r"([A-Za-z0-9_.\-]+)==([^ ;]+)\s*(?:;\s*(.+))?$", line)
         if not match:

@@ -112,8 +112,9 @@ def _check_stages(config, tokenizer, method) -> CheckReport:
     for k, stage in enumerate(config.stages):
         stage_report = check_config(stage_config(config, k), tokenizer=tokenizer, method=method)
         report.errors.extend(f"stage {stage.name}: {e}" for e in stage_report.errors)
-        report.warnings.extend(f"stage {stage.name}: {w}" for w in stage_report.warnings
-                               if not any(w in seen for seen in report.warnings))
+        report.warnings.extend(
+            f"stage {stage.name}: {w}" for w in stage_report.warnings if not any(w in seen for seen in report.warnings)
+        )
         if stage_report.facts.get("data"):
             described.append(f"{stage.name}: {stage_report.facts['data']}")
         for key in ("rows", "examples", "tokens", "loss_tokens", "truncated"):  # summed over the stages
@@ -134,13 +135,14 @@ def is_causal_lm(config) -> bool:
     from .models.load import resolve_model
 
     m = config.model
-    model_config = AutoConfig.from_pretrained(resolve_model(m.name), trust_remote_code=m.trust_remote_code,
-                                              revision=m.revision)
+    model_config = AutoConfig.from_pretrained(
+        resolve_model(m.name), trust_remote_code=m.trust_remote_code, revision=m.revision
+    )
     return model_kind(model_config) == "causal-lm"
 
 
 def model_kind(model_config) -> str:
-    """"causal-lm", "encoder", "encoder-decoder" or "other", from the model's config alone.
+    """ "causal-lm", "encoder", "encoder-decoder" or "other", from the model's config alone.
 
     Encoders (BERT, RoBERTa, MiniLM, …) are the families transformers has a masked-LM head
     for; a few of them also register a causal-LM class, so that test comes first.
@@ -161,8 +163,12 @@ def model_kind(model_config) -> str:
     return "causal-lm" if "CausalLM" in architectures or "LMHeadModel" in architectures else "other"
 
 
-_KIND_NAMES = {"causal-lm": "a causal language model", "encoder": "an encoder",
-               "encoder-decoder": "an encoder-decoder model", "other": "a model of a kind tuneforge does not train"}
+_KIND_NAMES = {
+    "causal-lm": "a causal language model",
+    "encoder": "an encoder",
+    "encoder-decoder": "an encoder-decoder model",
+    "other": "a model of a kind tuneforge does not train",
+}
 
 
 def _wrong_kind_message(config, method, kind: str, model_config) -> str:
@@ -170,10 +176,15 @@ def _wrong_kind_message(config, method, kind: str, model_config) -> str:
 
     needs = " or ".join(_KIND_NAMES[k] for k in method.model_kinds)
     takers = [name for name in method_names() if kind in get_method(name).model_kinds]
-    which = (f"methods that take {_KIND_NAMES[kind]}: {', '.join(takers)}" if takers
-             else "no method takes this kind of model")
-    return (f"model.name: {config.model.name} is {_KIND_NAMES[kind]} (model_type: "
-            f"{getattr(model_config, 'model_type', '?')}); method '{config.method}' needs {needs}; {which}")
+    which = (
+        f"methods that take {_KIND_NAMES[kind]}: {', '.join(takers)}"
+        if takers
+        else "no method takes this kind of model"
+    )
+    return (
+        f"model.name: {config.model.name} is {_KIND_NAMES[kind]} (model_type: "
+        f"{getattr(model_config, 'model_type', '?')}); method '{config.method}' needs {needs}; {which}"
+    )
 
 
 def _check_output_dir(config, report: CheckReport) -> None:
@@ -182,8 +193,9 @@ def _check_output_dir(config, report: CheckReport) -> None:
     parent = Path(config.output_dir)
     for folder in (parent, *parent.parents):
         if folder.exists() and not folder.is_dir():
-            report.errors.append(f"output_dir: {folder} is a file, not a folder; point output_dir at a folder "
-                                 "(it is created if missing)")
+            report.errors.append(
+                f"output_dir: {folder} is a file, not a folder; point output_dir at a folder (it is created if missing)"
+            )
             return
 
 
@@ -222,8 +234,7 @@ def _check_options(config, report: CheckReport) -> None:
             )
     if config.adapter is None and config.training.learning_rate > 1e-3:
         report.warnings.append(
-            f"training.learning_rate {config.training.learning_rate} is high for full fine-tuning "
-            "(usual: 1e-5 … 1e-4)"
+            f"training.learning_rate {config.training.learning_rate} is high for full fine-tuning (usual: 1e-5 … 1e-4)"
         )
 
 
@@ -234,8 +245,9 @@ def _read_model_config(config, report: CheckReport):
     from .models.load import ModelNotFoundError, resolve_model
 
     try:
-        return AutoConfig.from_pretrained(resolve_model(config.model.name),
-                                          trust_remote_code=config.model.trust_remote_code)
+        return AutoConfig.from_pretrained(
+            resolve_model(config.model.name), trust_remote_code=config.model.trust_remote_code
+        )
     except ModelNotFoundError as exc:  # its message names the key, and the step that writes a missing run folder
         report.errors.append(str(exc))
         return None
@@ -252,9 +264,7 @@ def _check_model_limits(config, tokenizer, model_config, report: CheckReport) ->
         report.errors.append(f"data.max_length: {max_length} exceeds the model's context of {limit} tokens")
     vocab = getattr(model_config, "vocab_size", None)
     if vocab and len(tokenizer) > vocab:
-        report.errors.append(
-            f"model: the tokenizer has {len(tokenizer)} tokens but the model only {vocab} embeddings"
-        )
+        report.errors.append(f"model: the tokenizer has {len(tokenizer)} tokens but the model only {vocab} embeddings")
     _check_packed_attention(config, model_config, report)
 
 
@@ -266,11 +276,15 @@ def _check_packed_attention(config, model_config, report: CheckReport) -> None:
     if setting == "segments" and getattr(config.data, "packing", False):
         reason = unsupported_reason(model_config)
         if reason:
-            report.errors.append(f"model.packed_attention: segments cannot stand in for this model's attention: "
-                                 f"{reason}; use auto (the mask for this model) or mask")
+            report.errors.append(
+                f"model.packed_attention: segments cannot stand in for this model's attention: "
+                f"{reason}; use auto (the mask for this model) or mask"
+            )
     if setting == "mask" and config.model.attn_implementation == "flash_attention_2":
-        report.warnings.append("model.packed_attention: mask does not apply to flash_attention_2, which always "
-                               "gets the packed rows' boundaries (its mask path would let them attend to each other)")
+        report.warnings.append(
+            "model.packed_attention: mask does not apply to flash_attention_2, which always "
+            "gets the packed rows' boundaries (its mask path would let them attend to each other)"
+        )
 
 
 def _check_plan(config, report: CheckReport) -> None:

@@ -56,14 +56,30 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .data.types import DataError
     from .models.load import ModelNotFoundError
     from .runner import RunFolderExists
+    from .serve.settings import ServeSettingsError
     from .training.checkpoint import CheckpointMismatch
     from .training.divergence import DivergenceError
-    from .serve.settings import ServeSettingsError
     from .training.step import NonFiniteLossError
 
-    return (ConfigError, DataError, ChecksFailed, ModelNotFoundError, RunFolderExists, NonFiniteLossError,
-            DivergenceError, CheckpointMismatch, FileNotFoundError, AdapterLoadError, AdapterSetError, MergeRefused,
-            OutputNotEmpty, CombineRefused, ServeSettingsError, ContinualRefused, ScoreMissing)
+    return (
+        ConfigError,
+        DataError,
+        ChecksFailed,
+        ModelNotFoundError,
+        RunFolderExists,
+        NonFiniteLossError,
+        DivergenceError,
+        CheckpointMismatch,
+        FileNotFoundError,
+        AdapterLoadError,
+        AdapterSetError,
+        MergeRefused,
+        OutputNotEmpty,
+        CombineRefused,
+        ServeSettingsError,
+        ContinualRefused,
+        ScoreMissing,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,10 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("config")
     t.add_argument("overrides", nargs="*", help="key.subkey=value overrides, e.g. training.learning_rate=1e-4")
     t.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
-    t.add_argument("--num-processes", type=int, default=1,
-                   help="data-parallel processes on this machine (launches torchrun; gloo on CPU)")
-    t.add_argument("--accelerate-config", default=None,
-                   help="launch with this accelerate config (configs/accelerate/: ddp, fsdp, deepspeed_zero2/3, ...)")
+    t.add_argument(
+        "--num-processes",
+        type=int,
+        default=1,
+        help="data-parallel processes on this machine (launches torchrun; gloo on CPU)",
+    )
+    t.add_argument(
+        "--accelerate-config",
+        default=None,
+        help="launch with this accelerate config (configs/accelerate/: ddp, fsdp, deepspeed_zero2/3, ...)",
+    )
     t.set_defaults(func=_cmd_train)
 
     v = sub.add_parser("validate", help="check a config, its data and chat template without loading weights")
@@ -85,13 +108,17 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("overrides", nargs="*")
     how = v.add_mutually_exclusive_group()
     how.add_argument("--accelerate-config", default=None, help="also check this launch setup against the config")
-    how.add_argument("--schema-only", action="store_true",
-                     help="only the schema (unknown keys included) and that the data files exist: no model, "
-                     "tokenizer or data rows read, torch not imported (instant)")
+    how.add_argument(
+        "--schema-only",
+        action="store_true",
+        help="only the schema (unknown keys included) and that the data files exist: no model, "
+        "tokenizer or data rows read, torch not imported (instant)",
+    )
     v.set_defaults(func=_cmd_validate)
 
-    pl = sub.add_parser("plan", help="memory by part, time per step and per run, and whether a config fits; "
-                        "no weights loaded")
+    pl = sub.add_parser(
+        "plan", help="memory by part, time per step and per run, and whether a config fits; no weights loaded"
+    )
     pl.add_argument("config")
     pl.add_argument("overrides", nargs="*")
     pl.add_argument("--processes", type=int, default=1, help="data-parallel processes to plan for (default 1)")
@@ -110,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--output", help="write the scores and predictions to this JSON file")
     e.set_defaults(func=_cmd_eval)
 
-    g = sub.add_parser("generate", help="one reply to one prompt, rendered as the run was trained (its template, its system prompt)")
+    g = sub.add_parser(
+        "generate", help="one reply to one prompt, rendered as the run was trained (its template, its system prompt)"
+    )
     _model_args(g)
     g.add_argument("prompt")
     g.add_argument("--system", default=None, help="a system message (default: the run's data.system_prompt)")
@@ -125,10 +154,19 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="label a file of texts with a classifier trained by method: classify")
     pr.add_argument("--model", default=None, help="a classify run folder, or its model/ or adapter/ folder")
-    pr.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
-                    help="classify adapters (run or adapter folders) on one base; repeat for several")
-    pr.add_argument("--use", default=None, metavar="NAME",
-                    help="with several --adapter: predict with this one (default: each, metrics in one table)")
+    pr.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="classify adapters (run or adapter folders) on one base; repeat for several",
+    )
+    pr.add_argument(
+        "--use",
+        default=None,
+        metavar="NAME",
+        help="with several --adapter: predict with this one (default: each, metrics in one table)",
+    )
     pr.add_argument("--data", required=True, help="JSONL / CSV / JSON with a text column (optional text_pair)")
     pr.add_argument("--output", default=None, help="write JSONL here (default: print to standard output)")
     pr.add_argument("--batch-size", type=int, default=32)
@@ -155,10 +193,15 @@ def _parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="fold an adapter into its base: a standalone model folder")
     mg.add_argument("target", metavar="RUN_OR_ADAPTER", help="a run folder (runs/NAME) or an adapter folder")
     mg.add_argument("--output", required=True, help="the new model folder (must not exist or be empty)")
-    mg.add_argument("--model", default=None,
-                    help="the base (default: the run's config.yaml model.name, else the adapter's record)")
-    mg.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                    help="dtype of the saved weights (default: the base's stored dtype)")
+    mg.add_argument(
+        "--model", default=None, help="the base (default: the run's config.yaml model.name, else the adapter's record)"
+    )
+    mg.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="dtype of the saved weights (default: the base's stored dtype)",
+    )
     mg.add_argument("--trust-remote-code", action="store_true")
     mg.set_defaults(func=_cmd_merge)
 
@@ -179,10 +222,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="embedded name, model folder, .gguf or hub id (default: the adapters' base, else embedded)")
-    p.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
-                   help="an adapter or run folder, e.g. sql=runs/sql; repeat for several adapters on one base")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="embedded name, model folder, .gguf or hub id (default: the adapters' base, else embedded)",
+    )
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="an adapter or run folder, e.g. sql=runs/sql; repeat for several adapters on one base",
+    )
     p.add_argument("--use", default=None, metavar="NAME", help="the adapter to use (default: the first)")
     p.add_argument("--trust-remote-code", action="store_true")
 
@@ -194,10 +245,18 @@ def _adapters_parser(sub) -> None:
     co = ad_sub.add_parser("combine", help="a weighted combination of LoRA adapters (peft add_weighted_adapter)")
     co.add_argument("adapters", nargs="+", metavar="[NAME=]PATH", help="LoRA adapter or run folders")
     co.add_argument("--weights", nargs="+", type=float, required=True, help="one weight per adapter, in order")
-    co.add_argument("--method", required=True, metavar="METHOD",
-                    help="linear | cat | svd | ties | dare_linear | dare_ties | magnitude_prune")
-    co.add_argument("--density", type=float, default=None,
-                    help="ties / dare_linear / dare_ties / magnitude_prune: share of entries kept, in (0, 1]")
+    co.add_argument(
+        "--method",
+        required=True,
+        metavar="METHOD",
+        help="linear | cat | svd | ties | dare_linear | dare_ties | magnitude_prune",
+    )
+    co.add_argument(
+        "--density",
+        type=float,
+        default=None,
+        help="ties / dare_linear / dare_ties / magnitude_prune: share of entries kept, in (0, 1]",
+    )
     co.add_argument("--output", required=True, help="the new adapter folder (must not exist or be empty)")
     co.add_argument("--name", default="combined", help="the combined adapter's name (not one of the inputs')")
     co.add_argument("--model", default=None, help="the base (default: the first adapter's)")
@@ -213,25 +272,28 @@ def _cmd_train(args) -> int:
     if config.stages and (args.num_processes > 1 or args.accelerate_config or launched):
         from .checks import ChecksFailed
 
-        raise ChecksFailed(["stages: continual runs train in one process for now; leave out --num-processes "
-                            "and --accelerate-config"])
+        raise ChecksFailed(
+            ["stages: continual runs train in one process for now; leave out --num-processes and --accelerate-config"]
+        )
     if args.accelerate_config and not launched:
         import torch
 
         from .distributed import check_launch, read_accelerate_config
 
-        problems = check_launch(read_accelerate_config(args.accelerate_config), config,
-                                cuda_available=torch.cuda.is_available())
+        problems = check_launch(
+            read_accelerate_config(args.accelerate_config), config, cuda_available=torch.cuda.is_available()
+        )
         if problems:
             from .checks import ChecksFailed
 
             raise ChecksFailed(problems)
         return _relaunch(args, ["-m", "accelerate.commands.launch", "--config_file", args.accelerate_config])
     if args.num_processes > 1 and not launched:
-        return _relaunch(args, ["-m", "torch.distributed.run", "--standalone",
-                                f"--nproc_per_node={args.num_processes}"])
-    from .training.loop import TrainingInterrupted
+        return _relaunch(
+            args, ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.num_processes}"]
+        )
     from .runner import train_from_config
+    from .training.loop import TrainingInterrupted
 
     try:
         if config.stages:
@@ -242,8 +304,9 @@ def _cmd_train(args) -> int:
             train_from_config(config, config_path=args.config, resume=args.resume)
     except TrainingInterrupted as stop:
         again = shlex.join(["tuneforge", "train", args.config, *args.overrides, "--resume"])
-        err_console.print(f"[yellow]Stopped by {stop.signal_name}.[/] Checkpoint: {stop.checkpoint}\n"
-                          f"Continue with: {again}")
+        err_console.print(
+            f"[yellow]Stopped by {stop.signal_name}.[/] Checkpoint: {stop.checkpoint}\nContinue with: {again}"
+        )
         return 130
     return 0
 
@@ -302,8 +365,9 @@ def _cmd_validate(args) -> int:
         if launch_problems:
             return 1
         console.print(f"[green]✓ launch[/] {setup.distributed_type} × {setup.num_processes} processes")
-    tokenizer = load_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code,
-                               revision=config.model.revision)
+    tokenizer = load_tokenizer(
+        config.model.name, trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
+    )
     try:
         report = check_config(config, tokenizer=tokenizer)
     except DataError as exc:
@@ -377,7 +441,7 @@ def _cmd_eval(args) -> int:
     scored: dict[str, tuple[dict, list]] = {}
     rendered_data: dict[tuple, tuple] = {}  # (tokenizer, rendering) → rendered --data
     for name in targets:
-        with (adapters.use(name) if name else adapters.base()) as model:
+        with adapters.use(name) if name else adapters.base() as model:
             tokenizer = adapters.tokenizer if name else adapters.base_tokenizer
             rendering = adapters.rendering if name else adapters.base_rendering
             key = (id(tokenizer), rendering)
@@ -385,7 +449,7 @@ def _cmd_eval(args) -> int:
                 rendered_data[key] = _eval_data(tokenizer, rendering, args)
             scored[name or "base"] = _score(model, tokenizer, *rendered_data[key], args)
     if len(scored) == 1:
-        (result, predictions), = scored.values()
+        ((result, predictions),) = scored.values()
         title = args.model or adapters.base_name or "default model"
         if targets[0]:
             name, path = targets[0], adapters.specs[targets[0]].path
@@ -394,9 +458,16 @@ def _cmd_eval(args) -> int:
         payload = {"metrics": result, "samples": predictions}
     else:
         _print_comparison(f"{args.data} on {adapters.base_name or 'default model'}", scored)
-        payload = {"by_adapter": {label: {"path": str(adapters.specs[label].path) if label in adapters.specs else None,
-                                          "metrics": result, "samples": predictions}
-                                  for label, (result, predictions) in scored.items()}}
+        payload = {
+            "by_adapter": {
+                label: {
+                    "path": str(adapters.specs[label].path) if label in adapters.specs else None,
+                    "metrics": result,
+                    "samples": predictions,
+                }
+                for label, (result, predictions) in scored.items()
+            }
+        }
     if args.output:
         Path(args.output).write_text(json.dumps(payload, indent=2))
         console.print(f"Wrote {args.output}")
@@ -416,8 +487,15 @@ def _eval_data(tokenizer, rendering, args):
     from .config.schema import DataConfig
     from .data import load_splits
 
-    data_cfg = DataConfig(format=args.format, train=args.data, eval=args.data, max_length=args.max_length,
-                          packing=False, template=rendering.template, system_prompt=rendering.system_prompt)
+    data_cfg = DataConfig(
+        format=args.format,
+        train=args.data,
+        eval=args.data,
+        max_length=args.max_length,
+        packing=False,
+        template=rendering.template,
+        system_prompt=rendering.system_prompt,
+    )
     splits = load_splits(data_cfg, tokenizer)
     samples = splits.eval_samples[: args.num_samples] if args.num_samples else splits.eval_samples
     return splits.eval, samples
@@ -436,14 +514,19 @@ def _score(model, tokenizer, rows, samples, args) -> tuple[dict, list]:
         from .training.loop import heldout_mean_loss
         from .training.step import CausalLMLoss
 
-        loss = heldout_mean_loss(CausalLMLoss(model), pack(rows, args.max_length, False),
-                                 lambda batch: collate_rows(batch, tokenizer.pad_token_id), args.batch_size,
-                                 Accelerator(cpu=True))
+        loss = heldout_mean_loss(
+            CausalLMLoss(model),
+            pack(rows, args.max_length, False),
+            lambda batch: collate_rows(batch, tokenizer.pad_token_id),
+            args.batch_size,
+            Accelerator(cpu=True),
+        )
         result.update({"eval_loss": round(loss, 6), "eval_perplexity": round(math.exp(min(loss, 50)), 4)})
     predictions = []
     if samples:
-        gen = evaluate_generation(model, tokenizer, samples, args.scorers, max_new_tokens=args.max_new_tokens,
-                                  batch_size=args.batch_size)
+        gen = evaluate_generation(
+            model, tokenizer, samples, args.scorers, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        )
         result.update(gen.scores)
         predictions = [s.__dict__ for s in gen.samples]
     return result, predictions
@@ -474,14 +557,16 @@ def _reply(adapters, messages: list[dict], max_new_tokens: int) -> str:
     from .eval.generation import generate
 
     ids = render_run_prompt(adapters.tokenizer, messages, adapters.rendering)
-    return generate(adapters.model, adapters.tokenizer, [ids], max_new_tokens=max_new_tokens, batch_size=1,
-                    progress=False)[0]
+    return generate(
+        adapters.model, adapters.tokenizer, [ids], max_new_tokens=max_new_tokens, batch_size=1, progress=False
+    )[0]
 
 
 def _cmd_generate(args) -> int:
     adapters = _adapter_set(args)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
-        {"role": "user", "content": args.prompt}]
+        {"role": "user", "content": args.prompt}
+    ]
     print(_reply(adapters, messages, args.max_new_tokens))
     return 0
 
@@ -520,21 +605,34 @@ def _cmd_chat(args) -> int:
 def _cmd_merge(args) -> int:
     from .adapters.merge import merge_to_folder
 
-    result = merge_to_folder(args.target, args.output, model_name=args.model, dtype=args.dtype,
-                             trust_remote_code=args.trust_remote_code)
-    console.print(f"Merged the {result.adapter_type} adapter {result.adapter} into {result.base}: "
-                  f"{result.output} (a plain transformers model folder)", highlight=False)
+    result = merge_to_folder(
+        args.target, args.output, model_name=args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
+    console.print(
+        f"Merged the {result.adapter_type} adapter {result.adapter} into {result.base}: "
+        f"{result.output} (a plain transformers model folder)",
+        highlight=False,
+    )
     return 0
 
 
 def _cmd_combine(args) -> int:
     from .adapters.combine import combine_adapters
 
-    result = combine_adapters(args.adapters, args.weights, method=args.method, output=args.output,
-                              density=args.density, name=args.name, model_name=args.model,
-                              trust_remote_code=args.trust_remote_code)
-    console.print(f"Combined {len(args.adapters)} adapters ({result.method}, rank {result.rank}): {result.output}",
-                  highlight=False)
+    result = combine_adapters(
+        args.adapters,
+        args.weights,
+        method=args.method,
+        output=args.output,
+        density=args.density,
+        name=args.name,
+        model_name=args.model,
+        trust_remote_code=args.trust_remote_code,
+    )
+    console.print(
+        f"Combined {len(args.adapters)} adapters ({result.method}, rank {result.rank}): {result.output}",
+        highlight=False,
+    )
     return 0
 
 
@@ -546,21 +644,32 @@ def _cmd_predict(args) -> int:
     if bool(args.model) == bool(args.adapter):
         raise AdapterSetError("predict: give --model RUN, or one or more --adapter [NAME=]PATH (not both)")
     if args.model:
-        results = {None: predict_file(args.model, args.data, batch_size=args.batch_size,
-                                      max_length=args.max_length, columns=columns)}
+        results = {
+            None: predict_file(
+                args.model, args.data, batch_size=args.batch_size, max_length=args.max_length, columns=columns
+            )
+        }
     else:
         named = parse_named_paths(args.adapter)
         if args.use is not None and args.use not in named:
             raise AdapterSetError(f"--use {args.use}: no adapter of that name; given: {', '.join(named)}")
-        results = predict_with_adapters(named, args.data, use=args.use, batch_size=args.batch_size,
-                                        max_length=args.max_length, columns=columns)
+        results = predict_with_adapters(
+            named, args.data, use=args.use, batch_size=args.batch_size, max_length=args.max_length, columns=columns
+        )
     if len(results) == 1:
         rows, metrics = next(iter(results.values()))
     else:  # several adapters: one output row per input, each adapter's label and probabilities in it
         first = next(iter(results.values()))[0]
-        rows = [{**{k: v for k, v in row.items() if k not in ("label", "probabilities")},
-                 "by_adapter": {name: {"label": r[i]["label"], "probabilities": r[i]["probabilities"]}
-                                for name, (r, _) in results.items()}} for i, row in enumerate(first)]
+        rows = [
+            {
+                **{k: v for k, v in row.items() if k not in ("label", "probabilities")},
+                "by_adapter": {
+                    name: {"label": r[i]["label"], "probabilities": r[i]["probabilities"]}
+                    for name, (r, _) in results.items()
+                },
+            }
+            for i, row in enumerate(first)
+        ]
         metrics = None
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     if args.output:
@@ -569,16 +678,20 @@ def _cmd_predict(args) -> int:
     else:
         sys.stdout.write(lines)
     if metrics:
-        err_console.print("Against the file's labels: " + ", ".join(
-            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        err_console.print(
+            "Against the file's labels: "
+            + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        )
     if len(results) > 1 and any(m for _, m in results.values()):
         from rich.table import Table
 
         keys = [k for k in next(m for _, m in results.values() if m) if k != "rows"]
         table = Table("adapter", *keys, title="Against the file's labels")
         for name, (_, m) in results.items():
-            table.add_row(name, *(f"{m[k]:.4f}" if m and isinstance(m.get(k), float) else str((m or {}).get(k, "-"))
-                                  for k in keys))
+            table.add_row(
+                name,
+                *(f"{m[k]:.4f}" if m and isinstance(m.get(k), float) else str((m or {}).get(k, "-")) for k in keys),
+            )
         err_console.print(table)
     return 0
 
@@ -586,8 +699,14 @@ def _cmd_predict(args) -> int:
 def _cmd_score(args) -> int:
     from .methods.reward.score import score_command
 
-    return score_command(args.model, args.data, output=args.output, batch_size=args.batch_size,
-                         max_length=args.max_length, console=err_console)
+    return score_command(
+        args.model,
+        args.data,
+        output=args.output,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        console=err_console,
+    )
 
 
 def _cmd_embed(args) -> int:
@@ -601,8 +720,13 @@ def _cmd_embed(args) -> int:
 
         np.save(output, vectors.numpy())
     else:
-        output.write_text("".join(json.dumps({"text": t, "embedding": [round(x, 7) for x in v]}, ensure_ascii=False)
-                                  + "\n" for t, v in zip(texts, vectors.tolist())), encoding="utf-8")
+        output.write_text(
+            "".join(
+                json.dumps({"text": t, "embedding": [round(x, 7) for x in v]}, ensure_ascii=False) + "\n"
+                for t, v in zip(texts, vectors.tolist())
+            ),
+            encoding="utf-8",
+        )
     err_console.print(f"Wrote {len(texts)} embeddings of dimension {vectors.shape[1]} to {output}")
     return 0
 

@@ -64,8 +64,9 @@ def read_accelerate_config(path: str | Path) -> LaunchSetup:
     )
 
 
-def check_launch(setup: LaunchSetup, config, *, cuda_available: bool,
-                 deepspeed_available: bool | None = None) -> list[str]:
+def check_launch(
+    setup: LaunchSetup, config, *, cuda_available: bool, deepspeed_available: bool | None = None
+) -> list[str]:
     """Problems that would make this run fail or be wrong under this setup, each with the reason."""
     problems: list[str] = []
     where = f"{setup.path}: "
@@ -74,10 +75,15 @@ def check_launch(setup: LaunchSetup, config, *, cuda_available: bool,
     sharded = setup.distributed_type in ("FSDP", "DEEPSPEED")
     needs_gpu = sharded or (setup.distributed_type == "MULTI_GPU" and not setup.use_cpu)
     if needs_gpu and not cuda_available:
-        why = (" (use_cpu does not change that: on CPU accelerate runs the processes as plain DDP, unsharded)"
-               if sharded and setup.use_cpu else "")
-        problems.append(where + f"{setup.distributed_type} needs CUDA GPUs and none is visible here{why}; on CPU "
-                        "use `tuneforge train CONFIG --num-processes N` (DDP over gloo)")
+        why = (
+            " (use_cpu does not change that: on CPU accelerate runs the processes as plain DDP, unsharded)"
+            if sharded and setup.use_cpu
+            else ""
+        )
+        problems.append(
+            where + f"{setup.distributed_type} needs CUDA GPUs and none is visible here{why}; on CPU "
+            "use `tuneforge train CONFIG --num-processes N` (DDP over gloo)"
+        )
     if setup.mixed_precision == "fp16" and not cuda_available:
         # bf16 autocast runs on CPU (fast with AVX512-BF16 / AMX); fp16 autocast does not.
         problems.append(where + "mixed_precision fp16 needs CUDA; use 'no' or 'bf16' on CPU")
@@ -88,27 +94,37 @@ def check_launch(setup: LaunchSetup, config, *, cuda_available: bool,
             problems.append(where + "DeepSpeed is not installed: pip install deepspeed")
         accum = config.training.gradient_accumulation_steps
         if setup.deepspeed_accumulation not in (None, "auto", accum):
-            problems.append(where + f"deepspeed_config.gradient_accumulation_steps is {setup.deepspeed_accumulation} "
-                            f"but training.gradient_accumulation_steps is {accum}: DeepSpeed steps the optimizer "
-                            "at its own accumulation boundary, so the two must be equal")
+            problems.append(
+                where + f"deepspeed_config.gradient_accumulation_steps is {setup.deepspeed_accumulation} "
+                f"but training.gradient_accumulation_steps is {accum}: DeepSpeed steps the optimizer "
+                "at its own accumulation boundary, so the two must be equal"
+            )
     quantization = getattr(config.model, "quantize", None)
     if quantization and setup.distributed_type == "DEEPSPEED" and setup.zero_stage == 3:
-        problems.append(where + f"a {quantization}-quantized base cannot be used with ZeRO-3: ZeRO-3 partitions "
-                        "parameters, and bitsandbytes' packed quantized weights cannot be partitioned; use ZeRO-2 "
-                        "or DDP (QLoRA fits one GPU per process)")
+        problems.append(
+            where + f"a {quantization}-quantized base cannot be used with ZeRO-3: ZeRO-3 partitions "
+            "parameters, and bitsandbytes' packed quantized weights cannot be partitioned; use ZeRO-2 "
+            "or DDP (QLoRA fits one GPU per process)"
+        )
     if quantization and setup.distributed_type == "FSDP" and setup.fsdp_offload:
-        problems.append(where + "a quantized base with FSDP parameter offload is not supported; turn "
-                        "fsdp_offload_params off or train without quantization")
+        problems.append(
+            where + "a quantized base with FSDP parameter offload is not supported; turn "
+            "fsdp_offload_params off or train without quantization"
+        )
     if setup.distributed_type == "FSDP" and setup.fsdp_state_dict_type not in (None, "FULL_STATE_DICT"):
-        problems.append(where + "fsdp_state_dict_type must be FULL_STATE_DICT: the run's output must be a "
-                        "standard Hugging Face / PEFT folder that loads without FSDP")
+        problems.append(
+            where + "fsdp_state_dict_type must be FULL_STATE_DICT: the run's output must be a "
+            "standard Hugging Face / PEFT folder that loads without FSDP"
+        )
     if setup.distributed_type == "FSDP" and setup.fsdp_cpu_ram_efficient_loading:
         # accelerate moves the prepared module to the meta device and re-ties weights only with the
         # module's own tie_weights(); tuneforge prepares its loss module around the model, so a tied
         # lm_head / input embedding would train as two separate matrices (seen on CPU, FSDP2).
-        problems.append(where + "fsdp_cpu_ram_efficient_loading must be false: with it, accelerate unties the "
-                        "output projection from the input embedding of models that tie them, which then train "
-                        "and save as two different matrices")
+        problems.append(
+            where + "fsdp_cpu_ram_efficient_loading must be false: with it, accelerate unties the "
+            "output projection from the input embedding of models that tie them, which then train "
+            "and save as two different matrices"
+        )
     if setup.num_machines > 1 and setup.num_processes < setup.num_machines:
         problems.append(where + "num_processes counts processes over all machines and must be ≥ num_machines")
     return problems

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
 CACHE_ENV = "TUNEFORGE_CACHE"
 
 

@@ -42,8 +42,13 @@ def run_quickstart(output: Path, overrides: list[str] | None = None):
     console.print(f"Data: {files['train']} and {files['eval']}\nConfig: {quickstart_config_path()}")
     config = load_config(
         quickstart_config_path(),
-        [f"data.train={files['train']}", f"data.eval={files['eval']}", f"output_dir={output}", f"name={name}",
-         *(overrides or [])],
+        [
+            f"data.train={files['train']}",
+            f"data.eval={files['eval']}",
+            f"output_dir={output}",
+            f"name={name}",
+            *(overrides or []),
+        ],
     )
     result = train_from_config(config, config_path=quickstart_config_path())
     before = result.summary["before"].get("json_field_accuracy")

@@ -25,20 +25,12 @@ _LIBRARY_NOISE: tuple[tuple[str, type[Warning], str], ...] = (
     # peft's PeftModel.__init__ (peft/peft_model.py, `_prepare_model_for_gradient_checkpointing`)
     # reads it with getattr(model, "is_gradient_checkpointing", True) on every get_peft_model,
     # so every LoRA run printed it. Remove once peft reads `is_activation_checkpointing`.
-    (
-        r"`is_gradient_checkpointing` is deprecated and will be removed in v6",
-        FutureWarning,
-        r"transformers\.",
-    ),
+    (r"`is_gradient_checkpointing` is deprecated and will be removed in v6", FutureWarning, r"transformers\."),
     # transformers 5.24 deprecates passing `past_key_values` to the forward of causal LMs; peft's
     # prefix tuning (peft/peft_model.py, PeftModelForCausalLM.forward) passes its prefixes that way,
     # and the warning prints the whole cache's repr on every run. Remove once peft passes them
     # through transformers' replacement.
-    (
-        r"`past_key_values` is deprecated",
-        FutureWarning,
-        r"(transformers|torch)\.",
-    ),
+    (r"`past_key_values` is deprecated", FutureWarning, r"(transformers|torch)\."),
 )
 
 

@@ -58,14 +58,25 @@ def resolve_run_dir(config, config_path: str | Path | None, *, resume: bool) -> 
 def train_from_config(config, *, config_path=None, resume: bool = False, run_dir: Path | None = None) -> RunResult:
     from functools import partial
 
-    from .checks import check_config
-    from .registry import get_method
-    from .interface import EvalContext
     from .adapters import attach_adapter
-    from .models.load import count_parameters, is_quantized, load_tokenizer, resolve_dtype, resolve_model
-    from .models.load import training_state_bytes
-    from .training.checkpoint import CheckpointMismatch, is_sharded, latest_checkpoint, load_checkpoint
-    from .training.checkpoint import gather_full_state
+    from .checks import check_config
+    from .interface import EvalContext
+    from .models.load import (
+        count_parameters,
+        is_quantized,
+        load_tokenizer,
+        resolve_dtype,
+        resolve_model,
+        training_state_bytes,
+    )
+    from .registry import get_method
+    from .training.checkpoint import (
+        CheckpointMismatch,
+        gather_full_state,
+        is_sharded,
+        latest_checkpoint,
+        load_checkpoint,
+    )
     from .training.divergence import DivergenceWatch, divergence_hint
     from .training.engine import make_accelerator, peak_memory_mb, total_steps
     from .training.loop import LoopSettings, heldout_mean_loss, train_loop
@@ -79,13 +90,17 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     # Every process checks the folder before any writes: the accelerator's process-group
     # rendezvous below cannot complete until all of them got past this line.
     run_dir = run_dir or resolve_run_dir(config, config_path, resume=resume)
-    accelerator = make_accelerator(mixed_precision=tcfg.mixed_precision, trackers=tcfg.trackers,
-                                   project_dir=run_dir,
-                                   gradient_accumulation_steps=tcfg.gradient_accumulation_steps)
+    accelerator = make_accelerator(
+        mixed_precision=tcfg.mixed_precision,
+        trackers=tcfg.trackers,
+        project_dir=run_dir,
+        gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
+    )
     main = accelerator.is_main_process
 
-    tokenizer = load_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code,
-                               revision=config.model.revision)
+    tokenizer = load_tokenizer(
+        config.model.name, trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
+    )
     check_config(config, tokenizer=tokenizer, method=method).raise_if_errors()
     data = method.load_data(config, tokenizer)
     collate = partial(method.collate, tokenizer=tokenizer)
@@ -126,9 +141,14 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     adapted = None
     if config.adapter is not None:
         # AdaLoRA's rank schedule needs the step count; prompt tuning's text init the tokenizer.
-        adapted = attach_adapter(model, config.adapter, task_type=method.peft_task_type, total_steps=steps,
-                                 tokenizer_path=resolve_model(config.model.name),
-                                 gradient_checkpointing=tcfg.gradient_checkpointing)
+        adapted = attach_adapter(
+            model,
+            config.adapter,
+            task_type=method.peft_task_type,
+            total_steps=steps,
+            tokenizer_path=resolve_model(config.model.name),
+            gradient_checkpointing=tcfg.gradient_checkpointing,
+        )
         model = adapted.model
     adapter_model = adapted.saver if adapted is not None else None
     if tcfg.gradient_checkpointing:
@@ -138,8 +158,13 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     chance = method.chance_loss(config, model, data)
 
     loss_model = method.loss_module(config, model, data)
-    optimizer = build_optimizer(loss_model, learning_rate=tcfg.learning_rate, weight_decay=tcfg.weight_decay,
-                                betas=tuple(tcfg.adam_betas), eps=tcfg.adam_epsilon)
+    optimizer = build_optimizer(
+        loss_model,
+        learning_rate=tcfg.learning_rate,
+        weight_decay=tcfg.weight_decay,
+        betas=tuple(tcfg.adam_betas),
+        eps=tcfg.adam_epsilon,
+    )
     warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else int(tcfg.warmup_ratio * steps)
     scheduler = build_scheduler(optimizer, kind=tcfg.scheduler, warmup_steps=warmup, total_steps=steps)
     if is_sharded(accelerator):  # FSDP shards each process's own weights: start them all from the main one's
@@ -150,16 +175,23 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
 
     start_state: dict = {}
     if resume and config.adapter is not None and config.adapter.type == "adalora":
-        raise CheckpointMismatch("adapter.type adalora: its rank allocator's importance statistics and rank "
-                                 "pattern are not in the checkpoints, so a resumed run would not continue the "
-                                 "same schedule; start the run again (without --resume)")
+        raise CheckpointMismatch(
+            "adapter.type adalora: its rank allocator's importance statistics and rank "
+            "pattern are not in the checkpoints, so a resumed run would not continue the "
+            "same schedule; start the run again (without --resume)"
+        )
     if resume:
         ckpt = latest_checkpoint(run_dir)
         sharded_state = is_sharded(accelerator) and (ckpt / "accelerate_state").exists()
         if sharded_state:
             accelerator.load_state(str(ckpt / "accelerate_state"))
-        start_state = load_checkpoint(ckpt, model=accelerator.unwrap_model(loss_model), optimizer=optimizer,
-                                      scheduler=scheduler, restore_weights=not sharded_state)
+        start_state = load_checkpoint(
+            ckpt,
+            model=accelerator.unwrap_model(loss_model),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            restore_weights=not sharded_state,
+        )
         console.print(f"Resuming from {ckpt} (step {start_state['step']}/{steps})")
         if main:  # after a crash the log may run past the checkpoint: those steps are redone
             _truncate_metrics(run_dir / "metrics.jsonl", start_state["step"])
@@ -171,12 +203,22 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         return method.periodic_metrics(loss)
 
     settings = LoopSettings(
-        batch_size=tcfg.batch_size, gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
-        total_steps=steps, seed=tcfg.seed, max_grad_norm=tcfg.max_grad_norm, save_every=tcfg.save_every,
-        keep_checkpoints=tcfg.keep_checkpoints, log_every=tcfg.log_every, eval_every=tcfg.eval_every,
+        batch_size=tcfg.batch_size,
+        gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
+        total_steps=steps,
+        seed=tcfg.seed,
+        max_grad_norm=tcfg.max_grad_norm,
+        save_every=tcfg.save_every,
+        keep_checkpoints=tcfg.keep_checkpoints,
+        log_every=tcfg.log_every,
+        eval_every=tcfg.eval_every,
     )
-    watch = DivergenceWatch(chance_loss=chance, mode=tcfg.on_divergence, console=console if main else None,
-                            hint=divergence_hint(tcfg.learning_rate, tcfg.max_grad_norm, config.adapter is None))
+    watch = DivergenceWatch(
+        chance_loss=chance,
+        mode=tcfg.on_divergence,
+        console=console if main else None,
+        hint=divergence_hint(tcfg.learning_rate, tcfg.max_grad_norm, config.adapter is None),
+    )
     step_size = "" if own_steps else f" of {global_batch} rows"  # a method's own step (PPO: a rollout) says itself
     console.print(
         f"[bold]{config.method}[/] on {len(rows)} rows ({sum(len(r.input_ids) for r in rows)} tokens), "
@@ -185,10 +227,22 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     )
     own_loop = getattr(method, "run_training", None)  # optional hook: a loop of its own, same arguments + 3
     loop = partial(own_loop, config=config, data=data, tokenizer=tokenizer) if own_loop else train_loop
-    result = loop(loss_model=loss_model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
-                  rows=rows, collate=collate, settings=settings, run_dir=run_dir, start_state=start_state,
-                  adapter_model=adapter_model, eval_fn=periodic_eval if data.eval else None, watch=watch,
-                  arrange=data.arrange, after_step=adapted.after_optimizer_step if adapted else None)
+    result = loop(
+        loss_model=loss_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        accelerator=accelerator,
+        rows=rows,
+        collate=collate,
+        settings=settings,
+        run_dir=run_dir,
+        start_state=start_state,
+        adapter_model=adapter_model,
+        eval_fn=periodic_eval if data.eval else None,
+        watch=watch,
+        arrange=data.arrange,
+        after_step=adapted.after_optimizer_step if adapted else None,
+    )
 
     train_peak_mb = round(peak_memory_mb(accelerator.device), 1)  # before the "after" evaluation
     accelerator.wait_for_everyone()
@@ -237,8 +291,11 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         },
         "data": {k: v for k, v in data.facts.items() if isinstance(v, (int, float, str, bool))},
         "run": {
-            "name": run_dir.name, "method": config.method, "model": config.model.name,
-            "adapter": config.adapter.type if config.adapter else None, "output": str(output_dir),
+            "name": run_dir.name,
+            "method": config.method,
+            "model": config.model.name,
+            "adapter": config.adapter.type if config.adapter else None,
+            "output": str(output_dir),
             "quantize": config.model.quantize,
         },
         "precision": _precision_entry(accelerator),
@@ -253,8 +310,9 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         limit = getattr(config.eval, "samples_in_report", 6) if config.eval else 0
         samples = _paired_samples(before, after, limit)
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-        report_path = write_report(run_dir, summary=summary, metrics=metrics, samples=samples,
-                                   config_text=dump_config(config))
+        report_path = write_report(
+            run_dir, summary=summary, metrics=metrics, samples=samples, config_text=dump_config(config)
+        )
         print_before_after(console, summary)
         console.print(f"Output: {output_dir}\nReport: {report_path}")
     # No process leaves while another still uses the process group (the main one generates and writes the
@@ -267,8 +325,11 @@ def _precision_entry(accelerator) -> dict:
     """What training.mixed_precision resolved to (engine.make_accelerator) and why."""
     precision = getattr(accelerator, "precision", None)
     choice = precision.choice if precision is not None else str(accelerator.mixed_precision)
-    return {"mixed_precision": choice, "label": precision.label if precision is not None else choice,
-            "reason": precision.reason if precision is not None else ""}
+    return {
+        "mixed_precision": choice,
+        "label": precision.label if precision is not None else choice,
+        "reason": precision.reason if precision is not None else "",
+    }
 
 
 def _plan_run(config, data, accelerator):
@@ -276,13 +337,21 @@ def _plan_run(config, data, accelerator):
     from .planning import safe_plan
 
     choice = getattr(getattr(accelerator, "precision", None), "choice", None)
-    plan, problem = safe_plan(config, data=data, processes=accelerator.num_processes,
-                              device=accelerator.device.type, precision={"no": "fp32"}.get(choice, choice))
+    plan, problem = safe_plan(
+        config,
+        data=data,
+        processes=accelerator.num_processes,
+        device=accelerator.device.type,
+        precision={"no": "fp32"}.get(choice, choice),
+    )
     if problem:
         console.print(f"[yellow]! {problem}[/]", highlight=False)
     elif plan.fits is False:
-        console.print(f"[yellow]! plan: about {plan.machine_bytes / 2**30:.1f} GiB needed, "
-                      f"{plan.free_bytes / 2**30:.1f} GiB free: this run may run out of memory[/]", highlight=False)
+        console.print(
+            f"[yellow]! plan: about {plan.machine_bytes / 2**30:.1f} GiB needed, "
+            f"{plan.free_bytes / 2**30:.1f} GiB free: this run may run out of memory[/]",
+            highlight=False,
+        )
     return plan, problem
 
 
@@ -295,7 +364,7 @@ def _plan_summary(plan, train: dict, train_peak_mb: float) -> dict:
         from .planning import planned_vs_measured
 
         return planned_vs_measured(made.summary(), {**train, "train_peak_memory_mb": train_peak_mb})
-    except Exception as exc:  # noqa: BLE001 - the plan is a report, never a reason to fail a run
+    except Exception as exc:
         return {"planned": None, "measured": None, "error": None, "problem": f"{type(exc).__name__}: {exc}"}
 
 
@@ -329,8 +398,11 @@ def _report_extras(before: dict, after: dict) -> dict:
             entry[side] = curve["y"]
     if curves:
         extras["curves"] = curves
-    tables = {f"{title} ({side})": table for side, result in (("before", before), ("after", after))
-              for title, table in (result.get("tables") or {}).items()}
+    tables = {
+        f"{title} ({side})": table
+        for side, result in (("before", before), ("after", after))
+        for title, table in (result.get("tables") or {}).items()
+    }
     if tables:
         extras["tables"] = tables
     return extras
@@ -339,11 +411,26 @@ def _report_extras(before: dict, after: dict) -> dict:
 def _paired_samples(before: dict, after: dict, limit: int) -> list[dict]:
     out = []
     for b, a in zip(before.get("samples", [])[:limit], after.get("samples", [])[:limit]):
-        out.append({"prompt": a["prompt"], "reference": a["reference"], "before": b["prediction"],
-                    "after": a["prediction"], "scores": {"before": b["scores"], "after": a["scores"]}})
+        out.append(
+            {
+                "prompt": a["prompt"],
+                "reference": a["reference"],
+                "before": b["prediction"],
+                "after": a["prediction"],
+                "scores": {"before": b["scores"], "after": a["scores"]},
+            }
+        )
     if not out:
-        out = [{"prompt": a["prompt"], "reference": a["reference"], "before": "", "after": a["prediction"],
-                "scores": {"before": {}, "after": a["scores"]}} for a in after.get("samples", [])[:limit]]
+        out = [
+            {
+                "prompt": a["prompt"],
+                "reference": a["reference"],
+                "before": "",
+                "after": a["prediction"],
+                "scores": {"before": {}, "after": a["scores"]},
+            }
+            for a in after.get("samples", [])[:limit]
+        ]
     return out
 
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from . import config as C
 
@@ -63,8 +64,9 @@ class Adapted:
         if self.adapter_type == "mam":
             _save_mam_extras(self.model, output_dir)
         if self.trained_names:
-            (output_dir / TRAINED_NAMES_FILE).write_text(json.dumps(
-                {"adapter_type": self.adapter_type, "trained_parameters": self.trained_names}, indent=1))
+            (output_dir / TRAINED_NAMES_FILE).write_text(
+                json.dumps({"adapter_type": self.adapter_type, "trained_parameters": self.trained_names}, indent=1)
+            )
 
 
 class _MamSaver:
@@ -103,13 +105,21 @@ class _ConvertingSaver:
         # peft's conversion loads the initial adapter, which puts the model in eval mode: a
         # mid-run checkpoint would otherwise switch off dropout and activation checkpointing.
         training = self.model.training
-        self.model.save_pretrained(path, safe_serialization=True,
-                                   path_initial_model_for_weight_conversion=self._initial.name, **kwargs)
+        self.model.save_pretrained(
+            path, safe_serialization=True, path_initial_model_for_weight_conversion=self._initial.name, **kwargs
+        )
         self.model.train(training)
 
 
-def attach_adapter(model: torch.nn.Module, cfg, *, task_type: str = "CAUSAL_LM", total_steps: int | None = None,
-                   tokenizer_path: str | None = None, gradient_checkpointing: bool = False) -> Adapted:
+def attach_adapter(
+    model: torch.nn.Module,
+    cfg,
+    *,
+    task_type: str = "CAUSAL_LM",
+    total_steps: int | None = None,
+    tokenizer_path: str | None = None,
+    gradient_checkpointing: bool = False,
+) -> Adapted:
     """Adapt ``model`` (changed in place) as ``cfg`` (an ``adapter:`` section) says."""
     from ..models.load import is_quantized
     from .peft_bridge import peft_config
@@ -157,8 +167,10 @@ def attach_adapter(model: torch.nn.Module, cfg, *, task_type: str = "CAUSAL_LM",
         return Adapted(model=peft_model, adapter_type=kind, saver=_ConvertingSaver(peft_model))
     hook = None
     if kind == "adalora":
+
         def allocate(step: int, _model=peft_model) -> None:
             _model.base_model.update_and_allocate(step)
+
         hook = allocate
     return Adapted(model=peft_model, adapter_type=kind, saver=peft_model, after_optimizer_step=hook)
 
@@ -169,8 +181,9 @@ def _heads_to_save(task_type: str) -> list[str]:
 
 
 def _mam_bottleneck(cfg) -> C.BottleneckConfig:
-    return C.BottleneckConfig(type="bottleneck", placement="parallel", size=cfg.size, activation=cfg.activation,
-                              scaling=cfg.scaling)
+    return C.BottleneckConfig(
+        type="bottleneck", placement="parallel", size=cfg.size, activation=cfg.activation, scaling=cfg.scaling
+    )
 
 
 def _save_mam_extras(peft_model, output_dir: Path) -> None:
@@ -182,11 +195,18 @@ def _save_mam_extras(peft_model, output_dir: Path) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in bottleneck_state_dict(base).items()}
     save_file(state, str(output_dir / MAM_WEIGHTS))
     cfg = peft_model.peft_config["default"]
-    (output_dir / TUNEFORGE_FILE).write_text(json.dumps({
-        "type": "mam", "format_version": 1, "parallel_adapter": _read_mam_settings(peft_model),
-        "base_model_name_or_path": cfg.base_model_name_or_path,
-        "note": "peft loads the prefix half only; load both with tuneforge.adapters.load_adapter(base, folder)",
-    }, indent=1))
+    (output_dir / TUNEFORGE_FILE).write_text(
+        json.dumps(
+            {
+                "type": "mam",
+                "format_version": 1,
+                "parallel_adapter": _read_mam_settings(peft_model),
+                "base_model_name_or_path": cfg.base_model_name_or_path,
+                "note": "peft loads the prefix half only; load both with tuneforge.adapters.load_adapter(base, folder)",
+            },
+            indent=1,
+        )
+    )
 
 
 def _read_mam_settings(peft_model) -> dict:
@@ -211,9 +231,19 @@ def adapter_type_of(folder: str | Path) -> str | None:
     return None
 
 
-_PEFT_TYPES = {"LORA": "lora", "LOHA": "loha", "LOKR": "lokr", "VERA": "vera", "ADALORA": "adalora", "OFT": "oft",
-               "IA3": "ia3", "PROMPT_TUNING": "prompt_tuning", "PREFIX_TUNING": "prefix_tuning",
-               "P_TUNING": "p_tuning", "LN_TUNING": "layernorm"}
+_PEFT_TYPES = {
+    "LORA": "lora",
+    "LOHA": "loha",
+    "LOKR": "lokr",
+    "VERA": "vera",
+    "ADALORA": "adalora",
+    "OFT": "oft",
+    "IA3": "ia3",
+    "PROMPT_TUNING": "prompt_tuning",
+    "PREFIX_TUNING": "prefix_tuning",
+    "P_TUNING": "p_tuning",
+    "LN_TUNING": "layernorm",
+}
 
 
 def is_adapter_folder(folder: str | Path) -> bool:
@@ -232,8 +262,9 @@ def adapter_base_name(folder: str | Path) -> str | None:
     return None
 
 
-def load_adapter(base: torch.nn.Module, folder: str | Path, *, adapter_name: str = "default",
-                 is_trainable: bool = False) -> torch.nn.Module:
+def load_adapter(
+    base: torch.nn.Module, folder: str | Path, *, adapter_name: str = "default", is_trainable: bool = False
+) -> torch.nn.Module:
     """Put the adapter saved in ``folder`` on ``base`` (changed in place); returns the adapted model.
 
     Handles peft folders (any type), our bottleneck folders and MAM. Raises

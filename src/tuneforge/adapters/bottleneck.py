@@ -120,8 +120,10 @@ def inject_bottleneck(model: nn.Module, cfg: BottleneckConfig) -> list[str]:
     names = [n for n in names if not any(n.startswith(o + ".") for o in names)]
     if not names:
         sample = [n for n, _ in model.named_modules() if n][:12]
-        raise ValueError(f"bottleneck target_modules {cfg.target_modules} matched no module of "
-                         f"{type(model).__name__}; its modules include: {', '.join(sample)}")
+        raise ValueError(
+            f"bottleneck target_modules {cfg.target_modules} matched no module of "
+            f"{type(model).__name__}; its modules include: {', '.join(sample)}"
+        )
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -138,8 +140,12 @@ def inject_bottleneck(model: nn.Module, cfg: BottleneckConfig) -> list[str]:
 
 def _adapter_params(model) -> dict[str, nn.Parameter]:
     model = _unwrap(model)
-    return {f"{name}.adapter.{p_name}": p for name, module in model.named_modules()
-            if isinstance(module, BottleneckWrapped) for p_name, p in module.adapter.named_parameters()}
+    return {
+        f"{name}.adapter.{p_name}": p
+        for name, module in model.named_modules()
+        if isinstance(module, BottleneckWrapped)
+        for p_name, p in module.adapter.named_parameters()
+    }
 
 
 def bottleneck_state_dict(model) -> dict[str, torch.Tensor]:
@@ -150,12 +156,17 @@ def bottleneck_state_dict(model) -> dict[str, torch.Tensor]:
 def _load_strict(params: dict[str, nn.Parameter], state: dict[str, torch.Tensor]) -> None:
     missing = sorted(set(params) - set(state))
     unexpected = sorted(set(state) - set(params))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(params[k].shape)}"
-              for k in sorted(set(params) & set(state)) if state[k].shape != params[k].shape]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(params[k].shape)}"
+        for k in sorted(set(params) & set(state))
+        if state[k].shape != params[k].shape
+    ]
     if missing or unexpected or shapes:
-        parts = [f"{what} ({len(keys)}): {', '.join(keys[:6])}{' …' if len(keys) > 6 else ''}"
-                 for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
-                 if keys]
+        parts = [
+            f"{what} ({len(keys)}): {', '.join(keys[:6])}{' …' if len(keys) > 6 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+            if keys
+        ]
         raise ValueError("bottleneck adapter weights do not fit this model — " + "; ".join(parts))
     with torch.no_grad():
         for k, p in params.items():
@@ -268,24 +279,32 @@ class BottleneckAdapterModel(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "type": "bottleneck"})
         base = getattr(self.base_model.config, "_name_or_path", "") or ""
-        record = {"type": "bottleneck", "config": self.bottleneck_config.model_dump(),
-                  "base_model_name_or_path": base, "hidden_size": _hidden_size(self.base_model),
-                  "num_layers_wrapped": len(self.wrapped), "modules_to_save": self.modules_to_save,
-                  "format_version": FORMAT_VERSION}
+        record = {
+            "type": "bottleneck",
+            "config": self.bottleneck_config.model_dump(),
+            "base_model_name_or_path": base,
+            "hidden_size": _hidden_size(self.base_model),
+            "num_layers_wrapped": len(self.wrapped),
+            "modules_to_save": self.modules_to_save,
+            "format_version": FORMAT_VERSION,
+        }
         (folder / ADAPTER_FILE).write_text(json.dumps(record, indent=2) + "\n")
         cfg = self.bottleneck_config
-        (folder / "README.md").write_text(_README.format(placement=cfg.placement, size=cfg.size,
-                                                         base=base or "its base model", folder=folder))
+        (folder / "README.md").write_text(
+            _README.format(placement=cfg.placement, size=cfg.size, base=base or "its base model", folder=folder)
+        )
 
     @classmethod
     def from_pretrained(cls, model: nn.Module, folder, *, is_trainable: bool = False) -> BottleneckAdapterModel:
         """Inject the adapter saved in ``folder`` into ``model`` and load it strictly; frozen unless is_trainable."""
         folder = Path(folder)
         if not (folder / ADAPTER_FILE).is_file():
-            hint = (" It holds adapter_config.json: a peft adapter, load it with peft." if
-                    (folder / "adapter_config.json").is_file() else "")
-            raise FileNotFoundError(f"{folder} is not a tuneforge bottleneck adapter folder: "
-                                    f"no {ADAPTER_FILE}.{hint}")
+            hint = (
+                " It holds adapter_config.json: a peft adapter, load it with peft."
+                if (folder / "adapter_config.json").is_file()
+                else ""
+            )
+            raise FileNotFoundError(f"{folder} is not a tuneforge bottleneck adapter folder: no {ADAPTER_FILE}.{hint}")
         record = json.loads((folder / ADAPTER_FILE).read_text())
         if record.get("type") != "bottleneck":
             raise ValueError(f"{folder / ADAPTER_FILE} holds a '{record.get('type')}' adapter, not a bottleneck one")
@@ -293,9 +312,11 @@ class BottleneckAdapterModel(nn.Module):
             raise ValueError(f"{folder} was written by a newer tuneforge (format {record['format_version']}); upgrade")
         ours = _hidden_size(model)
         if record["hidden_size"] != ours:
-            raise ValueError(f"the adapter in {folder} was trained on a model of hidden size {record['hidden_size']} "
-                             f"('{record.get('base_model_name_or_path')}'), but this base model's hidden size is "
-                             f"{ours}: load it onto the base model it was trained on")
+            raise ValueError(
+                f"the adapter in {folder} was trained on a model of hidden size {record['hidden_size']} "
+                f"('{record.get('base_model_name_or_path')}'), but this base model's hidden size is "
+                f"{ours}: load it onto the base model it was trained on"
+            )
         if not (folder / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"{folder} has {ADAPTER_FILE} but no {WEIGHTS_FILE}")
         cfg = BottleneckConfig.model_validate(record["config"])
@@ -312,7 +333,8 @@ class BottleneckAdapterModel(nn.Module):
             f"cannot merge a bottleneck adapter into the base weights: its {cfg.activation} non-linearity sits "
             "between W_down and W_up, so it is no weight delta ΔW. Keep the adapter folder and load it onto the "
             "base model (tuneforge.adapters.load_adapter), or train a mergeable adapter (e.g. lora, ia3) "
-            "if you need one plain model.")
+            "if you need one plain model."
+        )
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         # parameters() yields each tensor once, so tied embeddings are counted once.
@@ -321,5 +343,7 @@ class BottleneckAdapterModel(nn.Module):
 
     def print_trainable_parameters(self) -> None:
         trainable, total = self.get_nb_trainable_parameters()
-        print(f"trainable params: {trainable:,d} || all params: {total:,d} || "
-              f"trainable%: {100 * trainable / max(total, 1):.4f}")
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || "
+            f"trainable%: {100 * trainable / max(total, 1):.4f}"
+        )

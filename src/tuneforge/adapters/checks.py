@@ -24,44 +24,64 @@ def check_adapter(config, method, model_config) -> tuple[list[str], list[str], d
     causal = method.peft_task_type == "CAUSAL_LM"
     if quantize:
         if adapter is None:
-            errors.append(f"model.quantize: {quantize} loads frozen quantized weights, which full fine-tuning "
-                          "cannot train; add an adapter (e.g. adapter: {type: lora}) — that is QLoRA")
+            errors.append(
+                f"model.quantize: {quantize} loads frozen quantized weights, which full fine-tuning "
+                "cannot train; add an adapter (e.g. adapter: {type: lora}) — that is QLoRA"
+            )
         elif adapter.type in C.SELECTIVE:
-            errors.append(f"model.quantize: adapter.type {adapter.type} trains the base's own weights, which are "
-                          "quantized and frozen; use lora / layernorm / ia3, or drop model.quantize")
+            errors.append(
+                f"model.quantize: adapter.type {adapter.type} trains the base's own weights, which are "
+                "quantized and frozen; use lora / layernorm / ia3, or drop model.quantize"
+            )
         if not causal:
-            errors.append(f"model.quantize: supported for the causal-LM methods (cpt, sft, dpo, ppo); not yet "
-                          f"for method '{config.method}'")
+            errors.append(
+                f"model.quantize: supported for the causal-LM methods (cpt, sft, dpo, ppo); not yet "
+                f"for method '{config.method}'"
+            )
         if adapter is not None and adapter.type == "lora" and adapter.init in ("pissa", "olora"):
-            errors.append(f"adapter.init: {adapter.init} rewrites the base weights from their SVD / QR, which "
-                          "a quantized base doesn't allow; drop model.quantize or use init: default")
+            errors.append(
+                f"adapter.init: {adapter.init} rewrites the base weights from their SVD / QR, which "
+                "a quantized base doesn't allow; drop model.quantize or use init: default"
+            )
     if adapter is None:
         return errors, notes, facts
     if adapter.type in C.SOFT_PROMPTS:
         if not causal:
-            errors.append(f"adapter.type: {adapter.type} (virtual tokens) is supported for the causal-LM methods; "
-                          f"method '{config.method}' pools or classifies over the input positions, which the virtual "
-                          "tokens would shift; use lora, ia3 or bottleneck")
+            errors.append(
+                f"adapter.type: {adapter.type} (virtual tokens) is supported for the causal-LM methods; "
+                f"method '{config.method}' pools or classifies over the input positions, which the virtual "
+                "tokens would shift; use lora, ia3 or bottleneck"
+            )
         if getattr(config.data, "packing", False):
-            errors.append(f"adapter.type: {adapter.type} prepends its virtual tokens once per row, and packing puts "
-                          "several examples in one row, so every example after the first would not see them; "
-                          "set data.packing: false")
+            errors.append(
+                f"adapter.type: {adapter.type} prepends its virtual tokens once per row, and packing puts "
+                "several examples in one row, so every example after the first would not see them; "
+                "set data.packing: false"
+            )
     if adapter.type == "lora" and adapter.init in ("pissa", "olora"):
         # peft converts these to plain LoRA at save time and keeps only the A / B matrices,
         # so a DoRA magnitude or a classification head would be lost from the saved adapter.
         if adapter.use_dora:
-            errors.append(f"adapter.init: {adapter.init} with use_dora: peft's conversion at save time keeps only "
-                          "the LoRA matrices and would drop DoRA's magnitudes; use one or the other")
+            errors.append(
+                f"adapter.init: {adapter.init} with use_dora: peft's conversion at save time keeps only "
+                "the LoRA matrices and would drop DoRA's magnitudes; use one or the other"
+            )
         if method.peft_task_type == "SEQ_CLS":
-            errors.append(f"adapter.init: {adapter.init} for classify: peft's conversion at save time would drop "
-                          "the trained label head; use init: default")
+            errors.append(
+                f"adapter.init: {adapter.init} for classify: peft's conversion at save time would drop "
+                "the trained label head; use init: default"
+            )
     if adapter.type == "adalora" and not causal:
-        errors.append(f"adapter.type: adalora is supported for the causal-LM methods; method '{config.method}' "
-                      "computes its "
-                      "loss outside peft, where AdaLoRA's orthogonality term would be missing; use lora")
+        errors.append(
+            f"adapter.type: adalora is supported for the causal-LM methods; method '{config.method}' "
+            "computes its "
+            "loss outside peft, where AdaLoRA's orthogonality term would be missing; use lora"
+        )
     if adapter.type in ("bottleneck", "mam") and config.method == "contrastive":
-        notes.append("adapter: bottleneck adapters wrap modules named 'mlp' by default; encoder models name "
-                     "theirs differently (set adapter.target_modules)")
+        notes.append(
+            "adapter: bottleneck adapters wrap modules named 'mlp' by default; encoder models name "
+            "theirs differently (set adapter.target_modules)"
+        )
     if errors:
         return errors, notes, facts
     try:
@@ -69,10 +89,16 @@ def check_adapter(config, method, model_config) -> tuple[list[str], list[str], d
     except (ValueError, TypeError, RuntimeError, KeyError, AttributeError) as exc:
         errors.append(f"adapter: {exc}".replace("adapter: adapter", "adapter"))
         return errors, notes, facts
-    facts.update({"trainable_parameters": trainable, "total_parameters": total,
-                  "trainable_percent": round(100 * trainable / max(total, 1), 4)})
-    facts["adapter"] = (f"{adapter.type}: {trainable:,} trainable of {total:,} parameters "
-                        f"({100 * trainable / max(total, 1):.4f}%)")
+    facts.update(
+        {
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "trainable_percent": round(100 * trainable / max(total, 1), 4),
+        }
+    )
+    facts["adapter"] = (
+        f"{adapter.type}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / max(total, 1):.4f}%)"
+    )
     return errors, notes, facts
 
 
@@ -80,8 +106,11 @@ def meta_model(model_config, task_type: str, num_labels: int = 2) -> torch.nn.Mo
     """The model's architecture on the meta device: shapes without memory or weights."""
     import transformers
 
-    cls = {"CAUSAL_LM": transformers.AutoModelForCausalLM, "SEQ_CLS": transformers.AutoModelForSequenceClassification,
-           "FEATURE_EXTRACTION": transformers.AutoModel}[task_type]
+    cls = {
+        "CAUSAL_LM": transformers.AutoModelForCausalLM,
+        "SEQ_CLS": transformers.AutoModelForSequenceClassification,
+        "FEATURE_EXTRACTION": transformers.AutoModel,
+    }[task_type]
     if task_type == "SEQ_CLS":
         model_config = type(model_config).from_dict({**model_config.to_dict(), "num_labels": num_labels})
     with torch.device("meta"), warnings.catch_warnings():

@@ -52,50 +52,70 @@ def rank_of(settings: dict) -> int:
     return max([int(settings.get("r", 0)), *map(int, (settings.get("rank_pattern") or {}).values())])
 
 
-def check_request(specs: list[AdapterSpec], weights: list[float], method: str, density: float | None,
-                  name: str) -> None:
+def check_request(
+    specs: list[AdapterSpec], weights: list[float], method: str, density: float | None, name: str
+) -> None:
     """Refuse, before any weights load, what peft would reject late or get silently wrong."""
     if len(specs) < 1:
         raise CombineRefused("adapters combine: give at least one adapter (name=path or a path)")
     if method not in METHODS:
         raise CombineRefused(f"--method {method}: not one of {', '.join(METHODS)}")
     if len(weights) != len(specs):
-        raise CombineRefused(f"--weights: {len(weights)} weight(s) for {len(specs)} adapter(s); give one weight per "
-                             "adapter, in the same order")
+        raise CombineRefused(
+            f"--weights: {len(weights)} weight(s) for {len(specs)} adapter(s); give one weight per "
+            "adapter, in the same order"
+        )
     for spec in specs:
         if spec.kind != "lora":
-            raise CombineRefused(f"{spec.name}: {spec.path} is a {spec.kind} adapter; peft combines LoRA adapters "
-                                 "only")
+            raise CombineRefused(f"{spec.name}: {spec.path} is a {spec.kind} adapter; peft combines LoRA adapters only")
     settings = {spec.name: lora_settings(spec) for spec in specs}
     for spec_name, cfg in settings.items():
         if cfg.get("use_dora"):
-            raise CombineRefused(f"{spec_name}: a DoRA adapter (use_dora); its magnitude vector has no weighted "
-                                 "combination in peft: combine plain LoRA adapters")
+            raise CombineRefused(
+                f"{spec_name}: a DoRA adapter (use_dora); its magnitude vector has no weighted "
+                "combination in peft: combine plain LoRA adapters"
+            )
         if cfg.get("modules_to_save"):
-            raise CombineRefused(f"{spec_name}: trains whole modules too (modules_to_save: "
-                                 f"{', '.join(cfg['modules_to_save'])}, e.g. a classifier head), which peft cannot "
-                                 "combine")
+            raise CombineRefused(
+                f"{spec_name}: trains whole modules too (modules_to_save: "
+                f"{', '.join(cfg['modules_to_save'])}, e.g. a classifier head), which peft cannot "
+                "combine"
+            )
     ranks = {spec_name: rank_of(cfg) for spec_name, cfg in settings.items()}
     if method in EQUAL_RANK_METHODS and len(set(ranks.values())) > 1:
         shown = ", ".join(f"{n}: r={r}" for n, r in ranks.items())
-        raise CombineRefused(f"--method {method} needs adapters of equal rank, these differ ({shown}); "
-                             "use --method cat or svd, which combine any ranks")
+        raise CombineRefused(
+            f"--method {method} needs adapters of equal rank, these differ ({shown}); "
+            "use --method cat or svd, which combine any ranks"
+        )
     if method in DENSITY_METHODS and (density is None or not 0 < density <= 1):
         shown = "missing" if density is None else str(density)
-        raise CombineRefused(f"--density: {method} keeps this share of each adapter's entries, a number in (0, 1] "
-                             f"(got {shown}); e.g. --density 0.5")
+        raise CombineRefused(
+            f"--density: {method} keeps this share of each adapter's entries, a number in (0, 1] "
+            f"(got {shown}); e.g. --density 0.5"
+        )
     if method not in DENSITY_METHODS and density is not None:
         raise CombineRefused(f"--density: only {', '.join(DENSITY_METHODS)} prune; --method {method} does not use it")
     if not NAME_PATTERN.match(name):
         raise CombineRefused(f"--name {name}: use letters, digits, '_', '.' and '-' only")
     if name in {spec.name for spec in specs}:
-        raise CombineRefused(f"--name {name}: already the name of an input adapter (peft would silently keep that "
-                             "one); choose another --name")
+        raise CombineRefused(
+            f"--name {name}: already the name of an input adapter (peft would silently keep that "
+            "one); choose another --name"
+        )
 
 
-def combine_adapters(inputs: list[str], weights: list[float], *, method: str, output: str | Path,
-                     density: float | None = None, name: str = "combined", model_name: str | None = None,
-                     trust_remote_code: bool = False) -> CombineResult:
+def combine_adapters(
+    inputs: list[str],
+    weights: list[float],
+    *,
+    method: str,
+    output: str | Path,
+    density: float | None = None,
+    name: str = "combined",
+    model_name: str | None = None,
+    trust_remote_code: bool = False,
+) -> CombineResult:
     """Combine the LoRA adapters ``inputs`` (``name=path`` or paths) and write the result to ``output``."""
     named = parse_named_paths(inputs, flag="adapters combine", lone=None)
     specs = [describe(n, p, label="adapters combine") for n, p in named.items()]
@@ -104,16 +124,33 @@ def combine_adapters(inputs: list[str], weights: list[float], *, method: str, ou
     adapters = AdapterSet.load(model_name, {s.name: s.path for s in specs}, trust_remote_code=trust_remote_code)
     peft_model = adapters.model
     peft_model.base_model.add_weighted_adapter(
-        adapters=[s.name for s in specs], weights=list(weights), adapter_name=name, combination_type=method,
-        density=density)
+        adapters=[s.name for s in specs],
+        weights=list(weights),
+        adapter_name=name,
+        combination_type=method,
+        density=density,
+    )
     if name not in peft_model.peft_config:  # peft returns quietly when it did nothing
         raise CombineRefused(f"--name {name}: peft did not add the combined adapter; choose another --name")
     _undo_rslora_scaling(peft_model, name)
     rank = int(peft_model.peft_config[name].r)
-    recipe = {"method": method, "weights": list(weights), "density": density, "name": name, "rank": rank,
-              "base": adapters.base_name,
-              "inputs": [{"name": s.name, "path": str(s.path), "r": rank_of(lora_settings(s)),
-                          "lora_alpha": lora_settings(s).get("lora_alpha")} for s in specs]}
+    recipe = {
+        "method": method,
+        "weights": list(weights),
+        "density": density,
+        "name": name,
+        "rank": rank,
+        "base": adapters.base_name,
+        "inputs": [
+            {
+                "name": s.name,
+                "path": str(s.path),
+                "r": rank_of(lora_settings(s)),
+                "lora_alpha": lora_settings(s).get("lora_alpha"),
+            }
+            for s in specs
+        ],
+    }
 
     def write(tmp: Path) -> None:
         _save_single_adapter(peft_model, name, tmp)

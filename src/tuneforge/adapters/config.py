@@ -17,7 +17,7 @@ before this section had types.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -160,9 +160,11 @@ class BottleneckConfig(_Adapter):
     scaling: float = Field(1.0, gt=0, description="s: multiplies the adapter's output.")
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = Field(
-        default_factory=lambda: ["mlp"], description="Submodules (by name suffix) the adapter goes after / beside.")
+        default_factory=lambda: ["mlp"], description="Submodules (by name suffix) the adapter goes after / beside."
+    )
     init: Literal["identity", "random"] = Field(
-        "identity", description="identity: W_up = 0 (the base model exactly). random: both matrices random (tests).")
+        "identity", description="identity: W_up = 0 (the base model exactly). random: both matrices random (tests)."
+    )
 
 
 class PromptTuningConfig(_Adapter):
@@ -171,7 +173,9 @@ class PromptTuningConfig(_Adapter):
     type: Literal["prompt_tuning"]
     num_virtual_tokens: int = Field(20, ge=1)
     init: Literal["random", "text"] = "random"
-    init_text: str | None = Field(None, description="init: text — the prompt whose token embeddings start the soft prompt.")
+    init_text: str | None = Field(
+        None, description="init: text — the prompt whose token embeddings start the soft prompt."
+    )
 
     @model_validator(mode="after")
     def _text(self):
@@ -195,9 +199,11 @@ class PrefixTuningConfig(_Adapter):
     projection: bool = False
     projection_hidden_size: int = Field(512, ge=1)
     init: Literal["real_tokens", "random"] | None = Field(
-        None, description="real_tokens: the prefixes start as the keys / values of real tokens (Li & Liang 2021), "
+        None,
+        description="real_tokens: the prefixes start as the keys / values of real tokens (Li & Liang 2021), "
         "so training starts from the base model's behaviour; random: peft's N(0, 1) start. "
-        "Default: real_tokens, or random with projection: true (the MLP's output has no such start).")
+        "Default: real_tokens, or random with projection: true (the MLP's output has no such start).",
+    )
 
     @model_validator(mode="after")
     def _init(self):
@@ -260,7 +266,8 @@ class MamConfig(_Adapter):
     projection: bool = False
     projection_hidden_size: int = Field(512, ge=1)
     init: Literal["real_tokens", "random"] | None = Field(
-        None, description="The prefix half's start, as for prefix_tuning (default: real_tokens without projection).")
+        None, description="The prefix half's start, as for prefix_tuning (default: real_tokens without projection)."
+    )
 
     @model_validator(mode="after")
     def _init(self):
@@ -276,37 +283,68 @@ def _adapter_tag(value) -> str:
 
 
 AdapterConfig = Annotated[
-    Union[
-        Annotated[LoraConfig, Tag("lora")],
-        Annotated[LohaConfig, Tag("loha")],
-        Annotated[LokrConfig, Tag("lokr")],
-        Annotated[VeraConfig, Tag("vera")],
-        Annotated[AdaloraConfig, Tag("adalora")],
-        Annotated[OftConfig, Tag("oft")],
-        Annotated[Ia3Config, Tag("ia3")],
-        Annotated[BottleneckConfig, Tag("bottleneck")],
-        Annotated[PromptTuningConfig, Tag("prompt_tuning")],
-        Annotated[PrefixTuningConfig, Tag("prefix_tuning")],
-        Annotated[PTuningConfig, Tag("p_tuning")],
-        Annotated[BitfitConfig, Tag("bitfit")],
-        Annotated[LayernormConfig, Tag("layernorm")],
-        Annotated[PartialConfig, Tag("partial")],
-        Annotated[MamConfig, Tag("mam")],
-    ],
+    Annotated[LoraConfig, Tag("lora")]
+    | Annotated[LohaConfig, Tag("loha")]
+    | Annotated[LokrConfig, Tag("lokr")]
+    | Annotated[VeraConfig, Tag("vera")]
+    | Annotated[AdaloraConfig, Tag("adalora")]
+    | Annotated[OftConfig, Tag("oft")]
+    | Annotated[Ia3Config, Tag("ia3")]
+    | Annotated[BottleneckConfig, Tag("bottleneck")]
+    | Annotated[PromptTuningConfig, Tag("prompt_tuning")]
+    | Annotated[PrefixTuningConfig, Tag("prefix_tuning")]
+    | Annotated[PTuningConfig, Tag("p_tuning")]
+    | Annotated[BitfitConfig, Tag("bitfit")]
+    | Annotated[LayernormConfig, Tag("layernorm")]
+    | Annotated[PartialConfig, Tag("partial")]
+    | Annotated[MamConfig, Tag("mam")],
     Discriminator(_adapter_tag),
 ]
+
 
 def adapter_class(type_name: str) -> type[_Adapter]:
     """The config class for an ``adapter.type`` value."""
     return _CLASSES[type_name]
 
 
-_CLASSES = {cls.model_fields["type"].annotation.__args__[0]: cls for cls in (
-    LoraConfig, LohaConfig, LokrConfig, VeraConfig, AdaloraConfig, OftConfig, Ia3Config, BottleneckConfig,
-    PromptTuningConfig, PrefixTuningConfig, PTuningConfig, BitfitConfig, LayernormConfig, PartialConfig, MamConfig)}
+_CLASSES = {
+    cls.model_fields["type"].annotation.__args__[0]: cls
+    for cls in (
+        LoraConfig,
+        LohaConfig,
+        LokrConfig,
+        VeraConfig,
+        AdaloraConfig,
+        OftConfig,
+        Ia3Config,
+        BottleneckConfig,
+        PromptTuningConfig,
+        PrefixTuningConfig,
+        PTuningConfig,
+        BitfitConfig,
+        LayernormConfig,
+        PartialConfig,
+        MamConfig,
+    )
+}
 
-ADAPTER_TYPES = ("lora", "loha", "lokr", "vera", "adalora", "oft", "ia3", "bottleneck", "prompt_tuning",
-                 "prefix_tuning", "p_tuning", "bitfit", "layernorm", "partial", "mam")
+ADAPTER_TYPES = (
+    "lora",
+    "loha",
+    "lokr",
+    "vera",
+    "adalora",
+    "oft",
+    "ia3",
+    "bottleneck",
+    "prompt_tuning",
+    "prefix_tuning",
+    "p_tuning",
+    "bitfit",
+    "layernorm",
+    "partial",
+    "mam",
+)
 SOFT_PROMPTS = ("prompt_tuning", "prefix_tuning", "p_tuning", "mam")
 SELECTIVE = ("bitfit", "partial")  # train base weights in place: the output is a full model folder
 OURS = ("bottleneck", "mam")  # adapters peft does not implement

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from ..data.templates import PromptRendering
-from . import config as C
 from . import adapter_base_name, adapter_type_of, is_adapter_folder
+from . import config as C
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 SINGLE_NAME = "default"  # the name of a lone unnamed --adapter, as peft calls it
@@ -66,8 +66,10 @@ def parse_named_paths(values: list[str], *, flag: str = "--adapter", lone: str |
         if name is None:
             name = lone if len(named) == 1 and lone else derived_name(path)
         if name in out:
-            raise AdapterSetError(f"{flag}: the name '{name}' is given twice ({out[name]} and {path}); "
-                                  "name each adapter once, as name=path")
+            raise AdapterSetError(
+                f"{flag}: the name '{name}' is given twice ({out[name]} and {path}); "
+                "name each adapter once, as name=path"
+            )
         out[name] = path
     return out
 
@@ -76,8 +78,9 @@ def _split_named(value: str, flag: str) -> tuple[str | None, str]:
     if "=" in value and not Path(value).expanduser().exists():
         name, path = value.split("=", 1)
         if not NAME_PATTERN.match(name):
-            raise AdapterSetError(f"{flag} {value}: the name '{name}' may use letters, digits, '_', '.' and '-' "
-                                  "only; write name=path")
+            raise AdapterSetError(
+                f"{flag} {value}: the name '{name}' may use letters, digits, '_', '.' and '-' only; write name=path"
+            )
         if not path:
             raise AdapterSetError(f"{flag} {value}: no path after '='; write name=path")
         return name, path
@@ -113,8 +116,10 @@ def resolve_adapter_folder(path: str | Path, *, label: str = "--adapter") -> Pat
     full = folder / "model" if (folder / "model" / "config.json").exists() else folder
     if (full / "config.json").exists():
         raise AdapterSetError(f"{label}: {folder} is a full model, not an adapter; load it with --model {full}")
-    raise AdapterSetError(f"{label}: {folder} holds no adapter (no adapter_config.json, no adapter/ folder); "
-                          "give runs/NAME or runs/NAME/adapter")
+    raise AdapterSetError(
+        f"{label}: {folder} holds no adapter (no adapter_config.json, no adapter/ folder); "
+        "give runs/NAME or runs/NAME/adapter"
+    )
 
 
 def run_base_name(folder: str | Path) -> str | None:
@@ -150,9 +155,11 @@ def run_rendering(folder: str | Path | None) -> PromptRendering:
     if not isinstance(data, dict):
         return PromptRendering()
     template = data.get("template", "auto")
-    return PromptRendering(template=template if template in ("auto", "chat", "plain") else "auto",
-                           system_prompt=data.get("system_prompt") or None,
-                           text_prompts=data.get("format") != "chat")
+    return PromptRendering(
+        template=template if template in ("auto", "chat", "plain") else "auto",
+        system_prompt=data.get("system_prompt") or None,
+        text_prompts=data.get("format") != "chat",
+    )
 
 
 def _merged_rendering(folder: Path) -> PromptRendering | None:
@@ -209,9 +216,11 @@ def task_of(folder: Path) -> str | None:
     return json.loads(config.read_text()).get("task_type") if config.exists() else None
 
 
-TASK_WORDS = {"CAUSAL_LM": "a causal-LM adapter",
-              "SEQ_CLS": "a classifier or reward model (use `tuneforge predict` / `tuneforge score`)",
-              "FEATURE_EXTRACTION": "an embedding model (use `tuneforge embed`)"}
+TASK_WORDS = {
+    "CAUSAL_LM": "a causal-LM adapter",
+    "SEQ_CLS": "a classifier or reward model (use `tuneforge predict` / `tuneforge score`)",
+    "FEATURE_EXTRACTION": "an embedding model (use `tuneforge embed`)",
+}
 
 
 def tokenizer_folder(folder: Path) -> Path | None:
@@ -235,7 +244,7 @@ def _check_tasks(specs: list[AdapterSpec], task: str | None) -> None:
     for spec in specs:
         found = tasks[spec.name]
         if task and found and found != task:
-            what, wanted = TASK_WORDS.get(found, f"for task {found}"), TASK_WORDS.get(task, f"for task {task}")
+            what, wanted = (TASK_WORDS.get(found, f"for task {found}"), TASK_WORDS.get(task, f"for task {task}"))
             raise AdapterSetError(f"--adapter {spec.name}: {spec.path} is {what}, not {wanted}")
     known = {t for t in tasks.values() if t}
     if len(known) > 1:
@@ -248,18 +257,21 @@ def _check_kinds(specs: list[AdapterSpec]) -> None:
         if spec.kind in WIRED_IN:
             raise AdapterSetError(
                 f"--adapter {spec.name}: {spec.kind} adapters are wired into the base model's layers and cannot share "
-                f"a model with other adapters; load {spec.path} on its own")
+                f"a model with other adapters; load {spec.path} on its own"
+            )
     soft = [s for s in specs if s.kind in C.SOFT_PROMPTS]
     if soft and len(soft) < len(specs):
         weights = [s for s in specs if s.kind not in C.SOFT_PROMPTS]
         raise AdapterSetError(
             f"--adapter: {_listing(soft)} are soft prompts and {_listing(weights)} are weight adapters; peft cannot "
-            "hold both kinds in one model: use them in separate commands")
+            "hold both kinds in one model: use them in separate commands"
+        )
     types = {s.name: peft_type_of(s.path) for s in specs}
     if len(set(types.values())) > 1:
         raise AdapterSetError(
             f"--adapter: peft holds one adapter type per model, and these differ ({_listing(specs)}); "
-            "use each type in its own command")
+            "use each type in its own command"
+        )
 
 
 def _listing(specs: list[AdapterSpec]) -> str:
@@ -277,7 +289,8 @@ def _check_same_base(specs: list[AdapterSpec], base_override: str | None) -> Non
         shown = "; ".join(f"{name}: {bases[name]}" for name in canonical)
         raise AdapterSetError(
             f"--adapter: the adapters were trained on different base models ({shown}); one model serves adapters "
-            "of one base: use them in separate commands (or pass --model if these are the same model)")
+            "of one base: use them in separate commands (or pass --model if these are the same model)"
+        )
     target = _hidden_size(base_override) if base_override else None
     sizes = {name: _hidden_size(base) for name, base in bases.items()}
     if target is None:
@@ -287,7 +300,8 @@ def _check_same_base(specs: list[AdapterSpec], base_override: str | None) -> Non
         if target is not None and size is not None and size != target:
             raise AdapterSetError(
                 f"--adapter {name}: trained on {bases[name]} (hidden size {size}), which does not fit a base of hidden "
-                f"size {target}; use adapters of one base model together")
+                f"size {target}; use adapters of one base model together"
+            )
 
 
 def _canonical(name: str) -> str:
@@ -330,9 +344,14 @@ def base_loader_for(folder: Path | None) -> Callable[..., torch.nn.Module]:
             from ..methods.classify.model import load_classifier
 
             # the head is the trained adapter's: a reset of the base's own head is not news here
-            return load_classifier(name, info["labels"], pad_token_id=info.get("pad_token_id"),
-                                   revision=info.get("revision"), trust_remote_code=trust_remote_code,
-                                   announce_head_reset=False)
+            return load_classifier(
+                name,
+                info["labels"],
+                pad_token_id=info.get("pad_token_id"),
+                revision=info.get("revision"),
+                trust_remote_code=trust_remote_code,
+                announce_head_reset=False,
+            )
 
         return load_classifier_base
     if task == "FEATURE_EXTRACTION":
@@ -371,8 +390,10 @@ def attach_one(model: torch.nn.Module, spec: AdapterSpec, base_name: str) -> tor
     except RuntimeError as exc:
         if "size mismatch" not in str(exc):
             raise
-        raise AdapterSetError(f"--adapter {spec.name}: {spec.path} does not fit the base {base_name}: its weights "
-                              "have other shapes; give the base it was trained on with --model") from None
+        raise AdapterSetError(
+            f"--adapter {spec.name}: {spec.path} does not fit the base {base_name}: its weights "
+            "have other shapes; give the base it was trained on with --model"
+        ) from None
 
 
 class AdapterSet:
@@ -383,9 +404,16 @@ class AdapterSet:
     ...     model.generate(...)
     """
 
-    def __init__(self, model: torch.nn.Module, specs: list[AdapterSpec], tokenizers: dict[str, object],
-                 base_tokenizer, base_name: str | None, renderings: dict[str, PromptRendering] | None = None,
-                 base_rendering: PromptRendering | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        specs: list[AdapterSpec],
+        tokenizers: dict[str, object],
+        base_tokenizer,
+        base_name: str | None,
+        renderings: dict[str, PromptRendering] | None = None,
+        base_rendering: PromptRendering | None = None,
+    ):
         self.model = model
         self.specs = {spec.name: spec for spec in specs}
         self.tokenizers = tokenizers
@@ -397,8 +425,15 @@ class AdapterSet:
         self.active: str | None = specs[0].name if specs else None
 
     @classmethod
-    def load(cls, base_name: str | None, adapters: Mapping[str, str | Path], *, trust_remote_code: bool = False,
-             loader: Callable[..., torch.nn.Module] | None = None, task: str | None = None) -> AdapterSet:
+    def load(
+        cls,
+        base_name: str | None,
+        adapters: Mapping[str, str | Path],
+        *,
+        trust_remote_code: bool = False,
+        loader: Callable[..., torch.nn.Module] | None = None,
+        task: str | None = None,
+    ) -> AdapterSet:
         """Load ``base_name`` (default: the first adapter's base) once and every adapter onto it.
 
         ``adapters``: {name: adapter or run folder}, in order; may be empty (the plain base model).
@@ -410,17 +445,29 @@ class AdapterSet:
         specs = [describe(name, path) for name, path in adapters.items()]
         check_compatible(specs, base_name, task)
         base_name = base_name or (specs[0].base if specs else None)
-        tokenizers = {s.name: load_tokenizer(str(tokenizer_folder(s.path) or base_name),
-                                             trust_remote_code=trust_remote_code) for s in specs}
-        base_tokenizer = (next(iter(tokenizers.values())) if tokenizers
-                          else load_tokenizer(base_name, trust_remote_code=trust_remote_code))
+        tokenizers = {
+            s.name: load_tokenizer(str(tokenizer_folder(s.path) or base_name), trust_remote_code=trust_remote_code)
+            for s in specs
+        }
+        base_tokenizer = (
+            next(iter(tokenizers.values()))
+            if tokenizers
+            else load_tokenizer(base_name, trust_remote_code=trust_remote_code)
+        )
         loader = loader or base_loader_for(specs[0].path if specs else None)
         model = loader(base_name, trust_remote_code=trust_remote_code)
         model = attach_all(model, specs, base_name or "")
         model.eval()
         renderings = {s.name: run_rendering(s.path) for s in specs}
-        return cls(model, specs, tokenizers, base_tokenizer, base_name, renderings,
-                   run_rendering(base_name) if base_name else None)
+        return cls(
+            model,
+            specs,
+            tokenizers,
+            base_tokenizer,
+            base_name,
+            renderings,
+            run_rendering(base_name) if base_name else None,
+        )
 
     @property
     def names(self) -> list[str]:

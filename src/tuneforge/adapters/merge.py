@@ -20,16 +20,26 @@ from pathlib import Path
 
 import torch
 
-from . import config as C
 from . import adapter_type_of
+from . import config as C
 
-SOFT_PROMPT_REASON = ("virtual tokens are not weights; no weight matrix can hold them: serve the adapter with its "
-                      "base instead")
-BOTTLENECK_REASON = ("a non-linearity sits between W_down and W_up, so no weight matrix equals it; serve the adapter "
-                     "with its base instead")
+SOFT_PROMPT_REASON = (
+    "virtual tokens are not weights; no weight matrix can hold them: serve the adapter with its base instead"
+)
+BOTTLENECK_REASON = (
+    "a non-linearity sits between W_down and W_up, so no weight matrix equals it; serve the adapter "
+    "with its base instead"
+)
 # Files of an adapter folder that describe the adapter itself, not the task; never copied to a merged model.
-ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
-                 "tuneforge_adapter.json", "bottleneck_model.safetensors", "combine.json"}
+ADAPTER_FILES = {
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "README.md",
+    "tuneforge_adapter.json",
+    "bottleneck_model.safetensors",
+    "combine.json",
+}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -73,8 +83,10 @@ def resolve_merge_target(path: str | Path) -> Path:
         for full in (folder / "model", folder):
             if (full / "config.json").exists():
                 raise MergeRefused(f"{folder}: already a full model: use {full} directly") from None
-        raise MergeRefused(f"{folder}: no adapter here (no adapter_config.json, no adapter/ folder); give "
-                           "runs/NAME or runs/NAME/adapter") from None
+        raise MergeRefused(
+            f"{folder}: no adapter here (no adapter_config.json, no adapter/ folder); give "
+            "runs/NAME or runs/NAME/adapter"
+        ) from None
 
 
 def check_mergeable(folder: Path) -> str:
@@ -100,8 +112,10 @@ def ensure_new_output(output: str | Path, flag: str = "--output") -> Path:
     """``output`` as a Path, if it does not exist or is an empty folder; else :class:`OutputNotEmpty`."""
     output = Path(output).expanduser()
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise OutputNotEmpty(f"{flag}: {output} already exists and is not empty; tuneforge never overwrites: "
-                             "choose a new folder or remove that one")
+        raise OutputNotEmpty(
+            f"{flag}: {output} already exists and is not empty; tuneforge never overwrites: "
+            "choose a new folder or remove that one"
+        )
     return output
 
 
@@ -147,8 +161,14 @@ def stored_dtype(base_name: str | None) -> torch.dtype | None:
     return DTYPES.get(data.get("dtype") or data.get("torch_dtype") or "")
 
 
-def merge_to_folder(target: str | Path, output: str | Path, *, model_name: str | None = None, dtype: str = "auto",
-                    trust_remote_code: bool = False) -> MergeResult:
+def merge_to_folder(
+    target: str | Path,
+    output: str | Path,
+    *,
+    model_name: str | None = None,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> MergeResult:
     """Merge the adapter of ``target`` (run or adapter folder) into its base; write the model to ``output``.
 
     The base is ``model_name``, else the run's config.yaml ``model.name``, else the adapter's record.
@@ -176,9 +196,17 @@ def merge_to_folder(target: str | Path, output: str | Path, *, model_name: str |
         copy_task_files(folder, tmp)
         # the run's prompt rendering (system prompt, template) goes with the weights, so the merged
         # model is asked the way the run was trained (generate / serve / eval read it back)
-        (tmp / "merged_from.json").write_text(json.dumps(
-            {"adapter": str(folder), "adapter_type": kind, "base": base_name,
-             "rendering": dataclasses.asdict(run_rendering(folder))}, indent=1))
+        (tmp / "merged_from.json").write_text(
+            json.dumps(
+                {
+                    "adapter": str(folder),
+                    "adapter_type": kind,
+                    "base": base_name,
+                    "rendering": dataclasses.asdict(run_rendering(folder)),
+                },
+                indent=1,
+            )
+        )
 
     write_atomically(output, write)
     return MergeResult(output=output, adapter=folder, adapter_type=kind, base=base_name)

@@ -58,7 +58,9 @@ def init_prefix_from_tokens(peft_model, token_ids: torch.Tensor) -> None:
             rows += [keys[0].transpose(0, 1).reshape(count, -1), values[0].transpose(0, 1).reshape(count, -1)]
         prefix = torch.cat(rows, dim=1)
         if prefix.shape != weight.shape:
-            raise ValueError(f"prefix from real tokens has shape {tuple(prefix.shape)}, peft's is {tuple(weight.shape)}")
+            raise ValueError(
+                f"prefix from real tokens has shape {tuple(prefix.shape)}, peft's is {tuple(weight.shape)}"
+            )
         weight.copy_(prefix.to(weight.dtype))
 
 

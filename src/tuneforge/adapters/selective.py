@@ -33,9 +33,11 @@ def selected_names(model: torch.nn.Module, cfg) -> list[str]:
     if cfg.top_k_layers:
         blocks = block_indices(model)
         if not blocks:
-            raise ValueError("adapter.top_k_layers: this model has no recognisable repeated blocks "
-                             "(model.layers.N…); use adapter.patterns instead")
-        top = set(blocks[-cfg.top_k_layers:])
+            raise ValueError(
+                "adapter.top_k_layers: this model has no recognisable repeated blocks "
+                "(model.layers.N…); use adapter.patterns instead"
+            )
+        top = set(blocks[-cfg.top_k_layers :])
         for n in names:
             m = _BLOCK.match(n)
             if m and int(m.group(2)) in top:
@@ -45,8 +47,9 @@ def selected_names(model: torch.nn.Module, cfg) -> list[str]:
     for pattern in cfg.patterns:
         matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         if not matched:
-            raise ValueError(f"adapter.patterns: '{pattern}' matches no parameter; names look like "
-                             f"{', '.join(names[:3])}")
+            raise ValueError(
+                f"adapter.patterns: '{pattern}' matches no parameter; names look like {', '.join(names[:3])}"
+            )
         chosen.update(matched)
     return [n for n in names if n in chosen]
 
@@ -70,6 +73,8 @@ def apply_selection(model: torch.nn.Module, cfg, also_train: list[str] = ()) -> 
 
 def nothing_to_train_message(cfg) -> str:
     if cfg.type == "bitfit":
-        return ("adapter.type bitfit trains bias terms only, and this model has no biases (Llama-family models "
-                "such as the embedded SmolLM2 have none): it would train nothing. Use layernorm or lora instead")
+        return (
+            "adapter.type bitfit trains bias terms only, and this model has no biases (Llama-family models "
+            "such as the embedded SmolLM2 have none): it would train nothing. Use layernorm or lora instead"
+        )
     return "adapter: the selection matches no parameter"

@@ -39,7 +39,8 @@ class StageConfig(_Section):
     name: str = Field(description="The task's name: a folder-safe word, unique among the stages (e.g. q1).")
     data: dict[str, Any] = Field(
         description="Keys of the top-level data: section this stage changes; at least train (and usually "
-        "eval, the stage's held-out set). Validated as a whole data: section.")
+        "eval, the stage's held-out set). Validated as a whole data: section."
+    )
     training: StageTraining = Field(default_factory=StageTraining)
 
     @field_validator("name")
@@ -54,10 +55,15 @@ class ReplaySettings(_Section):
     """Rehearsal: part of every stage's rows come from earlier stages (Rolnick et al. 2019; TRACE uses 10 %)."""
 
     fraction: float = Field(
-        0.1, gt=0, lt=1, description="Share of each stage's training rows drawn from earlier stages' buffers "
-        "(Ibrahim et al. 2024: 1-5 % for mild shifts, ~25 % for strong ones).")
+        0.1,
+        gt=0,
+        lt=1,
+        description="Share of each stage's training rows drawn from earlier stages' buffers "
+        "(Ibrahim et al. 2024: 1-5 % for mild shifts, ~25 % for strong ones).",
+    )
     by: Literal["examples", "tokens"] = Field(
-        "examples", description="Count the share in rows (examples) or in tokens.")
+        "examples", description="Count the share in rows (examples) or in tokens."
+    )
     buffer_size: int = Field(1000, ge=1, description="Rows kept per earlier stage (reservoir-sampled, uniform).")
 
 
@@ -71,25 +77,34 @@ class EwcSettings(_Section):
     weight: float = Field(1.0, ge=0, description="λ in λ/2 · Σ F_i (θ_i − θ*_i)².")
     fisher_batches: int = Field(32, ge=1, description="Rows of the finished stage the Fisher is averaged over.")
     normalize: bool = Field(
-        True, description="Divide the Fisher by its mean, so λ is on the scale of the L2 weight whatever the "
-        "model size and loss scale; false: the raw E[(∂ log p/∂θ)²].")
+        True,
+        description="Divide the Fisher by its mean, so λ is on the scale of the L2 weight whatever the "
+        "model size and loss scale; false: the raw E[(∂ log p/∂θ)²].",
+    )
     accumulate: bool = Field(
-        True, description="Sum the Fishers of all finished stages (online EWC, Schwarz et al. 2018); false: "
-        "only the previous stage's.")
+        True,
+        description="Sum the Fishers of all finished stages (online EWC, Schwarz et al. 2018); false: "
+        "only the previous stage's.",
+    )
 
 
 class AdapterStageSettings(_Section):
     """One LoRA adapter per stage, frozen after its stage (O-LoRA, Wang et al. 2023, arXiv 2310.14152)."""
 
     orthogonality: float = Field(
-        0.5, ge=0, description="λ1: weight of Σ_old Σ_layers |A_old A_newᵀ| (the paper's default 0.5).")
+        0.5, ge=0, description="λ1: weight of Σ_old Σ_layers |A_old A_newᵀ| (the paper's default 0.5)."
+    )
     l2: float = Field(0.0, ge=0, description="λ2: weight of ‖θ_new‖² on the new adapter (the paper's code: 0).")
     inference: Literal["sum", "route"] = Field(
-        "sum", description="sum: every stage's adapter active at once, as O-LoRA trains them; route: each "
-        "stage's adapter trained alone on the base and a task evaluated with its own adapter (by task name).")
+        "sum",
+        description="sum: every stage's adapter active at once, as O-LoRA trains them; route: each "
+        "stage's adapter trained alone on the base and a task evaluated with its own adapter (by task name).",
+    )
     merge: list[Literal["linear", "cat", "ties", "dare_linear", "dare_ties"]] = Field(
-        default_factory=list, description="After the last stage, also merge the stage adapters into one "
-        "(adapters combine) with each method listed and score the merged adapter on every task.")
+        default_factory=list,
+        description="After the last stage, also merge the stage adapters into one "
+        "(adapters combine) with each method listed and score the merged adapter on every task.",
+    )
     density: float = Field(0.5, gt=0, le=1, description="ties / dare: share of each adapter's entries kept.")
 
 
@@ -109,16 +124,20 @@ class WiseFtSettings(_Section):
 
 class ContinualConfig(_Section):
     strategy: Literal["naive", "replay", "l2", "ewc", "adapter", "joint"] = Field(
-        "naive", description="naive: stages one after another, unprotected; replay / l2 / ewc / adapter: "
-        "protected; joint: one training on the union of all stages (the upper reference).")
+        "naive",
+        description="naive: stages one after another, unprotected; replay / l2 / ewc / adapter: "
+        "protected; joint: one training on the union of all stages (the upper reference).",
+    )
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     l2: L2Settings = Field(default_factory=L2Settings)
     ewc: EwcSettings = Field(default_factory=EwcSettings)
     adapter: AdapterStageSettings = Field(default_factory=AdapterStageSettings)
     wise_ft: WiseFtSettings = Field(default_factory=WiseFtSettings)
     general_text: str | None = Field(
-        None, description="Held-out general-domain text (format text: JSONL rows with 'text', or .txt); its "
-        "perplexity after every stage measures general ability lost. Causal-LM methods only.")
+        None,
+        description="Held-out general-domain text (format text: JSONL rows with 'text', or .txt); its "
+        "perplexity after every stage measures general ability lost. Causal-LM methods only.",
+    )
     metric: str | None = Field(
-        None, description="The score in the accuracy matrix (default: the first eval scorer; accuracy for "
-        "classify).")
+        None, description="The score in the accuracy matrix (default: the first eval scorer; accuracy for classify)."
+    )

@@ -102,8 +102,10 @@ def validate_dict(raw: dict, source: str = "config"):
     if method is None:
         raise ConfigError([f"missing key 'method': one of {', '.join(names)}"], source)
     if method not in names:
-        raise ConfigError([f"method: unknown method '{method}'{_suggest(str(method), names)}; "
-                           f"choose one of {', '.join(names)}"], source)
+        raise ConfigError(
+            [f"method: unknown method '{method}'{_suggest(str(method), names)}; choose one of {', '.join(names)}"],
+            source,
+        )
     model_cls = config_class(method)
     try:
         return model_cls.model_validate(raw)
@@ -122,7 +124,7 @@ def _explain(exc: ValidationError, model_cls: type[BaseModel]) -> list[str]:
         # and gives one error per member: fold them into one line per key.
         member = next((p for p in loc[1:] if isinstance(p, str) and ("[" in p or p.startswith("literal"))), None)
         if member is not None:
-            key = ".".join(str(p) for p in loc[:loc.index(member)] if not (p in ADAPTER_TYPES and loc[0] == "adapter"))
+            key = ".".join(str(p) for p in loc[: loc.index(member)] if not (p in ADAPTER_TYPES and loc[0] == "adapter"))
             union_keys.setdefault(key, []).append(_member_name(member))
             continue
         adapter_cls = None
@@ -135,8 +137,10 @@ def _explain(exc: ValidationError, model_cls: type[BaseModel]) -> list[str]:
             continue
         if err["type"] == "union_tag_invalid" and loc == ["adapter"]:
             tag = str(err.get("ctx", {}).get("tag", ""))
-            problems.append(f"adapter.type: unknown adapter type '{tag}'{_suggest(tag, ADAPTER_TYPES)}; "
-                            f"choose one of {', '.join(ADAPTER_TYPES)}")
+            problems.append(
+                f"adapter.type: unknown adapter type '{tag}'{_suggest(tag, ADAPTER_TYPES)}; "
+                f"choose one of {', '.join(ADAPTER_TYPES)}"
+            )
             continue
         if err["type"] == "extra_forbidden":
             parent_cls = adapter_cls if adapter_cls and len(loc) == 2 else _section_class(model_cls, loc[:-1])
@@ -159,7 +163,7 @@ def _explain(exc: ValidationError, model_cls: type[BaseModel]) -> list[str]:
 def _member_name(member: str) -> str:
     """pydantic's name for a union member, as a user would say it: "a list", "'all-linear'"."""
     if member.startswith("literal[") and member.endswith("]"):
-        return member[len("literal["):-1]
+        return member[len("literal[") : -1]
     if member.startswith("list["):
         return "a list (e.g. [q_proj, v_proj])"
     return member

@@ -87,6 +87,8 @@ def missing_output_hint(path: str | Path) -> str | None:
         steps = " and ".join(f"`{c}`" for c in commands)
         return f"it is written by an earlier step: run {steps} first"
     if "runs" in Path(path).parts[:-1]:
-        return ("it is under a runs/ folder, so an earlier run (or `tuneforge merge`) writes it, and no config "
-                f"under {CONFIGS_FOLDER}/ names it as its output; run that step first, or fix the path")
+        return (
+            "it is under a runs/ folder, so an earlier run (or `tuneforge merge`) writes it, and no config "
+            f"under {CONFIGS_FOLDER}/ names it as its output; run that step first, or fix the path"
+        )
     return None

@@ -27,47 +27,51 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     name: str = Field(
-        "smollm2-135m-instruct",
-        description="Embedded model name, local Hugging Face folder, .gguf file or hub id.",
+        "smollm2-135m-instruct", description="Embedded model name, local Hugging Face folder, .gguf file or hub id."
     )
     revision: str | None = None
     trust_remote_code: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weight dtype. auto: float32 on CPU (bf16 speed comes from "
-        "training.mixed_precision), bfloat16 on CUDA."
+        "auto",
+        description="Weight dtype. auto: float32 on CPU (bf16 speed comes from "
+        "training.mixed_precision), bfloat16 on CUDA.",
     )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
     packed_attention: Literal["auto", "segments", "mask"] = Field(
-        "auto", description="How packed training rows keep their examples apart. segments: causal attention per "
+        "auto",
+        description="How packed training rows keep their examples apart. segments: causal attention per "
         "example, no T×T mask (models/segment_attention.py); mask: the dense block-diagonal mask; auto: segments "
         "with sdpa on CPU, and on CUDA where torch has its flash-attention varlen kernel; the mask elsewhere. "
-        "flash_attention_2 always gets the segments as its variable-length arguments.")
+        "flash_attention_2 always gets the segments as its variable-length arguments.",
+    )
     quantize: Literal["8bit", "4bit"] | None = Field(
-        None, description="Load the frozen base quantized with bitsandbytes: 8bit (LLM.int8, Dettmers et al. 2022) "
-        "or 4bit (QLoRA, Dettmers et al. 2023). Needs an adapter: quantized weights are not trained.")
+        None,
+        description="Load the frozen base quantized with bitsandbytes: 8bit (LLM.int8, Dettmers et al. 2022) "
+        "or 4bit (QLoRA, Dettmers et al. 2023). Needs an adapter: quantized weights are not trained.",
+    )
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4bit: NormalFloat4 (QLoRA's) or FP4.")
     double_quant: bool = Field(True, description="4bit: quantize the quantization constants too (QLoRA).")
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="4bit: dtype of the matmuls on dequantized weights (auto: the model dtype).")
+        "auto", description="4bit: dtype of the matmuls on dequantized weights (auto: the model dtype)."
+    )
 
     @model_validator(mode="after")
     def _quant_options(self):
         # Only values other than the defaults: a dumped config spells every key out and must reload.
-        stray = sorted(k for k in ("quant_type", "double_quant", "compute_dtype")
-                       if getattr(self, k) != type(self).model_fields[k].default)
+        stray = sorted(
+            k
+            for k in ("quant_type", "double_quant", "compute_dtype")
+            if getattr(self, k) != type(self).model_fields[k].default
+        )
         if stray and self.quantize != "4bit":
             raise ValueError(f"{', '.join(stray)} only apply to quantize: 4bit")
         return self
 
 
-
-
 class NaturalInstructionsOptions(Section):
     num_positive: int = Field(2, ge=0, description="Positive examples shown in each prompt.")
     num_negative: int = Field(0, ge=0, description="Negative examples shown in each prompt.")
-    include_explanations: bool = Field(
-        False, description="Show each example's reason / explanation after it."
-    )
+    include_explanations: bool = Field(False, description="Show each example's reason / explanation after it.")
     include_avoid_and_emphasis: bool = Field(
         True, description="Show v1 'Things to Avoid' and 'Emphasis & Caution' when present."
     )
@@ -81,9 +85,7 @@ class DataConfig(Section):
     format: DataFormat
     train: str | list[str] = Field(description="JSONL/JSON/CSV/Parquet file(s), folder, glob or hub dataset.")
     eval: str | list[str] | None = None
-    eval_fraction: float = Field(
-        0.0, ge=0, lt=1, description="Held-out share of train when no eval source is given."
-    )
+    eval_fraction: float = Field(0.0, ge=0, lt=1, description="Held-out share of train when no eval source is given.")
     max_length: int = Field(512, ge=8)
     packing: bool = True
     template: Literal["auto", "chat", "plain"] = Field(
@@ -93,14 +95,11 @@ class DataConfig(Section):
         True, description="SFT: loss on completions / assistant turns only (prompt tokens masked)."
     )
     columns: dict[str, str] = Field(
-        default_factory=dict,
-        description="Map the format's field names to your column names, e.g. {prompt: question}.",
+        default_factory=dict, description="Map the format's field names to your column names, e.g. {prompt: question}."
     )
     system_prompt: str | None = None
     max_examples: int | None = Field(None, ge=1)
-    natural_instructions: NaturalInstructionsOptions = Field(
-        default_factory=NaturalInstructionsOptions
-    )
+    natural_instructions: NaturalInstructionsOptions = Field(default_factory=NaturalInstructionsOptions)
     seed: int = 0
 
 
@@ -118,15 +117,17 @@ class TrainingConfig(Section):
     warmup_steps: int | None = Field(None, ge=0, description="Overrides warmup_ratio when set.")
     max_grad_norm: float | None = Field(1.0, gt=0)
     on_divergence: Literal["stop", "warn", "off"] = Field(
-        "stop", description="When the training loss climbs far above its start or to the chance level "
-        "(the model is being destroyed, usually by too high a learning rate): stop, warn, or do nothing."
+        "stop",
+        description="When the training loss climbs far above its start or to the chance level "
+        "(the model is being destroyed, usually by too high a learning rate): stop, warn, or do nothing.",
     )
     seed: int = 42
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto", description="Autocast precision; weights, gradients and optimizer state stay fp32. auto: bf16 on "
+        "auto",
+        description="Autocast precision; weights, gradients and optimizer state stay fp32. auto: bf16 on "
         "CUDA (fp16 without bf16 support); on CPU bf16 where the CPU has AVX512-BF16/AMX-BF16 and a timed matmul "
-        "confirms it is faster, else fp32 (`tuneforge validate` says which and why). fp16 needs CUDA."
+        "confirms it is faster, else fp32 (`tuneforge validate` says which and why). fp16 needs CUDA.",
     )
     save_every: int | None = Field(None, ge=1, description="Checkpoint every N optimizer steps.")
     keep_checkpoints: int = Field(2, ge=1)
@@ -164,10 +165,13 @@ class RunBase(Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig | None = None
     stages: list[StageConfig] | None = Field(
-        None, description="Continual learning: train these stages one after another in one run, each with its "
-        "own data and held-out set (config/continual.py). data: then holds the settings they share.")
+        None,
+        description="Continual learning: train these stages one after another in one run, each with its "
+        "own data and held-out set (config/continual.py). data: then holds the settings they share.",
+    )
     continual: ContinualConfig | None = Field(
-        None, description="With stages: the strategy against forgetting (naive, replay, l2, ewc, adapter, joint).")
+        None, description="With stages: the strategy against forgetting (naive, replay, l2, ewc, adapter, joint)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -201,7 +205,7 @@ class RunBase(Section):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"stages: names must be unique; {', '.join(twice)} appears more than once")
-        for index, stage in enumerate(self.stages):
+        for index, _stage in enumerate(self.stages):
             stage_data(self, index)  # raises ValueError naming the stage and the key
         return self
 

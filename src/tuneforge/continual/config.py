@@ -4,7 +4,7 @@
 imports it back (``continual/`` does), so they live in the config package.
 """
 
-from ..config.continual import (  # noqa: F401  (the old import path keeps working)
+from ..config.continual import (
     STRATEGIES,
     AdapterStageSettings,
     ContinualConfig,
@@ -16,5 +16,14 @@ from ..config.continual import (  # noqa: F401  (the old import path keeps worki
     WiseFtSettings,
 )
 
-__all__ = ["STRATEGIES", "AdapterStageSettings", "ContinualConfig", "EwcSettings", "L2Settings",
-           "ReplaySettings", "StageConfig", "StageTraining", "WiseFtSettings"]
+__all__ = [
+    "STRATEGIES",
+    "AdapterStageSettings",
+    "ContinualConfig",
+    "EwcSettings",
+    "L2Settings",
+    "ReplaySettings",
+    "StageConfig",
+    "StageTraining",
+    "WiseFtSettings",
+]

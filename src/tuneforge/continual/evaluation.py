@@ -29,9 +29,11 @@ def score_metric(config) -> str:
 
 def pick_score(metrics: dict, metric: str, task: str) -> float:
     if metric not in metrics:
-        raise ScoreMissing(f"continual.metric '{metric}': task {task}'s evaluation gave no such score "
-                           f"(it gave: {', '.join(sorted(metrics)) or 'nothing'}); set continual.metric "
-                           f"to one of them, or add the scorer to eval.scorers")
+        raise ScoreMissing(
+            f"continual.metric '{metric}': task {task}'s evaluation gave no such score "
+            f"(it gave: {', '.join(sorted(metrics)) or 'nothing'}); set continual.metric "
+            f"to one of them, or add the scorer to eval.scorers"
+        )
     return float(metrics[metric])
 
 
@@ -50,13 +52,19 @@ def general_perplexity(model, rows: list, tokenizer, batch_size: int, accelerato
     from ..training.loop import heldout_mean_loss
     from ..training.step import CausalLMLoss
 
-    loss = heldout_mean_loss(CausalLMLoss(model, packed_attention=packed_attention), rows,
-                             lambda batch: collate_rows(batch, tokenizer.pad_token_id), batch_size, accelerator)
+    loss = heldout_mean_loss(
+        CausalLMLoss(model, packed_attention=packed_attention),
+        rows,
+        lambda batch: collate_rows(batch, tokenizer.pad_token_id),
+        batch_size,
+        accelerator,
+    )
     return round(math.exp(min(loss, 50)), 4)
 
 
-def matrix_csv(rows: list[str], columns: list[str], values: list[list[float]],
-               perplexity: list[float | None] | None) -> str:
+def matrix_csv(
+    rows: list[str], columns: list[str], values: list[list[float]], perplexity: list[float | None] | None
+) -> str:
     """R as CSV: one line per row (after stage …), one column per task, then general perplexity."""
     out = io.StringIO()
     writer = csv.writer(out)

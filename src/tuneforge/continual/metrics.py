@@ -38,8 +38,10 @@ class ContinualMetrics:
 def _check(matrix: list[list[float]]) -> int:
     tasks = len(matrix[0]) if matrix else 0
     if tasks == 0 or len(matrix) != tasks + 1 or any(len(row) != tasks for row in matrix):
-        raise ValueError(f"R must have T + 1 rows (the base, then one per stage) of T scores; got "
-                         f"{len(matrix)} rows of {[len(row) for row in matrix]}")
+        raise ValueError(
+            f"R must have T + 1 rows (the base, then one per stage) of T scores; got "
+            f"{len(matrix)} rows of {[len(row) for row in matrix]}"
+        )
     return tasks
 
 
@@ -59,5 +61,6 @@ def continual_metrics(matrix: list[list[float]], *, lower_is_better: bool) -> Co
     fwt = sum(s * (matrix[j][j] - matrix[0][j]) for j in range(1, t)) / (t - 1)
     # best after learning minus final, in the direction of improvement: s·max(s·R) = max for scores, min for losses
     forgetting = [max(s * matrix[row][j] for row in range(j + 1, t)) - s * final[j] for j in range(t - 1)]
-    return ContinualMetrics(acc=acc, bwt=bwt, fwt=fwt, forgetting=forgetting,
-                            mean_forgetting=sum(forgetting) / len(forgetting))
+    return ContinualMetrics(
+        acc=acc, bwt=bwt, fwt=fwt, forgetting=forgetting, mean_forgetting=sum(forgetting) / len(forgetting)
+    )

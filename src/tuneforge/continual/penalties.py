@@ -35,16 +35,21 @@ def l2_penalty(params: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor],
     return 0.5 * weight * total
 
 
-def ewc_penalty(params: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor],
-                weight: float) -> torch.Tensor:
+def ewc_penalty(
+    params: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor], weight: float
+) -> torch.Tensor:
     """λ/2 · Σ F_i (θ_i − θ*_i)² over the parameters that have a Fisher estimate."""
     total = sum((fisher[n] * (params[n] - anchor[n]) ** 2).sum() for n in fisher)
     return 0.5 * weight * total
 
 
-def diagonal_fisher(loss_module: torch.nn.Module, rows: list, collate: Callable[[list], object],
-                    device: torch.device | str = "cpu",
-                    params: dict[str, torch.nn.Parameter] | None = None) -> dict[str, torch.Tensor]:
+def diagonal_fisher(
+    loss_module: torch.nn.Module,
+    rows: list,
+    collate: Callable[[list], object],
+    device: torch.device | str = "cpu",
+    params: dict[str, torch.nn.Parameter] | None = None,
+) -> dict[str, torch.Tensor]:
     """The diagonal empirical Fisher: the mean over ``rows`` of each row's squared gradient.
 
     Each row's gradient is that of its mean loss (the mean negative log-likelihood of its loss tokens,
@@ -92,8 +97,9 @@ def lora_pairs(model: torch.nn.Module, new: str, old: list[str]) -> list[tuple[t
     return pairs
 
 
-def olora_penalty(model: torch.nn.Module, new: str, old: list[str], *, orthogonality: float,
-                  l2: float = 0.0) -> torch.Tensor:
+def olora_penalty(
+    model: torch.nn.Module, new: str, old: list[str], *, orthogonality: float, l2: float = 0.0
+) -> torch.Tensor:
     """λ1 · Σ_old Σ_layers Σ |A_old A_newᵀ| + λ2 · ‖θ_new‖² (O-LoRA; 0 for orthogonal row spaces, λ2 = 0)."""
     device = next(model.parameters()).device
     total = torch.zeros((), device=device)
@@ -102,8 +108,9 @@ def olora_penalty(model: torch.nn.Module, new: str, old: list[str], *, orthogona
             total = total + orthogonality * (a_old.detach() @ a_new.T).abs().sum()
     if l2:
         marker = f".{new}."
-        total = total + l2 * sum((p ** 2).sum() for n, p in model.named_parameters()
-                                 if p.requires_grad and marker in n + ".")
+        total = total + l2 * sum(
+            (p**2).sum() for n, p in model.named_parameters() if p.requires_grad and marker in n + "."
+        )
     return total
 
 

@@ -68,8 +68,9 @@ def _tokens(row) -> int:
     return len(row.input_ids)
 
 
-def mix_replay(new_rows: list, buffers: dict[str, ReservoirBuffer], *, fraction: float, by: str,
-               seed: int) -> ReplayMix:
+def mix_replay(
+    new_rows: list, buffers: dict[str, ReservoirBuffer], *, fraction: float, by: str, seed: int
+) -> ReplayMix:
     """The stage's training rows with replay from ``buffers`` (earlier stages only, in stage order)."""
     new_tokens = sum(_tokens(r) for r in new_rows)
     pools = {name: list(buffer.items) for name, buffer in buffers.items() if buffer.items}
@@ -103,5 +104,4 @@ def mix_replay(new_rows: list, buffers: dict[str, ReservoirBuffer], *, fraction:
             turn += 1
     else:
         raise ValueError(f"replay.by must be examples or tokens, not {by!r}")
-    return ReplayMix(list(new_rows) + picked, len(picked), sum(_tokens(r) for r in picked), new_tokens,
-                     per_stage)
+    return ReplayMix(list(new_rows) + picked, len(picked), sum(_tokens(r) for r in picked), new_tokens, per_stage)

@@ -21,9 +21,8 @@ import torch
 
 from ..config.continual import ContinualConfig
 from ..runner import RunFolderExists, RunResult, _save_text
-from .stages import stage_config
-
 from .session import STATE_FILE
+from .stages import stage_config
 
 
 class ContinualRefused(ValueError):
@@ -37,17 +36,21 @@ def continual_problems(config, method) -> list[str]:
     adapter = config.adapter
     if settings.strategy == "adapter":
         if adapter is None or adapter.type != "lora":
-            problems.append("continual.strategy adapter: needs adapter: {type: lora, ...} (one LoRA per stage; "
-                            "O-LoRA's penalty is defined on LoRA's A matrices)")
+            problems.append(
+                "continual.strategy adapter: needs adapter: {type: lora, ...} (one LoRA per stage; "
+                "O-LoRA's penalty is defined on LoRA's A matrices)"
+            )
         elif config.model.quantize:
-            problems.append("continual.strategy adapter: not with model.quantize (stage adapters are merged in "
-                            "full precision); leave model.quantize out")
+            problems.append(
+                "continual.strategy adapter: not with model.quantize (stage adapters are merged in "
+                "full precision); leave model.quantize out"
+            )
     if adapter is not None and adapter.type == "adalora":
-        problems.append("adapter.type adalora: its rank schedule spans one run's steps, not a sequence of "
-                        "stages; use lora")
+        problems.append(
+            "adapter.type adalora: its rank schedule spans one run's steps, not a sequence of stages; use lora"
+        )
     if settings.general_text and config.method not in ("sft", "cpt"):
-        problems.append(f"continual.general_text: perplexity needs a causal-LM method (sft, cpt), not "
-                        f"{config.method}")
+        problems.append(f"continual.general_text: perplexity needs a causal-LM method (sft, cpt), not {config.method}")
     if settings.general_text and not Path(settings.general_text).exists():
         problems.append(f"continual.general_text: no file at {settings.general_text}")
     if settings.strategy != "adapter" and settings.adapter.merge:
@@ -82,17 +85,23 @@ def run_continual(config, *, config_path=None, resume: bool = False) -> RunResul
     if problems:  # before the accelerator and the tokenizer: these need no weights
         raise ChecksFailed(problems)
     run_dir = _run_dir(config, config_path, resume)
-    accelerator = make_accelerator(mixed_precision=tcfg.mixed_precision, project_dir=run_dir,
-                                   gradient_accumulation_steps=tcfg.gradient_accumulation_steps)
+    accelerator = make_accelerator(
+        mixed_precision=tcfg.mixed_precision,
+        project_dir=run_dir,
+        gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
+    )
     if accelerator.num_processes > 1:
-        raise ContinualRefused("stages: continual runs train in one process for now; run without "
-                               "--num-processes / accelerate launch")
-    tokenizer = load_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code,
-                               revision=config.model.revision)
+        raise ContinualRefused(
+            "stages: continual runs train in one process for now; run without --num-processes / accelerate launch"
+        )
+    tokenizer = load_tokenizer(
+        config.model.name, trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
+    )
     check_config(config, tokenizer=tokenizer, method=method).raise_if_errors()
     configs = [stage_config(config, k) for k in range(len(config.stages))]
-    tasks = _Tasks(names=[s.name for s in config.stages], configs=configs,
-                   data=[method.load_data(c, tokenizer) for c in configs])
+    tasks = _Tasks(
+        names=[s.name for s in config.stages], configs=configs, data=[method.load_data(c, tokenizer) for c in configs]
+    )
     if settings.general_text:
         tasks.general = load_general_rows(settings.general_text, config.data, tokenizer)
 
@@ -100,10 +109,12 @@ def run_continual(config, *, config_path=None, resume: bool = False) -> RunResul
 
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_text(run_dir / ("config.resumed.yaml" if resume else "config.yaml"), dump_config(config))
-    state = load_state(run_dir) if resume else {"rows": {}, "trained": [], "completed": [], "stage_results": [],
-                                                "wise_ft": None}
-    run = ContinualRun(config, settings, method, tokenizer, accelerator, tasks, run_dir, state,
-                        score_metric(config))
+    state = (
+        load_state(run_dir)
+        if resume
+        else {"rows": {}, "trained": [], "completed": [], "stage_results": [], "wise_ft": None}
+    )
+    run = ContinualRun(config, settings, method, tokenizer, accelerator, tasks, run_dir, state, score_metric(config))
     run.go()
     return run.finish()
 
@@ -113,11 +124,14 @@ def _run_dir(config, config_path, resume: bool) -> Path:
     run_dir = Path(config.output_dir) / name
     if resume:
         if not (run_dir / STATE_FILE).exists():
-            raise RunFolderExists(f"--resume: {run_dir} holds no continual run to continue ({STATE_FILE} "
-                                  f"missing); start it without --resume, or with a new name")
+            raise RunFolderExists(
+                f"--resume: {run_dir} holds no continual run to continue ({STATE_FILE} "
+                f"missing); start it without --resume, or with a new name"
+            )
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunFolderExists(
             f"{run_dir} already holds an earlier run and is never overwritten. Continue it with --resume, "
-            f"or start a new run with a new name, e.g. `name={name}-2` on the command line.")
+            f"or start a new run with a new name, e.g. `name={name}-2` on the command line."
+        )
     return run_dir

@@ -33,8 +33,9 @@ STATE_FILE = "continual_state.json"
 
 
 class ContinualRun:
-    def __init__(self, config, settings, method, tokenizer, accelerator, tasks, run_dir: Path, state: dict,
-                 metric: str):
+    def __init__(
+        self, config, settings, method, tokenizer, accelerator, tasks, run_dir: Path, state: dict, metric: str
+    ):
         from ..adapters import attach_adapter
         from ..models.load import is_quantized, resolve_dtype, resolve_model
 
@@ -52,17 +53,24 @@ class ContinualRun:
         self.stage_adapters: StageAdapters | None = None
         self.peft_single = False
         if self.strategy == "adapter":
-            self.stage_adapters = StageAdapters(model, config.adapter, task_type=method.peft_task_type,
-                                                inference=settings.adapter.inference)
+            self.stage_adapters = StageAdapters(
+                model, config.adapter, task_type=method.peft_task_type, inference=settings.adapter.inference
+            )
         elif config.adapter is not None:
-            adapted = attach_adapter(model, config.adapter, task_type=method.peft_task_type,
-                                     tokenizer_path=resolve_model(config.model.name),
-                                     gradient_checkpointing=config.training.gradient_checkpointing)
+            adapted = attach_adapter(
+                model,
+                config.adapter,
+                task_type=method.peft_task_type,
+                tokenizer_path=resolve_model(config.model.name),
+                gradient_checkpointing=config.training.gradient_checkpointing,
+            )
             if not adapted.saves_adapter or adapted.saver is not adapted.model:
                 from .runner import ContinualRefused
 
-                raise ContinualRefused(f"adapter.type {config.adapter.type}: continual runs support full "
-                                       f"fine-tuning and peft adapters (lora, loha, lokr, vera, oft, ia3)")
+                raise ContinualRefused(
+                    f"adapter.type {config.adapter.type}: continual runs support full "
+                    f"fine-tuning and peft adapters (lora, loha, lokr, vera, oft, ia3)"
+                )
             model = adapted.model
             self.peft_single = True
         if config.training.gradient_checkpointing:
@@ -107,11 +115,16 @@ class ContinualRun:
         rows, facts = data.train, {}
         if self.strategy == "replay":
             replay = self.settings.replay
-            mix = mix_replay(data.train, self.buffers, fraction=replay.fraction, by=replay.by,
-                             seed=cfg.training.seed + k)
+            mix = mix_replay(
+                data.train, self.buffers, fraction=replay.fraction, by=replay.by, seed=cfg.training.seed + k
+            )
             rows = mix.rows
-            facts = {"replayed_rows": mix.replayed, "replayed_fraction": round(mix.fraction, 4),
-                     "replayed_token_fraction": round(mix.token_fraction, 4), "replayed_from": mix.per_stage}
+            facts = {
+                "replayed_rows": mix.replayed,
+                "replayed_fraction": round(mix.fraction, 4),
+                "replayed_token_fraction": round(mix.token_fraction, 4),
+                "replayed_from": mix.per_stage,
+            }
         params = penalties.trainable_parameters(self.model)
         start = penalties.snapshot(self.model) if self._needs_start(k) else None
         penalty = self._penalty(k, params, start)
@@ -119,8 +132,9 @@ class ContinualRun:
         self.save_output(k)
         self.bookkeep(k, fresh=True)
         self.state["trained"].append(name)
-        self.state["stage_results"].append({"stage": name, **result, **facts,
-                                            "output": str(self.stage_dir(k) / "output")})
+        self.state["stage_results"].append(
+            {"stage": name, **result, **facts, "output": str(self.stage_dir(k) / "output")}
+        )
         self.save_state()
         self.drop_checkpoints(k)
         self.finish_stage(k, start=start)
@@ -130,8 +144,10 @@ class ContinualRun:
         self.state["rows"][name] = self.score_row(name)
         if self._sweeps(k):
             if start is None:
-                console.print(f"[yellow]! WiSE-FT after {name} skipped: the run resumed after the stage's "
-                              f"training, and its start weights were not kept[/]")
+                console.print(
+                    f"[yellow]! WiSE-FT after {name} skipped: the run resumed after the stage's "
+                    f"training, and its start weights were not kept[/]"
+                )
             else:
                 self.state["wise_ft"] = self.wise_ft(k, start)
         self.state["completed"].append(name)
@@ -147,8 +163,9 @@ class ContinualRun:
                 result = self.train(name, 0, cfg, self.tasks.data[0], rows, None)
                 self.save_output(0)
                 self.state["trained"].append(name)
-                self.state["stage_results"].append({"stage": name, **result,
-                                                    "output": str(self.stage_dir(0) / "output")})
+                self.state["stage_results"].append(
+                    {"stage": name, **result, "output": str(self.stage_dir(0) / "output")}
+                )
                 self.save_state()
                 self.drop_checkpoints(0)
             else:
@@ -179,8 +196,13 @@ class ContinualRun:
         loss_module = penalties.PenalisedLoss(inner, penalty) if penalty is not None else inner
         global_batch = tcfg.batch_size * tcfg.gradient_accumulation_steps * acc.num_processes
         steps = total_steps(len(rows), global_batch, tcfg.epochs, tcfg.max_steps)
-        optimizer = build_optimizer(loss_module, learning_rate=tcfg.learning_rate, weight_decay=tcfg.weight_decay,
-                                    betas=tuple(tcfg.adam_betas), eps=tcfg.adam_epsilon)
+        optimizer = build_optimizer(
+            loss_module,
+            learning_rate=tcfg.learning_rate,
+            weight_decay=tcfg.weight_decay,
+            betas=tuple(tcfg.adam_betas),
+            eps=tcfg.adam_epsilon,
+        )
         warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else int(tcfg.warmup_ratio * steps)
         # A fresh optimizer and a schedule that warms up and decays again in every stage (continual
         # pretraining studies: Gupta et al. 2023, Ibrahim et al. 2024 re-warm and re-decay per stage).
@@ -190,34 +212,64 @@ class ContinualRun:
         start_state: dict = {}
         ckpt = latest_checkpoint(stage_dir)
         if ckpt is not None:
-            start_state = load_checkpoint(ckpt, model=acc.unwrap_model(loss_model), optimizer=optimizer,
-                                          scheduler=scheduler)
+            start_state = load_checkpoint(
+                ckpt, model=acc.unwrap_model(loss_model), optimizer=optimizer, scheduler=scheduler
+            )
             console.print(f"Resuming stage {name} from {ckpt} (step {start_state['step']}/{steps})")
         # A stage restarted without a checkpoint begins its log again; after one, the steps past it are redone.
         _truncate_metrics(stage_dir / "metrics.jsonl", start_state.get("step", 0))
         settings = LoopSettings(
-            batch_size=tcfg.batch_size, gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
-            total_steps=steps, seed=tcfg.seed + k, max_grad_norm=tcfg.max_grad_norm, save_every=tcfg.save_every,
-            keep_checkpoints=tcfg.keep_checkpoints, log_every=tcfg.log_every, eval_every=tcfg.eval_every)
-        watch = DivergenceWatch(chance_loss=self.method.chance_loss(cfg, self.model, data), mode=tcfg.on_divergence,
-                                console=console, hint=divergence_hint(tcfg.learning_rate, tcfg.max_grad_norm,
-                                                                      self.config.adapter is None))
+            batch_size=tcfg.batch_size,
+            gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
+            total_steps=steps,
+            seed=tcfg.seed + k,
+            max_grad_norm=tcfg.max_grad_norm,
+            save_every=tcfg.save_every,
+            keep_checkpoints=tcfg.keep_checkpoints,
+            log_every=tcfg.log_every,
+            eval_every=tcfg.eval_every,
+        )
+        watch = DivergenceWatch(
+            chance_loss=self.method.chance_loss(cfg, self.model, data),
+            mode=tcfg.on_divergence,
+            console=console,
+            hint=divergence_hint(tcfg.learning_rate, tcfg.max_grad_norm, self.config.adapter is None),
+        )
 
         def periodic_eval():
-            return self.method.periodic_metrics(
-                heldout_mean_loss(loss_model, data.eval, collate, tcfg.batch_size, acc))
+            return self.method.periodic_metrics(heldout_mean_loss(loss_model, data.eval, collate, tcfg.batch_size, acc))
 
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        where = ("every stage's rows at once" if self.strategy == "joint"
-                 else f"stage {k + 1}/{len(self.tasks.names)}: {name}")
-        console.print(f"[bold]{where}[/] ({self.strategy}) — {len(rows)} rows, "
-                      f"{steps} steps, lr {tcfg.learning_rate:g}, {trainable:,} trainable parameters")
-        result = train_loop(loss_model=loss_model, optimizer=optimizer, scheduler=scheduler, accelerator=acc,
-                            rows=rows, collate=collate, settings=settings, run_dir=stage_dir,
-                            start_state=start_state, eval_fn=periodic_eval if data.eval and tcfg.eval_every else None,
-                            watch=watch, arrange=data.arrange)
-        return {"steps": result.steps, "rows": len(rows), "tokens": result.tokens,
-                "wall_seconds": round(result.wall_seconds, 2), "final_loss": result.final_loss}
+        where = (
+            "every stage's rows at once"
+            if self.strategy == "joint"
+            else f"stage {k + 1}/{len(self.tasks.names)}: {name}"
+        )
+        console.print(
+            f"[bold]{where}[/] ({self.strategy}) — {len(rows)} rows, "
+            f"{steps} steps, lr {tcfg.learning_rate:g}, {trainable:,} trainable parameters"
+        )
+        result = train_loop(
+            loss_model=loss_model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            accelerator=acc,
+            rows=rows,
+            collate=collate,
+            settings=settings,
+            run_dir=stage_dir,
+            start_state=start_state,
+            eval_fn=periodic_eval if data.eval and tcfg.eval_every else None,
+            watch=watch,
+            arrange=data.arrange,
+        )
+        return {
+            "steps": result.steps,
+            "rows": len(rows),
+            "tokens": result.tokens,
+            "wall_seconds": round(result.wall_seconds, 2),
+            "final_loss": result.final_loss,
+        }
 
     def _needs_start(self, k: int) -> bool:
         return (self.strategy in ("l2", "ewc") and k > 0) or self._sweeps(k)
@@ -291,16 +343,22 @@ class ContinualRun:
         rows = rng.sample(data.train, min(opts.fisher_batches, len(data.train)))
         inner = self.method.loss_module(self.tasks.configs[k], self.model, data)
         started = time.perf_counter()
-        fisher = penalties.diagonal_fisher(inner, rows, partial(self.method.collate, tokenizer=self.tokenizer),
-                                           device=self.accelerator.device,
-                                           params=penalties.trainable_parameters(self.model))
+        fisher = penalties.diagonal_fisher(
+            inner,
+            rows,
+            partial(self.method.collate, tokenizer=self.tokenizer),
+            device=self.accelerator.device,
+            params=penalties.trainable_parameters(self.model),
+        )
         raw_mean = float(sum(f.double().sum() for f in fisher.values()) / sum(f.numel() for f in fisher.values()))
         if opts.normalize:
             fisher = penalties.normalized(fisher)
         if opts.accumulate and self.fisher is not None:
             fisher = {n: f + self.fisher[n] for n, f in fisher.items()}
-        console.print(f"EWC: diagonal Fisher of {self.tasks.names[k]} over {len(rows)} rows "
-                      f"({time.perf_counter() - started:.0f} s, raw mean {raw_mean:.3g})")
+        console.print(
+            f"EWC: diagonal Fisher of {self.tasks.names[k]} over {len(rows)} rows "
+            f"({time.perf_counter() - started:.0f} s, raw mean {raw_mean:.3g})"
+        )
         self.state.setdefault("fisher", {})[self.tasks.names[k]] = {"rows": len(rows), "raw_mean": raw_mean}
         return fisher
 
@@ -322,8 +380,10 @@ class ContinualRun:
             missing, unexpected = self.model.load_state_dict(state, strict=False)
             tied = {n for n in missing if n.endswith("lm_head.weight")}
             if set(missing) - tied or unexpected:
-                raise RuntimeError(f"{output}: does not match the model (missing {sorted(missing)[:3]}, "
-                                   f"unexpected {sorted(unexpected)[:3]})")
+                raise RuntimeError(
+                    f"{output}: does not match the model (missing {sorted(missing)[:3]}, "
+                    f"unexpected {sorted(unexpected)[:3]})"
+                )
         console.print(f"Resumed from the end of stage {self.pending_restore + 1}: {output}")
         self.pending_restore = None
 
@@ -343,8 +403,14 @@ class ContinualRun:
         ppl = None
         if self.tasks.general:
             cfg = self.tasks.configs[0]
-            ppl = general_perplexity(self.model, self.tasks.general, self.tokenizer, cfg.training.batch_size,
-                                     self.accelerator, cfg.model.packed_attention)
+            ppl = general_perplexity(
+                self.model,
+                self.tasks.general,
+                self.tokenizer,
+                cfg.training.batch_size,
+                self.accelerator,
+                cfg.model.packed_attention,
+            )
         shown = ", ".join(f"{n} {s:.3f}" for n, s in zip(self.tasks.names, scores))
         console.print(f"after {label}: {self.metric} {shown}" + (f"; general perplexity {ppl:.2f}" if ppl else ""))
         return {"scores": scores, "metrics": metrics, "general_perplexity": ppl}
@@ -383,8 +449,13 @@ class ContinualRun:
         for how in opts.merge:
             merged = f"merged_{how}"
             kwargs = {"density": opts.density} if how in ("ties", "dare_linear", "dare_ties") else {}
-            sa.model.add_weighted_adapter(adapters=list(sa.names), weights=[1.0] * len(sa.names),
-                                          adapter_name=merged, combination_type=how, **kwargs)
+            sa.model.add_weighted_adapter(
+                adapters=list(sa.names),
+                weights=[1.0] * len(sa.names),
+                adapter_name=merged,
+                combination_type=how,
+                **kwargs,
+            )
             sa.model.base_model.set_adapter(merged)
             rows[f"merged ({how})"] = [self._task_score(j, merged, routed=False) for j in range(len(sa.names))]
             folder = self.run_dir / "output" / merged
@@ -413,24 +484,37 @@ class ContinualRun:
             cm = {"acc": acc, "bwt": None, "fwt": None, "forgetting": {}, "mean_forgetting": None}
         else:
             m = continual_metrics(values, lower_is_better=lower_is_better(self.metric))
-            cm = {"acc": m.acc, "bwt": m.bwt, "fwt": m.fwt, "forgetting": dict(zip(names, m.forgetting)),
-                  "mean_forgetting": m.mean_forgetting}
+            cm = {
+                "acc": m.acc,
+                "bwt": m.bwt,
+                "fwt": m.fwt,
+                "forgetting": dict(zip(names, m.forgetting)),
+                "mean_forgetting": m.mean_forgetting,
+            }
         extra = self.merged_rows() if self.stage_adapters is not None else {}
         if self.stage_adapters is not None:
             output = {name: str(self.stage_dir(k) / "output") for k, name in enumerate(names)}
         else:
             output = str(self.stage_dir(len(labels) - 2) / "output")
         summary = {
-            "kind": "continual", "name": self.run_dir.name, "method": self.config.method, "strategy": self.strategy,
-            "strategy_settings": self._strategy_settings(), "model": self.config.model.name,
+            "kind": "continual",
+            "name": self.run_dir.name,
+            "method": self.config.method,
+            "strategy": self.strategy,
+            "strategy_settings": self._strategy_settings(),
+            "model": self.config.model.name,
             "adapter": self.config.adapter.type if self.config.adapter else None,
-            "stages": names, "metric": self.metric,
+            "stages": names,
+            "metric": self.metric,
             "matrix": {"rows": labels, "columns": names, "values": values},
             "general_perplexity": {"rows": labels, "values": ppl} if any(p is not None for p in ppl) else None,
-            "continual_metrics": cm, "stage_results": self.state["stage_results"],
-            "wise_ft": self.state.get("wise_ft"), "output": output,
+            "continual_metrics": cm,
+            "stage_results": self.state["stage_results"],
+            "wise_ft": self.state.get("wise_ft"),
+            "output": output,
             "task_metrics": {label: self.state["rows"][label]["metrics"] for label in labels},
-            "fisher": self.state.get("fisher"), "wall_seconds": round(self.elapsed(), 2),
+            "fisher": self.state.get("fisher"),
+            "wall_seconds": round(self.elapsed(), 2),
             "precision": _precision_entry(self.accelerator),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -442,8 +526,12 @@ class ContinualRun:
         report = _write_report(self.run_dir, summary, dump_config(self.config))
         _print_summary(summary)
         console.print(f"Summary: {self.run_dir / 'summary.json'}\nReport: {report}")
-        return RunResult(run_dir=self.run_dir, output_dir=Path(output) if isinstance(output, str) else self.run_dir,
-                         summary=summary, model=self.model)
+        return RunResult(
+            run_dir=self.run_dir,
+            output_dir=Path(output) if isinstance(output, str) else self.run_dir,
+            summary=summary,
+            model=self.model,
+        )
 
     def _strategy_settings(self) -> dict:
         part = {"replay": "replay", "l2": "l2", "ewc": "ewc", "adapter": "adapter"}.get(self.strategy)

@@ -18,8 +18,15 @@ def stage_config(config, index: int):
     training = config.training.model_copy(update=overrides) if overrides else config.training
     if "warmup_steps" not in overrides and "warmup_ratio" in overrides:
         training = training.model_copy(update={"warmup_steps": None})
-    return config.model_copy(update={"data": stage_data(config, index), "training": training,
-                                     "stages": None, "continual": None, "name": stage.name})
+    return config.model_copy(
+        update={
+            "data": stage_data(config, index),
+            "training": training,
+            "stages": None,
+            "continual": None,
+            "name": stage.name,
+        }
+    )
 
 
 def stage_names(config) -> list[str]:

@@ -15,8 +15,9 @@ import torch
 
 
 @contextmanager
-def interpolated(params: dict[str, torch.nn.Parameter], start: dict[str, torch.Tensor], alpha: float,
-                 keep: set[str] = frozenset()):
+def interpolated(
+    params: dict[str, torch.nn.Parameter], start: dict[str, torch.Tensor], alpha: float, keep: set[str] = frozenset()
+):
     """Set ``params`` to (1−α)·start + α·end (end = their current values) inside the block; names in
     ``keep`` stay at their end value. The end values come back afterwards, bit for bit."""
     end = {name: p.detach().clone() for name, p in params.items() if name in start}
@@ -32,8 +33,13 @@ def interpolated(params: dict[str, torch.nn.Parameter], start: dict[str, torch.T
                 params[name].copy_(value)
 
 
-def sweep(params: dict[str, torch.nn.Parameter], start: dict[str, torch.Tensor], alphas: list[float],
-          score: Callable[[], tuple[float, float | None]], keep: set[str] = frozenset()) -> dict:
+def sweep(
+    params: dict[str, torch.nn.Parameter],
+    start: dict[str, torch.Tensor],
+    alphas: list[float],
+    score: Callable[[], tuple[float, float | None]],
+    keep: set[str] = frozenset(),
+) -> dict:
     """Score (new task, mean of earlier tasks) at each α; the weights end where they began."""
     new, old = [], []
     for alpha in alphas:

@@ -58,11 +58,7 @@ def _flatten(examples: list[Example]) -> dict[str, np.ndarray]:
     lengths = np.array([len(e.input_ids) for e in examples], dtype=np.int64)
     ids = [i for e in examples for i in e.input_ids]
     labels = [i for e in examples for i in e.labels]
-    return {
-        "lengths": lengths,
-        "ids": np.array(ids, dtype=np.int64),
-        "labels": np.array(labels, dtype=np.int64),
-    }
+    return {"lengths": lengths, "ids": np.array(ids, dtype=np.int64), "labels": np.array(labels, dtype=np.int64)}
 
 
 def _unflatten(arrays, prefix: str, wheres: list[str]) -> list[Example]:

@@ -40,8 +40,12 @@ def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
         labels[b, :n] = torch.tensor(row.labels, dtype=torch.long)
         position_ids[b, :n] = torch.tensor(row.position_ids, dtype=torch.long)
         position_ids[b, n:] = torch.arange(width - n)
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
-            "cu_seq_lens": segment_boundaries(position_ids)}
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "position_ids": position_ids,
+        "cu_seq_lens": segment_boundaries(position_ids),
+    }
 
 
 def segment_boundaries(position_ids: torch.Tensor) -> torch.Tensor:

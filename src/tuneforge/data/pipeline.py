@@ -46,9 +46,7 @@ from tuneforge.data.templates import (
     check_template,
     use_chat_template,
 )
-from tuneforge.data.templates import (
-    VERSION as TEMPLATES_VERSION,
-)
+from tuneforge.data.templates import VERSION as TEMPLATES_VERSION
 from tuneforge.data.types import DataError, DataReport, Example, GenerationSample, Record, Splits
 
 PIPELINE_VERSION = 1
@@ -76,9 +74,7 @@ def _check_columns(fmt: str, columns: dict[str, str], problems: list[str], warni
     fields = FORMATS[fmt].FIELDS
     for field in columns:
         if field not in fields:
-            problems.append(
-                f"columns.{field}: not a field of format '{fmt}' (its fields: {', '.join(fields)})"
-            )
+            problems.append(f"columns.{field}: not a field of format '{fmt}' (its fields: {', '.join(fields)})")
 
 
 def _read(source, columns, problems: list[str]) -> list[Record]:
@@ -125,9 +121,7 @@ def _sft_items(cfg, train_records, eval_records, problems, report) -> tuple[list
         train_idx, eval_idx = split_indices(len(train), cfg.eval_fraction, cfg.seed)
         return [train[i] for i in train_idx], [train[i] for i in eval_idx]
     ni = cfg.natural_instructions
-    options = PromptOptions(
-        ni.num_positive, ni.num_negative, ni.include_explanations, ni.include_avoid_and_emphasis
-    )
+    options = PromptOptions(ni.num_positive, ni.num_negative, ni.include_explanations, ni.include_avoid_and_emphasis)
     parse = natural_instructions.parse_task
     tasks = [t for t in (parse(r, problems) for r in train_records) if t is not None]
     cap = ni.max_instances_per_task
@@ -195,9 +189,7 @@ def build(cfg, tokenizer) -> tuple[Splits, list[str]]:
             conversations = [chat.with_system(c, settings) for c in train_items[:TEMPLATE_SAMPLES]]
             chat_template = None if settings.chat else PLAIN_CHAT_TEMPLATE
         else:
-            conversations = [
-                prompt_completion.conversation(p, settings) for p in train_items[:TEMPLATE_SAMPLES]
-            ]
+            conversations = [prompt_completion.conversation(p, settings) for p in train_items[:TEMPLATE_SAMPLES]]
             conversations = conversations if settings.chat else []
             chat_template = None
 

@@ -135,9 +135,7 @@ def _read_file(path: Path, problems: list[str] | None) -> Iterator[Record]:
         elif suffix == ".txt":
             yield Record({"text": path.read_text(encoding="utf-8-sig")}, f"{path}:1")
         else:
-            _problem(
-                problems, f"{path}: unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED_SUFFIXES)})"
-            )
+            _problem(problems, f"{path}: unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED_SUFFIXES)})")
     except UnicodeDecodeError as err:
         # The rest of the file cannot be read (rows decoded with the bad byte's buffer are lost too).
         message = f"{path}: not UTF-8 text ({_first_bad_byte(path, err)})"
@@ -203,9 +201,7 @@ def _read_json(path: Path, problems: list[str] | None) -> Iterator[Record]:
         yield Record(data, f"{path}:1")
         return
     if not isinstance(data, list):
-        _problem(
-            problems, f"{path}: expected a JSON array of objects or one object, got {type(data).__name__}"
-        )
+        _problem(problems, f"{path}: expected a JSON array of objects or one object, got {type(data).__name__}")
         return
     for index, row in enumerate(data, start=1):
         if not isinstance(row, dict):

@@ -189,9 +189,7 @@ def end_of_turn_ids(tokenizer) -> set[int]:
     return ids
 
 
-def check_template(
-    tokenizer, sample_conversations: list[list[dict]], *, chat_template: str | None = None
-) -> list[str]:
+def check_template(tokenizer, sample_conversations: list[list[dict]], *, chat_template: str | None = None) -> list[str]:
     """Check the template on real conversations; return problems (empty = fine).
 
     For each conversation: rendering ``messages[:k]`` is a text prefix of
@@ -231,9 +229,7 @@ def check_template(
                 )
             decoded = tokenizer.decode(ids)
             if turn["content"].strip() and turn["content"].strip() not in decoded:
-                problems.append(
-                    f"{label}: assistant content is not inside the loss mask (span is {decoded!r})"
-                )
+                problems.append(f"{label}: assistant content is not inside the loss mask (span is {decoded!r})")
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         train_ids = [i for ids in ids_per_piece for i in ids]
         prompt_ids = render_prompt(tokenizer, messages[:last], chat_template=chat_template)

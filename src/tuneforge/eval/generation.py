@@ -111,8 +111,9 @@ def generate(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             if soft_prompts:
-                for i, new in zip(chunk, _greedy_soft_prompt(model, [prompts_ids[i] for i in chunk],
-                                                             max_new_tokens, stops, device)):
+                for i, new in zip(
+                    chunk, _greedy_soft_prompt(model, [prompts_ids[i] for i in chunk], max_new_tokens, stops, device)
+                ):
                     answers[i] = tokenizer.decode(new, skip_special_tokens=True)
                 bar.advance(task)
                 continue
@@ -143,8 +144,9 @@ def generate(
     return answers
 
 
-def _greedy_soft_prompt(model, prompts_ids: list[list[int]], max_new_tokens: int, stops: list[int],
-                        device: torch.device) -> list[list[int]]:
+def _greedy_soft_prompt(
+    model, prompts_ids: list[list[int]], max_new_tokens: int, stops: list[int], device: torch.device
+) -> list[list[int]]:
     """Greedy answers (stop token excluded) for a peft soft-prompt model, one prompt at a time.
 
     The prompt's forward goes through ``PeftModel.forward``, which prepends the
@@ -168,8 +170,11 @@ def _greedy_soft_prompt(model, prompts_ids: list[list[int]], max_new_tokens: int
             new.append(nxt)
             if len(new) == max_new_tokens:
                 break
-            out = base(input_ids=torch.tensor([[nxt]], device=device), use_cache=True,
-                       **{cache_name(): getattr(out, cache_name())})
+            out = base(
+                input_ids=torch.tensor([[nxt]], device=device),
+                use_cache=True,
+                **{cache_name(): getattr(out, cache_name())},
+            )
         answers.append(new)
     return answers
 
@@ -244,9 +249,7 @@ def evaluate_generation(
             scores[name], best = best_reference(func, p, _references(s))
             if name == "json_field_accuracy":
                 json_pairs.append((p, best))
-        results.append(
-            SampleResult(prompt=s.prompt, reference=s.reference, prediction=p, scores=scores, where=s.where)
-        )
+        results.append(SampleResult(prompt=s.prompt, reference=s.reference, prediction=p, scores=scores, where=s.where))
     means = {name: sum(r.scores[name] for r in results) / len(results) for name in funcs}
     errors = json_field_errors(json_pairs) if "json_field_accuracy" in funcs else None
     return GenerationResult(scores=means, samples=results, field_errors=errors)

@@ -82,7 +82,7 @@ def _duration(seconds) -> str:
         return "—"
     if s < 60:
         return f"{s:.1f} s"
-    minutes, secs = divmod(int(round(s)), 60)
+    minutes, secs = divmod(round(s), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
@@ -165,11 +165,22 @@ def make_plots(metrics: list[dict]) -> dict[str, bytes]:
         def draw_loss(ax):
             if steps:
                 smooth = len(loss) > 30  # raw per-step loss is noisy; show the trend over it
-                ax.plot(steps, loss, color="#93c5fd" if smooth else "#2563eb", linewidth=1,
-                        marker="o" if len(steps) < 3 else None, label="training loss")
+                ax.plot(
+                    steps,
+                    loss,
+                    color="#93c5fd" if smooth else "#2563eb",
+                    linewidth=1,
+                    marker="o" if len(steps) < 3 else None,
+                    label="training loss",
+                )
                 if smooth:
-                    ax.plot(steps, _ema(loss, max(5, len(loss) // 20)), color="#2563eb", linewidth=1.8,
-                            label="training loss (smoothed)")
+                    ax.plot(
+                        steps,
+                        _ema(loss, max(5, len(loss) // 20)),
+                        color="#2563eb",
+                        linewidth=1.8,
+                        label="training loss (smoothed)",
+                    )
             if eval_steps:
                 ax.plot(eval_steps, eval_loss, color="#ea580c", marker="o", linewidth=1.5, label="held-out loss")
             ax.set_xlabel("step")
@@ -221,8 +232,13 @@ def _results_table(before: dict, after: dict, baselines: dict | None = None) -> 
     rows = []
     for name in names:
         text, cls = _delta(name, before.get(name), after.get(name))
-        hint = ("no good direction" if cls == "neutral" else
-                "lower is better" if lower_is_better(name) else "higher is better")
+        hint = (
+            "no good direction"
+            if cls == "neutral"
+            else "lower is better"
+            if lower_is_better(name)
+            else "higher is better"
+        )
         extra = "".join(f'<td class="num">{_e(_fmt(b.get(name)))}</td>' for b in baselines.values())
         rows.append(
             f'<tr><th scope="row">{_e(name)} <span class="hint">{hint}</span></th>{extra}'
@@ -255,8 +271,15 @@ def _matrix_png(title: str, labels: list[str], values: list[list[float]]) -> byt
         top = data.max() or 1
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
-                ax.text(j, i, f"{data[i, j]:.0f}", ha="center", va="center", fontsize=9,
-                        color="white" if data[i, j] > 0.6 * top else "#1f2937")
+                ax.text(
+                    j,
+                    i,
+                    f"{data[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if data[i, j] > 0.6 * top else "#1f2937",
+                )
         ax.grid(False)
 
     size = min(3.0 + 0.35 * len(labels), 7.0)
@@ -281,7 +304,8 @@ def _matrices_html(matrices: dict, run_dir: Path) -> str:
         cells = "".join(
             f'<figure><img alt="{_e(title)} {side}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
             f"<figcaption>{_e(side)} training · plots/{_e(name)}</figcaption></figure>"
-            for t, side, name, data in figures if t == title
+            for t, side, name, data in figures
+            if t == title
         )
         html_parts.append(f'<h3>{_e(title)}</h3><div class="plots matrices">{cells}</div>')
     return "".join(html_parts)
@@ -309,8 +333,10 @@ def _curves_html(curves: dict, run_dir: Path) -> str:
         name = f"curve-{k + 1}.png"
         (run_dir / "plots").mkdir(parents=True, exist_ok=True)
         (run_dir / "plots" / name).write_bytes(data)
-        parts.append(f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-                     f"<figcaption>plots/{_e(name)}</figcaption></figure>")
+        parts.append(
+            f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+            f"<figcaption>plots/{_e(name)}</figcaption></figure>"
+        )
     return f'<div class="plots curves">{"".join(parts)}</div>' if parts else ""
 
 
@@ -319,11 +345,15 @@ def _tables_html(tables: dict) -> str:
     for title, table in tables.items():
         head = "".join(f'<th class="{"num" if i else ""}">{_e(c)}</th>' for i, c in enumerate(table["columns"]))
         body = "".join(
-            "<tr>" + "".join(f'<td class="{"num" if i else ""}">{_e(_fmt(v))}</td>' for i, v in enumerate(row))
-            + "</tr>" for row in table["rows"]
+            "<tr>"
+            + "".join(f'<td class="{"num" if i else ""}">{_e(_fmt(v))}</td>' for i, v in enumerate(row))
+            + "</tr>"
+            for row in table["rows"]
         )
-        parts.append(f'<h3>{_e(title)}</h3><table class="metrics narrow"><thead><tr>{head}</tr></thead>'
-                     f"<tbody>{body}</tbody></table>")
+        parts.append(
+            f'<h3>{_e(title)}</h3><table class="metrics narrow"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>"
+        )
     return "".join(parts)
 
 
@@ -368,8 +398,16 @@ def _train_and_data(summary: dict) -> dict:
 
 def _facts(train: dict, metrics: list[dict]) -> str:
     items: list[tuple[str, str]] = []
-    known = {"tokens_per_second", "tokens", "trainable_parameters", "total_parameters", "peak_memory_mb", "wall_seconds",
-             "steps", "final_loss"}
+    known = {
+        "tokens_per_second",
+        "tokens",
+        "trainable_parameters",
+        "total_parameters",
+        "peak_memory_mb",
+        "wall_seconds",
+        "steps",
+        "final_loss",
+    }
     if "tokens_per_second" in train:
         items.append(("throughput", f"{_fmt(_num(train['tokens_per_second']))} tokens/s"))
     if "tokens" in train:
@@ -393,7 +431,9 @@ def _facts(train: dict, metrics: list[dict]) -> str:
             items.append((key.replace("_", " "), _fmt(value)))
     if not items:
         return ""
-    cards = "".join(f'<div class="fact"><div class="label">{_e(k)}</div><div class="value">{_e(v)}</div></div>' for k, v in items)
+    cards = "".join(
+        f'<div class="fact"><div class="label">{_e(k)}</div><div class="value">{_e(v)}</div></div>' for k, v in items
+    )
     return f'<div class="facts">{cards}</div>'
 
 
@@ -556,8 +596,7 @@ def write_report(run_dir: Path, *, summary: dict, metrics: list[dict], samples: 
             (run_dir / "plots" / name).write_bytes(data)
     samples = samples or []
     body = (
-        _header(run)
-        + f"<section><h2>Before and after training</h2>"
+        _header(run) + f"<section><h2>Before and after training</h2>"
         f"{_results_table(before, after, summary.get('baselines'))}"
         f"{_field_errors_table(summary, samples)}{_curves_html(summary.get('curves') or {}, run_dir)}"
         f"{_matrices_html(summary.get('matrices') or {}, run_dir)}"
@@ -581,27 +620,33 @@ def _plan_html(plan: dict | None) -> str:
     if not plan.get("planned"):
         return f"<section><h2>Resource plan</h2><p>{_e(plan.get('problem') or 'not available')}</p></section>"
     planned, measured, error = plan["planned"], plan.get("measured") or {}, plan.get("error") or {}
-    parts = "".join(f"<tr><td>{_e(name)}</td><td class=\"num\">{_memory(mb)}</td></tr>"
-                    for name, mb in (planned.get("memory_mb") or {}).items())
+    parts = "".join(
+        f'<tr><td>{_e(name)}</td><td class="num">{_memory(mb)}</td></tr>'
+        for name, mb in (planned.get("memory_mb") or {}).items()
+    )
 
     def pct(key):
         value = error.get(key)
         return "—" if value is None else f"{100 * value:+.0f}%"
 
-    compare = (f"<tr><td>peak memory</td><td class=\"num\">{_memory(planned.get('peak_memory_mb'))}</td>"
-               f"<td class=\"num\">{_memory(measured.get('peak_memory_mb'))}</td><td class=\"num\">"
-               f"{pct('peak_memory')}</td></tr>"
-               f"<tr><td>seconds per step</td><td class=\"num\">{_fmt(planned.get('step_seconds'))}</td>"
-               f"<td class=\"num\">{_fmt(measured.get('step_seconds'))}</td><td class=\"num\">"
-               f"{pct('step_seconds')}</td></tr>")
-    return ("<section><h2>Resource plan</h2>"
-            f"<p>{_e(planned.get('device'))} {_e(planned.get('precision'))}, {_e(planned.get('processes'))} "
-            f"process(es); data: {_e((planned.get('data') or {}).get('source'))}</p>"
-            '<table class="metrics narrow"><thead><tr><th></th><th class="num">planned</th>'
-            '<th class="num">measured</th><th class="num">error</th></tr></thead>'
-            f"<tbody>{compare}</tbody></table>"
-            '<details><summary>planned memory by part</summary><table class="metrics narrow"><tbody>'
-            f"{parts}</tbody></table></details></section>")
+    compare = (
+        f'<tr><td>peak memory</td><td class="num">{_memory(planned.get("peak_memory_mb"))}</td>'
+        f'<td class="num">{_memory(measured.get("peak_memory_mb"))}</td><td class="num">'
+        f"{pct('peak_memory')}</td></tr>"
+        f'<tr><td>seconds per step</td><td class="num">{_fmt(planned.get("step_seconds"))}</td>'
+        f'<td class="num">{_fmt(measured.get("step_seconds"))}</td><td class="num">'
+        f"{pct('step_seconds')}</td></tr>"
+    )
+    return (
+        "<section><h2>Resource plan</h2>"
+        f"<p>{_e(planned.get('device'))} {_e(planned.get('precision'))}, {_e(planned.get('processes'))} "
+        f"process(es); data: {_e((planned.get('data') or {}).get('source'))}</p>"
+        '<table class="metrics narrow"><thead><tr><th></th><th class="num">planned</th>'
+        '<th class="num">measured</th><th class="num">error</th></tr></thead>'
+        f"<tbody>{compare}</tbody></table>"
+        '<details><summary>planned memory by part</summary><table class="metrics narrow"><tbody>'
+        f"{parts}</tbody></table></details></section>"
+    )
 
 
 def report_samples(before, after, limit: int) -> list[dict]:
@@ -646,6 +691,11 @@ def print_before_after(console, summary: dict) -> None:
     for name in dict.fromkeys([*after, *before]):
         text, cls = _delta(name, before.get(name), after.get(name))
         style = {"better": "green", "worse": "red"}.get(cls, "dim")
-        table.add_row(escape(name), *(_fmt(b.get(name)) for b in baselines.values()), _fmt(before.get(name)),
-                      _fmt(after.get(name)), f"[{style}]{text}[/]" if text else "")
+        table.add_row(
+            escape(name),
+            *(_fmt(b.get(name)) for b in baselines.values()),
+            _fmt(before.get(name)),
+            _fmt(after.get(name)),
+            f"[{style}]{text}[/]" if text else "",
+        )
     console.print(table)

@@ -137,7 +137,7 @@ def json_field_breakdown(prediction: str, reference: str) -> dict[str, bool]:
     expected = _reference_object(reference)
     predicted = extract_json_object(prediction)
     if predicted is None:
-        return {key: False for key in expected}
+        return dict.fromkeys(expected, False)
     return {key: key in predicted and json_values_equal(predicted[key], value) for key, value in expected.items()}
 
 
@@ -270,9 +270,7 @@ def _check_callable(func, spec: str) -> None:
     try:
         inspect.signature(func).bind("prediction", "reference")
     except TypeError as err:
-        raise ValueError(
-            f"scorer plug-in '{spec}' cannot be called as fn(prediction, reference): {err}"
-        ) from None
+        raise ValueError(f"scorer plug-in '{spec}' cannot be called as fn(prediction, reference): {err}") from None
     except ValueError:
         pass  # no introspectable signature (some builtins): let the call decide
 

@@ -28,8 +28,7 @@ def collate_rows(rows: list[PackedRow], pad_id: int) -> Batch:
     from ..training.step import count_loss_tokens
 
     tensors = collate(rows, pad_id)
-    return Batch(inputs=tensors, count=count_loss_tokens(tensors["labels"]),
-                 tokens=sum(len(r.input_ids) for r in rows))
+    return Batch(inputs=tensors, count=count_loss_tokens(tensors["labels"]), tokens=sum(len(r.input_ids) for r in rows))
 
 
 @dataclass(frozen=True)
@@ -49,12 +48,17 @@ class CausalLM:
         data_report = validate_data(config.data, tokenizer)
         errors.extend(data_report.problems)
         facts = {
-            "rows": data_report.rows, "examples": data_report.examples, "tokens": data_report.tokens,
-            "loss_tokens": data_report.loss_tokens, "loss_fraction": round(data_report.loss_fraction, 4),
+            "rows": data_report.rows,
+            "examples": data_report.examples,
+            "tokens": data_report.tokens,
+            "loss_tokens": data_report.loss_tokens,
+            "loss_fraction": round(data_report.loss_fraction, 4),
             "truncated": data_report.truncated,
-            "data": (f"{data_report.rows} rows → {data_report.examples} examples, {data_report.tokens} tokens, "
-                     f"{data_report.loss_fraction:.1%} of them carry the loss"
-                     + (f", {data_report.truncated} truncated" if data_report.truncated else "")),
+            "data": (
+                f"{data_report.rows} rows → {data_report.examples} examples, {data_report.tokens} tokens, "
+                f"{data_report.loss_fraction:.1%} of them carry the loss"
+                + (f", {data_report.truncated} truncated" if data_report.truncated else "")
+            ),
         }
         if data_report.tokens and data_report.loss_tokens == 0:
             errors.append("data: no token carries a loss; check data.format and data.completion_only_loss")
@@ -66,8 +70,10 @@ class CausalLM:
                     resolve_scorer(spec)
                 except (ValueError, ImportError, AttributeError, FileNotFoundError) as exc:
                     errors.append(f"eval.scorers: {exc}")
-            if config.data.eval is None and config.data.eval_fraction == 0 and not (
-                config.data.format == "natural_instructions"
+            if (
+                config.data.eval is None
+                and config.data.eval_fraction == 0
+                and config.data.format != "natural_instructions"
             ):
                 errors.append("eval: needs held-out data; set data.eval to a file or data.eval_fraction (e.g. 0.1)")
         return errors, list(data_report.warnings), facts
@@ -81,8 +87,12 @@ class CausalLM:
             samples = samples[: config.eval.num_samples]
         train = pack(splits.train, config.data.max_length, config.data.packing)
         held = pack(splits.eval, config.data.max_length, config.data.packing)
-        return MethodData(train=train, eval=held, extra={"samples": samples},
-                          facts={"rows": len(train), "tokens": sum(len(r.input_ids) for r in train)})
+        return MethodData(
+            train=train,
+            eval=held,
+            extra={"samples": samples},
+            facts={"rows": len(train), "tokens": sum(len(r.input_ids) for r in train)},
+        )
 
     # ------------------------------------------------------------------ model and loss
 
@@ -90,9 +100,14 @@ class CausalLM:
         from ..models.load import load_causal_lm, quantization_config
 
         m = config.model
-        return load_causal_lm(m.name, dtype=dtype, trust_remote_code=m.trust_remote_code, revision=m.revision,
-                              attn_implementation=m.attn_implementation,
-                              quantization_config=quantization_config(m, dtype))
+        return load_causal_lm(
+            m.name,
+            dtype=dtype,
+            trust_remote_code=m.trust_remote_code,
+            revision=m.revision,
+            attn_implementation=m.attn_implementation,
+            quantization_config=quantization_config(m, dtype),
+        )
 
     def loss_module(self, config, model: torch.nn.Module, data: MethodData) -> torch.nn.Module:
         from ..training.step import CausalLMLoss
@@ -120,19 +135,32 @@ class CausalLM:
         if config.eval is None:
             return out
         if ctx.data.eval:
-            loss_module = (ctx.loss_module if ctx.loss_module is not None else
-                           CausalLMLoss(model, packed_attention=config.model.packed_attention))
-            loss = heldout_mean_loss(loss_module, ctx.data.eval, lambda rows: self.collate(rows, ctx.tokenizer),
-                                     config.training.batch_size, ctx.accelerator)
+            loss_module = (
+                ctx.loss_module
+                if ctx.loss_module is not None
+                else CausalLMLoss(model, packed_attention=config.model.packed_attention)
+            )
+            loss = heldout_mean_loss(
+                loss_module,
+                ctx.data.eval,
+                lambda rows: self.collate(rows, ctx.tokenizer),
+                config.training.batch_size,
+                ctx.accelerator,
+            )
             out["metrics"].update({"eval_loss": round(loss, 6), "eval_perplexity": round(math.exp(min(loss, 50)), 4)})
         samples = ctx.data.extra.get("samples") or []
         # Generation runs on the main process only: it writes the report, and decoding
         # needs no collective, so the other processes simply wait at the next barrier.
         if samples and config.eval.scorers and ctx.accelerator.is_main_process:
             console.print(f"Generating for {len(samples)} held-out prompts ({ctx.label})…")
-            result = evaluate_generation(model, ctx.tokenizer, samples, config.eval.scorers,
-                                         max_new_tokens=config.eval.max_new_tokens,
-                                         batch_size=config.eval.batch_size)
+            result = evaluate_generation(
+                model,
+                ctx.tokenizer,
+                samples,
+                config.eval.scorers,
+                max_new_tokens=config.eval.max_new_tokens,
+                batch_size=config.eval.batch_size,
+            )
             out["metrics"].update(result.scores)
             out["samples"] = [asdict(sample) for sample in result.samples]
             if result.field_errors:
@@ -155,6 +183,11 @@ class CausalLM:
         if not is_adapter_folder(output_dir):  # full fine-tuning, or a selective method's full folder
             return load_causal_lm(str(output_dir), dtype=dtype)
         m = config.model
-        base = load_causal_lm(m.name, dtype=dtype, trust_remote_code=m.trust_remote_code, revision=m.revision,
-                              quantization_config=quantization_config(m, dtype))
+        base = load_causal_lm(
+            m.name,
+            dtype=dtype,
+            trust_remote_code=m.trust_remote_code,
+            revision=m.revision,
+            quantization_config=quantization_config(m, dtype),
+        )
         return load_adapter(base, output_dir)

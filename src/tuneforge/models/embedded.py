@@ -17,10 +17,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..fsutil import atomic_directory, cache_root  # noqa: F401  (cache_root: re-exported)
+from ..fsutil import atomic_directory, cache_root
 
 _console = Console(stderr=True)
-
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def package_file(model: EmbeddedModel) -> Path | None:
     spec = importlib.util.find_spec(model.package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / model.relative_file
+    path = Path(next(iter(spec.submodule_search_locations))) / model.relative_file
     return path if path.exists() else None
 
 

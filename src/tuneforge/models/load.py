@@ -190,10 +190,17 @@ def quantization_config(model_cfg, dtype: torch.dtype):
     if model_cfg.quantize == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     compute = dtype if model_cfg.compute_dtype == "auto" else getattr(torch, model_cfg.compute_dtype)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=model_cfg.quant_type,
-                              bnb_4bit_use_double_quant=model_cfg.double_quant, bnb_4bit_compute_dtype=compute)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=model_cfg.quant_type,
+        bnb_4bit_use_double_quant=model_cfg.double_quant,
+        bnb_4bit_compute_dtype=compute,
+    )
 
 
 def is_quantized(model: torch.nn.Module) -> bool:
-    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-                or getattr(model, "hf_quantizer", None) is not None)
+    return bool(
+        getattr(model, "is_loaded_in_4bit", False)
+        or getattr(model, "is_loaded_in_8bit", False)
+        or getattr(model, "hf_quantizer", None) is not None
+    )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import math
 
 import torch
@@ -59,7 +60,7 @@ def _plan(boundaries: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tens
     outputs in the flattened batch's order.
     """
     cuts = boundaries.tolist()
-    starts, lengths = cuts[:-1], [b - a for a, b in zip(cuts[:-1], cuts[1:])]
+    starts, lengths = cuts[:-1], [b - a for a, b in itertools.pairwise(cuts)]
     groups: dict[int, list[int]] = {}
     for s, length in enumerate(lengths):
         if length:
@@ -89,18 +90,37 @@ def _cached_plan(boundaries: torch.Tensor):
     return _plan_cache[1]
 
 
-def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask=None, *,
-                      dropout: float = 0.0, scaling: float | None = None, cu_seq_lens_q=None, cu_seq_lens_k=None,
-                      max_length_q=None, sliding_window=None, softcap=None, s_aux=None, **_) -> tuple:
+def segment_attention(
+    module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask=None,
+    *,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    cu_seq_lens_q=None,
+    cu_seq_lens_k=None,
+    max_length_q=None,
+    sliding_window=None,
+    softcap=None,
+    s_aux=None,
+    **_,
+) -> tuple:
     """query (B, H, T, D), key / value (B, Hkv, T, D), ``cu_seq_lens_q`` (S + 1,) → ((B, T, H, D), None)."""
     if cu_seq_lens_q is None:
         raise ValueError(f"attention '{NAME}' needs cu_seq_lens_q (the packed batch's segment boundaries)")
-    if cu_seq_lens_k is not None and cu_seq_lens_k is not cu_seq_lens_q and not torch.equal(cu_seq_lens_k,
-                                                                                            cu_seq_lens_q):
+    if (
+        cu_seq_lens_k is not None
+        and cu_seq_lens_k is not cu_seq_lens_q
+        and not torch.equal(cu_seq_lens_k, cu_seq_lens_q)
+    ):
         raise ValueError(f"attention '{NAME}': query and key segments must be the same (self-attention only)")
     if softcap is not None or s_aux is not None:
-        raise ValueError(f"attention '{NAME}' does not implement logit soft-capping or attention sinks; "
-                         "set model.packed_attention: mask")
+        raise ValueError(
+            f"attention '{NAME}' does not implement logit soft-capping or attention sinks; "
+            "set model.packed_attention: mask"
+        )
     batch, heads, t, dim = query.shape
     dropout = dropout if module.training else 0.0
     # (B, H, T, D) → (B·T, H, D): one row per position of the flattened batch
@@ -120,10 +140,12 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
         n, width = gather.shape
         flat = gather.flatten()
         # index_select, not x[flat]: its backward is an index_add_, advanced indexing's an index_put_ (slower)
-        qb, kb, vb = (x.index_select(0, flat).view(n, width, x.shape[1], dim).transpose(1, 2)
-                      for x in (q, k, v))  # (n, H, L, D)
-        out = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, dropout_p=dropout, scale=scaling,
-                                             enable_gqa=True)  # (n, H, L, D)
+        qb, kb, vb = (
+            x.index_select(0, flat).view(n, width, x.shape[1], dim).transpose(1, 2) for x in (q, k, v)
+        )  # (n, H, L, D)
+        out = F.scaled_dot_product_attention(
+            qb, kb, vb, is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=True
+        )  # (n, H, L, D)
         outputs.append(out.transpose(1, 2).reshape(n * width, heads, dim).index_select(0, kept))
     merged = torch.cat(outputs).index_select(0, inverse)  # (B·T, H, D) in batch order
     return merged.view(batch, t, heads, dim), None  # (B, T, H, D), as transformers' attention functions return
@@ -131,8 +153,10 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
 
 def _check_window(sliding_window, longest: int) -> None:
     if sliding_window is not None and longest > sliding_window:
-        raise ValueError(f"attention '{NAME}': a segment is longer than the model's sliding window "
-                         f"({sliding_window}); set model.packed_attention: mask")
+        raise ValueError(
+            f"attention '{NAME}': a segment is longer than the model's sliding window "
+            f"({sliding_window}); set model.packed_attention: mask"
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -174,14 +198,12 @@ def _varlen_kernel(query: torch.Tensor):
         if autocast is not None:  # under autocast RoPE can hand fp32 queries over; SDPA would cast them too
             q, k, v = (x.to(autocast) for x in (q, k, v))
         cu = cu.to(device=q.device, dtype=torch.int32)
-        return varlen_attn(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, longest, longest, **causal,
-                           **extra)
+        return varlen_attn(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, longest, longest, **causal, **extra)
 
     return run
 
 
-_SWITCH = AttentionSwitch(NAME, segment_attention,
-                          "the per-segment attention; set model.packed_attention: mask")
+_SWITCH = AttentionSwitch(NAME, segment_attention, "the per-segment attention; set model.packed_attention: mask")
 
 
 def segment_attention_for(config):
@@ -225,8 +247,7 @@ def packed_attention_mode(setting: str, model_config, device: torch.device) -> s
         if reason:
             raise ValueError(f"model.packed_attention: segments cannot be used: {reason}; set it to mask or auto")
         return "segments"
-    if reason or implementation != "sdpa" or not (device.type == "cpu" or (device.type == "cuda" and
-                                                                          _has_varlen())):
+    if reason or implementation != "sdpa" or not (device.type == "cpu" or (device.type == "cuda" and _has_varlen())):
         return "mask"
     return "segments"
 

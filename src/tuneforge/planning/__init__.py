@@ -15,8 +15,16 @@ from __future__ import annotations
 
 from .plan import Plan, PlanError, build_plan, free_memory
 
-__all__ = ["Plan", "PlanError", "build_plan", "free_memory", "print_plan", "plan_warning", "safe_plan",
-           "planned_vs_measured"]
+__all__ = [
+    "Plan",
+    "PlanError",
+    "build_plan",
+    "free_memory",
+    "plan_warning",
+    "planned_vs_measured",
+    "print_plan",
+    "safe_plan",
+]
 
 
 def _fmt_bytes(n: float) -> str:
@@ -35,8 +43,10 @@ def print_plan(console, plan: Plan) -> None:
     """The memory table, then time and fit, on a rich console."""
     from rich.table import Table
 
-    table = Table(title=f"plan: {plan.method} · {plan.model} · {plan.device} {plan.precision}"
-                  + (f" · {plan.processes} processes" if plan.processes > 1 else ""))
+    table = Table(
+        title=f"plan: {plan.method} · {plan.model} · {plan.device} {plan.precision}"
+        + (f" · {plan.processes} processes" if plan.processes > 1 else "")
+    )
     table.add_column("memory (per process)")
     table.add_column("size", justify="right")
     table.add_column("held")
@@ -44,12 +54,17 @@ def print_plan(console, plan: Plan) -> None:
     for part in plan.parts:
         table.add_row(part.name, _fmt_bytes(part.bytes), part.phase, part.note)
     if plan.runtime_bytes:
-        table.add_row("runtime", _fmt_bytes(plan.runtime_bytes), "static",
-                      "Python, torch, libraries, tokenizer, data (now)")
+        table.add_row(
+            "runtime", _fmt_bytes(plan.runtime_bytes), "static", "Python, torch, libraries, tokenizer, data (now)"
+        )
     several = plan.processes > 1 and plan.device == "cpu"
     total = f"; × {plan.processes} processes = {_fmt_bytes(plan.machine_bytes)}" if several else ""
-    table.add_row("[bold]peak[/]", f"[bold]{_fmt_bytes(plan.process_bytes)}[/]", "",
-                  "runtime + static parts + the largest of forward / backward" + total)
+    table.add_row(
+        "[bold]peak[/]",
+        f"[bold]{_fmt_bytes(plan.process_bytes)}[/]",
+        "",
+        "runtime + static parts + the largest of forward / backward" + total,
+    )
     console.print(table)
     s = plan.step
     console.print(f"data: {s.source}", highlight=False)
@@ -57,13 +72,18 @@ def print_plan(console, plan: Plan) -> None:
         f"time: {_fmt_seconds(plan.step_seconds)} per step × {s.steps:,} steps = "
         f"[bold]{_fmt_seconds(plan.run_seconds)}[/] ({s.tokens_per_step * plan.processes:,.0f} tokens per step, "
         f"{plan.flops_per_step / 1e12:.2f} TFLOP per process; matmul peak {plan.peak_flops / 1e9:.0f} GFLOP/s "
-        f"({plan.peak_how}) × utilisation {plan.util:.2f} ({plan.util_source}))", highlight=False)
+        f"({plan.peak_how}) × utilisation {plan.util:.2f} ({plan.util_source}))",
+        highlight=False,
+    )
     if plan.free_bytes is None:
         console.print("fit: free memory unknown", highlight=False)
     else:
         verdict = "[green]fits[/]" if plan.fits else "[bold red]does not fit[/]"
-        console.print(f"fit: {verdict}: {_fmt_bytes(plan.machine_bytes)} needed, {_fmt_bytes(plan.free_bytes)} "
-                      f"free on the {'GPU' if plan.device == 'cuda' else 'machine'}", highlight=False)
+        console.print(
+            f"fit: {verdict}: {_fmt_bytes(plan.machine_bytes)} needed, {_fmt_bytes(plan.free_bytes)} "
+            f"free on the {'GPU' if plan.device == 'cuda' else 'machine'}",
+            highlight=False,
+        )
     for note in plan.notes:
         console.print(f"[yellow]! {note}[/]", highlight=False)
 
@@ -72,8 +92,8 @@ def safe_plan(config, **kwargs) -> tuple[Plan | None, str | None]:
     """(plan, None), or (None, the reason as one line): planning never raises."""
     try:
         return build_plan(config, **kwargs), None
-    except Exception as exc:  # noqa: BLE001 - a planner bug must not stop a run or a check
-        return None, f"resource plan unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    except Exception as exc:
+        return (None, f"resource plan unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
 
 
 def plan_warning(config, facts: dict | None = None) -> str | None:
@@ -82,9 +102,11 @@ def plan_warning(config, facts: dict | None = None) -> str | None:
     if plan is None:
         return problem
     if plan.fits is False:
-        return (f"plan: this run needs about {_fmt_bytes(plan.machine_bytes)} and {_fmt_bytes(plan.free_bytes)} is "
-                f"free; lower training.batch_size or data.max_length, turn on training.gradient_checkpointing, or "
-                f"use an adapter (`tuneforge plan` shows the parts)")
+        return (
+            f"plan: this run needs about {_fmt_bytes(plan.machine_bytes)} and {_fmt_bytes(plan.free_bytes)} is "
+            f"free; lower training.batch_size or data.max_length, turn on training.gradient_checkpointing, or "
+            f"use an adapter (`tuneforge plan` shows the parts)"
+        )
     return None
 
 
@@ -102,6 +124,8 @@ def planned_vs_measured(planned: dict, train: dict) -> dict:
     def rel(p, m):
         return round((p - m) / m, 3) if p is not None and m else None
 
-    error = {"peak_memory": rel(planned.get("peak_memory_mb"), measured["peak_memory_mb"]),
-             "step_seconds": rel(planned.get("step_seconds"), measured["step_seconds"])}
+    error = {
+        "peak_memory": rel(planned.get("peak_memory_mb"), measured["peak_memory_mb"]),
+        "step_seconds": rel(planned.get("step_seconds"), measured["step_seconds"]),
+    }
     return {"planned": planned, "measured": measured, "error": error}

@@ -69,15 +69,22 @@ def layer_elements_per_token(arch: Arch, params: Params) -> tuple[int, int]:
     statistics stay fp32 under autocast; the rest follows the compute dtype."""
     h, kv, i = arch.hidden, arch.kv_width, arch.intermediate
     fp32_side = 2 * h + 2  # norm inputs (residual stream) + reciprocal RMS
-    compute_side = (2 * h + h + 2 * kv + arch.attn_width + arch.heads + 4 * i
-                    + h * params.norms_trainable_per_layer + params.adapter_rank_per_layer)
+    compute_side = (
+        2 * h
+        + h
+        + 2 * kv
+        + arch.attn_width
+        + arch.heads
+        + 4 * i
+        + h * params.norms_trainable_per_layer
+        + params.adapter_rank_per_layer
+    )
     if arch.kind == "encoder":
         return round(fp32_side * ENCODER_FACTOR), round(compute_side * ENCODER_FACTOR)
     return fp32_side, compute_side
 
 
-def activation_bytes(arch: Arch, params: Params, *, tokens: int, compute_bytes: int,
-                     checkpointing: bool) -> int:
+def activation_bytes(arch: Arch, params: Params, *, tokens: int, compute_bytes: int, checkpointing: bool) -> int:
     """Saved activations of one forward over ``tokens`` padded positions (B × T)."""
     fp32_side, compute_side = layer_elements_per_token(arch, params)
     per_layer = tokens * (4 * fp32_side + compute_bytes * compute_side)
@@ -97,8 +104,7 @@ def _final_norm_bytes(arch: Arch, params: Params, tokens: int) -> int:
     return tokens * 4 * arch.hidden * (1 + (params.norms_trainable_per_layer > 0))
 
 
-def logits_bytes(arch: Arch, params: Params, *, loss_positions: int, compute_bytes: int,
-                 lm_head: bool) -> int:
+def logits_bytes(arch: Arch, params: Params, *, loss_positions: int, compute_bytes: int, lm_head: bool) -> int:
     """The chunked output projection + loss at ``loss_positions`` (zero-ish for pooled heads)."""
     if not lm_head or not arch.vocab:
         return 0
@@ -127,10 +133,17 @@ def state_parts(params: Params) -> list[Part]:
     """Trainable weights, their gradients, AdamW's two moments (+ its per-tensor step counter)."""
     return [
         Part("trainable parameters", params.trainable_bytes, f"{params.trainable:,} parameters"),
-        Part("gradients", params.trainable_bytes, "allocated in backward, in memory the activations free",
-             phase="backward"),
-        Part("optimizer state", 2 * params.trainable_bytes + 4 * params.trainable_tensors,
-             "AdamW: exp_avg + exp_avg_sq, + a step counter per tensor"),
+        Part(
+            "gradients",
+            params.trainable_bytes,
+            "allocated in backward, in memory the activations free",
+            phase="backward",
+        ),
+        Part(
+            "optimizer state",
+            2 * params.trainable_bytes + 4 * params.trainable_tensors,
+            "AdamW: exp_avg + exp_avg_sq, + a step counter per tensor",
+        ),
     ]
 
 

@@ -66,16 +66,25 @@ class Plan:
     def summary(self) -> dict:
         """The plan for summary.json: MB per part, seconds, the assumptions."""
         return {
-            "device": self.device, "precision": self.precision, "processes": self.processes,
+            "device": self.device,
+            "precision": self.precision,
+            "processes": self.processes,
             "memory_mb": {p.name: _mb(p.bytes) for p in self.parts} | {"runtime": _mb(self.runtime_bytes)},
-            "peak_memory_mb": _mb(self.process_bytes), "machine_memory_mb": _mb(self.machine_bytes),
+            "peak_memory_mb": _mb(self.process_bytes),
+            "machine_memory_mb": _mb(self.machine_bytes),
             "free_memory_mb": _mb(self.free_bytes) if self.free_bytes is not None else None,
-            "fits": self.fits, "step_seconds": round(self.step_seconds, 6), "run_seconds": round(self.run_seconds, 3),
-            "steps": self.step.steps, "tokens_per_step": round(self.step.tokens_per_step, 1),
+            "fits": self.fits,
+            "step_seconds": round(self.step_seconds, 6),
+            "run_seconds": round(self.run_seconds, 3),
+            "steps": self.step.steps,
+            "tokens_per_step": round(self.step.tokens_per_step, 1),
             "tokens_per_second": round(self.step.tokens_per_step * self.processes / max(self.step_seconds, 1e-9), 1),
-            "flops_per_step": self.flops_per_step, "matmul_peak_gflops": round(self.peak_flops / 1e9, 1),
-            "utilisation": self.util, "utilisation_source": self.util_source,
-            "data": asdict(self.step), "notes": self.notes,
+            "flops_per_step": self.flops_per_step,
+            "matmul_peak_gflops": round(self.peak_flops / 1e9, 1),
+            "utilisation": self.util,
+            "utilisation_source": self.util_source,
+            "data": asdict(self.step),
+            "notes": self.notes,
         }
 
 
@@ -86,8 +95,15 @@ def _mb(n: int | float) -> float:
 # ----------------------------------------------------------------------------- building
 
 
-def build_plan(config, *, processes: int = 1, data=None, facts: dict | None = None, device: str | None = None,
-               precision: str | None = None) -> Plan:
+def build_plan(
+    config,
+    *,
+    processes: int = 1,
+    data=None,
+    facts: dict | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+) -> Plan:
     """The plan for ``config``. ``data``: the method's loaded data (rows counted exactly); else
     ``facts`` (validate's counts) or, with neither, the rows are loaded here."""
     from ..registry import get_method
@@ -108,11 +124,25 @@ def build_plan(config, *, processes: int = 1, data=None, facts: dict | None = No
     autocast = precision in ("bf16", "fp16") and storage == torch.float32
     parts = _memory_parts(config, arch, params, step, compute_bytes, notes, device=device, autocast=autocast)
     flops, step_seconds, peak, util, util_source = _timing(config, arch, params, step, device, precision, processes)
-    return Plan(method=config.method, model=config.model.name, device=device, precision=precision,
-                processes=processes, parts=parts, runtime_bytes=_runtime_bytes(device), step=step,
-                step_seconds=step_seconds, run_seconds=step_seconds * step.steps, flops_per_step=flops,
-                peak_flops=peak.flops, peak_how=peak.how, util=util, util_source=util_source,
-                free_bytes=free_memory(device), notes=notes)
+    return Plan(
+        method=config.method,
+        model=config.model.name,
+        device=device,
+        precision=precision,
+        processes=processes,
+        parts=parts,
+        runtime_bytes=_runtime_bytes(device),
+        step=step,
+        step_seconds=step_seconds,
+        run_seconds=step_seconds * step.steps,
+        flops_per_step=flops,
+        peak_flops=peak.flops,
+        peak_how=peak.how,
+        util=util,
+        util_source=util_source,
+        free_bytes=free_memory(device),
+        notes=notes,
+    )
 
 
 def read_model_config(name: str, *, trust_remote_code: bool = False):
@@ -139,8 +169,10 @@ def _stand_in_for_unwritten_model(config, notes: list[str]):
     if path.exists() or not (path == runs or runs in path.parents or Path(runs.parts[0]) in path.parents):
         return config
     stand_in = ModelConfig.model_fields["name"].default
-    notes.append(f"model.name {name} does not exist yet (an earlier run writes it): planned with {stand_in}'s "
-                 f"architecture; plan another with model.name=...")
+    notes.append(
+        f"model.name {name} does not exist yet (an earlier run writes it): planned with {stand_in}'s "
+        f"architecture; plan another with model.name=..."
+    )
     return config.model_copy(update={"model": config.model.model_copy(update={"name": stand_in})})
 
 
@@ -165,8 +197,9 @@ def _params(config, method, model_config, storage: torch.dtype, arch: Arch, data
     """Params of the adapted model on the meta device (what validate's dry run counts)."""
     from ..adapters.checks import meta_model
 
-    num_labels = getattr(method, "num_labels", None) or len((getattr(data, "extra", None) or {}).get("labels")
-                                                            or []) or 2
+    num_labels = (
+        getattr(method, "num_labels", None) or len((getattr(data, "extra", None) or {}).get("labels") or []) or 2
+    )
     model = meta_model(model_config, method.peft_task_type, num_labels)
     if config.adapter is not None:
         from ..adapters import attach_adapter
@@ -186,15 +219,17 @@ def _params(config, method, model_config, storage: torch.dtype, arch: Arch, data
         if param.is_floating_point() and (not param.requires_grad or base_dtype_trains):
             param.data = param.data.to(storage)
     m = config.model
-    return count_params(model, storage_dtype=storage, quantize=m.quantize, double_quant=m.double_quant,
-                        layers=arch.layers)
+    return count_params(
+        model, storage_dtype=storage, quantize=m.quantize, double_quant=m.double_quant, layers=arch.layers
+    )
 
 
 def _load_rows(config, method, notes: list[str]):
     from ..models.load import load_tokenizer
 
-    tokenizer = load_tokenizer(config.model.name, trust_remote_code=config.model.trust_remote_code,
-                               revision=config.model.revision)
+    tokenizer = load_tokenizer(
+        config.model.name, trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
+    )
     try:
         return method.load_data(config, tokenizer)
     except Exception as exc:  # an unreadable data set still gets a plan, from max_length
@@ -208,15 +243,25 @@ def _step_shape(config, method, data, facts: dict | None, processes: int) -> Ste
     t = config.training
     if config.method == "ppo":
         return _ppo_shape(config, data, facts, processes)
-    shared = config.method == "dpo" and config.loss.type != "kto" and \
-        getattr(config, "pair_forward", getattr(config.data, "pair_forward", "auto")) != "separate"
+    shared = (
+        config.method == "dpo"
+        and config.loss.type != "kto"
+        and getattr(config, "pair_forward", getattr(config.data, "pair_forward", "auto")) != "separate"
+    )
     global_batch = t.batch_size * t.gradient_accumulation_steps * processes
     if data is not None:
         rows = data.train
         steps = total_steps(len(rows), global_batch, t.epochs, t.max_steps)
-        return shape_from_rows(rows, batch_size=t.batch_size, accumulation=t.gradient_accumulation_steps,
-                               processes=processes, steps=steps, shared_prompt=shared,
-                               lm_loss=config.method in LM_METHODS, seed=t.seed)
+        return shape_from_rows(
+            rows,
+            batch_size=t.batch_size,
+            accumulation=t.gradient_accumulation_steps,
+            processes=processes,
+            steps=steps,
+            shared_prompt=shared,
+            lm_loss=config.method in LM_METHODS,
+            seed=t.seed,
+        )
     facts = facts or {}
     rows = int(facts.get("examples") or facts.get("rows") or 0)
     max_length = getattr(config.data, "max_length", 512)
@@ -226,10 +271,16 @@ def _step_shape(config, method, data, facts: dict | None, processes: int) -> Ste
         rows = max(1, -(-int(tokens) // max_length))
     steps = total_steps(max(rows, 1), global_batch, t.epochs, t.max_steps)
     per_item = {"dpo": 2, "reward": 2, "contrastive": 2}.get(config.method, 1)
-    return estimated_shape(rows=rows, tokens=tokens, max_length=max_length, batch_size=t.batch_size,
-                           accumulation=t.gradient_accumulation_steps, steps=steps, sequences_per_item=per_item,
-                           loss_fraction=float(facts.get("loss_fraction") or 1.0) if config.method in LM_METHODS
-                           else 0.0)
+    return estimated_shape(
+        rows=rows,
+        tokens=tokens,
+        max_length=max_length,
+        batch_size=t.batch_size,
+        accumulation=t.gradient_accumulation_steps,
+        steps=steps,
+        sequences_per_item=per_item,
+        loss_fraction=float(facts.get("loss_fraction") or 1.0) if config.method in LM_METHODS else 0.0,
+    )
 
 
 def _ppo_shape(config, data, facts, processes: int) -> StepShape:
@@ -238,50 +289,96 @@ def _ppo_shape(config, data, facts, processes: int) -> StepShape:
     responses = p.rollout_batch_size * p.group_size
     minibatch = p.minibatch_size or responses
     rows = len(data.train) if data is not None else int((facts or {}).get("prompts") or 0)
-    prompt = (sum(len(r.input_ids) for r in data.train) / max(rows, 1)) if data is not None and rows \
+    prompt = (
+        (sum(len(r.input_ids) for r in data.train) / max(rows, 1))
+        if data is not None and rows
         else config.data.max_prompt_length
+    )
     length = int(prompt + config.generation.max_new_tokens)
     max_length = config.data.max_prompt_length + config.generation.max_new_tokens
     steps = t.max_steps or max(1, -(-int(t.epochs * rows) // p.rollout_batch_size))
     updates = p.ppo_epochs * -(-responses // minibatch)
     how = "counted prompts" if data is not None else "max_prompt_length"
-    return StepShape(steps=steps, micro_batches=updates, max_slots=minibatch * max_length,
-                     max_loss_positions=minibatch * config.generation.max_new_tokens,
-                     mean_slots=minibatch * length,
-                     mean_loss_positions=minibatch * config.generation.max_new_tokens,
-                     mean_tokens=minibatch * length, mean_seq_len=length, rows=rows,
-                     source=f"{how} ({rows:,} prompts) + max_new_tokens; {responses} responses per rollout, "
-                            f"{updates} minibatch updates")
+    return StepShape(
+        steps=steps,
+        micro_batches=updates,
+        max_slots=minibatch * max_length,
+        max_loss_positions=minibatch * config.generation.max_new_tokens,
+        mean_slots=minibatch * length,
+        mean_loss_positions=minibatch * config.generation.max_new_tokens,
+        mean_tokens=minibatch * length,
+        mean_seq_len=length,
+        rows=rows,
+        source=f"{how} ({rows:,} prompts) + max_new_tokens; {responses} responses per rollout, "
+        f"{updates} minibatch updates",
+    )
 
 
-def _memory_parts(config, arch: Arch, params: Params, step: StepShape, compute_bytes: int,
-                  notes: list[str], *, device: str, autocast: bool) -> list[M.Part]:
+def _memory_parts(
+    config,
+    arch: Arch,
+    params: Params,
+    step: StepShape,
+    compute_bytes: int,
+    notes: list[str],
+    *,
+    device: str,
+    autocast: bool,
+) -> list[M.Part]:
     m = config.model
     weights_note = f"{params.frozen:,} frozen parameters" + (f", {m.quantize}" if m.quantize else "")
     parts = [M.Part("weights (frozen)", params.frozen_bytes, weights_note), *M.state_parts(params)]
     checkpointing = config.training.gradient_checkpointing
-    act = M.activation_bytes(arch, params, tokens=step.max_slots, compute_bytes=compute_bytes,
-                             checkpointing=checkpointing)
-    parts.append(M.Part("activations", act, f"largest micro-batch: {step.max_slots:,} positions × "
-                        f"{arch.layers} layers" + (", gradient checkpointing" if checkpointing else ""),
-                        phase="forward"))
+    act = M.activation_bytes(
+        arch, params, tokens=step.max_slots, compute_bytes=compute_bytes, checkpointing=checkpointing
+    )
+    parts.append(
+        M.Part(
+            "activations",
+            act,
+            f"largest micro-batch: {step.max_slots:,} positions × "
+            f"{arch.layers} layers" + (", gradient checkpointing" if checkpointing else ""),
+            phase="forward",
+        )
+    )
     if autocast:
-        parts.append(M.Part("autocast weight copies", M.autocast_copies_bytes(params, autocast=True),
-                            "16-bit copies of the linear weights, kept for backward", phase="forward"))
-    parts.append(M.Part("working set", M.working_set_bytes(act, arch, device=device),
-                        "temporaries + allocator slack beyond the activations (measured ratio)"
-                        if device == "cpu" else "temporaries: about one layer's activations", phase="forward"))
+        parts.append(
+            M.Part(
+                "autocast weight copies",
+                M.autocast_copies_bytes(params, autocast=True),
+                "16-bit copies of the linear weights, kept for backward",
+                phase="forward",
+            )
+        )
+    parts.append(
+        M.Part(
+            "working set",
+            M.working_set_bytes(act, arch, device=device),
+            "temporaries + allocator slack beyond the activations (measured ratio)"
+            if device == "cpu"
+            else "temporaries: about one layer's activations",
+            phase="forward",
+        )
+    )
     lm = config.method in LM_METHODS
-    logits = M.logits_bytes(arch, params, loss_positions=step.max_loss_positions, compute_bytes=compute_bytes,
-                            lm_head=lm)
-    parts.append(M.Part("logits / loss", logits, f"chunked projection at {step.max_loss_positions:,} loss "
-                        "positions" if lm else "pooled head: negligible", phase="forward"))
+    logits = M.logits_bytes(
+        arch, params, loss_positions=step.max_loss_positions, compute_bytes=compute_bytes, lm_head=lm
+    )
+    parts.append(
+        M.Part(
+            "logits / loss",
+            logits,
+            f"chunked projection at {step.max_loss_positions:,} loss positions" if lm else "pooled head: negligible",
+            phase="forward",
+        )
+    )
     parts.extend(_extra_models(config, arch, params, step, compute_bytes, notes))
     return parts
 
 
-def _extra_models(config, arch: Arch, params: Params, step: StepShape, compute_bytes: int,
-                  notes: list[str]) -> list[M.Part]:
+def _extra_models(
+    config, arch: Arch, params: Params, step: StepShape, compute_bytes: int, notes: list[str]
+) -> list[M.Part]:
     """DPO's reference; PPO's reference, reward models, value head and generation cache."""
     whole_base = params.frozen_bytes + params.trainable_bytes  # a frozen copy of the model as it trains
     if config.method == "dpo":
@@ -290,8 +387,16 @@ def _extra_models(config, arch: Arch, params: Params, step: StepShape, compute_b
         kind = reference_kind(config)
         if kind == "frozen_copy":
             return [M.Part("reference model", whole_base, "frozen copy of the policy")]
-        return [M.Part("reference model", 0, {"adapter_disabled": "the base with the adapter off: shared",
-                                              "precomputed": "log-probs computed once before step 1"}.get(kind, kind))]
+        return [
+            M.Part(
+                "reference model",
+                0,
+                {
+                    "adapter_disabled": "the base with the adapter off: shared",
+                    "precomputed": "log-probs computed once before step 1",
+                }.get(kind, kind),
+            )
+        ]
     if config.method != "ppo":
         return []
     out = []
@@ -306,9 +411,16 @@ def _extra_models(config, arch: Arch, params: Params, step: StepShape, compute_b
         out.append(M.Part("value head", 4 * 4 * (arch.hidden + 1), "fp32 weights, gradients and AdamW state"))
     p = config.ppo
     length = config.data.max_prompt_length + config.generation.max_new_tokens
-    out.append(M.Part("generation cache", M.kv_cache_bytes(arch, sequences=p.rollout_batch_size * p.group_size,
-                                                           length=length, compute_bytes=compute_bytes),
-                      "keys and values while sampling the rollout", phase="rollout"))
+    out.append(
+        M.Part(
+            "generation cache",
+            M.kv_cache_bytes(
+                arch, sequences=p.rollout_batch_size * p.group_size, length=length, compute_bytes=compute_bytes
+            ),
+            "keys and values while sampling the rollout",
+            phase="rollout",
+        )
+    )
     return out
 
 
@@ -324,8 +436,11 @@ def _reward_model_part(path: str, params: Params, notes: list[str]) -> M.Part:
             n = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
             return M.Part(f"reward model {Path(path).name}", 4 * n, f"{n:,} parameters, fp32")
     notes.append(f"reward model {path} not found: assumed the size of the policy's base")
-    return M.Part(f"reward model {Path(path).name}", params.frozen_bytes + params.trainable_bytes,
-                  "assumed: same size as the policy")
+    return M.Part(
+        f"reward model {Path(path).name}",
+        params.frozen_bytes + params.trainable_bytes,
+        "assumed: same size as the policy",
+    )
 
 
 def _timing(config, arch: Arch, params: Params, step: StepShape, device: str, precision: str, processes: int):
@@ -343,8 +458,11 @@ def _timing(config, arch: Arch, params: Params, step: StepShape, device: str, pr
         gen_util, _ = S.utilisation(device, precision, "generate")
         p = config.ppo
         generated = p.rollout_batch_size * p.group_size * config.generation.max_new_tokens
-        seconds += generated * S.forward_flops_per_token(arch, params.total, seq_len=step.mean_seq_len) / (
-            peak.flops * gen_util)
+        seconds += (
+            generated
+            * S.forward_flops_per_token(arch, params.total, seq_len=step.mean_seq_len)
+            / (peak.flops * gen_util)
+        )
     if device == "cpu":  # processes on one CPU share its cores: the step's work is done by all of them together
         seconds *= processes
     return flops + extra, seconds, peak, util, source

@@ -56,9 +56,18 @@ def arch_of(model_config) -> Arch:
     intermediate = _first(c, "intermediate_size", "n_inner", "ffn_dim") or 4 * hidden
     head_dim = getattr(c, "head_dim", None) or hidden // heads
     kv_heads = getattr(c, "num_key_value_heads", None) or heads
-    return Arch(kind=model_kind(c), model_type=getattr(c, "model_type", "?"), hidden=hidden,
-                intermediate=intermediate, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-                vocab=getattr(c, "vocab_size", 0) or 0, tied=bool(getattr(c, "tie_word_embeddings", False)))
+    return Arch(
+        kind=model_kind(c),
+        model_type=getattr(c, "model_type", "?"),
+        hidden=hidden,
+        intermediate=intermediate,
+        layers=layers,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab=getattr(c, "vocab_size", 0) or 0,
+        tied=bool(getattr(c, "tie_word_embeddings", False)),
+    )
 
 
 def _first(obj, *names):
@@ -94,8 +103,14 @@ class Params:
         return self.total - self.trainable
 
 
-def count_params(model: torch.nn.Module, *, storage_dtype: torch.dtype, quantize: str | None,
-                 double_quant: bool = True, layers: int = 1) -> Params:
+def count_params(
+    model: torch.nn.Module,
+    *,
+    storage_dtype: torch.dtype,
+    quantize: str | None,
+    double_quant: bool = True,
+    layers: int = 1,
+) -> Params:
     """Params of ``model`` (real or on the meta device) for a run whose base is stored as ``storage_dtype``."""
     seen: set[int] = set()
     total = trainable = frozen_bytes = trainable_bytes = tensors = norms = 0
@@ -117,14 +132,24 @@ def count_params(model: torch.nn.Module, *, storage_dtype: torch.dtype, quantize
         elif id(param) in quantizable:
             frozen_bytes += quantized_bytes(param.shape, quantize, double_quant)
         else:
-            size = torch.empty((), dtype=storage_dtype).element_size() if param.is_floating_point() else \
-                param.element_size()
+            size = (
+                torch.empty((), dtype=storage_dtype).element_size()
+                if param.is_floating_point()
+                else param.element_size()
+            )
             frozen_bytes += n * size
-    return Params(total=total, trainable=trainable, frozen_bytes=frozen_bytes, trainable_bytes=trainable_bytes,
-                  trainable_tensors=tensors, norms_trainable_per_layer=round(norms / max(layers, 1)),
-                  adapter_rank_per_layer=round(_adapter_ranks(model) / max(layers, 1)),
-                  head_trainable=head_trainable, linear_weights=_linear_weights(model),
-                  embeddings=_embedding_elements(model))
+    return Params(
+        total=total,
+        trainable=trainable,
+        frozen_bytes=frozen_bytes,
+        trainable_bytes=trainable_bytes,
+        trainable_tensors=tensors,
+        norms_trainable_per_layer=round(norms / max(layers, 1)),
+        adapter_rank_per_layer=round(_adapter_ranks(model) / max(layers, 1)),
+        head_trainable=head_trainable,
+        linear_weights=_linear_weights(model),
+        embeddings=_embedding_elements(model),
+    )
 
 
 def quantized_bytes(shape, quantize: str, double_quant: bool = True) -> int:
@@ -144,9 +169,9 @@ def _quantizable_weights(model: torch.nn.Module) -> set[int]:
     head = getattr(model, "get_output_embeddings", lambda: None)()
     skip = {id(head.weight)} if head is not None and getattr(head, "weight", None) is not None else set()
     for name, module in model.named_modules():
-        if type(module) is torch.nn.Linear and not name.endswith(("lm_head", "score", "classifier")):
-            if id(module.weight) not in skip:
-                out.add(id(module.weight))
+        is_body_linear = type(module) is torch.nn.Linear and not name.endswith(("lm_head", "score", "classifier"))
+        if is_body_linear and id(module.weight) not in skip:
+            out.add(id(module.weight))
     return out
 
 
@@ -162,8 +187,11 @@ def _embedding_elements(model: torch.nn.Module) -> int:
 def _linear_weights(model: torch.nn.Module) -> int:
     head = getattr(model, "get_output_embeddings", lambda: None)()
     skip = id(head.weight) if head is not None and getattr(head, "weight", None) is not None else None
-    return sum(m.weight.numel() for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and id(m.weight) != skip and "lora_" not in name)
+    return sum(
+        m.weight.numel()
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and id(m.weight) != skip and "lora_" not in name
+    )
 
 
 def _adapter_ranks(model: torch.nn.Module) -> int:

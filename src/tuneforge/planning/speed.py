@@ -86,7 +86,7 @@ def matmul_peak(device: str, precision: str) -> Peak:
     return _peak(device, precision, torch.get_num_threads())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _peak(device: str, precision: str, threads: int) -> Peak:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     size = 1024 if device == "cpu" else 4096

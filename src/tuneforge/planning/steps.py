@@ -68,8 +68,17 @@ def _loss(example) -> int:
     return max(0, sum(1 for x in example.labels[1:] if x != IGNORE))
 
 
-def shape_from_rows(rows: list, *, batch_size: int, accumulation: int, processes: int, steps: int,
-                    shared_prompt: bool = True, lm_loss: bool = True, seed: int = 0) -> StepShape:
+def shape_from_rows(
+    rows: list,
+    *,
+    batch_size: int,
+    accumulation: int,
+    processes: int,
+    steps: int,
+    shared_prompt: bool = True,
+    lm_loss: bool = True,
+    seed: int = 0,
+) -> StepShape:
     """StepShape from the training items themselves (random micro-batches as the loop draws them)."""
     items = [item_sequences(r, shared_prompt=shared_prompt) for r in rows]
     rng = random.Random(seed)
@@ -77,7 +86,7 @@ def shape_from_rows(rows: list, *, batch_size: int, accumulation: int, processes
     batches = []
     while len(batches) < _SAMPLED_BATCHES and items:
         rng.shuffle(order)
-        batches.extend(order[i:i + batch_size] for i in range(0, len(order), batch_size))
+        batches.extend(order[i : i + batch_size] for i in range(0, len(order), batch_size))
         if len(order) <= batch_size:
             break
     stats = [_batch_stats([s for i in batch for s in items[i]]) for batch in batches[:_SAMPLED_BATCHES]]
@@ -85,12 +94,17 @@ def shape_from_rows(rows: list, *, batch_size: int, accumulation: int, processes
     largest = max(stats, key=lambda s: s[0])
     n = len(stats)
     return StepShape(
-        steps=steps, micro_batches=accumulation, max_slots=largest[0],
+        steps=steps,
+        micro_batches=accumulation,
+        max_slots=largest[0],
         max_loss_positions=largest[2] if lm_loss else 0,
         mean_slots=sum(s[0] for s in stats) / n,
-        mean_loss_positions=sum(s[2] for s in stats) / n if lm_loss else 0.0, mean_tokens=sum(s[1] for s in stats) / n,
-        mean_seq_len=sum(s[3] for s in stats) / n, rows=len(rows),
-        source=f"counted: {len(rows):,} training rows, {n} random batches of {batch_size}")
+        mean_loss_positions=sum(s[2] for s in stats) / n if lm_loss else 0.0,
+        mean_tokens=sum(s[1] for s in stats) / n,
+        mean_seq_len=sum(s[3] for s in stats) / n,
+        rows=len(rows),
+        source=f"counted: {len(rows):,} training rows, {n} random batches of {batch_size}",
+    )
 
 
 def _batch_stats(seqs: list[tuple[int, int, int]]) -> tuple[int, int, int, float]:
@@ -100,20 +114,39 @@ def _batch_stats(seqs: list[tuple[int, int, int]]) -> tuple[int, int, int, float
         roles.setdefault(role, []).append(length)
     slots = sum(len(v) * max(v) for v in roles.values())
     lengths = [max(v) for v in roles.values()]
-    return slots, sum(s[1] for s in seqs), sum(s[2] for s in seqs), sum(lengths) / max(len(lengths), 1)
+    return (slots, sum(s[1] for s in seqs), sum(s[2] for s in seqs), sum(lengths) / max(len(lengths), 1))
 
 
-def estimated_shape(*, rows: int, tokens: int | None, max_length: int, batch_size: int, accumulation: int,
-                    steps: int, sequences_per_item: int = 1, loss_fraction: float = 1.0,
-                    why: str = "") -> StepShape:
+def estimated_shape(
+    *,
+    rows: int,
+    tokens: int | None,
+    max_length: int,
+    batch_size: int,
+    accumulation: int,
+    steps: int,
+    sequences_per_item: int = 1,
+    loss_fraction: float = 1.0,
+    why: str = "",
+) -> StepShape:
     """Without the rows: every row at max_length for memory (an upper bound); the mean from
     ``tokens / rows`` when a count is known, else max_length too."""
     per_item = sequences_per_item * max_length
     mean = (tokens / max(rows, 1)) if tokens else per_item
-    source = (f"estimated from {rows:,} rows and {tokens:,} tokens" if tokens
-              else f"estimated: rows × max_length ({rows:,} × {max_length})")
-    return StepShape(steps=steps, micro_batches=accumulation, max_slots=batch_size * per_item,
-                     max_loss_positions=math.ceil(batch_size * per_item * loss_fraction),
-                     mean_slots=batch_size * per_item, mean_loss_positions=batch_size * per_item * loss_fraction,
-                     mean_tokens=batch_size * min(mean, per_item),
-                     mean_seq_len=max_length, rows=rows, source=source + (f"; {why}" if why else ""))
+    source = (
+        f"estimated from {rows:,} rows and {tokens:,} tokens"
+        if tokens
+        else f"estimated: rows × max_length ({rows:,} × {max_length})"
+    )
+    return StepShape(
+        steps=steps,
+        micro_batches=accumulation,
+        max_slots=batch_size * per_item,
+        max_loss_positions=math.ceil(batch_size * per_item * loss_fraction),
+        mean_slots=batch_size * per_item,
+        mean_loss_positions=batch_size * per_item * loss_fraction,
+        mean_tokens=batch_size * min(mean, per_item),
+        mean_seq_len=max_length,
+        rows=rows,
+        source=source + (f"; {why}" if why else ""),
+    )

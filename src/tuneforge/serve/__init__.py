@@ -24,12 +24,23 @@ def build(settings: ServeSettings):
     from .pool import build_pool
     from .worker import Worker, WorkerSettings
 
-    pool = build_pool(settings.model, settings.adapters, base_id=settings.served_name,
-                      max_loaded=settings.max_loaded_adapters, trust_remote_code=settings.trust_remote_code,
-                      device=settings.resolved_device(), dtype=settings.dtype)
-    worker = Worker(WorkerSettings(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size,
-                                   batch_window_s=settings.batch_window_ms / 1000,
-                                   mixed_batches=settings.mixed_batches))
+    pool = build_pool(
+        settings.model,
+        settings.adapters,
+        base_id=settings.served_name,
+        max_loaded=settings.max_loaded_adapters,
+        trust_remote_code=settings.trust_remote_code,
+        device=settings.resolved_device(),
+        dtype=settings.dtype,
+    )
+    worker = Worker(
+        WorkerSettings(
+            queue_size=settings.queue_size,
+            max_batch_size=settings.max_batch_size,
+            batch_window_s=settings.batch_window_ms / 1000,
+            mixed_batches=settings.mixed_batches,
+        )
+    )
     return create_app(settings, pool, worker), pool, worker
 
 
@@ -39,8 +50,7 @@ class ServerThread:
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    access_log=False))
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

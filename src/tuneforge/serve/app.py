@@ -26,8 +26,18 @@ from ..data.run_prompt import render_run_prompt
 from ..eval.generation import stop_token_ids_for
 from .decode import Sampling
 from .pool import ModelPool, Target, UnknownModel
-from .protocol import (APIError, ChatRequest, CompletionRequest, chat_chunk, chat_response, completion_chunk,
-                       completion_response, new_id, parse, usage)
+from .protocol import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    chat_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+    new_id,
+    parse,
+    usage,
+)
 from .settings import ServeSettings
 from .worker import Job, QueueFull, Worker
 
@@ -48,8 +58,12 @@ def create_app(settings: ServeSettings, pool: ModelPool, worker: Worker) -> Fast
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     service = _Service(settings, pool, worker)
 
     @app.exception_handler(APIError)
@@ -58,8 +72,12 @@ def create_app(settings: ServeSettings, pool: ModelPool, worker: Worker) -> Fast
 
     @app.get("/health")
     async def health():
-        body = {"status": "ok" if worker.alive else "worker stopped", "queued": worker.queue.qsize(),
-                "batches": worker.batches, "loaded_adapters": list(pool.base.loaded)}
+        body = {
+            "status": "ok" if worker.alive else "worker stopped",
+            "queued": worker.queue.qsize(),
+            "batches": worker.batches,
+            "loaded_adapters": list(pool.base.loaded),
+        }
         return JSONResponse(body, status_code=200 if worker.alive else 503)
 
     @app.get("/v1/models")
@@ -134,20 +152,34 @@ class _Service:
         given = header[7:] if header[:7].lower() == "bearer " else ""
         # constant time: the comparison takes as long whatever prefix of the key was right
         if not hmac.compare_digest(given.encode(), self.key.encode()):
-            raise APIError(401, "invalid or missing API key (send Authorization: Bearer KEY)",
-                           type="invalid_request_error", code="invalid_api_key")
+            raise APIError(
+                401,
+                "invalid or missing API key (send Authorization: Bearer KEY)",
+                type="invalid_request_error",
+                code="invalid_api_key",
+            )
 
     def target(self, name: str) -> Target:
         try:
             return self.pool.target(name)
         except UnknownModel:
             served = ", ".join(t.name for t in self.pool.names())
-            raise APIError(404, f"The model '{name}' does not exist on this server; served: {served}",
-                           param="model", code="model_not_found") from None
+            raise APIError(
+                404,
+                f"The model '{name}' does not exist on this server; served: {served}",
+                param="model",
+                code="model_not_found",
+            ) from None
 
     def model_card(self, target: Target) -> dict:
-        card = {"id": target.name, "object": "model", "created": self.started, "owned_by": "tuneforge",
-                "root": target.name, "parent": None}
+        card = {
+            "id": target.name,
+            "object": "model",
+            "created": self.started,
+            "owned_by": "tuneforge",
+            "root": target.name,
+            "parent": None,
+        }
         if target.adapter is not None:
             card.update(parent=self.pool.base_id, root=self.pool.base_id, adapter_type=target.kind)
         return card
@@ -164,17 +196,26 @@ class _Service:
         def send(*event) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        job = Job(target=target, prompt_ids=prompt_ids, sampling=sampling, stop_ids=self._stop_ids(target),
-                  on_text=lambda text: send("text", text), on_done=lambda *done: send("done", *done),
-                  on_error=lambda message: send("error", message))
+        job = Job(
+            target=target,
+            prompt_ids=prompt_ids,
+            sampling=sampling,
+            stop_ids=self._stop_ids(target),
+            on_text=lambda text: send("text", text),
+            on_done=lambda *done: send("done", *done),
+            on_error=lambda message: send("error", message),
+        )
         try:
             self.worker.submit(job)
         except QueueFull as exc:
             raise APIError(429, str(exc), type="rate_limit_error", code="queue_full") from None
         rid = new_id("chatcmpl" if chat else "cmpl")
         if parsed.stream:
-            return StreamingResponse(self._stream(job, events, rid, parsed, chat), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                self._stream(job, events, rid, parsed, chat),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         try:
             pieces, (finish, prompt_tokens, completion_tokens) = await _collect(events)
         finally:
@@ -221,17 +262,22 @@ class _Service:
             try:
                 ids = render_run_prompt(target.tokenizer, messages, target.rendering)
             except Exception as exc:  # the chat template's own complaint (roles out of order...)
-                raise APIError(400, f"messages: the chat template cannot render them: {exc}",
-                               param="messages") from None
+                raise APIError(
+                    400, f"messages: the chat template cannot render them: {exc}", param="messages"
+                ) from None
         else:
             ids = target.tokenizer(parsed.prompt)["input_ids"]
         if not ids:
             raise APIError(400, "the prompt is empty", param="messages" if chat else "prompt")
         limit = self.settings.max_prompt_tokens
         if len(ids) > limit:
-            raise APIError(400, f"the prompt is {len(ids)} tokens, above this server's limit of {limit} "
-                                "(max_prompt_tokens); shorten it", param="messages" if chat else "prompt",
-                           code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"the prompt is {len(ids)} tokens, above this server's limit of {limit} "
+                "(max_prompt_tokens); shorten it",
+                param="messages" if chat else "prompt",
+                code="context_length_exceeded",
+            )
         return ids
 
     def _sampling(self, target: Target, parsed, prompt_tokens: int, chat: bool) -> Sampling:
@@ -239,15 +285,26 @@ class _Service:
         asked = parsed.requested_tokens()
         param = "max_completion_tokens" if chat and getattr(parsed, "max_completion_tokens", None) else "max_tokens"
         if asked is not None and asked > limit:
-            raise APIError(400, f"{param} is {asked}, above this server's limit of {limit} (max_tokens_limit)",
-                           param=param)
+            raise APIError(
+                400, f"{param} is {asked}, above this server's limit of {limit} (max_tokens_limit)", param=param
+            )
         max_tokens = asked or min(self.settings.default_max_tokens, limit)
         context = _context_length(target.group.model)
         if context and prompt_tokens + max_tokens > context:
-            raise APIError(400, f"the prompt ({prompt_tokens} tokens) plus {param} ({max_tokens}) exceeds the "
-                                f"model's context of {context} tokens", param=param, code="context_length_exceeded")
-        return Sampling(max_tokens=max_tokens, temperature=parsed.temperature, top_p=parsed.top_p, seed=parsed.seed,
-                        stop=parsed.stops())
+            raise APIError(
+                400,
+                f"the prompt ({prompt_tokens} tokens) plus {param} ({max_tokens}) exceeds the "
+                f"model's context of {context} tokens",
+                param=param,
+                code="context_length_exceeded",
+            )
+        return Sampling(
+            max_tokens=max_tokens,
+            temperature=parsed.temperature,
+            top_p=parsed.top_p,
+            seed=parsed.seed,
+            stop=parsed.stops(),
+        )
 
     def _stop_ids(self, target: Target) -> frozenset[int]:
         if target.name not in self._stops:
@@ -280,21 +337,31 @@ class _Service:
         try:
             self.pool.unregister(name)
         except UnknownModel:
-            raise APIError(404, f"no adapter named '{name}' is served", param="lora_name",
-                           code="model_not_found") from None
+            raise APIError(
+                404, f"no adapter named '{name}' is served", param="lora_name", code="model_not_found"
+            ) from None
 
     def _allowed(self, path: str | None) -> Path | None:
         """The folder ``path`` names, when runtime loading is on and it lies inside the allow-listed folder."""
         if not self.settings.adapter_dir:
-            raise APIError(403, "loading adapters at runtime is off on this server (start it with --adapter-dir)",
-                           type="permission_error", code="runtime_loading_disabled")
+            raise APIError(
+                403,
+                "loading adapters at runtime is off on this server (start it with --adapter-dir)",
+                type="permission_error",
+                code="runtime_loading_disabled",
+            )
         if path is None:
             return None
         root = Path(self.settings.adapter_dir).expanduser().resolve()
         folder = (root / path).resolve()  # an absolute path stays absolute; symlinks are followed before the check
         if not folder.is_relative_to(root):
-            raise APIError(403, f"lora_path: {path} is outside the allowed adapter folder", param="lora_path",
-                           type="permission_error", code="path_not_allowed")
+            raise APIError(
+                403,
+                f"lora_path: {path} is outside the allowed adapter folder",
+                param="lora_path",
+                type="permission_error",
+                code="path_not_allowed",
+            )
         return folder
 
 

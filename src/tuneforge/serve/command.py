@@ -11,34 +11,69 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("serve", help="an OpenAI-compatible server: one base model and many adapters "
-                                     "(pip install 'tuneforge[serve]')")
+    s = sub.add_parser(
+        "serve", help="an OpenAI-compatible server: one base model and many adapters (pip install 'tuneforge[serve]')"
+    )
     s.add_argument("--config", default=None, help="a serve YAML with the same keys as these flags (docs/SERVE.md)")
-    s.add_argument("--model", default=None,
-                   help="the base: embedded name, folder or hub id (default: the adapters' base, else embedded)")
-    s.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
-                   help="an adapter, run or full model folder served as model NAME; repeat for several")
+    s.add_argument(
+        "--model",
+        default=None,
+        help="the base: embedded name, folder or hub id (default: the adapters' base, else embedded)",
+    )
+    s.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="an adapter, run or full model folder served as model NAME; repeat for several",
+    )
     s.add_argument("--served-name", default=None, help="the base's name in requests (default: its own)")
     s.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=None, help="default 8000")
-    s.add_argument("--api-key", default=None,
-                   help="require Authorization: Bearer KEY (better: set TUNEFORGE_API_KEY, unseen by ps)")
+    s.add_argument(
+        "--api-key",
+        default=None,
+        help="require Authorization: Bearer KEY (better: set TUNEFORGE_API_KEY, unseen by ps)",
+    )
     s.add_argument("--max-prompt-tokens", type=int, default=None)
     s.add_argument("--max-tokens-limit", type=int, default=None, help="the most tokens a request may ask for")
     s.add_argument("--queue-size", type=int, default=None, help="requests waiting beyond this get 429")
     s.add_argument("--max-batch-size", type=int, default=None)
     s.add_argument("--batch-window-ms", type=float, default=None)
-    s.add_argument("--max-loaded-adapters", type=int, default=None,
-                   help="adapters held in memory; the least recently used are unloaded beyond it")
-    s.add_argument("--no-mixed-batches", dest="mixed_batches", action="store_const", const=False, default=None,
-                   help="one adapter per batch even where peft can mix LoRA adapters")
-    s.add_argument("--adapter-dir", default=None,
-                   help="allow loading adapters at runtime over the API, from this folder only (off by default)")
-    s.add_argument("--cors-origin", action="append", default=None, dest="cors_origins", metavar="ORIGIN",
-                   help="allow browser requests from this origin (none by default)")
+    s.add_argument(
+        "--max-loaded-adapters",
+        type=int,
+        default=None,
+        help="adapters held in memory; the least recently used are unloaded beyond it",
+    )
+    s.add_argument(
+        "--no-mixed-batches",
+        dest="mixed_batches",
+        action="store_const",
+        const=False,
+        default=None,
+        help="one adapter per batch even where peft can mix LoRA adapters",
+    )
+    s.add_argument(
+        "--adapter-dir",
+        default=None,
+        help="allow loading adapters at runtime over the API, from this folder only (off by default)",
+    )
+    s.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        dest="cors_origins",
+        metavar="ORIGIN",
+        help="allow browser requests from this origin (none by default)",
+    )
     s.add_argument("--device", default=None, help="auto (CUDA when available) | cpu | cuda | cuda:N")
-    s.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
-                   help="auto: fp32 on CPU, bf16 on CUDA")
+    s.add_argument(
+        "--dtype",
+        default=None,
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="auto: fp32 on CPU, bf16 on CUDA",
+    )
     s.add_argument("--trust-remote-code", action="store_true", default=None)
     s.set_defaults(func=run)
 
@@ -53,13 +88,33 @@ def run(args: argparse.Namespace) -> int:
 
         del fastapi  # imported to check it is installed
     except ImportError:
-        err_console.print("[bold red]error:[/] tuneforge serve needs FastAPI and uvicorn: "
-                          "pip install 'tuneforge[serve]'", highlight=False)
+        err_console.print(
+            "[bold red]error:[/] tuneforge serve needs FastAPI and uvicorn: pip install 'tuneforge[serve]'",
+            highlight=False,
+        )
         return 2
-    flags = {name: getattr(args, name) for name in (
-        "model", "served_name", "host", "port", "api_key", "max_prompt_tokens", "max_tokens_limit", "queue_size",
-        "max_batch_size", "batch_window_ms", "max_loaded_adapters", "mixed_batches", "adapter_dir", "cors_origins",
-        "device", "dtype", "trust_remote_code")}
+    flags = {
+        name: getattr(args, name)
+        for name in (
+            "model",
+            "served_name",
+            "host",
+            "port",
+            "api_key",
+            "max_prompt_tokens",
+            "max_tokens_limit",
+            "queue_size",
+            "max_batch_size",
+            "batch_window_ms",
+            "max_loaded_adapters",
+            "mixed_batches",
+            "adapter_dir",
+            "cors_origins",
+            "device",
+            "dtype",
+            "trust_remote_code",
+        )
+    }
     settings = load_settings(args.config, adapters=parse_named_paths(args.adapter, lone=None), **flags)
     for warning in _warnings(settings):
         err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
@@ -79,11 +134,15 @@ def run(args: argparse.Namespace) -> int:
 def _warnings(settings) -> list[str]:
     out = []
     if settings.exposed_without_key():
-        out.append(f"binding {settings.host} without an API key: anyone who can reach this machine can use the "
-                   "models; set TUNEFORGE_API_KEY")
+        out.append(
+            f"binding {settings.host} without an API key: anyone who can reach this machine can use the "
+            "models; set TUNEFORGE_API_KEY"
+        )
     if settings.adapter_dir and not settings.key():
-        out.append("runtime adapter loading is on without an API key: any local client can load adapters from "
-                   f"{settings.adapter_dir}")
+        out.append(
+            "runtime adapter loading is on without an API key: any local client can load adapters from "
+            f"{settings.adapter_dir}"
+        )
     return out
 
 

@@ -74,8 +74,16 @@ def pick_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Genera
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def decode_batch(model, rows: list[Row], *, pad_id: int, mixed_adapters: bool, use_cache: bool = True,
-                 device: torch.device | None = None, admit: Callable[[int], list[Row]] | None = None) -> None:
+def decode_batch(
+    model,
+    rows: list[Row],
+    *,
+    pad_id: int,
+    mixed_adapters: bool,
+    use_cache: bool = True,
+    device: torch.device | None = None,
+    admit: Callable[[int], list[Row]] | None = None,
+) -> None:
     """Decode every row to its end, streaming text through each row's ``on_text``.
 
     ``mixed_adapters``: pass each row's adapter to peft (``adapter_names=``), so rows for
@@ -122,8 +130,8 @@ def _start(rows: list[Row], pad_id: int, device) -> _State | None:
     ids = torch.full((len(live), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(live), longest), dtype=torch.long)
     for i, row in enumerate(live):
-        ids[i, longest - len(row.prompt_ids):] = torch.tensor(row.prompt_ids, dtype=torch.long)
-        mask[i, longest - len(row.prompt_ids):] = 1
+        ids[i, longest - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids, dtype=torch.long)
+        mask[i, longest - len(row.prompt_ids) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     return _State(live, ids, mask, ids)
 
@@ -136,9 +144,15 @@ def _forward(model, state: _State, mixed_adapters: bool, use_cache: bool) -> tor
 
         state.cache = state.cache if state.cache is not None else DynamicCache()
         # Positions count each row's real tokens only, as generate does for left-padded rows.
-        positions = (state.mask.cumsum(-1) - 1).clamp(min=0)[:, -state.step_input.shape[1]:]
-        out = model(input_ids=state.step_input, attention_mask=state.mask, position_ids=positions,
-                    past_key_values=state.cache, use_cache=True, **extra)
+        positions = (state.mask.cumsum(-1) - 1).clamp(min=0)[:, -state.step_input.shape[1] :]
+        out = model(
+            input_ids=state.step_input,
+            attention_mask=state.mask,
+            position_ids=positions,
+            past_key_values=state.cache,
+            use_cache=True,
+            **extra,
+        )
     else:
         out = model(input_ids=state.ids, attention_mask=state.mask, use_cache=False, **extra)
     return out.logits[:, -1, :].float().cpu()  # sampling runs on the CPU, with each row's own generator
@@ -169,8 +183,13 @@ def _advance(state: _State, logits: torch.Tensor, device) -> _State | None:
         if state.cache is not None:
             state.cache.batch_select_indices(index)  # a finished row's KV rows go at once
         ids, mask, new = ids[index], mask[index], new[index]
-    return _State([state.rows[i] for i in keep], torch.cat([ids, new], dim=1),
-                  torch.cat([mask, torch.ones_like(new)], dim=1), new, state.cache)
+    return _State(
+        [state.rows[i] for i in keep],
+        torch.cat([ids, new], dim=1),
+        torch.cat([mask, torch.ones_like(new)], dim=1),
+        new,
+        state.cache,
+    )
 
 
 def _joinable(cache) -> bool:
@@ -189,10 +208,13 @@ def _join(running: _State | None, fresh: _State | None, pad_id: int) -> _State |
         # The cache holds every position but the pending token: width - 1 of them after padding.
         old.keys = torch.cat([_pad_left(old.keys, width - 1, 0.0), _pad_left(new.keys, width - 1, 0.0)])
         old.values = torch.cat([_pad_left(old.values, width - 1, 0.0), _pad_left(new.values, width - 1, 0.0)])
-    return _State(running.rows + fresh.rows,
-                  torch.cat([_pad_left(running.ids, width, pad_id), _pad_left(fresh.ids, width, pad_id)]),
-                  torch.cat([_pad_left(running.mask, width, 0), _pad_left(fresh.mask, width, 0)]),
-                  torch.cat([running.step_input, fresh.step_input]), running.cache)
+    return _State(
+        running.rows + fresh.rows,
+        torch.cat([_pad_left(running.ids, width, pad_id), _pad_left(fresh.ids, width, pad_id)]),
+        torch.cat([_pad_left(running.mask, width, 0), _pad_left(fresh.mask, width, 0)]),
+        torch.cat([running.step_input, fresh.step_input]),
+        running.cache,
+    )
 
 
 def _pad_left(x: torch.Tensor, length: int, value) -> torch.Tensor:

@@ -24,8 +24,17 @@ from pathlib import Path
 import torch
 
 from ..adapters import config as C
-from ..adapters.inference import (AdapterSetError, AdapterSpec, _canonical, attach_one, check_compatible, describe,
-                                  peft_type_of, run_rendering, tokenizer_folder)
+from ..adapters.inference import (
+    AdapterSetError,
+    AdapterSpec,
+    _canonical,
+    attach_one,
+    check_compatible,
+    describe,
+    peft_type_of,
+    run_rendering,
+    tokenizer_folder,
+)
 from ..data.templates import PromptRendering
 
 BASE_ROW = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -128,11 +137,13 @@ class ModelPool:
         self.tokenizers = TokenizerCache()
         self.groups = [base, *others]
         self.targets: dict[str, Target] = {
-            base_id: Target(base_id, base, None, base.tokenizer, rendering=run_rendering(base_name))}
+            base_id: Target(base_id, base, None, base.tokenizer, rendering=run_rendering(base_name))
+        }
         self.lock = threading.Lock()
         for group in others:
-            self.targets[group.name] = Target(group.name, group, None, group.tokenizer, group.path, kind="model",
-                                              rendering=run_rendering(group.path))
+            self.targets[group.name] = Target(
+                group.name, group, None, group.tokenizer, group.path, kind="model", rendering=run_rendering(group.path)
+            )
 
     def target(self, name: str) -> Target:
         with self.lock:
@@ -151,8 +162,9 @@ class ModelPool:
                 raise AdapterSetError(f"--adapter {spec.name}: that name is already served; pick another")
             check_belongs(spec, base_name, self.base.specs)
             self.base.specs[spec.name] = spec
-            target = Target(spec.name, self.base, spec.name, tokenizer, spec.path, spec.kind,
-                            rendering=run_rendering(spec.path))
+            target = Target(
+                spec.name, self.base, spec.name, tokenizer, spec.path, spec.kind, rendering=run_rendering(spec.path)
+            )
             self.targets[spec.name] = target
             return target
 
@@ -177,7 +189,8 @@ def check_belongs(spec: AdapterSpec, base_name: str | None, others: dict[str, Ad
     if base_name and spec.base and _canonical(spec.base) != _canonical(base_name):
         raise AdapterSetError(
             f"--adapter {spec.name}: {spec.path} was trained on {spec.base}, not on the served base {base_name}; "
-            f"serve it with --model {spec.base}")
+            f"serve it with --model {spec.base}"
+        )
 
 
 def full_model_folder(path: str | Path) -> Path | None:
@@ -189,8 +202,16 @@ def full_model_folder(path: str | Path) -> Path | None:
     return None
 
 
-def build_pool(base_name: str | None, entries: dict[str, str], *, base_id: str | None = None, max_loaded: int = 8,
-               trust_remote_code: bool = False, device: str = "cpu", dtype: str = "auto") -> ModelPool:
+def build_pool(
+    base_name: str | None,
+    entries: dict[str, str],
+    *,
+    base_id: str | None = None,
+    max_loaded: int = 8,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+    dtype: str = "auto",
+) -> ModelPool:
     """Load the base (default: the adapters' base, else the embedded model) and register every entry.
 
     ``entries``: {name: adapter folder | run folder | full model folder}. Full models load now;
@@ -218,8 +239,9 @@ def build_pool(base_name: str | None, entries: dict[str, str], *, base_id: str |
     base_name = base_name or (first.base if first else None)
     base_model = load_model(base_name)
     tokenizers = TokenizerCache(trust_remote_code)
-    base_tokenizer = tokenizers.get(tokenizer_folder(first.path) if first and tokenizer_folder(first.path)
-                                    else base_name)
+    base_tokenizer = tokenizers.get(
+        tokenizer_folder(first.path) if first and tokenizer_folder(first.path) else base_name
+    )
     base_id = base_id or served_base_id(base_name)
     group = ModelGroup(base_id, base_model, base_tokenizer, max_loaded=max_loaded)
     others = []
@@ -228,7 +250,7 @@ def build_pool(base_name: str | None, entries: dict[str, str], *, base_id: str |
         others.append(ModelGroup(name, model, tokenizers.get(folder), path=folder))
     pool = ModelPool(group, base_id, others, base_name)
     pool.tokenizers = tokenizers
-    for name, spec in adapters.items():
+    for spec in adapters.values():
         pool.register(spec, tokenizers.get(tokenizer_folder(spec.path) or base_name), base_name=base_name)
     for name in adapters:  # every adapter once, so one that does not fit fails now; the last max_loaded stay
         group.ensure_loaded([name])
@@ -241,8 +263,15 @@ class TokenizerCache:
     (A tokenizer is ~14 MB in memory, four times a rank-16 LoRA on SmolLM2's q/v.)
     """
 
-    FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
-             "vocab.json", "merges.txt", "tokenizer.model")
+    FILES = (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "special_tokens_map.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.model",
+    )
 
     def __init__(self, trust_remote_code: bool = False):
         self.trust_remote_code = trust_remote_code
@@ -253,8 +282,7 @@ class TokenizerCache:
 
         key = self._key(source)
         if key not in self.loaded:
-            self.loaded[key] = load_tokenizer(str(source) if source else None,
-                                              trust_remote_code=self.trust_remote_code)
+            self.loaded[key] = load_tokenizer(str(source) if source else None, trust_remote_code=self.trust_remote_code)
         return self.loaded[key]
 
     def _key(self, source: str | Path | None) -> str:

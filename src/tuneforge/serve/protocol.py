@@ -19,19 +19,41 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 class APIError(Exception):
     """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.status, self.message, self.type, self.param, self.code = (status, message, type, param, code)
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 # Options we do not implement: (field, the value that means "not used").
-UNSUPPORTED = {"n": 1, "logprobs": None, "top_logprobs": None, "tools": None, "tool_choice": None, "functions": None,
-               "function_call": None, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None,
-               "best_of": 1, "echo": False, "suffix": None, "audio": None, "modalities": None, "prediction": None}
+UNSUPPORTED = {
+    "n": 1,
+    "logprobs": None,
+    "top_logprobs": None,
+    "tools": None,
+    "tool_choice": None,
+    "functions": None,
+    "function_call": None,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "logit_bias": None,
+    "best_of": 1,
+    "echo": False,
+    "suffix": None,
+    "audio": None,
+    "modalities": None,
+    "prediction": None,
+}
 
 
 class _Request(BaseModel):
@@ -51,7 +73,7 @@ class _Request(BaseModel):
     def _stop_list(cls, value):
         if isinstance(value, list) and len(value) > 4:
             raise ValueError("at most 4 stop sequences")
-        if isinstance(value, list) and any(not s for s in value) or value == "":
+        if (isinstance(value, list) and any(not s for s in value)) or value == "":
             raise ValueError("stop sequences must not be empty")
         return value
 
@@ -66,12 +88,20 @@ class _Request(BaseModel):
         for name, unused in UNSUPPORTED.items():
             value = extra.get(name, unused)
             if value not in (unused, None, False, [], {}) and not (name == "n" and value == 1):
-                raise APIError(400, f"'{name}' is not supported by this server (got {value!r}); leave it out",
-                               param=name, code="unsupported_parameter")
+                raise APIError(
+                    400,
+                    f"'{name}' is not supported by this server (got {value!r}); leave it out",
+                    param=name,
+                    code="unsupported_parameter",
+                )
         response_format = extra.get("response_format")
         if response_format and (response_format.get("type") if isinstance(response_format, dict) else None) != "text":
-            raise APIError(400, "'response_format' other than text is not supported by this server",
-                           param="response_format", code="unsupported_parameter")
+            raise APIError(
+                400,
+                "'response_format' other than text is not supported by this server",
+                param="response_format",
+                code="unsupported_parameter",
+            )
 
 
 class ContentPart(BaseModel):
@@ -141,36 +171,54 @@ def new_id(prefix: str) -> str:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def chat_response(rid: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
-                         "logprobs": None}],
-            "usage": usage(prompt_tokens, completion_tokens)}
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+        ],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
 
 
-def completion_response(rid: str, model: str, text: str, finish: str, prompt_tokens: int,
-                        completion_tokens: int) -> dict:
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-            "usage": usage(prompt_tokens, completion_tokens)}
+def completion_response(
+    rid: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int
+) -> dict:
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
 
 
-def chat_chunk(rid: str, model: str, created: int, *, delta: dict, finish: str | None = None,
-               usage_counts: dict | None = None) -> dict:
+def chat_chunk(
+    rid: str, model: str, created: int, *, delta: dict, finish: str | None = None, usage_counts: dict | None = None
+) -> dict:
     return _chunk("chat.completion.chunk", rid, model, created, {"delta": delta}, finish, usage_counts)
 
 
-def completion_chunk(rid: str, model: str, created: int, *, text: str, finish: str | None = None,
-                     usage_counts: dict | None = None) -> dict:
+def completion_chunk(
+    rid: str, model: str, created: int, *, text: str, finish: str | None = None, usage_counts: dict | None = None
+) -> dict:
     return _chunk("text_completion", rid, model, created, {"text": text}, finish, usage_counts)
 
 
-def _chunk(kind: str, rid: str, model: str, created: int, content: dict, finish: str | None,
-           usage_counts: dict | None) -> dict:
+def _chunk(
+    kind: str, rid: str, model: str, created: int, content: dict, finish: str | None, usage_counts: dict | None
+) -> dict:
     """One stream event: a choice with new content, or (OpenAI's include_usage) a last one with usage only."""
     chunk = {"id": rid, "object": kind, "created": created, "model": model, "choices": []}
     if usage_counts is not None:

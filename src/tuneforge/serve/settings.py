@@ -29,8 +29,9 @@ class ServeSettings(BaseModel):
 
     model: str | None = Field(None, description="base: embedded name, folder or hub id (default: the adapters' base)")
     served_name: str | None = Field(None, description="the base's `model` name in requests (default: its own name)")
-    adapters: dict[str, str] = Field(default_factory=dict,
-                                     description="name → adapter folder, run folder or full model folder")
+    adapters: dict[str, str] = Field(
+        default_factory=dict, description="name → adapter folder, run folder or full model folder"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: str | None = None
@@ -42,11 +43,14 @@ class ServeSettings(BaseModel):
     batch_window_ms: float = Field(10.0, ge=0, description="how long the worker waits to fill a batch")
     max_loaded_adapters: int = Field(8, ge=1, description="adapters kept in memory; least recently used unloaded")
     mixed_batches: bool = Field(True, description="rows for different LoRA adapters share one batch")
-    adapter_dir: str | None = Field(None, description="runtime adapter loading over the API, only from this folder; "
-                                                      "off when unset")
+    adapter_dir: str | None = Field(
+        None, description="runtime adapter loading over the API, only from this folder; off when unset"
+    )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when available")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: fp32 on CPU, bf16 on CUDA")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: fp32 on CPU, bf16 on CUDA"
+    )
     trust_remote_code: bool = False
 
     def resolved_device(self) -> str:

@@ -57,7 +57,7 @@ class TextTracker:
 
     def _emit_until(self, text: str, end: int, *, finish: str | None = None) -> str:
         end = max(end, len(self.emitted))
-        piece = text[len(self.emitted):end] if text.startswith(self.emitted) else ""
+        piece = text[len(self.emitted) : end] if text.startswith(self.emitted) else ""
         self.emitted += piece
         if finish:
             self.finished = finish

@@ -99,8 +99,9 @@ class Worker:
         try:
             self.queue.put_nowait(job)
         except queue.Full:
-            raise QueueFull(f"the server's queue is full ({self.settings.queue_size} requests waiting); "
-                            "retry later") from None
+            raise QueueFull(
+                f"the server's queue is full ({self.settings.queue_size} requests waiting); retry later"
+            ) from None
 
     # ------------------------------------------------------------------ the thread
 
@@ -163,7 +164,7 @@ class Worker:
             by_adapter.setdefault(job.target.adapter, []).append(job)
         for same in by_adapter.values():
             for start in range(0, len(same), size):
-                yield same[start:start + size], False
+                yield same[start : start + size], False
 
     def _decode(self, group: ModelGroup, jobs: list[Job], mixed: bool) -> None:
         try:
@@ -185,8 +186,14 @@ class Worker:
         self.rows += len(rows)
         pad_id = _pad_id(group.tokenizer, jobs[0].stop_ids)
         with _active(group, jobs[0].target.adapter, mixed):
-            decode_batch(group.model, rows, pad_id=pad_id, mixed_adapters=mixed and _is_peft(group.model),
-                         use_cache=not group.prompt_learning, admit=self._admitter(group, jobs[0], mixed))
+            decode_batch(
+                group.model,
+                rows,
+                pad_id=pad_id,
+                mixed_adapters=mixed and _is_peft(group.model),
+                use_cache=not group.prompt_learning,
+                admit=self._admitter(group, jobs[0], mixed),
+            )
 
     def _admitter(self, group: ModelGroup, first: Job, mixed: bool):
         """``admit(live)`` for :func:`decode_batch`: queued requests that can join this batch as it runs.
@@ -232,8 +239,15 @@ class Worker:
             self.tokens += row.tracker.sampled  # before the request hears it ended
             job.on_done(row.tracker.finished or "cancelled", len(job.prompt_ids), row.tracker.sampled)
 
-        return Row(prompt_ids=job.prompt_ids, sampling=job.sampling, tracker=tracker, on_text=job.on_text,
-                   on_done=done, cancelled=job.cancelled, adapter=job.target.adapter or BASE_ROW)
+        return Row(
+            prompt_ids=job.prompt_ids,
+            sampling=job.sampling,
+            tracker=tracker,
+            on_text=job.on_text,
+            on_done=done,
+            cancelled=job.cancelled,
+            adapter=job.target.adapter or BASE_ROW,
+        )
 
 
 def _skip_cancelled(job: Job) -> bool:

@@ -138,9 +138,7 @@ def _cap(text: str) -> str:
     return text[0].upper() + text[1:]
 
 
-def _note(
-    rng: random.Random, age: int, sex: str, complaint: str, diagnosis: str, med: str, dose: float
-) -> str:
+def _note(rng: random.Random, age: int, sex: str, complaint: str, diagnosis: str, med: str, dose: float) -> str:
     style = rng.randrange(6)
     extra = _extra(rng)
     if style == 0:  # full sentences
@@ -170,7 +168,7 @@ def _note(
         )
     if style == 4:  # "pt is a ... who reports"
         subject = _article(_subject_full(rng, age, sex))
-        pt, verb = rng.choice(("Pt", "Patient")), rng.choice(("reports", "complains of", "describes"))
+        pt, verb = (rng.choice(("Pt", "Patient")), rng.choice(("reports", "complains of", "describes")))
         return (
             f"{pt} is {subject} who {verb} {complaint}{_duration(rng, False)}. {extra}"
             f"{rng.choice(('Impression:', 'Assessment:', 'Dx:'))} {diagnosis}. "
@@ -227,9 +225,7 @@ def _chat(example: dict) -> dict:
     }
 
 
-def write_task_files(
-    out_dir: Path, *, n_train: int = 400, n_eval: int = 40, seed: int = 0
-) -> dict[str, Path]:
+def write_task_files(out_dir: Path, *, n_train: int = 400, n_eval: int = 40, seed: int = 0) -> dict[str, Path]:
     """Write ``train.jsonl`` and ``eval.jsonl`` (chat format) under ``out_dir``.
 
     The held-out split comes from its own random stream and never repeats a

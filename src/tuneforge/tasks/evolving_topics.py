@@ -88,22 +88,27 @@ PRODUCTS: dict[str, dict[str, str]] = {
 # Issue types, each in three wordings: the first two in training, the third held out.
 _ISSUES: tuple[tuple[str, str, str], ...] = (
     ("My {p} won't turn on.", "The {p} does not power up at all.", "I can't get the {p} to switch on."),
-    ("I was charged twice for my {p}.", "My card was billed two times for the {p}.",
-     "There's a double charge for the {p} on my statement."),
-    ("My {p} still hasn't shipped.", "The {p} I ordered is late, the tracking hasn't moved.",
-     "Delivery of my {p} is a week overdue."),
+    (
+        "I was charged twice for my {p}.",
+        "My card was billed two times for the {p}.",
+        "There's a double charge for the {p} on my statement.",
+    ),
+    (
+        "My {p} still hasn't shipped.",
+        "The {p} I ordered is late, the tracking hasn't moved.",
+        "Delivery of my {p} is a week overdue.",
+    ),
     ("The {p} arrived broken.", "My {p} came damaged in the box.", "The {p} was cracked when I opened it."),
-    ("I want to return my {p}.", "How do I send the {p} back for a refund?",
-     "Please start a return for the {p}."),
-    ("My {p} keeps shutting off.", "The {p} turns itself off after a minute.",
-     "The {p} randomly dies mid-use."),
-    ("The {p} is missing a part.", "My {p} came without the charger.",
-     "A piece of the {p} was not in the package."),
+    ("I want to return my {p}.", "How do I send the {p} back for a refund?", "Please start a return for the {p}."),
+    ("My {p} keeps shutting off.", "The {p} turns itself off after a minute.", "The {p} randomly dies mid-use."),
+    ("The {p} is missing a part.", "My {p} came without the charger.", "A piece of the {p} was not in the package."),
     ("The {p} makes a loud noise.", "My {p} rattles and buzzes.", "There's a grinding sound from the {p}."),
-    ("I never got a refund for the {p}.", "My refund for the {p} hasn't arrived.",
-     "Still waiting on the money back for my {p}."),
-    ("The app won't pair with my {p}.", "My phone can't connect to the {p}.",
-     "Bluetooth doesn't find the {p}."),
+    (
+        "I never got a refund for the {p}.",
+        "My refund for the {p} hasn't arrived.",
+        "Still waiting on the money back for my {p}.",
+    ),
+    ("The app won't pair with my {p}.", "My phone can't connect to the {p}.", "Bluetooth doesn't find the {p}."),
 )
 
 # Ticket layouts: {i} the issue, {n} a name, {o} an order number, {x} an irrelevant detail
@@ -132,11 +137,7 @@ _TRAIN_EXTRAS = (
     "This is my second message. ",
     "I live in Leeds. ",
 )
-_HELD_OUT_EXTRAS = (
-    "Writing from work. ",
-    "My sister has the same one. ",
-    "Already tried restarting. ",
-)
+_HELD_OUT_EXTRAS = ("Writing from work. ", "My sister has the same one. ", "Already tried restarting. ")
 
 
 def _ticket(rng: random.Random, product: str, held_out: bool) -> tuple[str, int, int]:
@@ -198,12 +199,40 @@ def generate_stage(stage: str, n: int, *, seed: int = SEED, held_out: bool = Fal
 
 # ---------------------------------------------------------------------------- general text
 
-_SYLLABLES = ("bar", "cal", "den", "fal", "gor", "hal", "kir", "lan", "mor", "nes", "por", "ros",
-              "sel", "tam", "vel", "wen", "ash", "brin", "dor", "ely")
+_SYLLABLES = (
+    "bar",
+    "cal",
+    "den",
+    "fal",
+    "gor",
+    "hal",
+    "kir",
+    "lan",
+    "mor",
+    "nes",
+    "por",
+    "ros",
+    "sel",
+    "tam",
+    "vel",
+    "wen",
+    "ash",
+    "brin",
+    "dor",
+    "ely",
+)
 _ENDINGS = ("ford", "ton", "by", "wick", "stead", "holm", "mouth", "dale")
 _INDUSTRIES = ("wool", "pottery", "fishing", "timber", "cider", "salt", "lace", "barley")
-_SIGHTS = ("a stone bridge", "an old market hall", "a clock tower", "a small harbour", "a ruined abbey",
-           "a windmill", "a botanical garden", "a covered market")
+_SIGHTS = (
+    "a stone bridge",
+    "an old market hall",
+    "a clock tower",
+    "a small harbour",
+    "a ruined abbey",
+    "a windmill",
+    "a botanical garden",
+    "a covered market",
+)
 _SEASONS = {
     "spring": ("the days grow longer", "fruit trees blossom", "farmers sow their crops", "lambs are born"),
     "summer": ("the sun stays up late", "fields turn golden", "rivers run low", "many people travel"),

@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 SEED = 0
-TRAIN_PER_ANSWER, EVAL_PER_ANSWER = 18, 3  # questions per answer (train: answers that have training questions)
+TRAIN_PER_ANSWER, EVAL_PER_ANSWER = (18, 3)  # questions per answer (train: answers that have training questions)
 UNSEEN_SHARE = 0.2  # share of answers with no training question
 NEGATIVE_SHARE = 0.5  # share of training rows with a hard negative
 MIN_WORDS, MAX_WORDS, MAX_ANSWER_WORDS = 6, 25, 60
@@ -290,14 +290,34 @@ Export First = export priority|export mode ;; Economy 7 = E7|economy seven
 Economy 10 = E10|economy ten ;; a half-hourly tariff = agile|a dynamic half hourly tariff ;; Australia = Oz|NSW
 an EV tariff = an electric car tariff|an EV night rate ;; the UK = England|Britain ;; California = Cali|CA
 """
-_LED_WORDS = {"solid": ("solid", "steady", "constant"), "blinking": ("blinking", "flashing", "flickering"),
-              "green": ("green",), "amber": ("amber", "orange", "yellow"), "red": ("red",), "blue": ("blue",)}
+_LED_WORDS = {
+    "solid": ("solid", "steady", "constant"),
+    "blinking": ("blinking", "flashing", "flickering"),
+    "green": ("green",),
+    "amber": ("amber", "orange", "yellow"),
+    "red": ("red",),
+    "blue": ("blue",),
+}
 _SHARED = {"unit": ("battery", "VoltNest", "system", "unit", "setup"), "pct": ("45%", "60%", "99%", "halfway")}
 _PREFIXES = ("hi,", "hey,", "quick question:", "hello,", "help!", "ok so", "sorry if this is obvious,", "newbie here:")
 _SUFFIXES = ("thanks", "thx", "cheers", "any ideas?", "pls help", "thanks in advance")
-_TYPOS = {"battery": "batery", "because": "bc", "please": "pls", "really": "rly", "firmware": "firmwear",
-          "warranty": "warrenty", "inverter": "invertor", "through": "thru", "what": "wat", "doesn't": "doesnt",
-          "won't": "wont", "can't": "cant", "what's": "whats", "I'm": "im", "notifications": "notifcations"}
+_TYPOS = {
+    "battery": "batery",
+    "because": "bc",
+    "please": "pls",
+    "really": "rly",
+    "firmware": "firmwear",
+    "warranty": "warrenty",
+    "inverter": "invertor",
+    "through": "thru",
+    "what": "wat",
+    "doesn't": "doesnt",
+    "won't": "wont",
+    "can't": "cant",
+    "what's": "whats",
+    "I'm": "im",
+    "notifications": "notifcations",
+}
 
 
 def _parse(text: str) -> dict[str, dict]:
@@ -306,9 +326,14 @@ def _parse(text: str) -> dict[str, dict]:
     for line in re.sub(r"\n +", " ", text.strip()).splitlines():  # an indented line continues the one above
         if head := re.fullmatch(r"## (\w+)(?: <(\w+))?(?: \[(.*?)\])?:\s*(.*)", line):
             name, table, fields, answer = head.groups()
-            block = blocks[name] = {"name": name, "answer": answer, "train": [], "held": [],
-                                    "fields": blocks[table]["fields"] if table else (fields or "text").split(),
-                                    "facts": dict(blocks[table]["facts"]) if table else {}}
+            block = blocks[name] = {
+                "name": name,
+                "answer": answer,
+                "train": [],
+                "held": [],
+                "fields": blocks[table]["fields"] if table else (fields or "text").split(),
+                "facts": dict(blocks[table]["facts"]) if table else {},
+            }
         elif line.startswith(("Q: ", "H: ")):
             block["train" if line[0] == "Q" else "held"] += line[3:].split("|")
         else:
@@ -341,8 +366,17 @@ def _aliases(detail: str) -> tuple[str, ...]:
 
 def _answers() -> list[dict]:
     """Every answer, in intent order: {"intent", "detail", "text", "facts", "spec"} (spec: its intent block)."""
-    return [{"intent": intent["name"], "detail": detail, "text": intent["answer"].format(v=detail, **facts),
-             "facts": facts, "spec": intent} for intent in _INTENTS for detail, facts in intent["facts"].items()]
+    return [
+        {
+            "intent": intent["name"],
+            "detail": detail,
+            "text": intent["answer"].format(v=detail, **facts),
+            "facts": facts,
+            "spec": intent,
+        }
+        for intent in _INTENTS
+        for detail, facts in intent["facts"].items()
+    ]
 
 
 def _key(text: str) -> str:
@@ -367,8 +401,11 @@ def _typo(rng: random.Random, text: str) -> str:
 def _question(rng: random.Random, answer: dict, split: str) -> str:
     """One question that ``answer`` answers, from the ``split`` templates ("train" or "held")."""
     pattern = rng.choice(answer["spec"][split])
-    slots = {s: rng.choice((answer["facts"][s].split("|") if s in answer["facts"] else _SHARED[s]))
-             for s in re.findall(r"\{(\w+)\}", pattern) if s != "v"}
+    slots = {
+        s: rng.choice(answer["facts"][s].split("|") if s in answer["facts"] else _SHARED[s])
+        for s in re.findall(r"\{(\w+)\}", pattern)
+        if s != "v"
+    }
     text = pattern.format(v="\x00", **slots)  # the detail goes in last: no typo or case change breaks it
     if rng.random() < 0.2:
         text = f"{rng.choice(_PREFIXES)} {text}"
@@ -422,22 +459,30 @@ def generate_splits(seed: int = SEED) -> dict[str, list[dict]]:
     unseen = _unseen(answers, seed)
     seen = [a for a in answers if a["text"] not in unseen]
     rng, taken = random.Random(f"train:{seed}"), set()
-    train = [{"anchor": q, "positive": a["text"]} for a in seen for q in _questions(rng, a, "train", TRAIN_PER_ANSWER,
-                                                                                     taken)]
+    train = [
+        {"anchor": q, "positive": a["text"]} for a in seen for q in _questions(rng, a, "train", TRAIN_PER_ANSWER, taken)
+    ]
     rng.shuffle(train)
     for i, row in enumerate(train):
         if i % round(1 / NEGATIVE_SHARE) == 0:  # hard negative: a sibling answer that has training questions
             row["negative"] = rng.choice(_siblings(row["positive"], seen)[:2])
     held_rng = random.Random(f"held-out:{seed}")
-    held = [{"anchor": q, "positive": a["text"]} for a in answers for q in _questions(held_rng, a, "held",
-                                                                                       EVAL_PER_ANSWER, taken)]
+    held = [
+        {"anchor": q, "positive": a["text"]}
+        for a in answers
+        for q in _questions(held_rng, a, "held", EVAL_PER_ANSWER, taken)
+    ]
     held_rng.shuffle(held)
     corpus = [a["text"] for a in answers]
     random.Random(f"corpus:{seed}").shuffle(corpus)
     raw = corpus + [row["anchor"] for row in train]
     random.Random(f"raw:{seed}").shuffle(raw)
-    return {"train": train, "eval": held, "corpus": [{"text": t} for t in corpus],
-            "raw_text": [{"text": t} for t in raw]}
+    return {
+        "train": train,
+        "eval": held,
+        "corpus": [{"text": t} for t in corpus],
+        "raw_text": [{"text": t} for t in raw],
+    }
 
 
 def write_task_files(folder: Path, *, seed: int = SEED) -> dict[str, Path]:
@@ -454,9 +499,11 @@ def write_task_files(folder: Path, *, seed: int = SEED) -> dict[str, Path]:
 def describe() -> str:
     """One line for users."""
     splits = generate_splits()
-    return (f"faq_retrieval: match paraphrased user questions to VoltNest home-battery FAQ answers (near-duplicate "
-            f"distractors, ~{UNSEEN_SHARE:.0%} of answers unseen in training); {len(splits['train'])} train pairs, "
-            f"{len(splits['eval'])} held-out questions, {len(splits['corpus'])} answers; metric: recall@k.")
+    return (
+        f"faq_retrieval: match paraphrased user questions to VoltNest home-battery FAQ answers (near-duplicate "
+        f"distractors, ~{UNSEEN_SHARE:.0%} of answers unseen in training); {len(splits['train'])} train pairs, "
+        f"{len(splits['eval'])} held-out questions, {len(splits['corpus'])} answers; metric: recall@k."
+    )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,11 @@ def _topic(**fields: str) -> dict[str, tuple[str, ...]]:
 # another: a plainly unwelcome thing; nq/nf: neutral questions and facts.
 _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
     "phones": _topic(
-        thing="this phone|my new phone|the new flagship|the budget model|the new model", did="got",
-        doing="setting up", qthing="the new flagship|the budget model|the new model|the foldable", cat="phone",
+        thing="this phone|my new phone|the new flagship|the budget model|the new model",
+        did="got",
+        doing="setting up",
+        qthing="the new flagship|the budget model|the new model|the foldable",
+        cat="phone",
         at="@Google|@Apple|@SamsungMobile|@OnePlus",
         tag="#tech|#techtwitter|#smartphone|#gadgets",
         pos="the battery lasts two full days|the camera is insane at night|the screen is gorgeous|"
@@ -67,8 +70,8 @@ _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
         fails="hold a charge|make a normal phone call|take a clear photo",
         wait="watching my phone reboot in the middle of a call|paying $1000 for a phone that dies by noon|"
         "being on hold with support for an hour|restarting my phone five times a day",
-        another="update that breaks the wifi|phone with no charger in the box|"
-        "$1200 phone that looks like the last one", pres="keeping it|not going back to my old one",
+        another="update that breaks the wifi|phone with no charger in the box|$1200 phone that looks like the last one",
+        pres="keeping it|not going back to my old one",
         nres="returning it tomorrow|going back to my old one",
         nq="anyone know when the update drops?|is 128gb enough or should I get 256?|"
         "what case are you all using for it?|does it come with a charger in the box?",
@@ -77,7 +80,10 @@ _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
     ),
     "food": _topic(
         thing="this place|their new burger|the spicy chicken sandwich|the late night menu|the new location",
-        did="tried", doing="trying", cat="restaurant", at="@Chipotle|@tacobell|@Wendys|@dominos",
+        did="tried",
+        doing="trying",
+        cat="restaurant",
+        at="@Chipotle|@tacobell|@Wendys|@dominos",
         tag="#foodie|#foodtok|#fastfood|#lunch",
         pos="the flavor was unreal|the fries were crispy and hot|the portions are huge|the staff were super sweet|"
         "every single bite was perfect|the sauce is bussin",
@@ -89,15 +95,20 @@ _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
         wait="waiting 2 hours for a table|paying $18 for cold fries|finding a hair in my soup|"
         "getting the wrong order for the third time",
         another="$20 sandwich with three fries on the side|shrinkflation burger|45 minute wait for a table",
-        pres="going back next week|already planning my next visit", nres="not going back|never eating there again",
+        pres="going back next week|already planning my next visit",
+        nres="not going back|never eating there again",
         nq="what time do they close on sundays?|is there anything vegan on the menu?|"
         "do they take reservations or is it walk in only?|is it cash only?",
         nf="they open a second location next month|booked a table for my sister's birthday saturday|"
         "the menu changes every season|they're closed for renovations until the 12th",
     ),
     "games": _topic(
-        thing="this game|the new season|the dlc|the new update|the remake", did="played", doing="starting",
-        cat="game", at="@PlayStation|@Xbox|@NintendoAmerica|@EpicGames", tag="#gaming|#gamer|#videogames|#ps5",
+        thing="this game|the new season|the dlc|the new update|the remake",
+        did="played",
+        doing="starting",
+        cat="game",
+        at="@PlayStation|@Xbox|@NintendoAmerica|@EpicGames",
+        tag="#gaming|#gamer|#videogames|#ps5",
         pos="the combat feels so smooth|the soundtrack goes crazy|the open world is gorgeous|"
         "the story had me hooked all weekend|it runs at a solid 60fps|the boss fights are peak",
         neg="it crashes every twenty minutes|the servers are down again|matchmaking takes forever|"
@@ -108,15 +119,19 @@ _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
         wait="downloading a 60gb day one patch|getting disconnected mid match|paying $70 for a beta|"
         "losing my save file",
         another="battle pass|$70 game that ships broken|delay|remaster nobody asked for",
-        pres="already 40 hours in|game of the year for me", nres="refunded|uninstalling it",
+        pres="already 40 hours in|game of the year for me",
+        nres="refunded|uninstalling it",
         nq="anyone know if it's coming to switch?|what difficulty are you all playing on?|"
         "is co-op split screen or online only?|how long is the main story?",
         nf="patch notes drop tomorrow at 9|preloaded it, launches friday at midnight|"
         "the dlc gets announced next week|servers go down for maintenance at 2am",
     ),
     "shows": _topic(
-        thing="the new season|the finale|this anime|the reboot|this series|that true crime doc", did="watched",
-        doing="starting", cat="show", at="@netflix|@PrimeVideo|@hbomax|@disneyplus",
+        thing="the new season|the finale|this anime|the reboot|this series|that true crime doc",
+        did="watched",
+        doing="starting",
+        cat="show",
+        at="@netflix|@PrimeVideo|@hbomax|@disneyplus",
         tag="#tv|#bingewatching|#tvtwitter|#nospoilers",
         pos="the acting was incredible|the ending gave me chills|the soundtrack is perfect|"
         "I binged the whole thing in one night|every episode is better than the last|the visuals are stunning",
@@ -137,7 +152,10 @@ _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
     ),
     "airlines": _topic(
         thing="this airline|the red eye to nyc|the 6am to chicago|their new business class|the budget carrier",
-        did="flew", doing="flying", cat="airline", at="@united|@Delta|@AmericanAir|@Ryanair",
+        did="flew",
+        doing="flying",
+        cat="airline",
+        at="@united|@Delta|@AmericanAir|@Ryanair",
         tag="#travel|#wanderlust|#avgeek|#airport",
         pos="we landed 20 minutes early|the crew were so kind|I got a free upgrade|boarding took ten minutes|"
         "the seats actually had legroom|they found my bag in an hour",
@@ -158,9 +176,13 @@ _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
         "the terminal moved to gate c this week|boarding starts at 7:15",
     ),
     "sports": _topic(
-        thing="my team|this squad|our squad|the team this year|the new coach", did="watched", doing="checking out",
-        qthing="the new signing|the season pass|the new stadium|the new streaming package", cat="team",
-        at="@ESPN|@SportsCenter|@BleacherReport|@TheAthletic", tag="#gameday|#matchday|#sportstwitter|#letsgo",
+        thing="my team|this squad|our squad|the team this year|the new coach",
+        did="watched",
+        doing="checking out",
+        qthing="the new signing|the season pass|the new stadium|the new streaming package",
+        cat="team",
+        at="@ESPN|@SportsCenter|@BleacherReport|@TheAthletic",
+        tag="#gameday|#matchday|#sportstwitter|#letsgo",
         pos="we won by 30|that last second shot was unreal|the defense was locked in all night|"
         "the rookie is a problem|that comeback was legendary|we finally made the playoffs",
         neg="we blew a 20 point lead|the defense was nonexistent|we got destroyed at home|the refs robbed us|"
@@ -169,7 +191,8 @@ _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
         minor="the first half was sloppy|the tickets cost a fortune|our star sat out|it rained the whole game",
         fails="defend a corner|hit a free throw|win a home game",
         wait="watching us blow another lead|paying $15 for a stadium beer|sitting through a 3 hour rain delay",
-        another="blown lead|injury|rebuilding season", pres="what a season|proud of this team",
+        another="blown lead|injury|rebuilding season",
+        pres="what a season|proud of this team",
         nres="cancelling my season tickets|done watching this season",
         nq="what channel is the game on tonight?|who's starting at quarterback sunday?|"
         "is the game on cable or streaming?|when does the draft start?",
@@ -177,8 +200,11 @@ _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
         "heading to the stadium now, section 112",
     ),
     "delivery": _topic(
-        thing="this delivery app|the app|their membership|this food app", did="used", doing="trying",
-        cat="delivery app", at="@DoorDash|@UberEats|@Deliveroo|@Instacart",
+        thing="this delivery app|the app|their membership|this food app",
+        did="used",
+        doing="trying",
+        cat="delivery app",
+        at="@DoorDash|@UberEats|@Deliveroo|@Instacart",
         tag="#delivery|#foodorder|#takeout|#dinner",
         pos="the food showed up in 15 minutes|the driver was super nice|everything arrived still hot|"
         "the refund took two minutes|the tracking is actually accurate now|the wings were bussin",
@@ -190,7 +216,8 @@ _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
         wait="waiting 2 hours for cold pad thai|paying $12 in fees for a $9 burger|"
         "watching my driver do three other orders first|chatting with a support bot for 40 minutes",
         another="service fee|order that shows up cold|'your driver is nearby' for 45 minutes",
-        pres="ordering again tonight|my go-to app now", nres="deleting the app|switching apps",
+        pres="ordering again tonight|my go-to app now",
+        nres="deleting the app|switching apps",
         nq="does the app do grocery delivery in my area?|how do I change the tip after ordering?|"
         "is the membership monthly or yearly?|anyone know the promo code for first orders?",
         nf="ordered thai, eta says 7:40|they added a new pickup option|the membership price changes next month|"
@@ -211,43 +238,78 @@ _SHARED: dict[str, tuple[str, ...]] = {
 # label -> phenomenon -> patterns. A template fixes the label; its slots never change it.
 _PATTERNS: dict[str, dict[str, tuple[str, ...]]] = {
     "positive": {
-        "plain": ("{pos}, {thing} is {padj}", "just {did} {thing} and {pos}", "{pos}. new favorite {cat} unlocked",
-                  "can we talk about how {pos}?? {thing} is {padj}", "{at} you nailed it with {thing}, {pos}"),
-        "slang": ("{pslang}, {pos}. {thing} is {padj}", "{thing} is a W fr, {pos}",
-                  "{thing} hits different, {pos}"),
-        "negation": ("{thing} is not bad at all, {pos}", "can't complain about {thing}, {pos}",
-                     "didn't expect much from {thing} but {pos}", "no complaints about {thing} so far, {pos}",
-                     "{thing} did not disappoint. {pos}", "never had a single issue with {thing}, {pos}"),
-        "mixed": ("{minor} but {pos}, {pres}", "ok {minor}, but honestly {pos}. {pres}",
-                  "{minor}, sure, but {pos}. {pres}"),
+        "plain": (
+            "{pos}, {thing} is {padj}",
+            "just {did} {thing} and {pos}",
+            "{pos}. new favorite {cat} unlocked",
+            "can we talk about how {pos}?? {thing} is {padj}",
+            "{at} you nailed it with {thing}, {pos}",
+        ),
+        "slang": ("{pslang}, {pos}. {thing} is {padj}", "{thing} is a W fr, {pos}", "{thing} hits different, {pos}"),
+        "negation": (
+            "{thing} is not bad at all, {pos}",
+            "can't complain about {thing}, {pos}",
+            "didn't expect much from {thing} but {pos}",
+            "no complaints about {thing} so far, {pos}",
+            "{thing} did not disappoint. {pos}",
+            "never had a single issue with {thing}, {pos}",
+        ),
+        "mixed": (
+            "{minor} but {pos}, {pres}",
+            "ok {minor}, but honestly {pos}. {pres}",
+            "{minor}, sure, but {pos}. {pres}",
+        ),
         "inverted": ("I hate how good {thing} is, {pos}", "I'm never shutting up about {thing}, {pos}"),
     },
     "negative": {
-        "plain": ("{neg}. {thing} is {nadj}", "just {did} {thing} and {neg}", "{at} {neg} and nobody is helping",
-                  "{neg}. worst {cat} I've dealt with all year"),
-        "slang": ("{nslang}, {neg}. {thing} is {nadj}", "{thing} is so mid, {neg}",
-                  "took an L with {thing}, {neg}"),
-        "negation": ("{thing} wasn't great tbh, {neg}", "{thing} is not worth the hype, {neg}",
-                     "not impressed with {thing} at all, {neg}", "would not recommend {thing}, {neg}",
-                     "{thing} can't even {fails}, how is that even possible", "never again with {thing}, {neg}"),
-        "sarcasm": ("oh great, another {another}. thanks {at}", "love {wait} 🙄 {thing} never disappoints",
-                    "nothing like {wait} to make my day /s", "wow, {wait}. what a great experience /s",
-                    "thanks {at} for yet another {another}, really appreciate it /s",
-                    "{thing} is totally worth the hype, yeah right. {neg}", "best {cat} ever, {neg} /s",
-                    "so happy I spent my day {wait} 🙃",
-                    "{wait} is exactly how I wanted to spend my night. thanks {at}"),
-        "mixed": ("{plus} but {neg}, {nres}", "ok {plus}, I'll give them that. but {neg}. {nres}",
-                  "{plus}, sure, but {neg}. {nres}", "wanted to love {thing}. {plus} but {neg}, {nres}"),
+        "plain": (
+            "{neg}. {thing} is {nadj}",
+            "just {did} {thing} and {neg}",
+            "{at} {neg} and nobody is helping",
+            "{neg}. worst {cat} I've dealt with all year",
+        ),
+        "slang": ("{nslang}, {neg}. {thing} is {nadj}", "{thing} is so mid, {neg}", "took an L with {thing}, {neg}"),
+        "negation": (
+            "{thing} wasn't great tbh, {neg}",
+            "{thing} is not worth the hype, {neg}",
+            "not impressed with {thing} at all, {neg}",
+            "would not recommend {thing}, {neg}",
+            "{thing} can't even {fails}, how is that even possible",
+            "never again with {thing}, {neg}",
+        ),
+        "sarcasm": (
+            "oh great, another {another}. thanks {at}",
+            "love {wait} 🙄 {thing} never disappoints",
+            "nothing like {wait} to make my day /s",
+            "wow, {wait}. what a great experience /s",
+            "thanks {at} for yet another {another}, really appreciate it /s",
+            "{thing} is totally worth the hype, yeah right. {neg}",
+            "best {cat} ever, {neg} /s",
+            "so happy I spent my day {wait} 🙃",
+            "{wait} is exactly how I wanted to spend my night. thanks {at}",
+        ),
+        "mixed": (
+            "{plus} but {neg}, {nres}",
+            "ok {plus}, I'll give them that. but {neg}. {nres}",
+            "{plus}, sure, but {neg}. {nres}",
+            "wanted to love {thing}. {plus} but {neg}, {nres}",
+        ),
     },
     "neutral": {
-        "question": ("{nq}", "{at} {nq}", "anyone tried {qthing} yet? trying to decide {day}",
-                     "no idea if {qthing} is any good, what do you all think?",
-                     "is {qthing} actually good or just hype? genuinely asking",
-                     "poll: is {qthing} overrated or underrated? 🤔"),
+        "question": (
+            "{nq}",
+            "{at} {nq}",
+            "anyone tried {qthing} yet? trying to decide {day}",
+            "no idea if {qthing} is any good, what do you all think?",
+            "is {qthing} actually good or just hype? genuinely asking",
+            "poll: is {qthing} overrated or underrated? 🤔",
+        ),
         "fact": ("update: {nf}", "{at} {nf}", "{nf}. {nq}"),
         "plan": ("{doing} {qthing} {day}, will report back on how it goes",),
-        "hedge": ("not sure yet how I feel about {qthing}, will post an update {day}",
-                  "reviews of {qthing} are all over the place, guess I'll see for myself {day}"),
+        "hedge": (
+            "not sure yet how I feel about {qthing}, will post an update {day}",
+            "reviews of {qthing} are all over the place, guess I'll see for myself {day}",
+        ),
     },
 }
 _TEMPLATES: tuple[tuple[str, str, str], ...] = tuple(
@@ -261,15 +323,55 @@ _FILLERS = {
 }
 _SUFFIXES = {"positive": ("fr", "no cap", "fr fr", "ong"), "negative": ("smh", "fr", "bruh", "ugh")}
 _ENDINGS = {"positive": ("", "!", "!!", "!!!", "."), "negative": ("", ".", "!", "!!", "..."), "neutral": ("", ".")}
-_EMOJI = {"positive": ("😍", "🔥", "🙌", "💯", "👍", "🥰", "✨", "🤩", "😭"), "sarcasm": ("🙄", "🙃", "🤡", "👏"),
-          "negative": ("😡", "🤬", "😤", "👎", "😒", "💀", "😭", "🤡"), "neutral": ("🤔", "👀", "😐", "🤷", "📅")}
-_TYPOS = {
-    "really": "rly", "definitely": "definately", "because": "bc", "probably": "prolly", "you": "u",
-    "though": "tho", "tonight": "tonite", "favorite": "fav", "minutes": "mins", "wasn't": "wasnt",
-    "didn't": "didnt", "can't": "cant", "I'm": "im", "I've": "ive", "I'll": "ill", "what": "wut",
+_EMOJI = {
+    "positive": ("😍", "🔥", "🙌", "💯", "👍", "🥰", "✨", "🤩", "😭"),
+    "sarcasm": ("🙄", "🙃", "🤡", "👏"),
+    "negative": ("😡", "🤬", "😤", "👎", "😒", "💀", "😭", "🤡"),
+    "neutral": ("🤔", "👀", "😐", "🤷", "📅"),
 }
-_STOP = {"the", "and", "was", "are", "for", "all", "its", "our", "got", "one", "two", "way", "that", "this", "with",
-         "they", "them", "every", "whole", "just", "from", "were", "than"}
+_TYPOS = {
+    "really": "rly",
+    "definitely": "definately",
+    "because": "bc",
+    "probably": "prolly",
+    "you": "u",
+    "though": "tho",
+    "tonight": "tonite",
+    "favorite": "fav",
+    "minutes": "mins",
+    "wasn't": "wasnt",
+    "didn't": "didnt",
+    "can't": "cant",
+    "I'm": "im",
+    "I've": "ive",
+    "I'll": "ill",
+    "what": "wut",
+}
+_STOP = {
+    "the",
+    "and",
+    "was",
+    "are",
+    "for",
+    "all",
+    "its",
+    "our",
+    "got",
+    "one",
+    "two",
+    "way",
+    "that",
+    "this",
+    "with",
+    "they",
+    "them",
+    "every",
+    "whole",
+    "just",
+    "from",
+    "were",
+    "than",
+}
 
 _TOPIC_NAMES = tuple(_TOPICS)
 

@@ -77,9 +77,19 @@ def gather_full_state(accelerator, prepared_model) -> dict[str, torch.Tensor]:
     return full
 
 
-def save_checkpoint(run_dir: Path, step: int, *, model, optimizer, scheduler, state: dict,
-                    keep: int = 2, adapter_model=None, weights: dict[str, torch.Tensor] | None = None,
-                    pending: bool = False) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    model,
+    optimizer,
+    scheduler,
+    state: dict,
+    keep: int = 2,
+    adapter_model=None,
+    weights: dict[str, torch.Tensor] | None = None,
+    pending: bool = False,
+) -> Path:
     """Write one checkpoint atomically and prune old ones.
 
     ``pending=True`` (sharded setups) marks it incomplete until every process has
@@ -122,9 +132,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.exists():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-             and (p / "state.json").exists() and not (p / PENDING).exists()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").exists() and not (p / PENDING).exists()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
 def set_aside(run_dir: Path, from_step: int) -> list[Path]:
@@ -132,7 +145,7 @@ def set_aside(run_dir: Path, from_step: int) -> list[Path]:
     never resumed from (``list_checkpoints`` only sees ``step-…``)."""
     moved = []
     for path in list_checkpoints(run_dir):
-        if int(path.name[len(PREFIX):]) >= from_step:
+        if int(path.name[len(PREFIX) :]) >= from_step:
             target = path.with_name("diverged-" + path.name)
             path.rename(target)
             moved.append(target)

@@ -36,8 +36,16 @@ class DivergenceError(RuntimeError):
 
 
 class DivergenceWatch:
-    def __init__(self, *, chance_loss: float | None, mode: str = "stop", hint: str = "", console=None,
-                 first_steps: int = FIRST_STEPS, patience: int = PATIENCE):
+    def __init__(
+        self,
+        *,
+        chance_loss: float | None,
+        mode: str = "stop",
+        hint: str = "",
+        console=None,
+        first_steps: int = FIRST_STEPS,
+        patience: int = PATIENCE,
+    ):
         self.chance = chance_loss
         self.mode = mode
         self.hint = hint
@@ -58,8 +66,7 @@ class DivergenceWatch:
         if start is None:
             return None
         if self.chance and start < 0.8 * self.chance and loss >= 0.95 * self.chance:
-            return (f"rose from {start:.3f} to {loss:.3f}, the loss of a uniform guess "
-                    f"(ln K = {self.chance:.2f})")
+            return f"rose from {start:.3f} to {loss:.3f}, the loss of a uniform guess (ln K = {self.chance:.2f})"
         if loss > 3 * start and loss > start + 2.0:
             return f"rose from {start:.3f} at the start to {loss:.3f}"
         return None
@@ -75,12 +82,17 @@ class DivergenceWatch:
             self.first_bad_step = step
         if self.bad_in_a_row < self.patience or self.warning is not None:
             return
-        message = (f"training diverged at step {step}: the loss {reason} and stayed there for "
-                   f"{self.patience} steps; the model is being destroyed. {self.hint}").strip()
+        message = (
+            f"training diverged at step {step}: the loss {reason} and stayed there for "
+            f"{self.patience} steps; the model is being destroyed. {self.hint}"
+        ).strip()
         if self.mode == "stop":
-            raise DivergenceError(step, message + " The run stopped and the last good checkpoint was kept; "
-                                  "set training.on_divergence=warn to train on regardless.",
-                                  first_bad_step=self.first_bad_step)
+            raise DivergenceError(
+                step,
+                message + " The run stopped and the last good checkpoint was kept; "
+                "set training.on_divergence=warn to train on regardless.",
+                first_bad_step=self.first_bad_step,
+            )
         self.warning = message
         if self.console is not None:
             self.console.print(f"[bold yellow]warning:[/] {message}", highlight=False)

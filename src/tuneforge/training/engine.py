@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,8 +17,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 console = Console(stderr=True)
 
 
-def make_accelerator(*, mixed_precision: str, gradient_accumulation_steps: int = 1, trackers: list[str] | None = None,
-                     project_dir: Path | None = None, cpu: bool | None = None):
+def make_accelerator(
+    *,
+    mixed_precision: str,
+    gradient_accumulation_steps: int = 1,
+    trackers: list[str] | None = None,
+    project_dir: Path | None = None,
+    cpu: bool | None = None,
+):
     from accelerate import Accelerator
 
     from .precision import resolve_precision
@@ -101,7 +108,9 @@ class RowOrder:
             generator = torch.Generator().manual_seed(self.seed + epoch)
             order = torch.randperm(self.num_rows, generator=generator).tolist()
             if self.arrange is not None:
-                order = self.arrange(order, self.group, (self.group - (epoch * self.num_rows) % self.group) % self.group)
+                order = self.arrange(
+                    order, self.group, (self.group - (epoch * self.num_rows) % self.group) % self.group
+                )
             self._cache = {epoch: order}
         return self._cache[epoch]
 
@@ -115,7 +124,7 @@ class RowOrder:
 def split_for_process(indices: list[int], rank: int, world: int, batch_size: int) -> list[list[int]]:
     """This process's share of a global batch, cut into micro-batches of ``batch_size`` rows."""
     mine = indices[rank::world]
-    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
 def total_steps(num_rows: int, global_batch: int, epochs: float, max_steps: int | None) -> int:
@@ -137,10 +146,8 @@ class StopSignal:
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
         return self
 
     def _handle(self, signum, frame):
@@ -183,8 +190,9 @@ class MetricsLog:
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.progress.__enter__()
-        self.task = self.progress.add_task("train", total=self.total, completed=self.start_step,
-                                           loss="-", lr="-", tps="-")
+        self.task = self.progress.add_task(
+            "train", total=self.total, completed=self.start_step, loss="-", lr="-", tps="-"
+        )
         return self
 
     def __exit__(self, *exc):
@@ -200,11 +208,15 @@ class MetricsLog:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             if self.accelerator.trackers:
-                self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
-                                     step=record.get("step"))
+                self.accelerator.log(
+                    {k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step")
+                )
         if advance and self.task is not None:
             self.progress.update(
-                self.task, completed=record["step"], loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
+                self.task,
+                completed=record["step"],
+                loss=f"{record['loss']:.4f}",
+                lr=f"{record['lr']:.2e}",
                 tps=f"{record.get('tokens_per_second', 0):.0f}",
             )
         elif "eval_loss" in record and self.enabled:

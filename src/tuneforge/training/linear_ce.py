@@ -80,8 +80,8 @@ def _accumulate(hidden, weight, targets, rows, buffer, total, grad_hidden, grad_
     n = hidden.shape[0]
     need_hidden, need_weight = grad_hidden is not None, grad_weight is not None
     for start in range(0, n, rows):
-        h = hidden[start:start + rows]
-        t = targets[start:start + rows]
+        h = hidden[start : start + rows]
+        t = targets[start : start + rows]
         logits = buffer[: h.shape[0]]
         h = h if h.dtype == dtype else h.to(dtype)
         if low_buffer is None:
@@ -98,7 +98,7 @@ def _accumulate(hidden, weight, targets, rows, buffer, total, grad_hidden, grad_
             logits[torch.arange(h.shape[0], device=h.device), t] -= 1.0
             d = logits if low_buffer is None else low_logits.copy_(logits)
             if need_hidden:
-                grad_hidden[start:start + rows] = (d @ w).to(grad_hidden.dtype)
+                grad_hidden[start : start + rows] = (d @ w).to(grad_hidden.dtype)
             if need_weight:
                 if low_buffer is None:
                     grad_weight.addmm_(d.t(), h)
@@ -116,8 +116,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         # Evaluation: the loss only (needs_input_grad would still ask for weight gradients).
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         rows = _chunk_rows(weight.shape[0])
-        buffer = torch.empty((min(rows, hidden.shape[0]), weight.shape[0]), dtype=torch.float32,
-                             device=hidden.device)
+        buffer = torch.empty((min(rows, hidden.shape[0]), weight.shape[0]), dtype=torch.float32, device=hidden.device)
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             _accumulate(hidden, weight, targets, rows, buffer, total, None, None, low)
         return total

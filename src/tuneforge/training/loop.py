@@ -66,10 +66,23 @@ def _any_process(accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(value, reduction="sum").item() > 0)
 
 
-def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, collate: Callable[[list], object],
-               settings: LoopSettings, run_dir: Path, start_state: dict, adapter_model=None,
-               eval_fn=None, watch: DivergenceWatch | None = None, arrange=None,
-               after_step: Callable[[int], None] | None = None) -> LoopResult:
+def train_loop(
+    *,
+    loss_model,
+    optimizer,
+    scheduler,
+    accelerator,
+    rows: list,
+    collate: Callable[[list], object],
+    settings: LoopSettings,
+    run_dir: Path,
+    start_state: dict,
+    adapter_model=None,
+    eval_fn=None,
+    watch: DivergenceWatch | None = None,
+    arrange=None,
+    after_step: Callable[[int], None] | None = None,
+) -> LoopResult:
     """Train until ``settings.total_steps``; resume from ``start_state`` (step, rows_consumed).
 
     ``arrange``: the method's reordering of each epoch (see ``engine.RowOrder``), or None.
@@ -85,7 +98,8 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
         # of this epoch and skip others.
         raise CheckpointMismatch(
             f"this run arranges its rows in global batches of {saved_batch} (batch_size × "
-            f"gradient_accumulation_steps × processes); resume with the same global batch, not {global_batch}")
+            f"gradient_accumulation_steps × processes); resume with the same global batch, not {global_batch}"
+        )
     step = int(start_state.get("step", 0))
     consumed = int(start_state.get("rows_consumed", 0))
     tokens = count = 0
@@ -101,10 +115,16 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
         path = None
         if main:
             path = save_checkpoint(
-                run_dir, step, model=accelerator.unwrap_model(loss_model), weights=weights,
-                optimizer=None if sharded else optimizer, scheduler=scheduler, keep=settings.keep_checkpoints,
+                run_dir,
+                step,
+                model=accelerator.unwrap_model(loss_model),
+                weights=weights,
+                optimizer=None if sharded else optimizer,
+                scheduler=scheduler,
+                keep=settings.keep_checkpoints,
                 state={"rows_consumed": consumed, "epoch": consumed / len(rows), "global_batch": global_batch},
-                adapter_model=None if sharded else adapter_model, pending=sharded,
+                adapter_model=None if sharded else adapter_model,
+                pending=sharded,
             )
         accelerator.wait_for_everyone()
         if sharded:
@@ -120,13 +140,19 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
 
     started = time.perf_counter()
     loss_model.train()
-    log = MetricsLog(run_dir / "metrics.jsonl", total_steps=settings.total_steps, start_step=step,
-                     accelerator=accelerator, enabled=main)
+    log = MetricsLog(
+        run_dir / "metrics.jsonl",
+        total_steps=settings.total_steps,
+        start_step=step,
+        accelerator=accelerator,
+        enabled=main,
+    )
     with StopSignal() as stop, log:
         while step < settings.total_steps:
             indices = order.take(consumed, global_batch)
-            micro = [collate([rows[i] for i in mb])
-                     for mb in split_for_process(indices, rank, world, settings.batch_size)]
+            micro = [
+                collate([rows[i] for i in mb]) for mb in split_for_process(indices, rank, world, settings.batch_size)
+            ]
             stats = forward_backward(loss_model, micro, accelerator)
             check_finite(stats.loss, step + 1)
             if watch is not None:
@@ -137,16 +163,29 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
                     if main:
                         set_aside(run_dir, diverged.first_bad_step - 1)
                     raise
-            grad_norm = optimizer_step(loss_model, optimizer, scheduler, accelerator, settings.max_grad_norm,
-                                       step=step + 1, before_zero_grad=after_step)
+            grad_norm = optimizer_step(
+                loss_model,
+                optimizer,
+                scheduler,
+                accelerator,
+                settings.max_grad_norm,
+                step=step + 1,
+                before_zero_grad=after_step,
+            )
             step += 1
             consumed += global_batch
             tokens += stats.tokens
             count += stats.count
             last_loss = stats.loss
-            record = {"step": step, "loss": round(stats.loss, 6), "lr": scheduler.get_last_lr()[0],
-                      "grad_norm": round(grad_norm, 6), "tokens": stats.tokens,
-                      "epoch": round(consumed / len(rows), 4), **step_metrics(loss_model)}
+            record = {
+                "step": step,
+                "loss": round(stats.loss, 6),
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": round(grad_norm, 6),
+                "tokens": stats.tokens,
+                "epoch": round(consumed / len(rows), 4),
+                **step_metrics(loss_model),
+            }
             history.append(record)
             if step % settings.log_every == 0 or step == settings.total_steps:
                 log.log(dict(record))
@@ -156,11 +195,21 @@ def train_loop(*, loss_model, optimizer, scheduler, accelerator, rows: list, col
             if _any_process(accelerator, stop.requested is not None):
                 raise TrainingInterrupted(stop.requested or "a stop signal on another process", checkpoint())
             losses_bad = watch is not None and watch.bad_in_a_row > 0 and watch.mode == "stop"
-            if settings.save_every and step % settings.save_every == 0 and step < settings.total_steps \
-                    and not losses_bad:  # never checkpoint weights that may be the diverging ones
+            if (
+                settings.save_every
+                and step % settings.save_every == 0
+                and step < settings.total_steps
+                and not losses_bad
+            ):  # never checkpoint weights that may be the diverging ones
                 checkpoint()
-    return LoopResult(steps=step, tokens=tokens, count=count, wall_seconds=time.perf_counter() - started,
-                      final_loss=last_loss, history=history)
+    return LoopResult(
+        steps=step,
+        tokens=tokens,
+        count=count,
+        wall_seconds=time.perf_counter() - started,
+        final_loss=last_loss,
+        history=history,
+    )
 
 
 def step_metrics(loss_model) -> dict:
@@ -177,8 +226,7 @@ def step_metrics(loss_model) -> dict:
 
 
 @torch.no_grad()
-def heldout_mean_loss(loss_model, rows: list, collate: Callable[[list], object], batch_size: int,
-                      accelerator) -> float:
+def heldout_mean_loss(loss_model, rows: list, collate: Callable[[list], object], batch_size: int, accelerator) -> float:
     """Count-weighted mean loss over ``rows``, split across processes and reduced.
 
     Runs the training loss module itself, so held-out and training loss mean the same thing.
@@ -190,10 +238,10 @@ def heldout_mean_loss(loss_model, rows: list, collate: Callable[[list], object],
     was_training = loss_model.training
     loss_model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-    mine = rows[accelerator.process_index::accelerator.num_processes]
+    mine = rows[accelerator.process_index :: accelerator.num_processes]
     # Sorting by length keeps padding small: rows of similar length share a batch.
     mine = sorted(mine, key=lambda r: len(r.input_ids))
-    batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
     real = len(batches)
     if is_sharded(accelerator):
         # Sharded forwards gather parameters collectively: every process must run as many

@@ -7,8 +7,9 @@ import math
 import torch
 
 
-def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_decay: float,
-                    betas: tuple[float, float], eps: float) -> torch.optim.AdamW:
+def build_optimizer(
+    model: torch.nn.Module, *, learning_rate: float, weight_decay: float, betas: tuple[float, float], eps: float
+) -> torch.optim.AdamW:
     """Decay only matrices: biases and norm weights (1-D tensors) are not decayed."""
     decay, no_decay = [], []
     for param in model.parameters():

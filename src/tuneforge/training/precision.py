@@ -105,7 +105,7 @@ def measure_cpu_bf16_speedup(size: int = _BENCH_SIZE, reps: int = 3) -> float:
     return t32 / max(t16, 1e-9)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_auto(threads: int) -> Precision:
     supported, why = cpu_bf16_flags()
     if not supported:

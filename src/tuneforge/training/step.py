@@ -63,8 +63,13 @@ class CausalLMLoss(torch.nn.Module):
         decoder = getattr(base, base.base_model_prefix)
         return base, decoder, base.get_output_embeddings()
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                cu_seq_lens: torch.Tensor | None = None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        position_ids: torch.Tensor,
+        cu_seq_lens: torch.Tensor | None = None,
+    ):
         # input_ids, labels, position_ids: (B, T); labels unshifted (HF convention); cu_seq_lens: the packed
         # batch's segment boundaries over the flattened B·T (derived from position_ids when not given).
         base, decoder, head = self._parts()
@@ -93,14 +98,18 @@ class CausalLMLoss(torch.nn.Module):
 
         if self._mode is None:
             self._mode = packed_attention_mode(self.packed_attention, decoder.config, input_ids.device)
-        common = dict(input_ids=input_ids, position_ids=position_ids, attention_mask=None, use_cache=False)
+        common = {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": None, "use_cache": False}
         if self._mode == "mask":
             return decoder(**common).last_hidden_state
         if cu_seq_lens is None:
             cu_seq_lens = segment_boundaries(position_ids)
         longest = int((cu_seq_lens[1:] - cu_seq_lens[:-1]).max())
-        varlen = dict(cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=longest,
-                      max_length_k=longest)
+        varlen = {
+            "cu_seq_lens_q": cu_seq_lens,
+            "cu_seq_lens_k": cu_seq_lens,
+            "max_length_q": longest,
+            "max_length_k": longest,
+        }
         if self._mode == "flash":
             return decoder(**common, **varlen).last_hidden_state
         with segment_attention_for(decoder.config):
@@ -117,8 +126,11 @@ class CausalLMLoss(torch.nn.Module):
 
 def plain_logits(config) -> bool:
     """True when the model's logits are the output projection as is (no softcap, no rescaling)."""
-    return (not getattr(config, "final_logit_softcapping", None) and (getattr(config, "logits_scaling", None) or 1.0)
-            == 1.0 and (getattr(config, "logit_scale", None) or 1.0) == 1.0)
+    return (
+        not getattr(config, "final_logit_softcapping", None)
+        and (getattr(config, "logits_scaling", None) or 1.0) == 1.0
+        and (getattr(config, "logit_scale", None) or 1.0) == 1.0
+    )
 
 
 def output_logits(config, head, selected: torch.Tensor) -> torch.Tensor:
@@ -160,7 +172,7 @@ def hidden_through_peft(model, decoder, input_ids: torch.Tensor) -> torch.Tensor
         model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
     finally:
         handle.remove()
-    return captured["hidden"][:, -input_ids.shape[1]:]  # drop prompt / p-tuning's virtual positions
+    return captured["hidden"][:, -input_ids.shape[1] :]  # drop prompt / p-tuning's virtual positions
 
 
 def adalora_orthogonality(model):
@@ -205,8 +217,11 @@ def forward_backward(loss_model, micro_batches: list, accelerator) -> StepStats:
     every micro-batch can be scaled by the count of the whole accumulated batch.
     """
     device = accelerator.device
-    local = torch.tensor([sum(mb.count for mb in micro_batches), sum(mb.tokens for mb in micro_batches)],
-                         dtype=torch.float64, device=device)
+    local = torch.tensor(
+        [sum(mb.count for mb in micro_batches), sum(mb.tokens for mb in micro_batches)],
+        dtype=torch.float64,
+        device=device,
+    )
     totals = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
     total_count = max(int(totals[0].item()), 1)
     # DDP averages gradients over processes; scaling by the process count turns that
@@ -225,12 +240,12 @@ def forward_backward(loss_model, micro_batches: list, accelerator) -> StepStats:
         summed += loss_sum.detach().double()
     if accelerator.num_processes > 1:
         summed = accelerator.reduce(summed, reduction="sum")
-    return StepStats(loss=float(summed.item()) / total_count, count=int(totals[0].item()),
-                     tokens=int(totals[1].item()))
+    return StepStats(loss=float(summed.item()) / total_count, count=int(totals[0].item()), tokens=int(totals[1].item()))
 
 
-def optimizer_step(model, optimizer, scheduler, accelerator, max_grad_norm: float | None, *, step: int,
-                   before_zero_grad=None) -> float:
+def optimizer_step(
+    model, optimizer, scheduler, accelerator, max_grad_norm: float | None, *, step: int, before_zero_grad=None
+) -> float:
     """Clip, step, schedule, zero. Returns the gradient norm before clipping (nan if not clipped).
 
     A non-finite gradient norm stops the run *before* the weights are touched.

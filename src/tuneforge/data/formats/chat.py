@@ -84,8 +84,10 @@ def check_prompt_turns(messages: list[dict], name: str, where: str, problems: li
     roles = [m["role"] for m in messages]
     first = next((i for i, r in enumerate(roles) if r != "system"), None)
     if first is None or roles[first] != "user" or roles[-1] != "user":
-        problems.append(f"{where}: {name}: a chat prompt must start (after any system message) and end with a "
-                        f"user turn; the model writes the next assistant turn (roles: {', '.join(roles)})")
+        problems.append(
+            f"{where}: {name}: a chat prompt must start (after any system message) and end with a "
+            f"user turn; the model writes the next assistant turn (roles: {', '.join(roles)})"
+        )
         return False
     return True
 

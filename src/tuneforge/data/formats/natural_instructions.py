@@ -112,14 +112,8 @@ def _text(value, where: str, name: str, problems: list[str]) -> str:
 
 def _outputs(value, where: str, name: str, problems: list[str]) -> list[str]:
     outputs = [value] if isinstance(value, str) else value
-    if (
-        not isinstance(outputs, list)
-        or not outputs
-        or not all(isinstance(o, str) and o.strip() for o in outputs)
-    ):
-        problems.append(
-            f"{where}: {name}: must be a non-empty string or a non-empty list of non-empty strings"
-        )
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) and o.strip() for o in outputs):
+        problems.append(f"{where}: {name}: must be a non-empty string or a non-empty list of non-empty strings")
         return []
     return outputs
 
@@ -180,12 +174,8 @@ def parse_task(record: Record, problems: list[str]) -> Task | None:
         reason = "reason"
     else:
         examples, prefix, reason = data, "", "explanation"
-    task.positives = _demos(
-        examples.get("Positive Examples"), where, f"{prefix}Positive Examples", reason, problems
-    )
-    task.negatives = _demos(
-        examples.get("Negative Examples"), where, f"{prefix}Negative Examples", reason, problems
-    )
+    task.positives = _demos(examples.get("Positive Examples"), where, f"{prefix}Positive Examples", reason, problems)
+    task.negatives = _demos(examples.get("Negative Examples"), where, f"{prefix}Negative Examples", reason, problems)
     instances = data.get("Instances")
     if not isinstance(instances, list) or not instances:
         problems.append(f"{where}: Instances: must be a non-empty list of {{input, output}} objects")

@@ -45,9 +45,7 @@ class PromptCompletion:
     references: list[str] = field(default_factory=list)  # all acceptable answers (default: [completion])
 
 
-def _string(
-    record: Record, name: str, problems: list[str], *, required: bool, non_empty: bool = False
-) -> str | None:
+def _string(record: Record, name: str, problems: list[str], *, required: bool, non_empty: bool = False) -> str | None:
     value = record.data.get(name)
     if value is None:
         if required:

@@ -31,9 +31,7 @@ def documents(records: Iterable[Record], problems: list[str]) -> list[tuple[str,
     for record in records:
         text = record.data.get("text")
         if text is None:
-            problems.append(
-                f"{record.where}: text: missing (fields present: {', '.join(record.data) or 'none'})"
-            )
+            problems.append(f"{record.where}: text: missing (fields present: {', '.join(record.data) or 'none'})")
         elif not isinstance(text, str):
             problems.append(f"{record.where}: text: must be a string (got {type(text).__name__})")
         elif text.strip():
@@ -55,9 +53,7 @@ def build_blocks(
     batch = 256
     for first in range(0, len(docs), batch):
         chunk = docs[first : first + batch]
-        for (_, where), ids in zip(
-            chunk, tokenizer([t for t, _ in chunk], add_special_tokens=False)["input_ids"]
-        ):
+        for (_, where), ids in zip(chunk, tokenizer([t for t, _ in chunk], add_special_tokens=False)["input_ids"]):
             owners.append((len(stream), where))
             stream.extend(bos + ids + [eos])
         if max_blocks is not None and len(stream) >= max_blocks * max_length:

@@ -47,15 +47,18 @@ class ClassificationSplits:
     truncated: int = 0
 
 
-def parse(record: Record, columns: dict[str, str], label_names: list[str] | None,
-          problems: list[str]) -> LabelledText | None:
+def parse(
+    record: Record, columns: dict[str, str], label_names: list[str] | None, problems: list[str]
+) -> LabelledText | None:
     data = with_columns(record, columns)
     where = record.where
     before = len(problems)
     text = data.get("text")
     if text is None:
-        problems.append(f"{where}: text: missing (columns present: {', '.join(map(str, data)) or 'none'}; "
-                        "map yours with data.columns, e.g. {text: body})")
+        problems.append(
+            f"{where}: text: missing (columns present: {', '.join(map(str, data)) or 'none'}; "
+            "map yours with data.columns, e.g. {text: body})"
+        )
     elif not isinstance(text, str) or not text.strip():
         problems.append(f"{where}: text: must be a non-empty string")
     pair = data.get("text_pair")
@@ -63,8 +66,12 @@ def parse(record: Record, columns: dict[str, str], label_names: list[str] | None
         problems.append(f"{where}: text_pair: must be a string")
     label = data.get("label")
     name = None
-    if isinstance(label, str) and label.strip().isdigit() and label_names is not None \
-            and label.strip() not in label_names:
+    if (
+        isinstance(label, str)
+        and label.strip().isdigit()
+        and label_names is not None
+        and label.strip() not in label_names
+    ):
         label = int(label.strip())  # CSV cells are text: "0" with data.labels set is an index
     if label is None or (isinstance(label, str) and not label.strip()):
         problems.append(f"{where}: label: missing")
@@ -76,11 +83,14 @@ def parse(record: Record, columns: dict[str, str], label_names: list[str] | None
         if float(label) != int(label):
             problems.append(f"{where}: label: {label} is not an integer")
         elif label_names is None:
-            problems.append(f"{where}: label: integer labels need their names in data.labels "
-                            "(0 → the first name), e.g. labels: [negative, positive]")
+            problems.append(
+                f"{where}: label: integer labels need their names in data.labels "
+                "(0 → the first name), e.g. labels: [negative, positive]"
+            )
         elif not 0 <= int(label) < len(label_names):
-            problems.append(f"{where}: label: {int(label)} is out of range for the {len(label_names)} names "
-                            "in data.labels")
+            problems.append(
+                f"{where}: label: {int(label)} is out of range for the {len(label_names)} names in data.labels"
+            )
         else:
             name = label_names[int(label)]
     else:
@@ -101,8 +111,9 @@ def read_labelled(source, columns, label_names, problems: list[str]) -> list[Lab
     return out
 
 
-def label_set(train: list[LabelledText], held: list[LabelledText], names: list[str] | None,
-              problems: list[str]) -> list[str]:
+def label_set(
+    train: list[LabelledText], held: list[LabelledText], names: list[str] | None, problems: list[str]
+) -> list[str]:
     """The label names in head order; problems for unseen held-out labels and empty classes."""
     seen = Counter(item.label for item in train)
     labels = list(names) if names is not None else sorted(seen)
@@ -111,16 +122,21 @@ def label_set(train: list[LabelledText], held: list[LabelledText], names: list[s
             problems.append(f"data.labels: class '{name}' has no training example; add examples or drop the name")
     for item in held:
         if item.label not in seen and train:
-            problems.append(f"{item.where}: label: '{item.label}' never appears in the training data, so the "
-                            "model cannot learn it; add training examples or drop this row")
+            problems.append(
+                f"{item.where}: label: '{item.label}' never appears in the training data, so the "
+                "model cannot learn it; add training examples or drop this row"
+            )
     if train and len(labels) < 2:
-        problems.append(f"train: only one label ('{labels[0] if labels else ''}') in the training data; "
-                        "classification needs at least two")
+        problems.append(
+            f"train: only one label ('{labels[0] if labels else ''}') in the training data; "
+            "classification needs at least two"
+        )
     return labels
 
 
-def encode(tokenizer, item: LabelledText, label_index: int, max_length: int,
-           decoder: bool) -> tuple[ClassificationExample, bool]:
+def encode(
+    tokenizer, item: LabelledText, label_index: int, max_length: int, decoder: bool
+) -> tuple[ClassificationExample, bool]:
     """Tokenise one text (pair); returns the example and whether it was cut to ``max_length``.
 
     Encoders get the tokenizer's own pair encoding ([CLS] a [SEP] b [SEP], token types),
@@ -132,19 +148,21 @@ def encode(tokenizer, item: LabelledText, label_index: int, max_length: int,
     """
     if decoder:
         ids = tokenizer(item.text, split_special_tokens=True)["input_ids"]
-        pair = tokenizer("\n" + item.text_pair, add_special_tokens=False,
-                         split_special_tokens=True)["input_ids"] if item.text_pair is not None else []
+        pair = (
+            tokenizer("\n" + item.text_pair, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            if item.text_pair is not None
+            else []
+        )
         cut = len(ids) + len(pair) > max_length
         if cut:
             # The pair keeps what the text leaves, and at least half when both are long.
-            pair = pair[:min(len(pair), max(max_length - len(ids), max_length // 2))]
-            ids = ids[:max_length - len(pair)]
+            pair = pair[: min(len(pair), max(max_length - len(ids), max_length // 2))]
+            ids = ids[: max_length - len(pair)]
         return ClassificationExample(list(ids) + list(pair), None, label_index, item.text, item.where), cut
     full = tokenizer(item.text, item.text_pair, split_special_tokens=True)
     cut = len(full["input_ids"]) > max_length
     if cut:
-        full = tokenizer(item.text, item.text_pair, truncation=True, max_length=max_length,
-                         split_special_tokens=True)
+        full = tokenizer(item.text, item.text_pair, truncation=True, max_length=max_length, split_special_tokens=True)
     types = list(full["token_type_ids"]) if "token_type_ids" in full else None
     return ClassificationExample(list(full["input_ids"]), types, label_index, item.text, item.where), cut
 
@@ -154,8 +172,9 @@ def load_classification(cfg, tokenizer, *, decoder: bool) -> ClassificationSplit
     problems: list[str] = []
     for field in cfg.columns:
         if field not in FIELDS:
-            problems.append(f"data.columns.{field}: not a field of format 'classification' "
-                            f"(its fields: {', '.join(FIELDS)})")
+            problems.append(
+                f"data.columns.{field}: not a field of format 'classification' (its fields: {', '.join(FIELDS)})"
+            )
     train = read_labelled(cfg.train, cfg.columns, cfg.labels, problems)
     if cfg.eval is not None:
         held = read_labelled(cfg.eval, cfg.columns, cfg.labels, problems)
@@ -180,5 +199,11 @@ def load_classification(cfg, tokenizer, *, decoder: bool) -> ClassificationSplit
             out.append(example)
         encoded[split] = out
     counts = Counter(item.label for item in train)
-    return ClassificationSplits(labels=labels, train=encoded["train"], eval=encoded["eval"], eval_texts=held,
-                                counts={name: counts[name] for name in labels}, truncated=truncated)
+    return ClassificationSplits(
+        labels=labels,
+        train=encoded["train"],
+        eval=encoded["eval"],
+        eval_texts=held,
+        counts={name: counts[name] for name in labels},
+        truncated=truncated,
+    )

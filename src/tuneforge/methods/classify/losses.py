@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 
-def classification_loss_sum(logits: torch.Tensor, labels: torch.Tensor, *, weights: torch.Tensor | None = None,
-                            label_smoothing: float = 0.0) -> torch.Tensor:
+def classification_loss_sum(
+    logits: torch.Tensor, labels: torch.Tensor, *, weights: torch.Tensor | None = None, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """logits (B, K), labels (B,) → the summed loss (scalar)."""
     logp = F.log_softmax(logits.float(), dim=-1)  # (B, K)
     nll = -logp.gather(1, labels[:, None]).squeeze(1)  # (B,)

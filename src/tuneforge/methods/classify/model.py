@@ -43,9 +43,17 @@ def _quiet_transformers():
             logging.enable_progress_bar()
 
 
-def load_classifier(name: str, labels: list[str], *, dtype: torch.dtype = torch.float32, pad_token_id: int | None,
-                    trust_remote_code: bool = False, revision: str | None = None,
-                    attn_implementation: str | None = None, announce_head_reset: bool = True):
+def load_classifier(
+    name: str,
+    labels: list[str],
+    *,
+    dtype: torch.dtype = torch.float32,
+    pad_token_id: int | None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+    announce_head_reset: bool = True,
+):
     """A base model (embedded name, folder or hub id) with a head of ``len(labels)`` outputs.
 
     A base without a head gets a fresh one; a classifier with as many labels keeps its head;
@@ -62,25 +70,37 @@ def load_classifier(name: str, labels: list[str], *, dtype: torch.dtype = torch.
     try:
         with _quiet_transformers():
             model, loading = AutoModelForSequenceClassification.from_pretrained(
-                source, **head_config(labels, pad_token_id), dtype=dtype, trust_remote_code=trust_remote_code,
-                revision=revision, ignore_mismatched_sizes=head_reset, output_loading_info=True,
+                source,
+                **head_config(labels, pad_token_id),
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                revision=revision,
+                ignore_mismatched_sizes=head_reset,
+                output_loading_info=True,
                 **({"attn_implementation": attn_implementation} if attn_implementation else {}),
             )
     except OSError as exc:
         raise ModelNotFoundError(f"model.name: could not load '{name}': {exc}") from None
     if head_reset and announce_head_reset:
-        shapes = "; ".join(f"{key} {_shape(old)} → {_shape(new)}"
-                           for key, old, new in sorted(loading["mismatched_keys"]))
-        _console.print(f"Note: model.name {name} is already a classifier with {len(previous)} labels "
-                       f"({', '.join(previous)}); its head is reset for the {len(labels)} labels here "
-                       f"({', '.join(labels)}): {shapes}", highlight=False)
+        shapes = "; ".join(
+            f"{key} {_shape(old)} → {_shape(new)}" for key, old, new in sorted(loading["mismatched_keys"])
+        )
+        _console.print(
+            f"Note: model.name {name} is already a classifier with {len(previous)} labels "
+            f"({', '.join(previous)}); its head is reset for the {len(labels)} labels here "
+            f"({', '.join(labels)}): {shapes}",
+            highlight=False,
+        )
     return model
 
 
 def head_config(labels: list[str], pad_token_id: int | None) -> dict:
     """The config entries of a label head (``id2label`` sets the number of outputs)."""
-    out = {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)},
-           "pad_token_id": pad_token_id}
+    out = {
+        "id2label": dict(enumerate(labels)),
+        "label2id": {n: i for i, n in enumerate(labels)},
+        "pad_token_id": pad_token_id,
+    }
     if len(labels) > 1:  # one output (a reward model) is a score, not a softmax over labels
         out["problem_type"] = "single_label_classification"
     return out
@@ -121,8 +141,11 @@ def save_classifier(model, output_dir: Path, tokenizer, *, info: dict, state_dic
     model.save_pretrained(output_dir, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(output_dir)
     if info.get("model_name"):  # the base is known: say how plain transformers gets it
-        previous = classifier_labels(resolve_model(info["model_name"]), revision=info.get("revision"),
-                                     trust_remote_code=info.get("trust_remote_code", False))
+        previous = classifier_labels(
+            resolve_model(info["model_name"]),
+            revision=info.get("revision"),
+            trust_remote_code=info.get("trust_remote_code", False),
+        )
         head_reset = previous is not None and len(previous) != len(info["labels"])
         info = {**info, **write_plain_loading(model, output_dir, info, head_reset=head_reset)}
     (output_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
@@ -136,9 +159,8 @@ def load_trained_classifier(path: str | Path, *, dtype: torch.dtype = torch.floa
     """(model, tokenizer, labels, info) from a run's ``model/`` or ``adapter/`` folder, or the run folder."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from ...models.load import ModelNotFoundError, load_tokenizer
-
     from ...adapters import is_adapter_folder, load_adapter
+    from ...models.load import ModelNotFoundError, load_tokenizer
 
     path = Path(path)
     if not (path / "config.json").exists() and not is_adapter_folder(path):
@@ -149,29 +171,43 @@ def load_trained_classifier(path: str | Path, *, dtype: torch.dtype = torch.floa
     info = read_info(path)
     if is_adapter_folder(path):
         if not info:
-            raise ModelNotFoundError(f"{path}: an adapter without {INFO_FILE}; not a classifier written by "
-                                     "`tuneforge train` with method: classify")
-        base = load_classifier(info.get("model_name") or info["base_model"], info["labels"], dtype=dtype,
-                               pad_token_id=info["pad_token_id"], revision=info.get("revision"),
-                               trust_remote_code=trust_remote_code, announce_head_reset=False)
+            raise ModelNotFoundError(
+                f"{path}: an adapter without {INFO_FILE}; not a classifier written by "
+                "`tuneforge train` with method: classify"
+            )
+        base = load_classifier(
+            info.get("model_name") or info["base_model"],
+            info["labels"],
+            dtype=dtype,
+            pad_token_id=info["pad_token_id"],
+            revision=info.get("revision"),
+            trust_remote_code=trust_remote_code,
+            announce_head_reset=False,
+        )
         model, labels = load_adapter(base, path), info["labels"]
     elif (path / "config.json").exists():
         architectures = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).architectures or []
         if not any(a.endswith("ForSequenceClassification") for a in architectures):
-            raise ModelNotFoundError(f"{path}: not a classifier (architectures: {', '.join(architectures) or 'none'}); "
-                                     "give the output of a `method: classify` run")
+            raise ModelNotFoundError(
+                f"{path}: not a classifier (architectures: {', '.join(architectures) or 'none'}); "
+                "give the output of a `method: classify` run"
+            )
         with _quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype,
-                                                                       trust_remote_code=trust_remote_code)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, dtype=dtype, trust_remote_code=trust_remote_code
+            )
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     else:
-        raise ModelNotFoundError(f"{path}: not a classifier folder (no config.json or adapter_config.json); "
-                                 "give a run folder or its model/ or adapter/ folder")
+        raise ModelNotFoundError(
+            f"{path}: not a classifier folder (no config.json or adapter_config.json); "
+            "give a run folder or its model/ or adapter/ folder"
+        )
     return model.eval(), load_tokenizer(str(path)), labels, info
 
 
-def load_classifier_adapters(adapters: dict[str, str | Path], *, dtype: torch.dtype = torch.float32,
-                             trust_remote_code: bool = False):
+def load_classifier_adapters(
+    adapters: dict[str, str | Path], *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
+):
     """(peft model with every adapter under its name, tokenizer, labels, info) on one base.
 
     Refuses, with the reason, adapters that don't share the base model or the label set
@@ -186,27 +222,44 @@ def load_classifier_adapters(adapters: dict[str, str | Path], *, dtype: torch.dt
         if not is_adapter_folder(folder) and is_adapter_folder(folder / "adapter"):
             folder = folder / "adapter"
         if not is_adapter_folder(folder) or not read_info(folder):
-            raise ModelNotFoundError(f"--adapter {name}={path}: not a classify adapter (a run trained with an "
-                                     "adapter, or its adapter/ folder); full models are predicted one at a time "
-                                     "with --model")
+            raise ModelNotFoundError(
+                f"--adapter {name}={path}: not a classify adapter (a run trained with an "
+                "adapter, or its adapter/ folder); full models are predicted one at a time "
+                "with --model"
+            )
         if len(adapters) > 1 and adapter_type_of(folder) in ("bottleneck", "mam"):
-            raise ModelNotFoundError(f"--adapter {name}: bottleneck adapters are wired into the base and can't "
-                                     "share it with others; predict with it alone")
+            raise ModelNotFoundError(
+                f"--adapter {name}: bottleneck adapters are wired into the base and can't "
+                "share it with others; predict with it alone"
+            )
         folders[name] = folder
     infos = {name: read_info(folder) for name, folder in folders.items()}
     first = next(iter(infos))
     for name, info in infos.items():
         if info["labels"] != infos[first]["labels"]:
-            raise ModelNotFoundError(f"--adapter {name}: labels {info['labels']} differ from {first}'s "
-                                     f"{infos[first]['labels']}; predict them in separate calls")
-        base_of = (info.get("model_name") or info["base_model"], infos[first].get("model_name") or infos[first]["base_model"])
+            raise ModelNotFoundError(
+                f"--adapter {name}: labels {info['labels']} differ from {first}'s "
+                f"{infos[first]['labels']}; predict them in separate calls"
+            )
+        base_of = (
+            info.get("model_name") or info["base_model"],
+            infos[first].get("model_name") or infos[first]["base_model"],
+        )
         if base_of[0] != base_of[1]:
-            raise ModelNotFoundError(f"--adapter {name}: trained on {base_of[0]}, but {first} on {base_of[1]}; "
-                                     "adapters on one base must share it")
+            raise ModelNotFoundError(
+                f"--adapter {name}: trained on {base_of[0]}, but {first} on {base_of[1]}; "
+                "adapters on one base must share it"
+            )
     info = infos[first]
-    base = load_classifier(info.get("model_name") or info["base_model"], info["labels"], dtype=dtype,
-                           pad_token_id=info["pad_token_id"], revision=info.get("revision"),
-                           trust_remote_code=trust_remote_code, announce_head_reset=False)
+    base = load_classifier(
+        info.get("model_name") or info["base_model"],
+        info["labels"],
+        dtype=dtype,
+        pad_token_id=info["pad_token_id"],
+        revision=info.get("revision"),
+        trust_remote_code=trust_remote_code,
+        announce_head_reset=False,
+    )
     model = load_adapter(base, folders[first], adapter_name=first)
     for name, folder in list(folders.items())[1:]:
         model.load_adapter(str(folder), adapter_name=name)

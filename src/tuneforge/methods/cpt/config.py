@@ -15,7 +15,7 @@ class CptConfig(RunBase):
     method: Literal["cpt"]
 
     @model_validator(mode="after")
-    def _text_only(self) -> "CptConfig":
+    def _text_only(self) -> CptConfig:
         if self.data.format != "text":
             raise ValueError(
                 f"method 'cpt' trains on raw text: set data.format to 'text' (got '{self.data.format}'); "

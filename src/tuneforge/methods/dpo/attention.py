@@ -33,27 +33,56 @@ from ...models.attention_switch import AttentionSwitch
 NAME = "tuneforge_shared_prompt"
 
 
-def pair_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask=None, *,
-                   dropout: float = 0.0, scaling: float | None = None, pair_spans=None, **_) -> tuple:
+def pair_attention(
+    module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask=None,
+    *,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    pair_spans=None,
+    **_,
+) -> tuple:
     """query (B, H, T, D), key / value (B, Hkv, T, D), ``pair_spans`` [(P, C, R)] per row → ((B, T, H, D), None)."""
     if pair_spans is None:
-        raise ValueError(f"attention '{NAME}' needs pair_spans (the shared-prompt rows' prompt / chosen / rejected "
-                         "lengths)")
+        raise ValueError(
+            f"attention '{NAME}' needs pair_spans (the shared-prompt rows' prompt / chosen / rejected lengths)"
+        )
     dropout = dropout if module.training else 0.0
     t = query.shape[2]
     rows = []
     for b, (p, c, r) in enumerate(pair_spans):
-        q, k, v = query[b:b + 1], key[b:b + 1], value[b:b + 1]  # (1, H, T, D), (1, Hkv, T, D)
-        parts = [F.scaled_dot_product_attention(q[:, :, :p + c], k[:, :, :p + c], v[:, :, :p + c], is_causal=True,
-                                                dropout_p=dropout, scale=scaling, enable_gqa=True)]
+        q, k, v = query[b : b + 1], key[b : b + 1], value[b : b + 1]  # (1, H, T, D), (1, Hkv, T, D)
+        parts = [
+            F.scaled_dot_product_attention(
+                q[:, :, : p + c],
+                k[:, :, : p + c],
+                v[:, :, : p + c],
+                is_causal=True,
+                dropout_p=dropout,
+                scale=scaling,
+                enable_gqa=True,
+            )
+        ]
         if r:
             end = p + c + r
-            keys = torch.cat([k[:, :, :p], k[:, :, p + c:end]], dim=2)  # (1, Hkv, P + R, D)
-            values = torch.cat([v[:, :, :p], v[:, :, p + c:end]], dim=2)
+            keys = torch.cat([k[:, :, :p], k[:, :, p + c : end]], dim=2)  # (1, Hkv, P + R, D)
+            values = torch.cat([v[:, :, :p], v[:, :, p + c : end]], dim=2)
             allowed = torch.ones(r, p + r, dtype=torch.bool, device=query.device)
             allowed[:, p:] = torch.ones(r, r, dtype=torch.bool, device=query.device).tril()  # causal in itself
-            parts.append(F.scaled_dot_product_attention(q[:, :, p + c:end], keys, values, attn_mask=allowed,
-                                                        dropout_p=dropout, scale=scaling, enable_gqa=True))
+            parts.append(
+                F.scaled_dot_product_attention(
+                    q[:, :, p + c : end],
+                    keys,
+                    values,
+                    attn_mask=allowed,
+                    dropout_p=dropout,
+                    scale=scaling,
+                    enable_gqa=True,
+                )
+            )
         if t > p + c + r:
             parts.append(q.new_zeros(1, q.shape[1], t - p - c - r, q.shape[3]))  # padding: never read
         rows.append(torch.cat(parts, dim=2))

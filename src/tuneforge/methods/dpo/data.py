@@ -36,8 +36,16 @@ import torch
 from ...data.templates import TemplateError, use_chat_template
 from ...data.types import DataError, Example, GenerationSample
 from ...interface import Batch
-from ..preference.data import PairExample, UnpairedExample, collate_pairs, collate_pairs_shared, collate_unpaired
-from ..preference.data import encode_feedback, mismatched, pad
+from ..preference.data import (
+    PairExample,
+    UnpairedExample,
+    collate_pairs,
+    collate_pairs_shared,
+    collate_unpaired,
+    encode_feedback,
+    mismatched,
+    pad,
+)
 from ..preference.feedback import FeedbackRecord, PreferencePair, Ranking, Unpaired, read_feedback, split_by_prompt
 
 
@@ -94,14 +102,22 @@ def _convert(records: list[FeedbackRecord], kto: bool, problems: list[str]) -> l
     for record in records:
         if isinstance(record, Ranking):
             if kto:
-                problems.append(f"{record.where}: a ranking has no thumbs-up / down label for its middle "
-                                "responses; loss.type kto takes thumbs or pairs (use a paired loss for rankings)")
+                problems.append(
+                    f"{record.where}: a ranking has no thumbs-up / down label for its middle "
+                    "responses; loss.type kto takes thumbs or pairs (use a paired loss for rankings)"
+                )
                 continue
-            out.extend(PreferencePair(record.prompt, record.responses[i], record.responses[j],
-                                      f"{record.where} (#{i + 1} ≻ #{j + 1})") for i, j in record.pairs())
+            out.extend(
+                PreferencePair(
+                    record.prompt, record.responses[i], record.responses[j], f"{record.where} (#{i + 1} ≻ #{j + 1})"
+                )
+                for i, j in record.pairs()
+            )
         elif isinstance(record, PreferencePair) and kto:
-            out += [Unpaired(record.prompt, record.chosen, True, record.where),
-                    Unpaired(record.prompt, record.rejected, False, record.where)]
+            out += [
+                Unpaired(record.prompt, record.chosen, True, record.where),
+                Unpaired(record.prompt, record.rejected, False, record.where),
+            ]
         else:
             out.append(record)
     return out
@@ -117,8 +133,10 @@ def _read(source, cfg, kto: bool, problems: list[str], sources: list[str], warni
     for report in feedback.reports:
         sources.append(report.summary())
         if report.form == "thumbs" and not kto:
-            problems.append(f"{report.source}: thumbs up / down rate single responses and hold no pairs; train "
-                            "them with loss.type: kto, or give pairs, rankings, ratings or corrections")
+            problems.append(
+                f"{report.source}: thumbs up / down rate single responses and hold no pairs; train "
+                "them with loss.type: kto, or give pairs, rankings, ratings or corrections"
+            )
     return feedback.records
 
 
@@ -140,9 +158,15 @@ def _samples(tokenizer, examples: list, limit: int) -> list[GenerationSample]:
             continue
         seen.add(tuple(example.prompt_ids))
         best = example.chosen if isinstance(example, PairExample) else example.response
-        response = best.input_ids[len(example.prompt_ids):]
-        out.append(GenerationSample(example.prompt_ids, tokenizer.decode(example.prompt_ids, skip_special_tokens=True),
-                                    tokenizer.decode(response, skip_special_tokens=True), example.where))
+        response = best.input_ids[len(example.prompt_ids) :]
+        out.append(
+            GenerationSample(
+                example.prompt_ids,
+                tokenizer.decode(example.prompt_ids, skip_special_tokens=True),
+                tokenizer.decode(response, skip_special_tokens=True),
+                example.where,
+            )
+        )
     return out
 
 
@@ -165,21 +189,29 @@ def load_preferences(config, tokenizer) -> PreferenceSplits:
         raise DataError([f"data.template: {p}" for p in err.problems]) from err
     encoded, tokens, truncated = {}, 0, 0
     for name, records in (("train", train), ("eval", held)):
-        examples, report = encode_feedback(tokenizer, records, chat=chat, max_length=cfg.max_length,
-                                           system_prompt=cfg.system_prompt)
+        examples, report = encode_feedback(
+            tokenizer, records, chat=chat, max_length=cfg.max_length, system_prompt=cfg.system_prompt
+        )
         encoded[name] = examples
         warnings.extend(f"data.{name}: {w}" for w in report.warnings)
         if name == "train":
             tokens, truncated = report.tokens, report.truncated
     if not encoded["train"]:
         raise DataError([f"data.train: nothing to train on ({'; '.join(sources)})"])
-    rows = {name: [PairRow(e) for e in examples] if not kto else _with_kl(examples, cfg.max_length, cfg.seed)
-            for name, examples in encoded.items()}
+    rows = {
+        name: [PairRow(e) for e in examples] if not kto else _with_kl(examples, cfg.max_length, cfg.seed)
+        for name, examples in encoded.items()
+    }
     unit = "examples" if kto else "pairs"
-    facts = {"rows": len(train) + len(held), "examples": len(rows["train"]), "eval_examples": len(rows["eval"]),
-             "tokens": tokens, "truncated": truncated,
-             "data": f"{'; '.join(sources)} → {len(rows['train'])} training / {len(rows['eval'])} held-out "
-                     f"{unit}, {tokens} tokens" + (f", {truncated} truncated" if truncated else "")}
+    facts = {
+        "rows": len(train) + len(held),
+        "examples": len(rows["train"]),
+        "eval_examples": len(rows["eval"]),
+        "tokens": tokens,
+        "truncated": truncated,
+        "data": f"{'; '.join(sources)} → {len(rows['train'])} training / {len(rows['eval'])} held-out "
+        f"{unit}, {tokens} tokens" + (f", {truncated} truncated" if truncated else ""),
+    }
     if kto:
         desirable = sum(r.item.desirable for r in rows["train"])
         facts.update(desirable=desirable, undesirable=len(rows["train"]) - desirable)
@@ -197,7 +229,7 @@ def collate_rows(rows: list[Row], pad_id: int) -> Batch:
         inputs = collate_pairs_shared([r.pair for r in rows], pad_id)
     elif isinstance(rows[0], PairRow):
         inputs = collate_pairs([r.pair for r in rows], pad_id)
-        del inputs["margin"], inputs["attention_mask"]  # no margins in DPO; right padding needs no mask
+        del (inputs["margin"], inputs["attention_mask"])  # no margins in DPO; right padding needs no mask
     else:
         inputs = collate_unpaired([r.item for r in rows], pad_id)
         kl = pad([r.kl for r in rows], pad_id)

@@ -30,7 +30,7 @@ def _score(rows: list[Row], pad_id: int, batch_size: int, logps_fn, device) -> t
     """(first, second, first counts, second counts), each (N,): summed log-probs of every row's two sequences."""
     firsts, seconds, first_counts, second_counts = [], [], [], []
     for start in range(0, len(rows), batch_size):
-        inputs = collate_rows(rows[start:start + batch_size], pad_id).inputs
+        inputs = collate_rows(rows[start : start + batch_size], pad_id).inputs
         sequences, kl = split_sequences(inputs, device)
         sums, counts = logps_fn(sequences)
         if isinstance(rows[0], PairRow):
@@ -39,12 +39,22 @@ def _score(rows: list[Row], pad_id: int, batch_size: int, logps_fn, device) -> t
             first_counts.append(counts[:b]), second_counts.append(counts[b:])
         else:
             kl_sums, kl_counts = logps_fn(kl)
-            firsts.append(sums), seconds.append(kl_sums), first_counts.append(counts), second_counts.append(kl_counts)
+            (firsts.append(sums), seconds.append(kl_sums), first_counts.append(counts), second_counts.append(kl_counts))
     return tuple(torch.cat(parts).float().cpu() for parts in (firsts, seconds, first_counts, second_counts))
 
 
-def heldout_metrics(model, rows: list[Row], *, loss: str, options: dict, sft_weight: float, pad_id: int,
-                    batch_size: int, reference_fn=None, before: bool = False) -> dict[str, float]:
+def heldout_metrics(
+    model,
+    rows: list[Row],
+    *,
+    loss: str,
+    options: dict,
+    sft_weight: float,
+    pad_id: int,
+    batch_size: int,
+    reference_fn=None,
+    before: bool = False,
+) -> dict[str, float]:
     """eval_loss, rewards/accuracies, rewards/margins, rewards/chosen, rewards/rejected, logps/chosen,
     logps/rejected (and the variant's extras) over ``rows``.
 
@@ -74,8 +84,12 @@ def heldout_metrics(model, rows: list[Row], *, loss: str, options: dict, sft_wei
         out = preference_loss(loss, *args, **options)
         chosen, rejected = first, second
     losses = out.losses + (sft_weight * -first / n_first.clamp(min=1) if sft_weight and loss != "kto" else 0)
-    metrics = {"eval_loss": losses.mean(), **{k: v for k, v in out.metrics().items() if k != "loss"},
-               "logps/chosen": chosen.mean(), "logps/rejected": rejected.mean()}
+    metrics = {
+        "eval_loss": losses.mean(),
+        **{k: v for k, v in out.metrics().items() if k != "loss"},
+        "logps/chosen": chosen.mean(),
+        "logps/rejected": rejected.mean(),
+    }
     return {name: round(float(value), 6) for name, value in metrics.items() if torch.isfinite(torch.as_tensor(value))}
 
 
@@ -85,7 +99,10 @@ def generated_samples(model, tokenizer, samples, *, max_new_tokens: int, batch_s
 
     if not samples:
         return []
-    answers = generate(model, tokenizer, [s.prompt_ids for s in samples], max_new_tokens=max_new_tokens,
-                       batch_size=batch_size)
-    return [{"prompt": s.prompt, "reference": s.reference, "prediction": answer, "scores": {}}
-            for s, answer in zip(samples, answers)]
+    answers = generate(
+        model, tokenizer, [s.prompt_ids for s in samples], max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    return [
+        {"prompt": s.prompt, "reference": s.reference, "prediction": answer, "scores": {}}
+        for s, answer in zip(samples, answers)
+    ]

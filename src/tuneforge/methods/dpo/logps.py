@@ -52,8 +52,9 @@ def _parts(model):
     return base, getattr(base, base.base_model_prefix), base.get_output_embeddings()
 
 
-def response_logps(model, batch: Mapping[str, torch.Tensor], *,
-                   through_peft: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def response_logps(
+    model, batch: Mapping[str, torch.Tensor], *, through_peft: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch's sequences → (N,) float32 summed log-probs of each sequence's response tokens and (N,) how many
     there are. Differentiable when gradients are on.
 
@@ -114,8 +115,7 @@ def _shared_prompt_logps(model, base, decoder, head, batch) -> tuple[torch.Tenso
     return _token_logp_sums(base, head, selected, batch["score_targets"], counts), counts
 
 
-def _token_logp_sums(base, head, selected: torch.Tensor, targets: torch.Tensor,
-                     counts: torch.Tensor) -> torch.Tensor:
+def _token_logp_sums(base, head, selected: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """selected (K, H) hidden states, targets (K,), counts (N,) tokens per row (Σ = K) → (N,) summed log-probs."""
     # The chunked projection (linear_ce.py) never holds the (K, V) logits. One call per row gives
     # per-row sums; it is used only while the head is frozen (adapters, or no gradients at all):

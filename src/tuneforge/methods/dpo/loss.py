@@ -31,8 +31,7 @@ count.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -52,8 +51,15 @@ class PreferenceLoss(torch.nn.Module):
     keyword arguments of the loss function (beta, epsilon, gamma, lam, kto's weights).
     """
 
-    def __init__(self, model: torch.nn.Module, *, loss: str, options: dict[str, float], sft_weight: float = 0.0,
-                 reference: ReferenceFn | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        loss: str,
+        options: dict[str, float],
+        sft_weight: float = 0.0,
+        reference: ReferenceFn | None = None,
+    ):
         super().__init__()
         self.model = model
         self.loss = loss
@@ -66,9 +72,15 @@ class PreferenceLoss(torch.nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, ref_logps: torch.Tensor | None = None, desirable: torch.Tensor | None = None,
-                kl_input_ids: torch.Tensor | None = None, kl_labels: torch.Tensor | None = None,
-                kl_ref_logps: torch.Tensor | None = None, **sequences: torch.Tensor):
+    def forward(
+        self,
+        ref_logps: torch.Tensor | None = None,
+        desirable: torch.Tensor | None = None,
+        kl_input_ids: torch.Tensor | None = None,
+        kl_labels: torch.Tensor | None = None,
+        kl_ref_logps: torch.Tensor | None = None,
+        **sequences: torch.Tensor,
+    ):
         # sequences: input_ids and labels (one sequence per row), or the shared-prompt pair layout.
         if self.loss == "kto":
             kl = {"input_ids": kl_input_ids, "labels": kl_labels}
@@ -94,8 +106,10 @@ class PreferenceLoss(torch.nn.Module):
         if precomputed is not None:
             return precomputed.float()
         if self.reference is None:
-            raise RuntimeError("this batch has no precomputed reference log-probs (loss.reference: precomputed); "
-                               "they are computed when the loss module is built, for data.train and data.eval")
+            raise RuntimeError(
+                "this batch has no precomputed reference log-probs (loss.reference: precomputed); "
+                "they are computed when the loss module is built, for data.train and data.eval"
+            )
         return self.reference(sequences)[0]
 
     def _paired(self, sequences, ref_logps) -> tuple[PreferenceOutput, torch.Tensor, torch.Tensor]:
@@ -106,7 +120,7 @@ class PreferenceLoss(torch.nn.Module):
         if self.reference_free:
             return preference_loss(self.loss, policy[:b], policy[b:], **self.options), sums, counts
         ref = self._reference_sums(sequences, ref_logps) / scale
-        return preference_loss(self.loss, policy[:b], policy[b:], ref[:b], ref[b:], **self.options), sums, counts
+        return (preference_loss(self.loss, policy[:b], policy[b:], ref[:b], ref[b:], **self.options), sums, counts)
 
     def _kto(self, sequences, ref_logps, desirable, kl, kl_ref_logps):
         sums, _ = response_logps(self.model, sequences)  # (B,)
@@ -114,8 +128,9 @@ class PreferenceLoss(torch.nn.Module):
             kl_policy, _ = response_logps(self.model, kl)
         ref = self._reference_sums(sequences, ref_logps)
         kl_ref = self._reference_sums(kl, kl_ref_logps)
-        out = preference_loss("kto", sums, ref, desirable, kl_policy_logps=kl_policy, kl_ref_logps=kl_ref,
-                              **self.options)
+        out = preference_loss(
+            "kto", sums, ref, desirable, kl_policy_logps=kl_policy, kl_ref_logps=kl_ref, **self.options
+        )
         return out, sums, out.losses
 
     # ------------------------------------------------------------------ metrics

@@ -59,27 +59,35 @@ class Dpo:
             return list(exc.problems), [], {}
         errors: list[str] = []
         if config.eval is not None and not splits.eval:
-            errors.append("eval: needs held-out data; set data.eval to a file or data.eval_fraction (e.g. 0.1), or "
-                          "turn evaluation off with eval: null")
+            errors.append(
+                "eval: needs held-out data; set data.eval to a file or data.eval_fraction (e.g. 0.1), or "
+                "turn evaluation off with eval: null"
+            )
         warnings = list(splits.warnings)
         if config.loss.type == "kto":
             good = config.loss.desirable_weight * splits.facts["desirable"]
             bad = config.loss.undesirable_weight * splits.facts["undesirable"]
             if bad == 0 or good == 0:
-                warnings.append("loss.type kto: the training data has only "
-                                f"{'desirable' if bad == 0 else 'undesirable'} examples")
+                warnings.append(
+                    f"loss.type kto: the training data has only {'desirable' if bad == 0 else 'undesirable'} examples"
+                )
             elif not KTO_BALANCE[0] <= good / bad <= KTO_BALANCE[1]:
-                warnings.append(f"loss.type kto: desirable_weight·n_desirable / undesirable_weight·n_undesirable = "
-                                f"{good / bad:.2f}; the KTO paper recommends 1 to 4/3 (adjust the weights)")
+                warnings.append(
+                    f"loss.type kto: desirable_weight·n_desirable / undesirable_weight·n_undesirable = "
+                    f"{good / bad:.2f}; the KTO paper recommends 1 to 4/3 (adjust the weights)"
+                )
         return errors, warnings, splits.facts
 
     def load_data(self, config, tokenizer) -> MethodData:
         from .data import load_preferences
 
         splits = load_preferences(config, tokenizer)
-        return MethodData(train=splits.train, eval=splits.eval, facts=splits.facts,
-                          extra={"samples": splits.samples, "reference": None,
-                                 "pad_token_id": tokenizer.pad_token_id})
+        return MethodData(
+            train=splits.train,
+            eval=splits.eval,
+            facts=splits.facts,
+            extra={"samples": splits.samples, "reference": None, "pad_token_id": tokenizer.pad_token_id},
+        )
 
     # ------------------------------------------------------------------ model and loss
 
@@ -99,11 +107,21 @@ class Dpo:
 
         # Built before the first step (and, on --resume, before the checkpoint's weights are loaded),
         # so the model here is the policy at initialisation.
-        reference = build_reference(reference_kind(config), model, data.train + data.eval,
-                                    pad_id=data.extra["pad_token_id"], batch_size=config.training.batch_size)
+        reference = build_reference(
+            reference_kind(config),
+            model,
+            data.train + data.eval,
+            pad_id=data.extra["pad_token_id"],
+            batch_size=config.training.batch_size,
+        )
         data.extra["reference"] = reference  # the "after" evaluation uses the same frozen copy
-        return PreferenceLoss(model, loss=config.loss.type, options=config.loss.options(),
-                              sft_weight=config.loss.sft_weight, reference=reference)
+        return PreferenceLoss(
+            model,
+            loss=config.loss.type,
+            options=config.loss.options(),
+            sft_weight=config.loss.sft_weight,
+            reference=reference,
+        )
 
     def collate(self, rows: list, tokenizer) -> Batch:
         from .data import collate_rows
@@ -128,16 +146,30 @@ class Dpo:
             return out
         kind = reference_kind(config)
         # With adapters off, the reference is whichever model is scored (after a sharded run, the reloaded one).
-        reference = (lambda sequences: base_logps(model, sequences)) if kind == "adapter_disabled" \
+        reference = (
+            (lambda sequences: base_logps(model, sequences))
+            if kind == "adapter_disabled"
             else ctx.data.extra.get("reference")
+        )
         if ctx.data.eval:
             out["metrics"] = heldout_metrics(
-                model, ctx.data.eval, loss=config.loss.type, options=config.loss.options(),
-                sft_weight=config.loss.sft_weight, pad_id=ctx.tokenizer.pad_token_id,
-                batch_size=config.eval.batch_size, reference_fn=reference, before=ctx.label == "before")
-        out["samples"] = generated_samples(model, ctx.tokenizer, ctx.data.extra.get("samples") or [],
-                                           max_new_tokens=config.eval.max_new_tokens,
-                                           batch_size=config.eval.batch_size)
+                model,
+                ctx.data.eval,
+                loss=config.loss.type,
+                options=config.loss.options(),
+                sft_weight=config.loss.sft_weight,
+                pad_id=ctx.tokenizer.pad_token_id,
+                batch_size=config.eval.batch_size,
+                reference_fn=reference,
+                before=ctx.label == "before",
+            )
+        out["samples"] = generated_samples(
+            model,
+            ctx.tokenizer,
+            ctx.data.extra.get("samples") or [],
+            max_new_tokens=config.eval.max_new_tokens,
+            batch_size=config.eval.batch_size,
+        )
         return out
 
     def periodic_metrics(self, loss: float) -> dict:

@@ -54,11 +54,11 @@ def store_reference_logps(rows: list[Row], model: torch.nn.Module, *, pad_id: in
     console.print(f"Computing the reference's log-probs for {len(rows)} rows once, before training…")
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))  # little padding per batch
     for start in range(0, len(order), batch_size):
-        chunk = [rows[i] for i in order[start:start + batch_size]]
+        chunk = [rows[i] for i in order[start : start + batch_size]]
         sequences, kl = split_sequences(collate_rows(chunk, pad_id).inputs, device)
         first, _ = frozen_logps(model, sequences)
         if isinstance(chunk[0], PairRow):  # (2B,): chosen sequences, then rejected ones
-            first, second = first[:len(chunk)], first[len(chunk):]
+            first, second = first[: len(chunk)], first[len(chunk) :]
         else:
             second, _ = frozen_logps(model, kl)
         for row, a, b in zip(chunk, first.tolist(), second.tolist()):

@@ -20,13 +20,17 @@ from ...config.schema import RunBase, Section, TrainingConfig
 
 
 class PromptData(Section):
-    train: str | list[str] = Field(description="JSONL/JSON/CSV/Parquet file(s), folder, glob or hub dataset of "
-                                   "prompts: {prompt: str} or {messages: [...]} ending with a user turn.")
+    train: str | list[str] = Field(
+        description="JSONL/JSON/CSV/Parquet file(s), folder, glob or hub dataset of "
+        "prompts: {prompt: str} or {messages: [...]} ending with a user turn."
+    )
     eval: str | list[str] | None = Field(None, description="Held-out prompts for the before / after evaluation.")
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="Held-out share of train when no eval source is given.")
     template: Literal["auto", "chat", "plain"] = Field(
-        "auto", description="auto: the tokenizer's chat template if it has one; plain: a string prompt is "
-        "continued as it is (e.g. the prefix of a review), messages use the plain 'User:' template.")
+        "auto",
+        description="auto: the tokenizer's chat template if it has one; plain: a string prompt is "
+        "continued as it is (e.g. the prefix of a review), messages use the plain 'User:' template.",
+    )
     system_prompt: str | None = None
     max_prompt_length: int = Field(256, ge=1, description="Longer prompts keep their last tokens.")
     max_examples: int | None = Field(None, ge=1, description="Use at most this many training prompts.")
@@ -38,8 +42,11 @@ class GenerationSettings(Section):
     PPO trains on are those of the distribution the responses were sampled from."""
 
     max_new_tokens: int = Field(64, ge=1)
-    temperature: float = Field(1.0, gt=0, description="Logits are divided by it in sampling and in every "
-                               "log-prob PPO computes (policy, reference).")
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        description="Logits are divided by it in sampling and in every log-prob PPO computes (policy, reference).",
+    )
     top_k: int = Field(0, ge=0, description="0: off.")
     top_p: float = Field(1.0, gt=0, le=1, description="1.0: off.")
 
@@ -47,15 +54,22 @@ class GenerationSettings(Section):
 class RewardSource(Section):
     """One of ``model``, ``function`` or ``classifier``; the sequence score is Σ weight · source."""
 
-    model: str | None = Field(None, description="A reward model: a `method: reward` run folder, its model/ or "
-                              "adapter/ folder, or any AutoModelForSequenceClassification folder with one label.")
-    function: str | None = Field(None, description="'package.module:fn' or 'path/to/file.py:fn', called as "
-                                 "fn(prompts: list[str], responses: list[str]) -> list[float].")
+    model: str | None = Field(
+        None,
+        description="A reward model: a `method: reward` run folder, its model/ or "
+        "adapter/ folder, or any AutoModelForSequenceClassification folder with one label.",
+    )
+    function: str | None = Field(
+        None,
+        description="'package.module:fn' or 'path/to/file.py:fn', called as "
+        "fn(prompts: list[str], responses: list[str]) -> list[float].",
+    )
     classifier: str | None = Field(None, description="A `method: classify` run folder (or its model/ / adapter/).")
     label: str | None = Field(None, description="classifier: the label whose score is the reward.")
     score: Literal["probability", "logprob"] = Field("probability", description="classifier: p(label) or log p(label).")
     text: Literal["prompt_and_response", "response"] = Field(
-        "prompt_and_response", description="classifier: what it reads (prompt + response suits continuations).")
+        "prompt_and_response", description="classifier: what it reads (prompt + response suits continuations)."
+    )
     weight: float = 1.0
     name: str | None = Field(None, description="Name in the logs (default: from the path or function).")
 
@@ -63,11 +77,15 @@ class RewardSource(Section):
     def _one_kind(self):
         given = [k for k in ("model", "function", "classifier") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError("each reward source sets exactly one of model, function or classifier "
-                             f"(got {', '.join(given) or 'none'}); write e.g. {{model: runs/reward}}")
+            raise ValueError(
+                "each reward source sets exactly one of model, function or classifier "
+                f"(got {', '.join(given) or 'none'}); write e.g. {{model: runs/reward}}"
+            )
         if self.classifier and not self.label:
-            raise ValueError(f"classifier {self.classifier}: set label: to the class whose score is the reward "
-                             "(e.g. label: positive)")
+            raise ValueError(
+                f"classifier {self.classifier}: set label: to the class whose score is the reward "
+                "(e.g. label: positive)"
+            )
         changed = [k for k in ("label", "score", "text") if getattr(self, k) != type(self).model_fields[k].default]
         if changed and not self.classifier:
             raise ValueError(f"{', '.join(changed)} only apply to a classifier source")
@@ -85,8 +103,11 @@ class RewardSource(Section):
 class RewardConfig(Section):
     sources: list[RewardSource] = Field(default_factory=list)
     missing_eos_penalty: float | None = Field(
-        None, ge=0, description="Subtracted from the score of a response that reached max_new_tokens without "
-        "an end-of-sequence token (the no-EOS penalty of Huang et al. 2024).")
+        None,
+        ge=0,
+        description="Subtracted from the score of a response that reached max_new_tokens without "
+        "an end-of-sequence token (the no-EOS penalty of Huang et al. 2024).",
+    )
 
 
 class AdaptiveKL(Section):
@@ -100,8 +121,11 @@ class PpoSection(Section):
     rollout_batch_size: int = Field(16, ge=1, description="Prompts sampled per step.")
     group_size: int = Field(1, ge=1, description="Responses per prompt (≥ 2 for grpo / rloo).")
     ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout.")
-    minibatch_size: int | None = Field(None, ge=1, description="Responses per optimizer step (default: the "
-                                       "whole rollout, one optimizer step per epoch).")
+    minibatch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Responses per optimizer step (default: the whole rollout, one optimizer step per epoch).",
+    )
     clip: float = Field(0.2, gt=0, description="ε of the clipped ratio.")
     value_clip: float = Field(0.2, gt=0, description="ε_v of the clipped value loss.")
     vf_coef: float = Field(0.1, ge=0)
@@ -112,24 +136,30 @@ class PpoSection(Section):
     lam: float = Field(0.95, ge=0, le=1)
     whiten_advantages: bool = Field(True, description="gae: whiten advantages over each rollout's tokens.")
     advantage: Literal["gae", "grpo", "rloo"] = Field(
-        "gae", description="gae: value head + GAE; grpo / rloo: group-relative, no value head.")
+        "gae", description="gae: value head + GAE; grpo / rloo: group-relative, no value head."
+    )
     entropy_coef: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _groups(self):
         if self.advantage != "gae" and self.group_size < 2:
-            raise ValueError(f"advantage {self.advantage} compares responses to the same prompt: set group_size: "
-                             "to 2 or more (e.g. 4)")
+            raise ValueError(
+                f"advantage {self.advantage} compares responses to the same prompt: set group_size: "
+                "to 2 or more (e.g. 4)"
+            )
         rollout = self.rollout_batch_size * self.group_size
         if self.minibatch_size is not None and self.minibatch_size > rollout:
-            raise ValueError(f"minibatch_size {self.minibatch_size} is larger than a rollout "
-                             f"({self.rollout_batch_size} prompts × {self.group_size} = {rollout} responses)")
+            raise ValueError(
+                f"minibatch_size {self.minibatch_size} is larger than a rollout "
+                f"({self.rollout_batch_size} prompts × {self.group_size} = {rollout} responses)"
+            )
         return self
 
 
 class PpoTraining(TrainingConfig):
-    learning_rate: float = Field(1e-5, gt=0, description="PPO wants small steps: 1e-6 … 1e-5 full, 1e-5 … 1e-4 "
-                                 "with an adapter (METHODS.md).")
+    learning_rate: float = Field(
+        1e-5, gt=0, description="PPO wants small steps: 1e-6 … 1e-5 full, 1e-5 … 1e-4 with an adapter (METHODS.md)."
+    )
 
 
 class PpoEval(Section):
@@ -154,7 +184,9 @@ class PpoConfig(RunBase):
     @model_validator(mode="after")
     def _has_reward(self):
         if not self.reward.sources:
-            raise ValueError("reward.sources: PPO needs at least one reward source; write e.g. reward: {sources: "
-                             "[{model: runs/reward}]}, [{function: rewards.py:score}] or [{classifier: "
-                             "runs/sentiment, label: positive}]")
+            raise ValueError(
+                "reward.sources: PPO needs at least one reward source; write e.g. reward: {sources: "
+                "[{model: runs/reward}]}, [{function: rewards.py:score}] or [{classifier: "
+                "runs/sentiment, label: positive}]"
+            )
         return self

@@ -59,8 +59,10 @@ def parse_prompt(record: Record, problems: list[str]) -> str | list[dict] | None
         value, name = data["messages"], "messages"
     else:
         present = ", ".join(map(str, data)) or "none"
-        problems.append(f"{where}: prompt: missing (fields present: {present}); write {{\"prompt\": \"...\"}} or "
-                        "{\"messages\": [...]} ending with a user turn")
+        problems.append(
+            f'{where}: prompt: missing (fields present: {present}); write {{"prompt": "..."}} or '
+            '{"messages": [...]} ending with a user turn'
+        )
         return None
     messages = clean_messages(value, name, where, problems) if isinstance(value, list) else None
     if messages is None:
@@ -70,8 +72,15 @@ def parse_prompt(record: Record, problems: list[str]) -> str | list[dict] | None
     return messages if check_prompt_turns(messages, name, where, problems) else None
 
 
-def render(tokenizer, prompt: str | list[dict], *, chat: bool, system_prompt: str | None,
-           max_prompt_length: int, where: str = "") -> tuple[PromptRow, bool]:
+def render(
+    tokenizer,
+    prompt: str | list[dict],
+    *,
+    chat: bool,
+    system_prompt: str | None,
+    max_prompt_length: int,
+    where: str = "",
+) -> tuple[PromptRow, bool]:
     """One prompt → (row, whether it was cut to its last ``max_prompt_length`` tokens)."""
     if isinstance(prompt, str) and not chat:
         settings = RenderSettings(chat=False, system_prompt=system_prompt)
@@ -89,7 +98,7 @@ def render(tokenizer, prompt: str | list[dict], *, chat: bool, system_prompt: st
         text = turns[-1]["content"]
         display = text if len(turns) == 1 else "\n".join(f"{m['role']}: {m['content']}" for m in turns)
     cut = len(ids) > max_prompt_length
-    return PromptRow(ids[len(ids) - max_prompt_length:] if cut else ids, text, display, messages, where), cut
+    return PromptRow(ids[len(ids) - max_prompt_length :] if cut else ids, text, display, messages, where), cut
 
 
 def _read(source, tokenizer, cfg, chat: bool, problems: list[str]) -> tuple[list[PromptRow], int]:
@@ -98,8 +107,14 @@ def _read(source, tokenizer, cfg, chat: bool, problems: list[str]) -> tuple[list
         prompt = parse_prompt(record, problems)
         if prompt is None:
             continue
-        row, cut = render(tokenizer, prompt, chat=chat, system_prompt=cfg.system_prompt,
-                          max_prompt_length=cfg.max_prompt_length, where=record.where)
+        row, cut = render(
+            tokenizer,
+            prompt,
+            chat=chat,
+            system_prompt=cfg.system_prompt,
+            max_prompt_length=cfg.max_prompt_length,
+            where=record.where,
+        )
         rows.append(row)
         truncated += cut
     return rows, truncated
@@ -125,5 +140,5 @@ def load_prompts(cfg, tokenizer) -> PromptSplits:
         keep, out = split_indices(len(train), cfg.eval_fraction, cfg.seed)
         train, held = [train[i] for i in keep], [train[i] for i in out]
     if cfg.max_examples is not None:
-        train = train[:cfg.max_examples]
+        train = train[: cfg.max_examples]
     return PromptSplits(train, held, truncated, chat)

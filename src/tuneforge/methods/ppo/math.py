@@ -29,8 +29,8 @@ Ahmadian et al. 2024, arXiv 2402.14740).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -83,8 +83,15 @@ def kl_k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
 KL_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"k1": kl_k1, "k3": kl_k3}
 
 
-def per_token_rewards(scores: torch.Tensor, logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor, *,
-                      kl_coef: float, estimator: str = "k1") -> tuple[torch.Tensor, torch.Tensor]:
+def per_token_rewards(
+    scores: torch.Tensor,
+    logp: torch.Tensor,
+    logp_ref: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    kl_coef: float,
+    estimator: str = "k1",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """scores (B,), logp / logp_ref / mask (B, T) → (rewards, kl), each (B, T) and 0 off the mask.
 
     ``rewards = −kl_coef·kl``, with each sequence's score added at its last response token
@@ -106,8 +113,9 @@ def per_token_rewards(scores: torch.Tensor, logp: torch.Tensor, logp_ref: torch.
 
 
 @torch.no_grad()
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float = 1.0,
-        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     """rewards, values, mask (B, T) → (advantages, returns), each (B, T), 0 off the mask, no grad.
 
     ``δ_t = r_t + γV_{t'} − V_t``, ``A_t = δ_t + γλA_{t'}`` where t' is the next response token
@@ -146,8 +154,9 @@ class ValueLoss:
     clip_fraction: torch.Tensor  # scalar, detached
 
 
-def policy_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
-                clip: float = 0.2) -> PolicyLoss:
+def policy_loss(
+    logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *, clip: float = 0.2
+) -> PolicyLoss:
     """logp (new, with grad), logp_old, advantages, mask (B, T) → ``mean(max(−Aρ, −A·clip(ρ, 1±ε)))``."""
     log_ratio = logp - logp_old
     ratio = torch.exp(log_ratio)  # exactly 1 where logp == logp_old
@@ -158,12 +167,14 @@ def policy_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Te
     with torch.no_grad():
         clip_fraction = masked_mean((clipped > unclipped).to(per_token.dtype), m)
         approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, m)
-    return PolicyLoss(masked_mean(per_token, m), torch.where(m, per_token, 0.0), clip_fraction, approx_kl,
-                      ratio.detach())
+    return PolicyLoss(
+        masked_mean(per_token, m), torch.where(m, per_token, 0.0), clip_fraction, approx_kl, ratio.detach()
+    )
 
 
-def value_loss(values: torch.Tensor, values_old: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, *,
-               clip: float = 0.2) -> ValueLoss:
+def value_loss(
+    values: torch.Tensor, values_old: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, *, clip: float = 0.2
+) -> ValueLoss:
     """values (new, with grad), values_old, returns, mask (B, T) →
     ``0.5·mean(max((V − R)², (clip(V, V_old ± ε) − R)²))``."""
     clipped_values = torch.maximum(torch.minimum(values, values_old + clip), values_old - clip)
@@ -189,8 +200,9 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- KL coefficient
 
 
-def adaptive_kl_coef(kl_coef: float, current_kl: float, n_steps: int, *, target: float = 6.0,
-                     horizon: int = 10000) -> float:
+def adaptive_kl_coef(
+    kl_coef: float, current_kl: float, n_steps: int, *, target: float = 6.0, horizon: int = 10000
+) -> float:
     """Ziegler et al. 2019's proportional controller: ``e = clip(KL/target − 1, ±0.2)``,
     ``β ← β·(1 + e·n/horizon)`` after n samples (episodes) at mean sequence KL ``current_kl``.
     Stateless: the coefficient is the whole state, so it checkpoints as one float."""

@@ -39,7 +39,7 @@ from .config import PpoConfig
 
 _CAUSAL = CausalLM(name="ppo", config_class=PpoConfig)
 # policy → its value head, for ``save`` (which the runner hands the policy alone)
-_VALUE_HEADS: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
+_VALUE_HEADS: weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -63,8 +63,14 @@ def _eval_settings(config):
     from .evaluation import EvalSettings
 
     g = config.generation
-    return EvalSettings(seed=config.eval.seed, batch_size=config.eval.batch_size, max_new_tokens=g.max_new_tokens,
-                        temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
+    return EvalSettings(
+        seed=config.eval.seed,
+        batch_size=config.eval.batch_size,
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+        top_k=g.top_k,
+        top_p=g.top_p,
+    )
 
 
 @dataclass(frozen=True)
@@ -89,20 +95,26 @@ class Ppo:
             return list(exc.problems) + errors, warnings, {}
         facts = data.facts
         if config.eval is not None and not data.eval:
-            errors.append("eval: needs held-out prompts; set data.eval to a file or data.eval_fraction (e.g. 0.1), "
-                          "or eval: null")
+            errors.append(
+                "eval: needs held-out prompts; set data.eval to a file or data.eval_fraction (e.g. 0.1), or eval: null"
+            )
         if facts["truncated"]:
-            warnings.append(f"{facts['truncated']} prompt(s) were longer than data.max_prompt_length="
-                            f"{config.data.max_prompt_length} tokens and keep their last tokens")
+            warnings.append(
+                f"{facts['truncated']} prompt(s) were longer than data.max_prompt_length="
+                f"{config.data.max_prompt_length} tokens and keep their last tokens"
+            )
         lr, full = config.training.learning_rate, config.adapter is None
         if lr > (1e-5 if full else 1e-4):
-            warnings.append(f"training.learning_rate {lr:g} is high for PPO (usual: 1e-6 … 1e-5 full, 1e-5 … 1e-4 "
-                            "with an adapter)")
+            warnings.append(
+                f"training.learning_rate {lr:g} is high for PPO (usual: 1e-6 … 1e-5 full, 1e-5 … 1e-4 with an adapter)"
+            )
         p = config.ppo
-        facts["data"] = (f"{facts['prompts']} training / {facts['eval_prompts']} held-out prompts; "
-                         f"{self.total_steps(config, data)} rollouts of {p.rollout_batch_size} prompts × "
-                         f"{p.group_size} response(s), {p.advantage} advantages; reward: "
-                         + " + ".join(f"{s.weight:g}·{s.kind} {s.spec}" for s in config.reward.sources))
+        facts["data"] = (
+            f"{facts['prompts']} training / {facts['eval_prompts']} held-out prompts; "
+            f"{self.total_steps(config, data)} rollouts of {p.rollout_batch_size} prompts × "
+            f"{p.group_size} response(s), {p.advantage} advantages; reward: "
+            + " + ".join(f"{s.weight:g}·{s.kind} {s.spec}" for s in config.reward.sources)
+        )
         return errors, warnings, facts
 
     def load_data(self, config, tokenizer) -> MethodData:
@@ -110,12 +122,18 @@ class Ppo:
         from .rewards import Rewards
 
         splits = load_prompts(config.data, tokenizer)
-        held = splits.eval[:config.eval.num_prompts] if config.eval and config.eval.num_prompts else splits.eval
+        held = splits.eval[: config.eval.num_prompts] if config.eval and config.eval.num_prompts else splits.eval
         batch = config.eval.batch_size if config.eval else config.training.batch_size
-        state = PpoState(Rewards(config.reward.sources, tokenizer=tokenizer, dtype=config.model.dtype,
-                                 batch_size=batch))
-        facts = {"prompts": len(splits.train), "eval_prompts": len(held), "truncated": splits.truncated,
-                 "tokens": sum(len(r.input_ids) for r in splits.train), "chat_template": splits.chat}
+        state = PpoState(
+            Rewards(config.reward.sources, tokenizer=tokenizer, dtype=config.model.dtype, batch_size=batch)
+        )
+        facts = {
+            "prompts": len(splits.train),
+            "eval_prompts": len(held),
+            "truncated": splits.truncated,
+            "tokens": sum(len(r.input_ids) for r in splits.train),
+            "chat_template": splits.chat,
+        }
         return MethodData(train=splits.train, eval=held, extra={"ppo": state}, facts=facts)
 
     def total_steps(self, config, data: MethodData) -> int:
@@ -146,8 +164,15 @@ class Ppo:
             head = ValueHead(hidden_size_of(model)).to(next(model.parameters()).device)
             _VALUE_HEADS[model] = head
         p = config.ppo
-        return PpoLoss(model, head, clip=p.clip, value_clip=p.value_clip, vf_coef=p.vf_coef,
-                       entropy_coef=p.entropy_coef, temperature=config.generation.temperature)
+        return PpoLoss(
+            model,
+            head,
+            clip=p.clip,
+            value_clip=p.value_clip,
+            vf_coef=p.vf_coef,
+            entropy_coef=p.entropy_coef,
+            temperature=config.generation.temperature,
+        )
 
     def collate(self, rows: list, tokenizer) -> Batch:
         """Prompt rows → a left-padded batch (generation's layout)."""
@@ -155,8 +180,8 @@ class Ppo:
         ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for b, row in enumerate(rows):
-            ids[b, width - len(row.input_ids):] = torch.tensor(row.input_ids)
-            mask[b, width - len(row.input_ids):] = 1
+            ids[b, width - len(row.input_ids) :] = torch.tensor(row.input_ids)
+            mask[b, width - len(row.input_ids) :] = 1
         return Batch(inputs={"input_ids": ids, "attention_mask": mask}, count=len(rows), tokens=int(mask.sum()))
 
     def chance_loss(self, config, model, data) -> float | None:
@@ -164,8 +189,22 @@ class Ppo:
 
     # ------------------------------------------------------------------ training
 
-    def run_training(self, *, config, data: MethodData, tokenizer, loss_model, optimizer, scheduler, accelerator,
-                     run_dir: Path, start_state: dict, adapter_model=None, after_step=None, **_shared):
+    def run_training(
+        self,
+        *,
+        config,
+        data: MethodData,
+        tokenizer,
+        loss_model,
+        optimizer,
+        scheduler,
+        accelerator,
+        run_dir: Path,
+        start_state: dict,
+        adapter_model=None,
+        after_step=None,
+        **_shared,
+    ):
         """The rollout → update loop (``trainer.run_ppo``), called by the runner instead of the shared loop."""
         from .rollout import Reference
         from .trainer import Parts, PpoSettings, run_ppo
@@ -181,22 +220,55 @@ class Ppo:
             result = evaluate_policy(policy, reference, state.rewards, tokenizer, data.eval, _eval_settings(config))
             return {f"eval_{k}": v for k, v in result["metrics"].items()}
 
-        update = UpdateSettings(ppo_epochs=p.ppo_epochs, minibatch_size=p.minibatch_size, micro_batch_size=t.batch_size,
-                                group_size=p.group_size, kl_estimator=p.kl_estimator, gamma=p.gamma, lam=p.lam,
-                                whiten_advantages=p.whiten_advantages, advantage=p.advantage,
-                                temperature=g.temperature, max_grad_norm=t.max_grad_norm)
+        update = UpdateSettings(
+            ppo_epochs=p.ppo_epochs,
+            minibatch_size=p.minibatch_size,
+            micro_batch_size=t.batch_size,
+            group_size=p.group_size,
+            kl_estimator=p.kl_estimator,
+            gamma=p.gamma,
+            lam=p.lam,
+            whiten_advantages=p.whiten_advantages,
+            advantage=p.advantage,
+            temperature=g.temperature,
+            max_grad_norm=t.max_grad_norm,
+        )
         settings = PpoSettings(
-            total_steps=self.total_steps(config, data), rollout_batch_size=p.rollout_batch_size, seed=t.seed,
-            update=update, max_new_tokens=g.max_new_tokens, top_k=g.top_k, top_p=g.top_p, kl_coef=p.kl_coef,
+            total_steps=self.total_steps(config, data),
+            rollout_batch_size=p.rollout_batch_size,
+            seed=t.seed,
+            update=update,
+            max_new_tokens=g.max_new_tokens,
+            top_k=g.top_k,
+            top_p=g.top_p,
+            kl_coef=p.kl_coef,
             adaptive_target=p.adaptive_kl.target if p.adaptive_kl else None,
             adaptive_horizon=p.adaptive_kl.horizon if p.adaptive_kl else 10000,
-            missing_eos_penalty=config.reward.missing_eos_penalty, save_every=t.save_every,
-            keep_checkpoints=t.keep_checkpoints, log_every=t.log_every, eval_every=t.eval_every)
-        parts = Parts(rewards=state.rewards, reference=reference, prompts=data.train, tokenizer=tokenizer,
-                      evaluate=held_out if config.eval is not None and data.eval else None)
-        return run_ppo(loss_model=loss_model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
-                       parts=parts, settings=settings, run_dir=run_dir, start_state=start_state,
-                       adapter_model=adapter_model, after_step=after_step)
+            missing_eos_penalty=config.reward.missing_eos_penalty,
+            save_every=t.save_every,
+            keep_checkpoints=t.keep_checkpoints,
+            log_every=t.log_every,
+            eval_every=t.eval_every,
+        )
+        parts = Parts(
+            rewards=state.rewards,
+            reference=reference,
+            prompts=data.train,
+            tokenizer=tokenizer,
+            evaluate=held_out if config.eval is not None and data.eval else None,
+        )
+        return run_ppo(
+            loss_model=loss_model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            accelerator=accelerator,
+            parts=parts,
+            settings=settings,
+            run_dir=run_dir,
+            start_state=start_state,
+            adapter_model=adapter_model,
+            after_step=after_step,
+        )
 
     # ------------------------------------------------------------------ evaluation
 
@@ -211,8 +283,9 @@ class Ppo:
         state: PpoState = ctx.data.extra["ppo"]
         # Before training the policy IS the reference (KL exactly 0); after, the frozen copy or the base.
         frozen = state.frozen_reference if ctx.label == "after" else None
-        return evaluate_policy(model, Reference(model, frozen), state.rewards, ctx.tokenizer, ctx.data.eval,
-                               _eval_settings(config))
+        return evaluate_policy(
+            model, Reference(model, frozen), state.rewards, ctx.tokenizer, ctx.data.eval, _eval_settings(config)
+        )
 
     def periodic_metrics(self, loss: float) -> dict:
         return {}  # held-out reward and KL are logged by the PPO loop itself (training.eval_every)
@@ -238,25 +311,37 @@ def _option_problems(config) -> list[str]:
     problems = []
     adapter = config.adapter
     if adapter is not None and adapter.type in SOFT_PROMPTS:
-        problems.append(f"adapter.type: {adapter.type} (virtual tokens) is not supported by PPO, whose log-probs and "
-                        "values come from the decoder's own forward; use lora, ia3 or bottleneck")
+        problems.append(
+            f"adapter.type: {adapter.type} (virtual tokens) is not supported by PPO, whose log-probs and "
+            "values come from the decoder's own forward; use lora, ia3 or bottleneck"
+        )
     if adapter is not None and adapter.type == "adalora":
-        problems.append("adapter.type: adalora's rank schedule counts optimizer steps, which PPO takes several "
-                        "of per rollout; use lora")
+        problems.append(
+            "adapter.type: adalora's rank schedule counts optimizer steps, which PPO takes several "
+            "of per rollout; use lora"
+        )
     if adapter is not None and adapter.type == "lora" and adapter.init in ("pissa", "olora"):
-        problems.append(f"adapter.init: {adapter.init} moves part of each base weight into the adapter, so the base "
-                        "with adapters disabled is no longer the reference model; use init: default")
+        problems.append(
+            f"adapter.init: {adapter.init} moves part of each base weight into the adapter, so the base "
+            "with adapters disabled is no longer the reference model; use init: default"
+        )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        problems.append("method ppo runs in one process for now (rollouts are not yet split across processes); "
-                        "launch it without --num-processes or an accelerate config")
+        problems.append(
+            "method ppo runs in one process for now (rollouts are not yet split across processes); "
+            "launch it without --num-processes or an accelerate config"
+        )
     if config.training.gradient_accumulation_steps != 1:
-        problems.append("training.gradient_accumulation_steps: PPO accumulates micro-batches of training.batch_size "
-                        "up to ppo.minibatch_size itself; leave it at 1")
+        problems.append(
+            "training.gradient_accumulation_steps: PPO accumulates micro-batches of training.batch_size "
+            "up to ppo.minibatch_size itself; leave it at 1"
+        )
     limit = _context_limit(config)
     needed = config.data.max_prompt_length + config.generation.max_new_tokens
     if limit and needed > limit:
-        problems.append(f"data.max_prompt_length + generation.max_new_tokens = {needed} exceeds the model's context "
-                        f"of {limit} tokens; lower one of them")
+        problems.append(
+            f"data.max_prompt_length + generation.max_new_tokens = {needed} exceeds the model's context "
+            f"of {limit} tokens; lower one of them"
+        )
     return problems
 
 
@@ -266,8 +351,9 @@ def _context_limit(config) -> int | None:
     from ...models.load import resolve_model
 
     try:
-        model_config = AutoConfig.from_pretrained(resolve_model(config.model.name),
-                                                  trust_remote_code=config.model.trust_remote_code)
+        model_config = AutoConfig.from_pretrained(
+            resolve_model(config.model.name), trust_remote_code=config.model.trust_remote_code
+        )
     except (OSError, ValueError):
         return None  # the shared checks report an unreadable model
     return getattr(model_config, "max_position_embeddings", None)

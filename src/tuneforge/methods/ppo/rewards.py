@@ -86,22 +86,30 @@ def _folder_problem(folder: Path, kind: str) -> str | None:
     if is_adapter_folder(folder):
         labels = _adapter_info(folder).get("labels")
         if labels is None:
-            return f"{folder}: an adapter without classifier.json; give the output of a `method: reward` or " \
-                   "`method: classify` run"
+            return (
+                f"{folder}: an adapter without classifier.json; give the output of a `method: reward` or "
+                "`method: classify` run"
+            )
         if kind == "model" and len(labels) != 1:
-            return f"{folder}: a reward model has one output, this one has {len(labels)} labels; use it as " \
-                   "{classifier: ..., label: ...} instead"
+            return (
+                f"{folder}: a reward model has one output, this one has {len(labels)} labels; use it as "
+                "{classifier: ..., label: ...} instead"
+            )
         return None
     config = _config_json(folder)
     if not config:
-        return f"{folder}: not a model folder (no config.json or adapter_config.json); give a run folder or its " \
-               "model/ or adapter/ folder"
+        return (
+            f"{folder}: not a model folder (no config.json or adapter_config.json); give a run folder or its "
+            "model/ or adapter/ folder"
+        )
     if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
         return f"{folder}: not a sequence classifier (architectures: {', '.join(config.get('architectures') or [])})"
     labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
     if kind == "model" and labels != 1:
-        return f"{folder}: a reward model has one output, this one has {labels} labels; use it as " \
-               "{classifier: ..., label: ...} instead"
+        return (
+            f"{folder}: a reward model has one output, this one has {labels} labels; use it as "
+            "{classifier: ..., label: ...} instead"
+        )
     return None
 
 
@@ -124,16 +132,19 @@ def check_sources(sources) -> list[str]:
         if source.classifier:
             labels = _adapter_info(folder).get("labels") or list((_config_json(folder).get("id2label") or {}).values())
             if labels and source.label not in labels:
-                problems.append(f"reward.sources[{i}].label: '{source.label}' is not one of the classifier's labels "
-                                f"({', '.join(map(str, labels))})")
+                problems.append(
+                    f"reward.sources[{i}].label: '{source.label}' is not one of the classifier's labels "
+                    f"({', '.join(map(str, labels))})"
+                )
     return problems
 
 
 def _finite(values, spec: str, n: int) -> torch.Tensor:
     values = list(values) if not isinstance(values, torch.Tensor) else values.flatten().tolist()
     if len(values) != n:
-        raise RewardError(f"reward function '{spec}' returned {len(values)} values for {n} responses; return one "
-                          "number per response")
+        raise RewardError(
+            f"reward function '{spec}' returned {len(values)} values for {n} responses; return one number per response"
+        )
     for v in values:
         if not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
             raise RewardError(f"reward function '{spec}' returned {v!r}; every value must be a finite number")
@@ -152,8 +163,9 @@ class Rewards:
         self._loaded: dict[int, object] = {}
 
     @torch.no_grad()
-    def score(self, prompts: list[PromptRow], responses: list[str], sequences: list[list[int]],
-              device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def score(
+        self, prompts: list[PromptRow], responses: list[str], sequences: list[list[int]], device: torch.device
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """prompts, responses, policy ids of prompt + response (N each) → (total, per source), on the CPU."""
         parts = {}
         total = torch.zeros(len(responses))
@@ -186,8 +198,10 @@ class Rewards:
             raise RewardError(f"reward source {source.spec}: {problem}")
         model, tokenizer, labels, info = load_trained_classifier(folder, dtype=resolve_dtype(self.dtype, device))
         if source.model and len(labels) != 1:
-            raise RewardError(f"reward source {source.spec}: a reward model has one output, this one has "
-                              f"{len(labels)} labels; use it as {{classifier: ..., label: ...}} instead")
+            raise RewardError(
+                f"reward source {source.spec}: a reward model has one output, this one has "
+                f"{len(labels)} labels; use it as {{classifier: ..., label: ...}} instead"
+            )
         return model.to(device).eval(), tokenizer, labels, info
 
     def _reward_model(self, i, source, prompts, responses, sequences, device) -> torch.Tensor:
@@ -197,7 +211,7 @@ class Rewards:
         pad = model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
         out = []
         for start in range(0, len(rows), self.batch_size):
-            ids, mask = _right_pad(rows[start:start + self.batch_size], pad)
+            ids, mask = _right_pad(rows[start : start + self.batch_size], pad)
             out.append(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float().cpu())
         return torch.cat(out)
 
@@ -212,7 +226,7 @@ class Rewards:
         out = []
         for start in range(0, len(responses), self.batch_size):
             items = []
-            for p, r in zip(prompts[start:start + self.batch_size], responses[start:start + self.batch_size]):
+            for p, r in zip(prompts[start : start + self.batch_size], responses[start : start + self.batch_size]):
                 if source.text == "response":
                     items.append(LabelledText(r, None, "", ""))
                 elif p.messages is None:  # a continued text: the classifier reads the whole text
@@ -235,16 +249,17 @@ def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for b, row in enumerate(rows):
-        ids[b, :len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[b, :len(row)] = 1
+        ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[b, : len(row)] = 1
     return ids, mask
 
 
 def _rerender(tokenizer, prompt: PromptRow, response: str) -> list[int]:
     """Prompt + response in a reward model's own tokenizer (when its vocabulary is not the policy's)."""
     if prompt.messages is not None and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(prompt.messages + [{"role": "assistant", "content": response}],
-                                             tokenize=False)
+        text = tokenizer.apply_chat_template(
+            prompt.messages + [{"role": "assistant", "content": response}], tokenize=False
+        )
         return tokenizer(text.rstrip(), add_special_tokens=False)["input_ids"]
     ids = tokenizer(prompt.display + response)["input_ids"]
     return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])

@@ -45,7 +45,7 @@ class Rollout:
 
     @property
     def response_ids(self) -> torch.Tensor:  # (N, R)
-        return self.input_ids[:, self.prompt_width:]
+        return self.input_ids[:, self.prompt_width :]
 
     def sequence_ids(self, row: int) -> list[int]:
         """Prompt + response through the stop token, without padding (what a reward model reads)."""
@@ -53,8 +53,17 @@ class Rollout:
 
 
 @torch.no_grad()
-def sample_rollout(model, tokenizer, prompts: list[PromptRow], *, group_size: int, max_new_tokens: int,
-                   temperature: float, top_k: int, top_p: float) -> Rollout:
+def sample_rollout(
+    model,
+    tokenizer,
+    prompts: list[PromptRow],
+    *,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+) -> Rollout:
     """Sample ``group_size`` responses to each prompt (one ``generate`` call, global torch RNG)."""
     device = next(model.parameters()).device
     stops = stop_token_ids_for(model, tokenizer)
@@ -64,13 +73,23 @@ def sample_rollout(model, tokenizer, prompts: list[PromptRow], *, group_size: in
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     prompt_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, p in enumerate(rows):
-        input_ids[i, width - len(p.input_ids):] = torch.tensor(p.input_ids)
-        prompt_mask[i, width - len(p.input_ids):] = 1  # from lengths: pad == eos must not hide prompt tokens
+        input_ids[i, width - len(p.input_ids) :] = torch.tensor(p.input_ids)
+        prompt_mask[i, width - len(p.input_ids) :] = 1  # from lengths: pad == eos must not hide prompt tokens
     with eval_mode(model):
         output = model.generate(
-            input_ids=input_ids.to(device), attention_mask=prompt_mask.to(device), do_sample=True,
-            temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens, min_new_tokens=0,
-            num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=stops, pad_token_id=pad_id,
+            input_ids=input_ids.to(device),
+            attention_mask=prompt_mask.to(device),
+            do_sample=True,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=0,
+            num_beams=1,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            eos_token_id=stops,
+            pad_token_id=pad_id,
         )  # (N, P + R)
     response = output[:, width:].cpu()  # (N, R)
     is_stop = torch.isin(response, torch.tensor(stops))
@@ -98,9 +117,9 @@ def micro_batch(rollout: Rollout, rows: list[int], per_token: dict[str, torch.Te
     width = rollout.prompt_width
     first = int(mask[:, :width].any(0).nonzero()[0])  # first column where some prompt starts
     used = int(response.any(0).nonzero()[-1]) + 1  # response columns some row still uses
-    mask = mask[:, first:width + used]
+    mask = mask[:, first : width + used]
     out = {
-        "input_ids": rollout.input_ids[index, first:width + used],
+        "input_ids": rollout.input_ids[index, first : width + used],
         "attention_mask": mask,
         "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
         "response_mask": response[:, :used],
@@ -116,9 +135,17 @@ class PolicyOutput:
     entropy: torch.Tensor | None  # (B, R) nats
 
 
-def forward_policy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                   response_width: int, *, temperature: float, value_head=None,
-                   entropy: bool = False) -> PolicyOutput:
+def forward_policy(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    response_width: int,
+    *,
+    temperature: float,
+    value_head=None,
+    entropy: bool = False,
+) -> PolicyOutput:
     """Log-probs (and values, entropy) of the last ``response_width`` tokens of ``input_ids`` (B, T).
 
     Runs the decoder directly and projects only the response positions through the output layer
@@ -127,9 +154,10 @@ def forward_policy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = getattr(base, base.base_model_prefix)
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=False).last_hidden_state  # (B, T, H)
-    hidden = hidden[:, -response_width - 1:-1]  # (B, R, H): the state each response token is sampled from
+    hidden = decoder(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state  # (B, T, H)
+    hidden = hidden[:, -response_width - 1 : -1]  # (B, R, H): the state each response token is sampled from
     logits = output_logits(base.config, base.get_output_embeddings(), hidden) / temperature  # (B, R, V) float32
     targets = input_ids[:, -response_width:]  # (B, R)
     logp = torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)

@@ -64,14 +64,26 @@ class Parts:
     history: list[dict] = field(default_factory=list)
 
 
-def run_ppo(*, loss_model, optimizer, scheduler, accelerator, parts: Parts, settings: PpoSettings, run_dir: Path,
-            start_state: dict, adapter_model=None, after_step=None) -> LoopResult:
+def run_ppo(
+    *,
+    loss_model,
+    optimizer,
+    scheduler,
+    accelerator,
+    parts: Parts,
+    settings: PpoSettings,
+    run_dir: Path,
+    start_state: dict,
+    adapter_model=None,
+    after_step=None,
+) -> LoopResult:
     """Train for ``settings.total_steps`` rollouts, resuming from ``start_state``."""
     if accelerator.num_processes > 1 or is_sharded(accelerator):
         from ...checks import ChecksFailed
 
-        raise ChecksFailed(["method ppo runs in one process for now; launch it without --num-processes or an "
-                            "accelerate config"])
+        raise ChecksFailed(
+            ["method ppo runs in one process for now; launch it without --num-processes or an accelerate config"]
+        )
     module = accelerator.unwrap_model(loss_model)
     step = int(start_state.get("step", 0))
     consumed = int(start_state.get("rows_consumed", 0))
@@ -82,31 +94,68 @@ def run_ppo(*, loss_model, optimizer, scheduler, accelerator, parts: Parts, sett
     main = accelerator.is_main_process
 
     def checkpoint() -> Path:
-        return save_checkpoint(run_dir, step, model=module, weights=gather_trainable_state(accelerator, loss_model),
-                               optimizer=optimizer, scheduler=scheduler, keep=settings.keep_checkpoints,
-                               state={"rows_consumed": consumed, "epoch": consumed / len(parts.prompts),
-                                      "kl_coef": kl_coef}, adapter_model=adapter_model)
+        return save_checkpoint(
+            run_dir,
+            step,
+            model=module,
+            weights=gather_trainable_state(accelerator, loss_model),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            keep=settings.keep_checkpoints,
+            state={"rows_consumed": consumed, "epoch": consumed / len(parts.prompts), "kl_coef": kl_coef},
+            adapter_model=adapter_model,
+        )
 
     started = time.perf_counter()
     loss_model.train()
-    log = MetricsLog(run_dir / "metrics.jsonl", total_steps=settings.total_steps, start_step=step,
-                     accelerator=accelerator, enabled=main)
+    log = MetricsLog(
+        run_dir / "metrics.jsonl",
+        total_steps=settings.total_steps,
+        start_step=step,
+        accelerator=accelerator,
+        enabled=main,
+    )
     with StopSignal() as stop, log:
         while step < settings.total_steps:
             t0 = time.perf_counter()
             prompts = [parts.prompts[i] for i in order.take(consumed, settings.rollout_batch_size)]
-            rollout = sample_rollout(module.model, parts.tokenizer, prompts, group_size=settings.update.group_size,
-                                     max_new_tokens=settings.max_new_tokens, temperature=settings.update.temperature,
-                                     top_k=settings.top_k, top_p=settings.top_p)
+            rollout = sample_rollout(
+                module.model,
+                parts.tokenizer,
+                prompts,
+                group_size=settings.update.group_size,
+                max_new_tokens=settings.max_new_tokens,
+                temperature=settings.update.temperature,
+                top_k=settings.top_k,
+                top_p=settings.top_p,
+            )
             t1 = time.perf_counter()
             scores, by_source = _score(parts.rewards, rollout, settings.missing_eos_penalty, accelerator.device)
             t2 = time.perf_counter()
-            epochs = plan(len(rollout.prompts), settings.update,
-                          torch.Generator().manual_seed(settings.seed * 1_000_003 + step))
-            tensors, stats = experience(module, parts.reference, rollout, scores, first_epoch=epochs[0],
-                                        settings=settings.update, kl_coef=kl_coef, accelerator=accelerator)
-            result = ppo_update(loss_model, optimizer, accelerator, rollout, tensors, epochs, settings.update,
-                                step=step + 1, after_step=after_step)
+            epochs = plan(
+                len(rollout.prompts), settings.update, torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+            )
+            tensors, stats = experience(
+                module,
+                parts.reference,
+                rollout,
+                scores,
+                first_epoch=epochs[0],
+                settings=settings.update,
+                kl_coef=kl_coef,
+                accelerator=accelerator,
+            )
+            result = ppo_update(
+                loss_model,
+                optimizer,
+                accelerator,
+                rollout,
+                tensors,
+                epochs,
+                settings.update,
+                step=step + 1,
+                after_step=after_step,
+            )
             scheduler.step()  # once per rollout: the schedule counts steps as rollouts
             t3 = time.perf_counter()
 
@@ -116,15 +165,29 @@ def run_ppo(*, loss_model, optimizer, scheduler, accelerator, parts: Parts, sett
             tokens += generated
             count += result["count"]
             last_loss = result["loss"]
-            record = {"step": step, "loss": round(result["loss"], 6), "lr": optimizer.param_groups[0]["lr"],
-                      "grad_norm": round(result["grad_norm"], 6), "tokens": generated, "kl_coef": kl_coef,
-                      **_rounded({**stats, **{f"score/{k}": float(v.mean()) for k, v in by_source.items()},
-                                  **module.step_metrics()}),
-                      "time_generation_s": round(t1 - t0, 3), "time_scoring_s": round(t2 - t1, 3),
-                      "time_training_s": round(t3 - t2, 3), "epoch": round(consumed / len(parts.prompts), 4)}
+            record = {
+                "step": step,
+                "loss": round(result["loss"], 6),
+                "lr": optimizer.param_groups[0]["lr"],
+                "grad_norm": round(result["grad_norm"], 6),
+                "tokens": generated,
+                "kl_coef": kl_coef,
+                **_rounded(
+                    {**stats, **{f"score/{k}": float(v.mean()) for k, v in by_source.items()}, **module.step_metrics()}
+                ),
+                "time_generation_s": round(t1 - t0, 3),
+                "time_scoring_s": round(t2 - t1, 3),
+                "time_training_s": round(t3 - t2, 3),
+                "epoch": round(consumed / len(parts.prompts), 4),
+            }
             if settings.adaptive_target is not None:  # Ziegler et al. 2019: after each batch of n responses
-                kl_coef = adaptive_kl_coef(kl_coef, stats["kl"], len(rollout.prompts), target=settings.adaptive_target,
-                                           horizon=settings.adaptive_horizon)
+                kl_coef = adaptive_kl_coef(
+                    kl_coef,
+                    stats["kl"],
+                    len(rollout.prompts),
+                    target=settings.adaptive_target,
+                    horizon=settings.adaptive_horizon,
+                )
             parts.history.append(record)
             if step % settings.log_every == 0 or step == settings.total_steps:
                 log.log(dict(record))
@@ -135,8 +198,14 @@ def run_ppo(*, loss_model, optimizer, scheduler, accelerator, parts: Parts, sett
                 raise TrainingInterrupted(stop.requested, checkpoint())
             if settings.save_every and step % settings.save_every == 0 and step < settings.total_steps:
                 checkpoint()
-    return LoopResult(steps=step, tokens=tokens, count=count, wall_seconds=time.perf_counter() - started,
-                      final_loss=last_loss, history=parts.history)
+    return LoopResult(
+        steps=step,
+        tokens=tokens,
+        count=count,
+        wall_seconds=time.perf_counter() - started,
+        final_loss=last_loss,
+        history=parts.history,
+    )
 
 
 def _score(rewards, rollout, missing_eos_penalty: float | None, device) -> tuple[torch.Tensor, dict]:

@@ -73,8 +73,17 @@ class PpoLoss(torch.nn.Module):
     means since its last call; ``last_ratio`` keeps the last forward's ρ on response tokens.
     """
 
-    def __init__(self, model, value_head=None, *, clip: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1,
-                 entropy_coef: float = 0.0, temperature: float = 1.0):
+    def __init__(
+        self,
+        model,
+        value_head=None,
+        *,
+        clip: float = 0.2,
+        value_clip: float = 0.2,
+        vf_coef: float = 0.1,
+        entropy_coef: float = 0.0,
+        temperature: float = 1.0,
+    ):
         super().__init__()
         self.model = model
         self.value_head = value_head
@@ -83,12 +92,28 @@ class PpoLoss(torch.nn.Module):
         self.last_ratio: torch.Tensor | None = None
         self._sums: dict[str, float] = {}
 
-    def forward(self, input_ids, attention_mask, position_ids, response_mask, logp_old, advantages,
-                returns=None, values_old=None):
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids,
+        response_mask,
+        logp_old,
+        advantages,
+        returns=None,
+        values_old=None,
+    ):
         mask = response_mask.bool()  # (b, R)
-        out = forward_policy(self.model, input_ids, attention_mask, position_ids, mask.shape[1],
-                             temperature=self.temperature, value_head=self.value_head,
-                             entropy=self.entropy_coef > 0)
+        out = forward_policy(
+            self.model,
+            input_ids,
+            attention_mask,
+            position_ids,
+            mask.shape[1],
+            temperature=self.temperature,
+            value_head=self.value_head,
+            entropy=self.entropy_coef > 0,
+        )
         pg = policy_loss(out.logp, logp_old, advantages, mask, clip=self.clip)
         per_token = pg.token_losses  # (b, R), 0 off the mask
         n = mask.sum()
@@ -118,16 +143,28 @@ def plan(n: int, settings: UpdateSettings, generator: torch.Generator) -> list[l
     epochs = []
     for _ in range(settings.ppo_epochs):
         order = torch.randperm(n, generator=generator).tolist()
-        minibatches = [order[i:i + size] for i in range(0, n, size)]
-        epochs.append([[mb[j:j + settings.micro_batch_size] for j in range(0, len(mb), settings.micro_batch_size)]
-                       for mb in minibatches])
+        minibatches = [order[i : i + size] for i in range(0, n, size)]
+        epochs.append(
+            [
+                [mb[j : j + settings.micro_batch_size] for j in range(0, len(mb), settings.micro_batch_size)]
+                for mb in minibatches
+            ]
+        )
     return epochs
 
 
 @torch.no_grad()
-def experience(loss_module: PpoLoss, reference: Reference, rollout: Rollout, scores: torch.Tensor, *,
-               first_epoch: list[list[list[int]]], settings: UpdateSettings, kl_coef: float,
-               accelerator) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def experience(
+    loss_module: PpoLoss,
+    reference: Reference,
+    rollout: Rollout,
+    scores: torch.Tensor,
+    *,
+    first_epoch: list[list[list[int]]],
+    settings: UpdateSettings,
+    kl_coef: float,
+    accelerator,
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """(per-token training tensors (N, R), rollout statistics) for one rollout.
 
     ``scores`` (N,): each response's sequence score (sources, weights and any no-EOS penalty applied).
@@ -144,9 +181,16 @@ def experience(loss_module: PpoLoss, reference: Reference, rollout: Rollout, sco
             inputs = micro_batch(rollout, rows, {})
             used = inputs["response_mask"].shape[1]
             with accelerator.autocast():
-                out = forward_policy(loss_module.model, inputs["input_ids"], inputs["attention_mask"],
-                                     inputs["position_ids"], used, temperature=settings.temperature,
-                                     value_head=loss_module.value_head, entropy=True)
+                out = forward_policy(
+                    loss_module.model,
+                    inputs["input_ids"],
+                    inputs["attention_mask"],
+                    inputs["position_ids"],
+                    used,
+                    temperature=settings.temperature,
+                    value_head=loss_module.value_head,
+                    entropy=True,
+                )
                 ref = reference.logp(inputs, temperature=settings.temperature)
             index = torch.tensor(rows, device=device)
             logp_old[index, :used] = out.logp.float()
@@ -159,8 +203,9 @@ def experience(loss_module: PpoLoss, reference: Reference, rollout: Rollout, sco
     sequence_kl = kl.sum(-1)  # (N,)
     tensors = {"logp_old": logp_old}
     if settings.advantage == "gae":
-        rewards, _ = per_token_rewards(scores, logp_old, logp_ref, mask, kl_coef=kl_coef,
-                                       estimator=settings.kl_estimator)
+        rewards, _ = per_token_rewards(
+            scores, logp_old, logp_ref, mask, kl_coef=kl_coef, estimator=settings.kl_estimator
+        )
         advantages, returns = gae(rewards, values, mask, gamma=settings.gamma, lam=settings.lam)
         if settings.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
@@ -190,9 +235,18 @@ class _HeldSchedule:
         pass
 
 
-def ppo_update(loss_module, optimizer, accelerator, rollout: Rollout, tensors: dict[str, torch.Tensor],
-               epochs: list[list[list[list[int]]]], settings: UpdateSettings, *, step: int,
-               after_step=None) -> dict[str, float]:
+def ppo_update(
+    loss_module,
+    optimizer,
+    accelerator,
+    rollout: Rollout,
+    tensors: dict[str, torch.Tensor],
+    epochs: list[list[list[list[int]]]],
+    settings: UpdateSettings,
+    *,
+    step: int,
+    after_step=None,
+) -> dict[str, float]:
     """Every epoch's minibatches: forward/backward over its micro-batches, then one optimizer step."""
     held = _HeldSchedule()
     losses, norms, count = [], [], 0
@@ -201,13 +255,31 @@ def ppo_update(loss_module, optimizer, accelerator, rollout: Rollout, tensors: d
             micro = []
             for rows in minibatch:
                 inputs = micro_batch(rollout, rows, tensors)
-                micro.append(Batch(inputs=inputs, count=int(inputs["response_mask"].sum()),
-                                   tokens=int(inputs["attention_mask"].sum())))
+                micro.append(
+                    Batch(
+                        inputs=inputs,
+                        count=int(inputs["response_mask"].sum()),
+                        tokens=int(inputs["attention_mask"].sum()),
+                    )
+                )
             stats = forward_backward(loss_module, micro, accelerator)
             check_finite(stats.loss, step)
-            norms.append(optimizer_step(loss_module, optimizer, held, accelerator, settings.max_grad_norm,
-                                        step=step, before_zero_grad=after_step))
+            norms.append(
+                optimizer_step(
+                    loss_module,
+                    optimizer,
+                    held,
+                    accelerator,
+                    settings.max_grad_norm,
+                    step=step,
+                    before_zero_grad=after_step,
+                )
+            )
             losses.append(stats.loss)
             count += stats.count
-    return {"loss": sum(losses) / len(losses), "grad_norm": sum(norms) / len(norms), "count": count,
-            "optimizer_steps": len(losses)}
+    return {
+        "loss": sum(losses) / len(losses),
+        "grad_norm": sum(norms) / len(norms),
+        "count": count,
+        "optimizer_steps": len(losses),
+    }

@@ -44,8 +44,13 @@ def save_value_head(head: ValueHead, folder: Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(folder) / FILE
-    save_file({"weight": head.linear.weight.detach().cpu().contiguous(),
-               "bias": head.linear.bias.detach().cpu().contiguous()}, str(path))
+    save_file(
+        {
+            "weight": head.linear.weight.detach().cpu().contiguous(),
+            "bias": head.linear.bias.detach().cpu().contiguous(),
+        },
+        str(path),
+    )
     return path
 
 

@@ -120,38 +120,41 @@ def _template(chat: bool) -> str | None:
     return None if chat else PLAIN_CHAT_TEMPLATE
 
 
-def render_responses(tokenizer, prompt: Prompt, responses: Sequence[str], *, chat: bool,
-                     system_prompt: str | None = None) -> tuple[list[int], list[list[int]]]:
+def render_responses(
+    tokenizer, prompt: Prompt, responses: Sequence[str], *, chat: bool, system_prompt: str | None = None
+) -> tuple[list[int], list[list[int]]]:
     """Untruncated (prompt ids, [response ids]): each response's tokens through its end-of-turn / EOS."""
     if not _uses_template(prompt, chat):
         settings = RenderSettings(False, True, system_prompt)
         prompt_ids = pc.sample(tokenizer, pc.PromptCompletion(prompt, responses[0], ""), settings).prompt_ids
         full = [pc.render(tokenizer, pc.PromptCompletion(prompt, r, ""), settings).input_ids for r in responses]
-        return prompt_ids, [ids[len(prompt_ids):] for ids in full]
+        return prompt_ids, [ids[len(prompt_ids) :] for ids in full]
     messages, template = _messages(prompt, system_prompt), _template(chat)
     prompt_ids = render_prompt(tokenizer, messages, chat_template=template)
     out = []
     for response in responses:
-        ids, labels = render_conversation(tokenizer, messages + [{"role": "assistant", "content": response}],
-                                          chat_template=template)
-        if ids[:len(prompt_ids)] != prompt_ids:
+        ids, labels = render_conversation(
+            tokenizer, messages + [{"role": "assistant", "content": response}], chat_template=template
+        )
+        if ids[: len(prompt_ids)] != prompt_ids:
             raise TemplateError("chat template: the generation prompt is not a prefix of the rendered response")
         span = [i for i in range(len(prompt_ids), len(ids)) if labels[i] != IGNORE_INDEX]
         if not span:
             raise TemplateError("chat template: the response has no tokens in its assistant span")
-        out.append(ids[len(prompt_ids):span[-1] + 1])
+        out.append(ids[len(prompt_ids) : span[-1] + 1])
     return prompt_ids, out
 
 
-def truncate(prompt_ids: list[int], responses: list[list[int]],
-             max_length: int) -> tuple[list[int], list[list[int]], bool]:
+def truncate(
+    prompt_ids: list[int], responses: list[list[int]], max_length: int
+) -> tuple[list[int], list[list[int]], bool]:
     """Keep the prompt's end and each response's start (see the module docstring); → (prompt, responses, cut)."""
     longest = max(len(r) for r in responses)
     if len(prompt_ids) + longest <= max_length:
         return prompt_ids, responses, False
     keep = min(len(prompt_ids), max(max_length - longest, max_length // 2))
     room = max_length - keep
-    return prompt_ids[len(prompt_ids) - keep:], [r[:room] for r in responses], True
+    return prompt_ids[len(prompt_ids) - keep :], [r[:room] for r in responses], True
 
 
 def _sequence(prompt_ids: list[int], response_ids: list[int], where: str) -> Example:
@@ -166,8 +169,9 @@ def _distinct(responses: list[list[int]]) -> list[list[int]]:
     return out
 
 
-def encode_record(tokenizer, record: FeedbackRecord, *, chat: bool, max_length: int,
-                  system_prompt: str | None = None) -> tuple[PreferenceExample | None, bool]:
+def encode_record(
+    tokenizer, record: FeedbackRecord, *, chat: bool, max_length: int, system_prompt: str | None = None
+) -> tuple[PreferenceExample | None, bool]:
     """One record → its example (None when truncation left nothing to compare) and whether it was cut."""
     if isinstance(record, PreferencePair):
         texts = [record.chosen, record.rejected]
@@ -176,8 +180,9 @@ def encode_record(tokenizer, record: FeedbackRecord, *, chat: bool, max_length: 
     else:
         texts = [record.response]
     try:
-        prompt_ids, responses = render_responses(tokenizer, record.prompt, texts, chat=chat,
-                                                 system_prompt=system_prompt)
+        prompt_ids, responses = render_responses(
+            tokenizer, record.prompt, texts, chat=chat, system_prompt=system_prompt
+        )
     except TemplateError as err:
         raise DataError([f"{record.where}: {p}" for p in err.problems]) from err
     prompt_ids, responses, cut = truncate(prompt_ids, responses, max_length)
@@ -195,21 +200,26 @@ def encode_record(tokenizer, record: FeedbackRecord, *, chat: bool, max_length: 
     return RankingExample(prompt_ids, [_sequence(prompt_ids, r, where) for r in responses], where), cut
 
 
-def _sample_conversations(records: Sequence[FeedbackRecord], chat: bool,
-                          system_prompt: str | None) -> list[list[dict]]:
+def _sample_conversations(records: Sequence[FeedbackRecord], chat: bool, system_prompt: str | None) -> list[list[dict]]:
     out = []
     for record in records:
         if _uses_template(record.prompt, chat):
-            response = record.chosen if isinstance(record, PreferencePair) else \
-                record.responses[0] if isinstance(record, Ranking) else record.response
+            response = (
+                record.chosen
+                if isinstance(record, PreferencePair)
+                else record.responses[0]
+                if isinstance(record, Ranking)
+                else record.response
+            )
             out.append(_messages(record.prompt, system_prompt) + [{"role": "assistant", "content": response}])
         if len(out) == TEMPLATE_SAMPLES:
             break
     return out
 
 
-def encode_feedback(tokenizer, records: Sequence[FeedbackRecord], *, chat: bool, max_length: int,
-                    system_prompt: str | None = None) -> tuple[list[PreferenceExample], DataReport]:
+def encode_feedback(
+    tokenizer, records: Sequence[FeedbackRecord], *, chat: bool, max_length: int, system_prompt: str | None = None
+) -> tuple[list[PreferenceExample], DataReport]:
     """Check the chat template, then encode every record; the report counts sequences, tokens and cuts.
 
     ``chat`` is ``templates.use_chat_template(tokenizer, template)``. Raises DataError when the
@@ -222,14 +232,14 @@ def encode_feedback(tokenizer, records: Sequence[FeedbackRecord], *, chat: bool,
     if conversations:
         problems = check_template(tokenizer, conversations, chat_template=_template(chat))
         if problems:
-            raise DataError(problems, hint="The chat template cannot mark responses; use template: plain or "
-                            "fix the template.")
+            raise DataError(
+                problems, hint="The chat template cannot mark responses; use template: plain or fix the template."
+            )
         report.warnings.extend(boundary_warnings(tokenizer, conversations, chat_template=_template(chat)))
     examples: list[PreferenceExample] = []
     identical: list[str] = []
     for record in records:
-        example, cut = encode_record(tokenizer, record, chat=chat, max_length=max_length,
-                                     system_prompt=system_prompt)
+        example, cut = encode_record(tokenizer, record, chat=chat, max_length=max_length, system_prompt=system_prompt)
         report.truncated += cut
         if example is None:
             identical.append(record.where)
@@ -240,12 +250,16 @@ def encode_feedback(tokenizer, records: Sequence[FeedbackRecord], *, chat: bool,
             report.loss_tokens += loss_tokens(seq.labels)
     report.examples = len(examples)
     if report.truncated:
-        report.warnings.append(f"{report.truncated} record(s) were longer than max_length={max_length} and were "
-                               "cut (prompt from the left, responses from the right)")
+        report.warnings.append(
+            f"{report.truncated} record(s) were longer than max_length={max_length} and were "
+            "cut (prompt from the left, responses from the right)"
+        )
     if identical:
-        report.warnings.append(f"{len(identical)} record(s) had identical responses after truncation to "
-                               f"max_length={max_length} and were dropped (first at {', '.join(identical[:3])}); "
-                               "raise max_length")
+        report.warnings.append(
+            f"{len(identical)} record(s) had identical responses after truncation to "
+            f"max_length={max_length} and were dropped (first at {', '.join(identical[:3])}); "
+            "raise max_length"
+        )
     return examples, report
 
 
@@ -313,25 +327,35 @@ def collate_pairs_shared(batch: Sequence[PairExample], pad_id: int) -> dict[str,
         start = b * width
         c_src = [start + n + k - 1 for k in range(len(chosen)) if n + k >= 1]
         chosen_idx += c_src
-        chosen_tgt += chosen[len(chosen) - len(c_src):]
+        chosen_tgt += chosen[len(chosen) - len(c_src) :]
         r_src = [start + (n - 1 if k == 0 else n + len(chosen) + k - 1) for k in range(len(rejected)) if n + k >= 1]
         rejected_idx += r_src
-        rejected_tgt += rejected[len(rejected) - len(r_src):]
+        rejected_tgt += rejected[len(rejected) - len(r_src) :]
         chosen_counts.append(len(c_src))
         rejected_counts.append(len(r_src))
-    out = {"input_ids": torch.full((len(batch), width), pad_id, dtype=torch.long),  # (B, T)
-           "position_ids": torch.zeros((len(batch), width), dtype=torch.long),  # (B, T)
-           "segment_ids": torch.full((len(batch), width), -1, dtype=torch.long)}  # (B, T)
+    out = {
+        "input_ids": torch.full((len(batch), width), pad_id, dtype=torch.long),  # (B, T)
+        "position_ids": torch.zeros((len(batch), width), dtype=torch.long),  # (B, T)
+        "segment_ids": torch.full((len(batch), width), -1, dtype=torch.long),
+    }  # (B, T)
     for b, (ids, pos, seg) in enumerate(zip(rows, positions, segments)):
-        out["input_ids"][b, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        out["position_ids"][b, :len(ids)] = torch.tensor(pos, dtype=torch.long)
-        out["segment_ids"][b, :len(ids)] = torch.tensor(seg, dtype=torch.long)
+        out["input_ids"][b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        out["position_ids"][b, : len(ids)] = torch.tensor(pos, dtype=torch.long)
+        out["segment_ids"][b, : len(ids)] = torch.tensor(seg, dtype=torch.long)
     out["score_index"] = torch.tensor(chosen_idx + rejected_idx, dtype=torch.long)  # (K,)
     out["score_targets"] = torch.tensor(chosen_tgt + rejected_tgt, dtype=torch.long)  # (K,)
     out["score_counts"] = torch.tensor(chosen_counts + rejected_counts, dtype=torch.long)  # (2B,)
-    out["pair_lengths"] = torch.tensor([[len(p.prompt_ids), len(p.chosen.input_ids) - len(p.prompt_ids),
-                                         len(p.rejected.input_ids) - len(p.prompt_ids)] for p in batch],
-                                       dtype=torch.long)  # (B, 3): prompt, chosen, rejected
+    out["pair_lengths"] = torch.tensor(
+        [
+            [
+                len(p.prompt_ids),
+                len(p.chosen.input_ids) - len(p.prompt_ids),
+                len(p.rejected.input_ids) - len(p.prompt_ids),
+            ]
+            for p in batch
+        ],
+        dtype=torch.long,
+    )  # (B, 3): prompt, chosen, rejected
     return out
 
 
@@ -368,8 +392,7 @@ def mismatched(batch: Sequence[UnpairedExample], max_length: int) -> list[Unpair
     out = []
     for i, item in enumerate(batch):
         other = batch[(i + 1) % len(batch)]
-        response = other.response.input_ids[len(other.prompt_ids):]
+        response = other.response.input_ids[len(other.prompt_ids) :]
         prompt_ids, (response,), _ = truncate(item.prompt_ids, [response], max_length)
-        out.append(UnpairedExample(prompt_ids, _sequence(prompt_ids, response, item.where), item.desirable,
-                                   item.where))
+        out.append(UnpairedExample(prompt_ids, _sequence(prompt_ids, response, item.where), item.desirable, item.where))
     return out

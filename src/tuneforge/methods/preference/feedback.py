@@ -36,13 +36,14 @@ join ``DataReport.warnings`` the way every other data warning does).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ...data.sources import read_records, with_columns
 from ...data.formats.chat import check_prompt_turns, clean_messages
+from ...data.sources import read_records, with_columns
 from ...data.types import DataError, Record
 from .losses import ranking_pairs
 from .names import FEEDBACK_FORMATS, FORMS  # noqa: F401  (re-exported; config.py reads them from names.py)
@@ -120,12 +121,17 @@ class SourceReport:
 
     @property
     def warnings(self) -> list[str]:
-        return [f"{self.source}: {len(at)} dropped: {reason} (first at {', '.join(at[:3])})"
-                for reason, at in self.dropped.items()]
+        return [
+            f"{self.source}: {len(at)} dropped: {reason} (first at {', '.join(at[:3])})"
+            for reason, at in self.dropped.items()
+        ]
 
     def summary(self) -> str:
-        made = (f"{self.records} unpaired ({self.desirable} desirable, {self.records - self.desirable} undesirable)"
-                if self.form == "thumbs" else f"{self.records} records, {self.pairs} pairs")
+        made = (
+            f"{self.records} unpaired ({self.desirable} desirable, {self.records - self.desirable} undesirable)"
+            if self.form == "thumbs"
+            else f"{self.records} records, {self.pairs} pairs"
+        )
         lost = "; ".join(f"{len(at)} {reason}" for reason, at in self.dropped.items())
         return f"{self.source} ({self.form}): {self.rows} rows → {made}" + (f"; dropped {lost}" if lost else "")
 
@@ -176,8 +182,10 @@ def _response(value: object, name: str, where: str, problems: list[str]) -> str 
         if messages is None:
             return None
         if len(messages) != 1 or messages[0]["role"] != "assistant":
-            problems.append(f"{where}: {name}: a response given as messages must be exactly one assistant "
-                            f"message (got roles: {', '.join(m['role'] for m in messages)})")
+            problems.append(
+                f"{where}: {name}: a response given as messages must be exactly one assistant "
+                f"message (got roles: {', '.join(m['role'] for m in messages)})"
+            )
             return None
         value = messages[0]["content"]
     if not isinstance(value, str):
@@ -204,10 +212,8 @@ def _field(data: dict, names: tuple[str, ...], where: str, problems: list[str]) 
 def _number(value: object, name: str, where: str, problems: list[str]) -> float | None:
     """A finite number; CSV cells (text) are parsed."""
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value.strip())
-        except ValueError:
-            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         problems.append(f"{where}: {name}: must be a finite number (got {value!r})")
         return None
@@ -229,14 +235,18 @@ def _split_conversations(data: dict, where: str, problems: list[str]) -> tuple[l
         return None
     for name, conv in (("chosen", chosen), ("rejected", rejected)):
         if conv[-1]["role"] != "assistant":
-            problems.append(f"{where}: {name}[{len(conv) - 1}].role: a conversation must end with the "
-                            f"assistant's response (got {conv[-1]['role']!r})")
+            problems.append(
+                f"{where}: {name}[{len(conv) - 1}].role: a conversation must end with the "
+                f"assistant's response (got {conv[-1]['role']!r})"
+            )
             return None
     prompt, other = chosen[:-1], rejected[:-1]
     if prompt != other:
         i = next((i for i, (a, b) in enumerate(zip(prompt, other)) if a != b), min(len(prompt), len(other)))
-        problems.append(f"{where}: rejected[{i}]: differs from chosen[{i}]; without a prompt field, chosen and "
-                        "rejected must share every turn before their last (assistant) message: that is the prompt")
+        problems.append(
+            f"{where}: rejected[{i}]: differs from chosen[{i}]; without a prompt field, chosen and "
+            "rejected must share every turn before their last (assistant) message: that is the prompt"
+        )
         return None
     if not prompt:
         problems.append(f"{where}: chosen: a conversation needs the user's turn before the response")
@@ -272,8 +282,7 @@ def parse_pair(data: dict, where: str, problems: list[str]) -> PreferencePair | 
 
 def _ordered_by_ranks(responses: list[str], ranks: object, where: str, problems: list[str]) -> list[str] | None:
     if not isinstance(ranks, list) or len(ranks) != len(responses):
-        problems.append(f"{where}: ranks: must be a list of {len(responses)} numbers, one per response "
-                        "(1 = best)")
+        problems.append(f"{where}: ranks: must be a list of {len(responses)} numbers, one per response (1 = best)")
         return None
     numbers = [_number(r, f"ranks[{i}]", where, problems) for i, r in enumerate(ranks)]
     if any(n is None for n in numbers):
@@ -281,9 +290,11 @@ def _ordered_by_ranks(responses: list[str], ranks: object, where: str, problems:
     seen: dict[float, int] = {}
     for i, n in enumerate(numbers):
         if n in seen:
-            problems.append(f"{where}: ranks: responses[{seen[n]}] and responses[{i}] share rank {ranks[i]}; ties "
-                            "are refused (a ranking is a total order): break the tie, or give these rows as "
-                            "ratings (feedback_format: ratings), where equal scores make no pair")
+            problems.append(
+                f"{where}: ranks: responses[{seen[n]}] and responses[{i}] share rank {ranks[i]}; ties "
+                "are refused (a ranking is a total order): break the tie, or give these rows as "
+                "ratings (feedback_format: ratings), where equal scores make no pair"
+            )
             return None
         seen[n] = i
     return [responses[i] for i in sorted(range(len(responses)), key=numbers.__getitem__)]
@@ -352,8 +363,9 @@ def _prompt_key(prompt: Prompt) -> str:
     return json.dumps(prompt, sort_keys=True)
 
 
-def split_by_prompt(records: list[FeedbackRecord], fraction: float,
-                    seed: int) -> tuple[list[FeedbackRecord], list[FeedbackRecord]]:
+def split_by_prompt(
+    records: list[FeedbackRecord], fraction: float, seed: int
+) -> tuple[list[FeedbackRecord], list[FeedbackRecord]]:
     """(train, held-out) records, ``fraction`` of the distinct prompts held out, in the original order.
 
     All records of one prompt stay on one side: ratings turn one prompt into several pairs that share
@@ -370,8 +382,9 @@ def split_by_prompt(records: list[FeedbackRecord], fraction: float,
     return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
 
 
-def ratings_to_pairs(rated: list[tuple[Prompt, str, float, str]], min_gap: float,
-                     report: SourceReport) -> list[PreferencePair]:
+def ratings_to_pairs(
+    rated: list[tuple[Prompt, str, float, str]], min_gap: float, report: SourceReport
+) -> list[PreferencePair]:
     """(prompt, response, score, where) items → every pair of one prompt's responses whose scores
     differ by at least ``min_gap`` (and by more than 0), higher score chosen."""
     groups: dict[str, list[tuple[Prompt, str, float, str]]] = {}
@@ -383,7 +396,7 @@ def ratings_to_pairs(rated: list[tuple[Prompt, str, float, str]], min_gap: float
             report.drop(ALONE, items[0][3])
         ordered = sorted(items, key=lambda item: -item[2])  # stable: ties keep their order
         for i, (prompt, better, high, at_w) in enumerate(ordered):
-            for _, worse, low, at_l in ordered[i + 1:]:
+            for _, worse, low, at_l in ordered[i + 1 :]:
                 where = at_w if at_w == at_l else f"{at_w} ≻ {at_l}"
                 if high == low:
                     report.drop(TIED, where)
@@ -419,7 +432,7 @@ def _label(data: dict, where: str, problems: list[str]) -> bool | None:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _LABELS:
         return _LABELS[value.strip().lower()]
-    problems.append(f"{where}: label: must be true/false, \"up\"/\"down\" or 1/0 (got {value!r})")
+    problems.append(f'{where}: label: must be true/false, "up"/"down" or 1/0 (got {value!r})')
     return None
 
 
@@ -450,13 +463,21 @@ def detect_form(data: dict, where: str) -> str:
     if keys & {"responses", "ranks"}:
         return "rankings"
     needs = "\n".join(f"  {form}: {fields}" for form, fields in NEEDS.items())
-    raise DataError([f"{where}: cannot tell the feedback form from the fields {', '.join(sorted(keys)) or 'none'}"],
-                    hint=f"Each form needs these fields (or set feedback_format):\n{needs}")
+    raise DataError(
+        [f"{where}: cannot tell the feedback form from the fields {', '.join(sorted(keys)) or 'none'}"],
+        hint=f"Each form needs these fields (or set feedback_format):\n{needs}",
+    )
 
 
-def parse_feedback(records: Iterable[Record], feedback_format: str = "auto", *, min_gap: float = 0.0,
-                   columns: dict[str, str] | None = None, source: str = "",
-                   problems: list[str]) -> tuple[list[FeedbackRecord], SourceReport]:
+def parse_feedback(
+    records: Iterable[Record],
+    feedback_format: str = "auto",
+    *,
+    min_gap: float = 0.0,
+    columns: dict[str, str] | None = None,
+    source: str = "",
+    problems: list[str],
+) -> tuple[list[FeedbackRecord], SourceReport]:
     """Rows of one source → records and its report; bad rows become lines in ``problems``."""
     if feedback_format not in FEEDBACK_FORMATS:
         raise ValueError(f"unknown feedback_format {feedback_format!r}; write one of: {', '.join(FEEDBACK_FORMATS)}")
@@ -501,8 +522,13 @@ def _drop_same(record: FeedbackRecord, report: SourceReport) -> bool:
     return False
 
 
-def read_feedback(source: str | list[str], feedback_format: str = "auto", *, min_gap: float = 0.0,
-                  columns: dict[str, str] | None = None) -> Feedback:
+def read_feedback(
+    source: str | list[str],
+    feedback_format: str = "auto",
+    *,
+    min_gap: float = 0.0,
+    columns: dict[str, str] | None = None,
+) -> Feedback:
     """Read every source (a file, folder, glob or hub dataset, as ``data.sources`` reads them).
 
     Each source is parsed on its own (``auto`` looks at its first row) and reported on
@@ -512,11 +538,20 @@ def read_feedback(source: str | list[str], feedback_format: str = "auto", *, min
     records: list[FeedbackRecord] = []
     reports: list[SourceReport] = []
     for one in [source] if isinstance(source, str) else list(source):
-        got, report = parse_feedback(read_records(one, problems=problems), feedback_format, min_gap=min_gap,
-                                     columns=columns, source=one, problems=problems)
+        got, report = parse_feedback(
+            read_records(one, problems=problems),
+            feedback_format,
+            min_gap=min_gap,
+            columns=columns,
+            source=one,
+            problems=problems,
+        )
         records.extend(got)
         reports.append(report)
     if problems:
-        raise DataError(problems, hint="Fix these rows; each form's fields:\n" +
-                        "\n".join(f"  {form}: {fields}" for form, fields in NEEDS.items()))
+        raise DataError(
+            problems,
+            hint="Fix these rows; each form's fields:\n"
+            + "\n".join(f"  {form}: {fields}" for form, fields in NEEDS.items()),
+        )
     return Feedback(records, reports)

@@ -31,9 +31,9 @@ when policy = reference and every reward is 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +44,9 @@ from .names import LENGTH_AVERAGED, LOSS_NAMES, REFERENCE_FREE  # noqa: F401  (r
 # ----------------------------------------------------------------------------- log-probs
 
 
-def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-                      average: bool = False) -> torch.Tensor:
+def sequence_logprobs(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, average: bool = False
+) -> torch.Tensor:
     """logits (B, T, V), labels (B, T) unshifted (HF convention) → (B,) float32 log-probs.
 
     Position t predicts token t+1. Summed over the tokens whose label is not
@@ -82,8 +83,13 @@ class RewardOutput:
         return {"loss": self.losses.detach().mean(), "accuracy": self.correct.mean(), "margin": self.margins.mean()}
 
 
-def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor, *, margin: torch.Tensor | float | None = None,
-                  center_coef: float = 0.0) -> RewardOutput:
+def bradley_terry(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    *,
+    margin: torch.Tensor | float | None = None,
+    center_coef: float = 0.0,
+) -> RewardOutput:
     """chosen, rejected (P,) scores; margin (P,) or a scalar →
     per pair ``−log σ(r_w − r_l − m) + c·(r_w + r_l)²``."""
     _same_shape(chosen, rejected)
@@ -100,8 +106,7 @@ def ranking_pairs(k: int) -> list[tuple[int, int]]:
     return list(combinations(range(k), 2))
 
 
-def ranking_loss(scores: torch.Tensor, *, mask: torch.Tensor | None = None,
-                 center_coef: float = 0.0) -> RewardOutput:
+def ranking_loss(scores: torch.Tensor, *, mask: torch.Tensor | None = None, center_coef: float = 0.0) -> RewardOutput:
     """scores (B, K), each row ordered best → worst; mask (B, K) True for real responses
     (shorter rankings padded at the end). Per ranking: the mean of its pairs' Bradley–Terry losses."""
     b, k = scores.shape
@@ -111,8 +116,11 @@ def ranking_loss(scores: torch.Tensor, *, mask: torch.Tensor | None = None,
         scores = scores.masked_fill(~mask, 0.0)
     better, worse = (torch.tensor(idx, device=scores.device) for idx in zip(*ranking_pairs(k)))  # (C,) each
     pairs = bradley_terry(scores[:, better].reshape(-1), scores[:, worse].reshape(-1), center_coef=center_coef)
-    valid = torch.ones(b, better.numel(), dtype=torch.bool, device=scores.device) if mask is None \
-        else mask[:, better] & mask[:, worse]  # (B, C)
+    valid = (
+        torch.ones(b, better.numel(), dtype=torch.bool, device=scores.device)
+        if mask is None
+        else mask[:, better] & mask[:, worse]
+    )  # (B, C)
     per_pair = torch.where(valid, pairs.losses.view(b, -1), 0.0)  # (B, C)
     losses = per_pair.sum(-1) / valid.sum(-1).clamp(min=1)  # (B,)
     flat = valid.reshape(-1)
@@ -137,8 +145,14 @@ class PreferenceOutput:
     def metrics(self) -> dict[str, torch.Tensor]:
         # Means of empty tensors (a KTO batch without undesirable examples) are NaN: honestly undefined.
         chosen, rejected = self.chosen_rewards.mean(), self.rejected_rewards.mean()
-        return {"loss": self.losses.detach().mean(), "rewards/chosen": chosen, "rewards/rejected": rejected,
-                "rewards/margins": chosen - rejected, "rewards/accuracies": self.correct.mean(), **self.extra}
+        return {
+            "loss": self.losses.detach().mean(),
+            "rewards/chosen": chosen,
+            "rewards/rejected": rejected,
+            "rewards/margins": chosen - rejected,
+            "rewards/accuracies": self.correct.mean(),
+            **self.extra,
+        }
 
 
 def _same_shape(*tensors: torch.Tensor) -> None:
@@ -147,8 +161,9 @@ def _same_shape(*tensors: torch.Tensor) -> None:
         raise ValueError(f"log-probs / scores must have one shape (B,), got {sorted(shapes)}")
 
 
-def _paired(losses: torch.Tensor, chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
-            **extra: torch.Tensor) -> PreferenceOutput:
+def _paired(
+    losses: torch.Tensor, chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, **extra: torch.Tensor
+) -> PreferenceOutput:
     chosen_rewards, rejected_rewards = chosen_rewards.detach(), rejected_rewards.detach()
     correct = (chosen_rewards > rejected_rewards).to(chosen_rewards.dtype)
     extra = {k: v.detach() for k, v in extra.items()}
@@ -166,15 +181,28 @@ def _check_epsilon(epsilon: float, upper: float) -> None:
         raise ValueError(f"label smoothing ε must be in [0, {upper}), got {epsilon}")
 
 
-def dpo(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-        ref_rejected: torch.Tensor, *, beta: float = 0.1) -> PreferenceOutput:
+def dpo(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    *,
+    beta: float = 0.1,
+) -> PreferenceOutput:
     """DPO, Rafailov et al. 2023 (arXiv 2305.18290): ``−log σ(βh)``. ln 2 at initialisation."""
     d_w, d_l = _ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
     return _paired(-F.logsigmoid(beta * (d_w - d_l)), beta * d_w, beta * d_l)
 
 
-def cdpo(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-         ref_rejected: torch.Tensor, *, beta: float = 0.1, epsilon: float = 0.1) -> PreferenceOutput:
+def cdpo(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    *,
+    beta: float = 0.1,
+    epsilon: float = 0.1,
+) -> PreferenceOutput:
     """Conservative DPO, Mitchell 2023 ("A note on DPO with noisy preferences", ericmitchell.ai/cdpo.pdf):
     labels flipped with probability ε, ``−(1−ε) log σ(βh) − ε log σ(−βh)``. ln 2 at initialisation."""
     _check_epsilon(epsilon, 1.0)
@@ -183,8 +211,15 @@ def cdpo(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen:
     return _paired(-(1 - epsilon) * F.logsigmoid(z) - epsilon * F.logsigmoid(-z), beta * d_w, beta * d_l)
 
 
-def robust(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-           ref_rejected: torch.Tensor, *, beta: float = 0.1, epsilon: float = 0.1) -> PreferenceOutput:
+def robust(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    *,
+    beta: float = 0.1,
+    epsilon: float = 0.1,
+) -> PreferenceOutput:
     """Robust DPO, Chowdhury et al. 2024 (arXiv 2403.00409): the unbiased loss under flip rate ε,
     ``[−(1−ε) log σ(βh) + ε log σ(−βh)] / (1 − 2ε)``, ε < 0.5. ln 2 at initialisation."""
     _check_epsilon(epsilon, 0.5)
@@ -194,24 +229,37 @@ def robust(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chose
     return _paired(losses, beta * d_w, beta * d_l)
 
 
-def ipo(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-        ref_rejected: torch.Tensor, *, beta: float = 0.1) -> PreferenceOutput:
+def ipo(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    *,
+    beta: float = 0.1,
+) -> PreferenceOutput:
     """IPO, Azar et al. 2023 (arXiv 2310.12036): ``(h̄ − 1/(2β))²`` on *length-averaged* log-probs
     (as TRL does; see the module docstring). 1/(4β²) = 25 at initialisation with β = 0.1."""
     d_w, d_l = _ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
     return _paired((d_w - d_l - 1 / (2 * beta)) ** 2, beta * d_w, beta * d_l)
 
 
-def hinge(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-          ref_rejected: torch.Tensor, *, beta: float = 0.1) -> PreferenceOutput:
+def hinge(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    *,
+    beta: float = 0.1,
+) -> PreferenceOutput:
     """SLiC-HF's calibration loss, Zhao et al. 2023 (arXiv 2305.10425), on reference-relative
     log-ratios as in TRL: ``max(0, 1 − βh)`` (β = 1/δ for SLiC's margin δ). 1 at initialisation."""
     d_w, d_l = _ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
     return _paired(F.relu(1 - beta * (d_w - d_l)), beta * d_w, beta * d_l)
 
 
-def simpo(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, *, beta: float = 2.0,
-          gamma: float = 0.5) -> PreferenceOutput:
+def simpo(
+    policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, *, beta: float = 2.0, gamma: float = 0.5
+) -> PreferenceOutput:
     """SimPO, Meng et al. 2024 (arXiv 2405.14734), reference-free: ``−log σ(β·l̄_w − β·l̄_l − γ)`` on
     length-averaged log-probs l̄; the reward is ``β·l̄``. γ is the margin itself (TRL's
     ``simpo_gamma`` with its γ/β scaling gives the same loss)."""
@@ -229,17 +277,31 @@ def orpo(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, *, lam: flo
     """
     _same_shape(policy_chosen, policy_rejected)
     # log odds = l̄ − log(1 − exp(l̄)); log(−expm1(l̄)) stays finite for l̄ just below 0.
-    log_odds = (policy_chosen - policy_rejected) - (torch.log(-torch.expm1(policy_chosen))
-                                                    - torch.log(-torch.expm1(policy_rejected)))
+    log_odds = (policy_chosen - policy_rejected) - (
+        torch.log(-torch.expm1(policy_chosen)) - torch.log(-torch.expm1(policy_rejected))
+    )
     ratio_term = F.logsigmoid(log_odds)
     nll = -policy_chosen
-    return _paired(nll - lam * ratio_term, lam * policy_chosen, lam * policy_rejected,
-                   **{"nll": nll.mean(), "log_odds_ratio": ratio_term.mean()})
+    return _paired(
+        nll - lam * ratio_term,
+        lam * policy_chosen,
+        lam * policy_rejected,
+        nll=nll.mean(),
+        log_odds_ratio=ratio_term.mean(),
+    )
 
 
-def kto(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, *,
-        kl_policy_logps: torch.Tensor | None = None, kl_ref_logps: torch.Tensor | None = None, beta: float = 0.1,
-        desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> PreferenceOutput:
+def kto(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    desirable: torch.Tensor,
+    *,
+    kl_policy_logps: torch.Tensor | None = None,
+    kl_ref_logps: torch.Tensor | None = None,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> PreferenceOutput:
     """KTO, Ethayarajh et al. 2024 (arXiv 2402.01306), unpaired: policy_logps, ref_logps (B,), desirable (B,) bool.
 
     desirable ``λ_D(1 − σ(β(Δ − z0)))``, undesirable ``λ_U(1 − σ(β(z0 − Δ)))``. The reference
@@ -264,8 +326,16 @@ def kto(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Te
 
 
 LossFn = Callable[..., PreferenceOutput]
-LOSSES: dict[str, LossFn] = {"dpo": dpo, "cdpo": cdpo, "robust": robust, "ipo": ipo, "hinge": hinge,
-                             "simpo": simpo, "orpo": orpo, "kto": kto}  # keys: names.LOSS_NAMES
+LOSSES: dict[str, LossFn] = {
+    "dpo": dpo,
+    "cdpo": cdpo,
+    "robust": robust,
+    "ipo": ipo,
+    "hinge": hinge,
+    "simpo": simpo,
+    "orpo": orpo,
+    "kto": kto,
+}  # keys: names.LOSS_NAMES
 
 
 def preference_loss(name: str, *args: torch.Tensor, **kwargs) -> PreferenceOutput:

@@ -12,7 +12,8 @@ from ..preference.config import FeedbackData
 
 class RewardData(FeedbackData):
     feedback_format: Literal["auto", "pairs", "rankings", "ratings", "corrections"] = Field(
-        "auto", description="auto: read each source's first row. pairs: {prompt, chosen, rejected} (optional "
+        "auto",
+        description="auto: read each source's first row. pairs: {prompt, chosen, rejected} (optional "
         "margin); rankings: {prompt, responses: [best, …, worst]} (or with ranks); ratings: {prompt, response, "
         "score} rows → pairs by score difference; corrections: {prompt, response, correction}. (Thumbs rate "
         "single responses: they train dpo with loss.type kto, not a pairwise reward model.)",
@@ -21,11 +22,14 @@ class RewardData(FeedbackData):
 
 class RewardLossConfig(Section):
     margin: bool = Field(
-        True, description="Use per-pair margins from the data (a `margin` field, as Llama 2 did) when present: "
+        True,
+        description="Use per-pair margins from the data (a `margin` field, as Llama 2 did) when present: "
         "−log σ(r_w − r_l − m).",
     )
     center_coef: float = Field(
-        0.0, ge=0, description="Weight c of the centring term c·(r_w + r_l)², which keeps scores near zero "
+        0.0,
+        ge=0,
+        description="Weight c of the centring term c·(r_w + r_l)², which keeps scores near zero "
         "(TRL's center_rewards_coefficient; 0.01 is the usual value).",
     )
 

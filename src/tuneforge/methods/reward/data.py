@@ -25,8 +25,20 @@ from ..preference.data import PairExample, RankingExample, collate_rankings, enc
 from ..preference.feedback import Feedback, Prompt, SourceReport, read_feedback, split_by_prompt
 
 # Every field a feedback form reads (preference/feedback.py), for checking data.columns.
-FIELDS = ("prompt", "chosen", "rejected", "margin", "responses", "ranks", "response", "score", "scores",
-          "original", "correction", "corrected")
+FIELDS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "margin",
+    "responses",
+    "ranks",
+    "response",
+    "score",
+    "scores",
+    "original",
+    "correction",
+    "corrected",
+)
 HINT = "Fix these rows (or run `tuneforge validate` to see a full report)."
 
 
@@ -71,9 +83,11 @@ def _read(source, cfg, problems: list[str], hints: list[str]) -> Feedback | None
         return None
     for report in feedback.reports:
         if report.form == "thumbs":
-            problems.append(f"{report.source}: thumbs up / down rate single responses and say nothing about "
-                            "which of two is better; a reward model needs pairs, rankings, ratings or corrections "
-                            "(thumbs train method: dpo with loss: kto)")
+            problems.append(
+                f"{report.source}: thumbs up / down rate single responses and say nothing about "
+                "which of two is better; a reward model needs pairs, rankings, ratings or corrections "
+                "(thumbs train method: dpo with loss: kto)"
+            )
     return feedback
 
 
@@ -86,8 +100,11 @@ def _comparison(example) -> Comparison:
 
 def load_feedback(cfg, tokenizer) -> FeedbackSplits:
     """Read, validate, split (by prompt) and tokenise; raise DataError listing every problem."""
-    problems = [f"data.columns.{name}: not a feedback field (fields: {', '.join(FIELDS)})"
-                for name in cfg.columns if name not in FIELDS]
+    problems = [
+        f"data.columns.{name}: not a feedback field (fields: {', '.join(FIELDS)})"
+        for name in cfg.columns
+        if name not in FIELDS
+    ]
     try:
         chat = use_chat_template(tokenizer, cfg.template)
     except TemplateError as err:
@@ -103,19 +120,27 @@ def load_feedback(cfg, tokenizer) -> FeedbackSplits:
         train_records, eval_records = train.records, held.records
     else:
         train_records, eval_records = split_by_prompt(train.records, cfg.eval_fraction, cfg.seed)
-    splits = FeedbackSplits([], [], chat, {r.where: r.prompt for r in eval_records},
-                            sources=[r.summary() for r in reports],
-                            warnings=[w for r in reports for w in r.warnings])
+    splits = FeedbackSplits(
+        [],
+        [],
+        chat,
+        {r.where: r.prompt for r in eval_records},
+        sources=[r.summary() for r in reports],
+        warnings=[w for r in reports for w in r.warnings],
+    )
     for name, records in (("train", train_records), ("eval", eval_records)):
-        examples, report = encode_feedback(tokenizer, records, chat=chat, max_length=cfg.max_length,
-                                           system_prompt=cfg.system_prompt)
+        examples, report = encode_feedback(
+            tokenizer, records, chat=chat, max_length=cfg.max_length, system_prompt=cfg.system_prompt
+        )
         setattr(splits, name, [_comparison(e) for e in examples])
         splits.tokens += report.tokens if name == "train" else 0
         splits.truncated += report.truncated if name == "train" else 0
         splits.warnings.extend(f"data.{name}: {w}" for w in report.warnings)
     if not splits.train:
-        raise DataError([f"data.train: no comparisons to train on ({'; '.join(splits.sources)})"],
-                        hint="Every row was dropped or the source is empty; see `tuneforge validate`.")
+        raise DataError(
+            [f"data.train: no comparisons to train on ({'; '.join(splits.sources)})"],
+            hint="Every row was dropped or the source is empty; see `tuneforge validate`.",
+        )
     return splits
 
 

@@ -24,8 +24,9 @@ from ..preference.data import group_scores
 from ..preference.losses import RewardOutput, bradley_terry, ranking_loss
 
 
-def comparison_losses(scores: torch.Tensor, mask: torch.Tensor, *, margin: torch.Tensor | None = None,
-                      center_coef: float = 0.0) -> RewardOutput:
+def comparison_losses(
+    scores: torch.Tensor, mask: torch.Tensor, *, margin: torch.Tensor | None = None, center_coef: float = 0.0
+) -> RewardOutput:
     """scores (B, K), each row best → worst; mask (B, K) True on real responses; margin (B,) or None →
     losses (B,), one per comparison: the mean Bradley–Terry loss of its pairs; margins / correct per pair.
 

@@ -30,9 +30,15 @@ def build_reward_model(model_cfg, *, pad_token_id: int | None, dtype: torch.dtyp
     """The base causal LM with a fresh one-output head (transformers' default init)."""
     from ..classify.model import load_classifier
 
-    return load_classifier(model_cfg.name, LABELS, dtype=dtype, pad_token_id=pad_token_id,
-                           trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision,
-                           attn_implementation=model_cfg.attn_implementation)
+    return load_classifier(
+        model_cfg.name,
+        LABELS,
+        dtype=dtype,
+        pad_token_id=pad_token_id,
+        trust_remote_code=model_cfg.trust_remote_code,
+        revision=model_cfg.revision,
+        attn_implementation=model_cfg.attn_implementation,
+    )
 
 
 def save_reward_model(config, model, output_dir: Path, tokenizer, *, chat: bool, state_dict=None) -> None:
@@ -42,12 +48,24 @@ def save_reward_model(config, model, output_dir: Path, tokenizer, *, chat: bool,
     base = model.peft_config["default"].base_model_name_or_path if hasattr(model, "peft_config") else None
     if base is None and hasattr(model, "get_base_model"):  # our bottleneck adapters
         base = getattr(model.get_base_model().config, "_name_or_path", None)
-    save_classifier(model, output_dir, tokenizer, state_dict=state_dict, info={
-        "method": "reward", "labels": LABELS, "max_length": config.data.max_length,
-        "pad_token_id": tokenizer.pad_token_id, "chat": chat, "system_prompt": config.data.system_prompt,
-        "base_model": base or m.name, "model_name": m.name, "revision": m.revision,
-        "trust_remote_code": m.trust_remote_code,
-    })
+    save_classifier(
+        model,
+        output_dir,
+        tokenizer,
+        state_dict=state_dict,
+        info={
+            "method": "reward",
+            "labels": LABELS,
+            "max_length": config.data.max_length,
+            "pad_token_id": tokenizer.pad_token_id,
+            "chat": chat,
+            "system_prompt": config.data.system_prompt,
+            "base_model": base or m.name,
+            "model_name": m.name,
+            "revision": m.revision,
+            "trust_remote_code": m.trust_remote_code,
+        },
+    )
 
 
 def load_reward_model(path: str | Path, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
@@ -56,14 +74,17 @@ def load_reward_model(path: str | Path, *, dtype: torch.dtype = torch.float32, t
     from ..classify.model import load_trained_classifier
 
     try:
-        model, tokenizer, labels, info = load_trained_classifier(path, dtype=dtype,
-                                                                 trust_remote_code=trust_remote_code)
+        model, tokenizer, labels, info = load_trained_classifier(path, dtype=dtype, trust_remote_code=trust_remote_code)
     except ModelNotFoundError as exc:  # its messages name the classify method; here a reward model is wanted
         raise ModelNotFoundError(str(exc).replace("method: classify", "method: reward")) from None
     if len(labels) != 1:
-        raise ModelNotFoundError(f"{path}: a classifier with {len(labels)} labels, not a reward model (one score); "
-                                 "give the output of a `method: reward` run, or use `tuneforge predict` for it")
+        raise ModelNotFoundError(
+            f"{path}: a classifier with {len(labels)} labels, not a reward model (one score); "
+            "give the output of a `method: reward` run, or use `tuneforge predict` for it"
+        )
     if model.config.pad_token_id is None:
-        raise ModelNotFoundError(f"{path}: the model's config has no pad_token_id, so transformers cannot find the "
-                                 "last token of a padded row; set pad_token_id in its config.json")
+        raise ModelNotFoundError(
+            f"{path}: the model's config has no pad_token_id, so transformers cannot find the "
+            "last token of a padded row; set pad_token_id in its config.json"
+        )
     return model, tokenizer, info

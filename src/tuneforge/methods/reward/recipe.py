@@ -49,9 +49,11 @@ class Reward:
         facts = dict(data.facts)
         facts["examples"] = facts["comparisons"]
         facts["sources"] = data.extra["sources"]
-        facts["data"] = (f"{facts['comparisons']} training / {facts['eval_comparisons']} held-out comparisons "
-                         f"({facts['pairs']} / {facts['eval_pairs']} pairs), {facts['tokens']} tokens; "
-                         + "; ".join(data.extra["sources"]))
+        facts["data"] = (
+            f"{facts['comparisons']} training / {facts['eval_comparisons']} held-out comparisons "
+            f"({facts['pairs']} / {facts['eval_pairs']} pairs), {facts['tokens']} tokens; "
+            + "; ".join(data.extra["sources"])
+        )
         return errors, list(data.extra["warnings"]), facts
 
     def load_data(self, config, tokenizer) -> MethodData:
@@ -59,12 +61,23 @@ class Reward:
 
         splits = load_feedback(config.data, tokenizer)
         return MethodData(
-            train=splits.train, eval=splits.eval,
-            extra={"chat": splits.chat, "prompts": splits.prompts, "sources": splits.sources,
-                   "warnings": splits.warnings, "pad_token_id": tokenizer.pad_token_id},
-            facts={"comparisons": len(splits.train), "pairs": sum(c.pairs for c in splits.train),
-                   "eval_comparisons": len(splits.eval), "eval_pairs": sum(c.pairs for c in splits.eval),
-                   "tokens": splits.tokens, "truncated": splits.truncated},
+            train=splits.train,
+            eval=splits.eval,
+            extra={
+                "chat": splits.chat,
+                "prompts": splits.prompts,
+                "sources": splits.sources,
+                "warnings": splits.warnings,
+                "pad_token_id": tokenizer.pad_token_id,
+            },
+            facts={
+                "comparisons": len(splits.train),
+                "pairs": sum(c.pairs for c in splits.train),
+                "eval_comparisons": len(splits.eval),
+                "eval_pairs": sum(c.pairs for c in splits.eval),
+                "tokens": splits.tokens,
+                "truncated": splits.truncated,
+            },
         )
 
     def build_model(self, config, data: MethodData, *, dtype: torch.dtype) -> torch.nn.Module:
@@ -105,10 +118,12 @@ class Reward:
         grid, mask = self._scores(model, ctx)  # (C, K) each
         margin = torch.tensor([r.margin or 0.0 for r in rows]) if config.loss.margin else None
         result = comparison_losses(grid, mask, margin=margin, center_coef=config.loss.center_coef)
-        out["metrics"] = {"eval_loss": round(float(result.losses.mean()), 6),
-                          "accuracy": round(float(result.correct.mean()), 6),
-                          "margin": round(float(result.margins.mean()), 6),
-                          "mean_score": round(float(grid[mask].mean()), 6)}
+        out["metrics"] = {
+            "eval_loss": round(float(result.losses.mean()), 6),
+            "accuracy": round(float(result.correct.mean()), 6),
+            "margin": round(float(result.margins.mean()), 6),
+            "mean_score": round(float(grid[mask].mean()), 6),
+        }
         n = min(len(rows), config.eval.samples_in_report)
         out["samples"] = [self._sample(rows[i], grid[i][mask[i]].tolist(), ctx) for i in range(n)]
         return out
@@ -128,19 +143,21 @@ class Reward:
         size = ctx.config.eval.batch_size
         with eval_mode(model):
             for start in range(0, len(order), size):
-                chunk = order[start:start + size]
+                chunk = order[start : start + size]
                 inputs = self.collate([rows[i] for i in chunk], ctx.tokenizer).inputs
                 scores = sequence_scores(model, inputs["input_ids"].to(device), inputs["attention_mask"].to(device))
                 part, real = group_scores(scores.cpu(), inputs["group"], inputs["rank"])  # (b, k_chunk)
-                grid[chunk, :part.shape[1]], mask[chunk, :part.shape[1]] = part, real
+                grid[chunk, : part.shape[1]], mask[chunk, : part.shape[1]] = part, real
         return grid, mask
 
     def _sample(self, row, scores: list[float], ctx: EvalContext) -> dict:
         prompt = ctx.data.extra["prompts"].get(row.where, "")
         if not isinstance(prompt, str):
             prompt = "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
-        texts = [ctx.tokenizer.decode(seq.input_ids[len(row.prompt_ids):], skip_special_tokens=True).strip()
-                 for seq in row.responses]
+        texts = [
+            ctx.tokenizer.decode(seq.input_ids[len(row.prompt_ids) :], skip_special_tokens=True).strip()
+            for seq in row.responses
+        ]
         pairs = [(i, j) for i in range(len(scores)) for j in range(i + 1, len(scores))]
         right = sum(scores[i] > scores[j] for i, j in pairs) / len(pairs)
         if len(texts) == 2:
@@ -149,9 +166,15 @@ class Reward:
         else:
             reference = "\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))
             prediction = "r in rank order: " + ", ".join(f"{s:.3f}" for s in scores)
-        return {"prompt": prompt, "reference": reference, "prediction": prediction,
-                "scores": {"accuracy": round(right, 6),
-                           "margin": round(sum(scores[i] - scores[j] for i, j in pairs) / len(pairs), 6)}}
+        return {
+            "prompt": prompt,
+            "reference": reference,
+            "prediction": prediction,
+            "scores": {
+                "accuracy": round(right, 6),
+                "margin": round(sum(scores[i] - scores[j] for i, j in pairs) / len(pairs), 6),
+            },
+        }
 
     # ------------------------------------------------------------------ output
 
@@ -159,8 +182,14 @@ class Reward:
         from ...data.templates import use_chat_template
         from .model import save_reward_model
 
-        save_reward_model(config, model, output_dir, tokenizer, state_dict=state_dict,
-                          chat=use_chat_template(tokenizer, config.data.template))
+        save_reward_model(
+            config,
+            model,
+            output_dir,
+            tokenizer,
+            state_dict=state_dict,
+            chat=use_chat_template(tokenizer, config.data.template),
+        )
 
     def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
         from .model import load_reward_model

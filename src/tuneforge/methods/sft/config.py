@@ -15,7 +15,7 @@ class SftConfig(RunBase):
     method: Literal["sft"]
 
     @model_validator(mode="after")
-    def _not_text(self) -> "SftConfig":
+    def _not_text(self) -> SftConfig:
         if self.data.format == "text":
             raise ValueError(
                 "method 'sft' needs prompts and completions: data.format 'text' is raw text, "
