@@ -7,15 +7,22 @@ every data setting, and the version of the rendering code (templates, each
 format module, the pipeline). Any change is a miss; nothing is ever stale.
 
 One ``.npz`` file per key under ``cache_root()/"tokenized"``: token ids and
-labels as flat int32/int64 arrays with offsets, everything else as a JSON
-string. Written to a temporary file and moved into place with ``os.replace``,
-so a crash or a concurrent run never leaves a half-written entry.
+labels as flat int64 arrays with lengths, everything else as a JSON string,
+and a SHA-256 of all of it. Written to a temporary file and moved into place
+with ``os.replace``, so a crash or a concurrent run never leaves a half-written
+entry under its name.
+
+An entry is never trusted: it is read back only when its checksum matches and
+its arrays agree with each other (lengths add up, integer ids). A damaged one
+(a disk error, a truncated copy, an edit) is reported in one line, deleted and
+rebuilt from the source data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import zipfile
@@ -26,7 +33,14 @@ import numpy as np
 
 from tuneforge.data.types import DataReport, Example, GenerationSample, Splits
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries carry a checksum
+ARRAYS = ("lengths", "ids", "labels")
+
+log = logging.getLogger("tuneforge.data")
+
+
+class DamagedEntry(ValueError):
+    """A cache entry that cannot be trusted; the message says why."""
 
 
 def default_dir() -> Path:
@@ -62,14 +76,30 @@ def _flatten(examples: list[Example]) -> dict[str, np.ndarray]:
 
 
 def _unflatten(arrays, prefix: str, wheres: list[str]) -> list[Example]:
-    lengths = arrays[f"{prefix}_lengths"].tolist()
-    ids = arrays[f"{prefix}_ids"].tolist()
-    labels = arrays[f"{prefix}_labels"].tolist()
+    lengths, ids, labels = (arrays[f"{prefix}_{name}"] for name in ARRAYS)
+    for name, array in zip(ARRAYS, (lengths, ids, labels)):
+        if array.ndim != 1 or array.dtype.kind not in "iu":
+            raise DamagedEntry(f"{prefix}_{name} is not a flat integer array ({array.dtype}, {array.ndim}-d)")
+    if len(lengths) != len(wheres) or (lengths < 0).any():
+        raise DamagedEntry(f"{prefix}: {len(lengths)} lengths for {len(wheres)} examples")
+    if int(lengths.sum()) != len(ids) or len(ids) != len(labels):
+        raise DamagedEntry(f"{prefix}: lengths add up to {int(lengths.sum())}, ids {len(ids)}, labels {len(labels)}")
     out, start = [], 0
-    for n, where in zip(lengths, wheres):
-        out.append(Example(ids[start : start + n], labels[start : start + n], where))
+    ids_list, labels_list = ids.tolist(), labels.tolist()
+    for n, where in zip(lengths.tolist(), wheres):
+        out.append(Example(ids_list[start : start + n], labels_list[start : start + n], where))
         start += n
     return out
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def save(splits: Splits, key: str, directory: Path | None = None) -> Path:
@@ -86,6 +116,7 @@ def save(splits: Splits, key: str, directory: Path | None = None) -> Path:
         "report": asdict(splits.report),
     }
     arrays["meta"] = np.array(json.dumps(meta))
+    arrays["sha256"] = np.array(_digest(arrays))
     target = directory / f"{key}.npz"
     fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".tmp", dir=directory)
     try:
@@ -99,17 +130,34 @@ def save(splits: Splits, key: str, directory: Path | None = None) -> Path:
 
 
 def load(key: str, directory: Path | None = None) -> Splits | None:
-    """The cached splits for ``key``, or None on a miss (or an unreadable entry)."""
+    """The cached splits for ``key``, or None on a miss.
+
+    A damaged entry is a miss too: it is reported (one warning naming the file and what is wrong),
+    deleted, and the caller rebuilds it.
+    """
     directory = Path(directory) if directory is not None else default_dir()
     path = directory / f"{key}.npz"
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            meta = json.loads(str(arrays["meta"]))
-            train = _unflatten(arrays, "train", meta["train_where"])
-            held = _unflatten(arrays, "eval", meta["eval_where"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None  # a damaged entry is a miss; the fresh result overwrites it
+        return _read(path)
+    except Exception as exc:  # whatever a damaged file raises (zip, numpy, JSON, a wrong shape): never trusted
+        reason = str(exc) if isinstance(exc, DamagedEntry) else f"{type(exc).__name__}: {exc}"
+        log.warning("tokenisation cache entry %s is damaged (%s); rebuilding it from the data", path, reason)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _read(path: Path) -> Splits:
+    if not zipfile.is_zipfile(path):  # else numpy would try it as a pickle and advise allow_pickle
+        raise DamagedEntry("not a complete .npz file")
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    stored = arrays.pop("sha256", None)
+    if stored is None or str(stored) != _digest(arrays):
+        raise DamagedEntry("checksum mismatch" if stored is not None else "no checksum")
+    meta = json.loads(str(arrays["meta"]))
+    train = _unflatten(arrays, "train", meta["train_where"])
+    held = _unflatten(arrays, "eval", meta["eval_where"])
     samples = [GenerationSample(**s) for s in meta["samples"]]
     return Splits(train, held, samples, DataReport(**meta["report"]))
