@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from tuneforge.cli import main
 from tuneforge.config import load_config
 from tuneforge.config.schema import RunBase, Section
-from tuneforge.interface import CAUSAL_LM, Batch, MethodData
+from tuneforge.interface import CAUSAL_LM, Batch, Method, MethodData
 from tuneforge.methods import register_method, unregister_method
 from tuneforge.runner import train_from_config
 from tuneforge.training.divergence import DivergenceError, DivergenceWatch
@@ -63,7 +63,7 @@ class SquaredError(torch.nn.Module):
 
 
 @dataclass(frozen=True)
-class ToyRegression:
+class ToyRegression(Method):
     """Fits y = w·x with squared error: nothing about it is a language model."""
 
     name: str = "toy-regression"

@@ -64,8 +64,15 @@ def register_method(method) -> None:
 
     The built-in methods are listed above instead; this is for plug-ins and tests.
     """
+    from .interface import Method
+
     if method.name in _CONFIGS:
         raise ValueError(f"method '{method.name}' is built in and cannot be replaced")
+    if Method not in type(method).__mro__:
+        raise TypeError(
+            f"method '{method.name}': its class must subclass tuneforge.interface.Method "
+            f"(that gives it the optional members' defaults)"
+        )
     _REGISTERED[method.name] = method
 
 

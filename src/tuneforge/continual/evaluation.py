@@ -17,12 +17,12 @@ class ScoreMissing(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def score_metric(config) -> str:
-    """The score in R: continual.metric, else the first eval scorer, else classification accuracy."""
+def score_metric(config, method) -> str:
+    """The score in R: continual.metric, else the first eval scorer (generating methods), else accuracy."""
     chosen = config.continual.metric if config.continual is not None else None
     if chosen:
         return chosen
-    if config.eval is not None and config.eval.scorers and config.method in ("sft", "cpt"):
+    if config.eval is not None and method.causal_lm_output and config.eval.scorers:
         return config.eval.scorers[0].rsplit(":", 1)[-1]
     return "accuracy"
 
@@ -47,16 +47,19 @@ def load_general_rows(path: str, data_cfg, tokenizer) -> list:
     return pack(splits.eval, cfg.max_length, False)
 
 
-def general_perplexity(model, rows: list, tokenizer, batch_size: int, accelerator, packed_attention: str) -> float:
-    from ..methods.causal_lm import collate_rows
+def general_perplexity(method, config, model, rows: list, tokenizer, accelerator) -> float:
+    """exp(mean next-token loss) of ``model`` on the general-text rows, by the method's own loss module
+    (a method whose output is a causal LM: ``Method.causal_lm_output``)."""
+    from functools import partial
+
+    from ..interface import MethodData
     from ..training.loop import heldout_mean_loss
-    from ..training.step import CausalLMLoss
 
     loss = heldout_mean_loss(
-        CausalLMLoss(model, packed_attention=packed_attention),
+        method.loss_module(config, model, MethodData(train=rows, eval=rows)),
         rows,
-        lambda batch: collate_rows(batch, tokenizer.pad_token_id),
-        batch_size,
+        partial(method.collate, tokenizer=tokenizer),
+        config.training.batch_size,
         accelerator,
     )
     return round(math.exp(min(loss, 50)), 4)

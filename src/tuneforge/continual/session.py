@@ -1,4 +1,5 @@
-"""The stage-by-stage work of a continual run (``runner.run_continual`` sets it up).
+"""The stage-by-stage work of a continual run (``runner.run_continual`` sets it up): the strategy hook
+around the run skeleton's training steps (``run.training``), which every stage calls as a one-stage run does.
 
 State kept in ``continual_state.json`` after each step that costs minutes, so an interrupted run
 loses at most the step it was in:
@@ -15,16 +16,20 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 
 from ..interface import EvalContext
-from ..runner import _precision_entry, _save_json, _truncate_metrics
+from ..run.folder import save_json
+from ..run.setup import RunContext, attach, build_model
+from ..run.training import prepare_training, restore_checkpoint, train
 from ..training.engine import console
 from . import penalties
-from .evaluation import general_perplexity, pick_score, write_matrix_csv
+from .checks import ContinualRefused
+from .evaluation import general_perplexity, pick_score
 from .replay import ReservoirBuffer, mix_replay
 from .stage_adapters import StageAdapters
 from .wise_ft import lora_a_names, sweep
@@ -33,50 +38,30 @@ STATE_FILE = "continual_state.json"
 
 
 class ContinualRun:
-    def __init__(
-        self, config, settings, method, tokenizer, accelerator, tasks, run_dir: Path, state: dict, metric: str
-    ):
-        from ..adapters import attach_adapter
-        from ..models.load import is_quantized, resolve_dtype, resolve_model
+    def __init__(self, run: RunContext, settings, tasks, state: dict, metric: str):
+        from ..models.load import enable_activation_checkpointing
 
-        self.config, self.settings, self.method = config, settings, method
-        self.tokenizer, self.accelerator, self.tasks = tokenizer, accelerator, tasks
-        self.run_dir, self.state, self.metric = run_dir, state, metric
+        self.run, self.config, self.settings, self.method = run, run.config, settings, run.method
+        self.tokenizer, self.accelerator, self.tasks = run.tokenizer, run.accelerator, tasks
+        self.run_dir, self.state, self.metric = run.run_dir, state, metric
         self.strategy = settings.strategy
-        from accelerate.utils import set_seed
-
-        set_seed(config.training.seed)  # new heads and adapters start the same in every run of this config
-        dtype = resolve_dtype(config.model.dtype, accelerator.device)
-        model = method.build_model(tasks.configs[0], tasks.data[0], dtype=dtype)
-        if not is_quantized(model):
-            model.to(accelerator.device)
+        model = build_model(run, tasks.data[0], config=tasks.configs[0])
         self.stage_adapters: StageAdapters | None = None
         self.peft_single = False
         if self.strategy == "adapter":
             self.stage_adapters = StageAdapters(
-                model, config.adapter, task_type=method.peft_task_type, inference=settings.adapter.inference
+                model, run.config.adapter, task_type=run.method.peft_task_type, inference=settings.adapter.inference
             )
-        elif config.adapter is not None:
-            adapted = attach_adapter(
-                model,
-                config.adapter,
-                task_type=method.peft_task_type,
-                tokenizer_path=resolve_model(config.model.name),
-                gradient_checkpointing=config.training.gradient_checkpointing,
-            )
-            if not adapted.saves_adapter or adapted.saver is not adapted.model:
-                from .runner import ContinualRefused
-
+            if run.config.training.gradient_checkpointing:
+                enable_activation_checkpointing(model)
+        else:
+            model, adapted = attach(run, model, None)
+            if adapted is not None and (not adapted.saves_adapter or adapted.saver is not adapted.model):
                 raise ContinualRefused(
-                    f"adapter.type {config.adapter.type}: continual runs support full "
+                    f"adapter.type {run.config.adapter.type}: continual runs support full "
                     f"fine-tuning and peft adapters (lora, loha, lokr, vera, oft, ia3)"
                 )
-            model = adapted.model
-            self.peft_single = True
-        if config.training.gradient_checkpointing:
-            from ..runner import _enable_activation_checkpointing
-
-            _enable_activation_checkpointing(model)
+            self.peft_single = adapted is not None
         self.model = model
         self.buffers: dict[str, ReservoirBuffer] = {}
         self.fisher: dict[str, torch.Tensor] | None = None
@@ -182,64 +167,22 @@ class ContinualRun:
         return self.run_dir / "stages" / f"{k + 1}-{label}"
 
     def train(self, name: str, k: int, cfg, data, rows: list, penalty) -> dict:
-        from ..training.checkpoint import latest_checkpoint, load_checkpoint
-        from ..training.divergence import DivergenceWatch, divergence_hint
-        from ..training.engine import total_steps
-        from ..training.loop import LoopSettings, heldout_mean_loss, train_loop
-        from ..training.optim import build_optimizer, build_scheduler
-
-        tcfg, acc = cfg.training, self.accelerator
+        """One stage's training: the run skeleton's training steps on ``rows``, the penalty added to the loss."""
         stage_dir = self.stage_dir(k)
         stage_dir.mkdir(parents=True, exist_ok=True)
-        collate = partial(self.method.collate, tokenizer=self.tokenizer)
-        inner = self.method.loss_module(cfg, self.model, data)
-        loss_module = penalties.PenalisedLoss(inner, penalty) if penalty is not None else inner
-        global_batch = tcfg.batch_size * tcfg.gradient_accumulation_steps * acc.num_processes
-        steps = total_steps(len(rows), global_batch, tcfg.epochs, tcfg.max_steps)
-        optimizer = build_optimizer(
-            loss_module,
-            learning_rate=tcfg.learning_rate,
-            weight_decay=tcfg.weight_decay,
-            betas=tuple(tcfg.adam_betas),
-            eps=tcfg.adam_epsilon,
+        steps = self.method.total_steps(cfg, replace(data, train=rows), self.accelerator.num_processes)
+        parts = prepare_training(
+            self.run,
+            self.model,
+            data,
+            steps,
+            config=cfg,
+            seed=cfg.training.seed + k,
+            wrap=(lambda inner: penalties.PenalisedLoss(inner, penalty)) if penalty is not None else None,
+            fresh=True,
         )
-        warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else int(tcfg.warmup_ratio * steps)
-        # A fresh optimizer and a schedule that warms up and decays again in every stage (continual
-        # pretraining studies: Gupta et al. 2023, Ibrahim et al. 2024 re-warm and re-decay per stage).
-        scheduler = build_scheduler(optimizer, kind=tcfg.scheduler, warmup_steps=warmup, total_steps=steps)
-        acc.free_memory()  # the previous stage's prepared module and optimizer
-        loss_model, optimizer = acc.prepare(loss_module, optimizer)
-        start_state: dict = {}
-        ckpt = latest_checkpoint(stage_dir)
-        if ckpt is not None:
-            start_state = load_checkpoint(
-                ckpt, model=acc.unwrap_model(loss_model), optimizer=optimizer, scheduler=scheduler
-            )
-            console.print(f"Resuming stage {name} from {ckpt} (step {start_state['step']}/{steps})")
         # A stage restarted without a checkpoint begins its log again; after one, the steps past it are redone.
-        _truncate_metrics(stage_dir / "metrics.jsonl", start_state.get("step", 0))
-        settings = LoopSettings(
-            batch_size=tcfg.batch_size,
-            gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
-            total_steps=steps,
-            seed=tcfg.seed + k,
-            max_grad_norm=tcfg.max_grad_norm,
-            save_every=tcfg.save_every,
-            keep_checkpoints=tcfg.keep_checkpoints,
-            log_every=tcfg.log_every,
-            eval_every=tcfg.eval_every,
-        )
-        watch = DivergenceWatch(
-            chance_loss=self.method.chance_loss(cfg, self.model, data),
-            mode=tcfg.on_divergence,
-            console=console,
-            hint=divergence_hint(tcfg.learning_rate, tcfg.max_grad_norm, self.config.adapter is None),
-        )
-
-        def periodic_eval():
-            return self.method.periodic_metrics(heldout_mean_loss(loss_model, data.eval, collate, tcfg.batch_size, acc))
-
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        start_state = restore_checkpoint(self.run, parts, stage_dir, label=f" stage {name}")
         where = (
             "every stage's rows at once"
             if self.strategy == "joint"
@@ -247,22 +190,9 @@ class ContinualRun:
         )
         console.print(
             f"[bold]{where}[/] ({self.strategy}) — {len(rows)} rows, "
-            f"{steps} steps, lr {tcfg.learning_rate:g}, {trainable:,} trainable parameters"
+            f"{steps} steps, lr {cfg.training.learning_rate:g}, {parts.trainable:,} trainable parameters"
         )
-        result = train_loop(
-            loss_model=loss_model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            accelerator=acc,
-            rows=rows,
-            collate=collate,
-            settings=settings,
-            run_dir=stage_dir,
-            start_state=start_state,
-            eval_fn=periodic_eval if data.eval and tcfg.eval_every else None,
-            watch=watch,
-            arrange=data.arrange,
-        )
+        result = train(self.run, parts, data, start_state, folder=stage_dir, rows=rows, config=cfg)
         return {
             "steps": result.steps,
             "rows": len(rows),
@@ -392,7 +322,7 @@ class ContinualRun:
 
     def save_state(self) -> None:
         self.state["elapsed_seconds"] = round(self.elapsed(), 2)
-        _save_json(self.run_dir / STATE_FILE, self.state)
+        save_json(self.run_dir / STATE_FILE, self.state)
 
     # ------------------------------------------------------------------ scoring
 
@@ -402,14 +332,8 @@ class ContinualRun:
         scores = [pick_score(metrics[name], self.metric, name) for name in self.tasks.names]
         ppl = None
         if self.tasks.general:
-            cfg = self.tasks.configs[0]
             ppl = general_perplexity(
-                self.model,
-                self.tasks.general,
-                self.tokenizer,
-                cfg.training.batch_size,
-                self.accelerator,
-                cfg.model.packed_attention,
+                self.method, self.tasks.configs[0], self.model, self.tasks.general, self.tokenizer, self.accelerator
             )
         shown = ", ".join(f"{n} {s:.3f}" for n, s in zip(self.tasks.names, scores))
         console.print(f"after {label}: {self.metric} {shown}" + (f"; general perplexity {ppl:.2f}" if ppl else ""))
@@ -470,108 +394,10 @@ class ContinualRun:
     # ------------------------------------------------------------------ the end
 
     def finish(self):
-        from ..config import dump_config
-        from ..eval.report import lower_is_better
-        from ..runner import RunResult
-        from .metrics import continual_metrics
+        """summary.json, matrix.csv, report.html and the R table (``continual/summary.py``)."""
+        from .summary import finish
 
-        names = self.tasks.names
-        labels = ["base", "joint"] if self.strategy == "joint" else ["base", *names]
-        values = [self.state["rows"][label]["scores"] for label in labels]
-        ppl = [self.state["rows"][label]["general_perplexity"] for label in labels]
-        if self.strategy == "joint":
-            acc = sum(values[-1]) / len(values[-1])
-            cm = {"acc": acc, "bwt": None, "fwt": None, "forgetting": {}, "mean_forgetting": None}
-        else:
-            m = continual_metrics(values, lower_is_better=lower_is_better(self.metric))
-            cm = {
-                "acc": m.acc,
-                "bwt": m.bwt,
-                "fwt": m.fwt,
-                "forgetting": dict(zip(names, m.forgetting)),
-                "mean_forgetting": m.mean_forgetting,
-            }
-        extra = self.merged_rows() if self.stage_adapters is not None else {}
-        if self.stage_adapters is not None:
-            output = {name: str(self.stage_dir(k) / "output") for k, name in enumerate(names)}
-        else:
-            output = str(self.stage_dir(len(labels) - 2) / "output")
-        summary = {
-            "kind": "continual",
-            "name": self.run_dir.name,
-            "method": self.config.method,
-            "strategy": self.strategy,
-            "strategy_settings": self._strategy_settings(),
-            "model": self.config.model.name,
-            "adapter": self.config.adapter.type if self.config.adapter else None,
-            "stages": names,
-            "metric": self.metric,
-            "matrix": {"rows": labels, "columns": names, "values": values},
-            "general_perplexity": {"rows": labels, "values": ppl} if any(p is not None for p in ppl) else None,
-            "continual_metrics": cm,
-            "stage_results": self.state["stage_results"],
-            "wise_ft": self.state.get("wise_ft"),
-            "output": output,
-            "task_metrics": {label: self.state["rows"][label]["metrics"] for label in labels},
-            "fisher": self.state.get("fisher"),
-            "wall_seconds": round(self.elapsed(), 2),
-            "precision": _precision_entry(self.accelerator),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        if extra:
-            summary["extra_rows"] = extra
-            summary["merged_outputs"] = self.state.get("merged_outputs")
-        _save_json(self.run_dir / "summary.json", summary)
-        write_matrix_csv(self.run_dir / "matrix.csv", summary)
-        report = _write_report(self.run_dir, summary, dump_config(self.config))
-        _print_summary(summary)
-        console.print(f"Summary: {self.run_dir / 'summary.json'}\nReport: {report}")
-        return RunResult(
-            run_dir=self.run_dir,
-            output_dir=Path(output) if isinstance(output, str) else self.run_dir,
-            summary=summary,
-            model=self.model,
-        )
-
-    def _strategy_settings(self) -> dict:
-        part = {"replay": "replay", "l2": "l2", "ewc": "ewc", "adapter": "adapter"}.get(self.strategy)
-        settings = getattr(self.settings, part).model_dump() if part else {}
-        if self.settings.wise_ft.alphas:
-            settings["wise_ft"] = self.settings.wise_ft.model_dump()
-        return settings
-
-
-def _write_report(run_dir: Path, summary: dict, config_text: str) -> Path | None:
-    try:
-        from ..eval.continual_report import write_continual_report
-    except ImportError:  # pragma: no cover - the report module ships with this package
-        return None
-    return write_continual_report(run_dir, summary=summary, config_text=config_text)
-
-
-def _print_summary(summary: dict) -> None:
-    from rich.table import Table
-
-    from ..eval.report import lower_is_better
-
-    matrix = summary["matrix"]
-    better = "lower" if lower_is_better(summary["metric"]) else "higher"
-    table = Table(title=f"{summary['metric']} ({better} is better) on each task (columns) after each stage (rows)")
-    table.add_column("after")
-    for name in matrix["columns"]:
-        table.add_column(name, justify="right")
-    ppl = (summary.get("general_perplexity") or {}).get("values")
-    if ppl:
-        table.add_column("general ppl", justify="right")
-    for k, label in enumerate(matrix["rows"]):
-        cells = [f"{v:.3f}" for v in matrix["values"][k]]
-        table.add_row(label, *cells, *([f"{ppl[k]:.2f}"] if ppl else []))
-    for label, row in (summary.get("extra_rows") or {}).items():
-        table.add_row(label, *[f"{v:.3f}" for v in row], *([""] if ppl else []))
-    console.print(table)
-    cm = summary["continual_metrics"]
-    parts = [f"ACC {cm['acc']:.3f}"] + [f"{k.upper()} {cm[k]:+.3f}" for k in ("bwt", "fwt") if cm[k] is not None]
-    console.print("  ".join(parts))
+        return finish(self)
 
 
 def load_state(run_dir: Path) -> dict:

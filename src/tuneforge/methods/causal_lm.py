@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..data.types import PackedRow
-from ..interface import CAUSAL_LM, Batch, EvalContext, MethodData
+from ..interface import CAUSAL_LM, Batch, EvalContext, Method, MethodData
 
 
 def collate_rows(rows: list[PackedRow], pad_id: int) -> Batch:
@@ -32,12 +32,14 @@ def collate_rows(rows: list[PackedRow], pad_id: int) -> Batch:
 
 
 @dataclass(frozen=True)
-class CausalLM:
+class CausalLM(Method):
     name: str
     config_class: type
     model_kinds: tuple[str, ...] = (CAUSAL_LM,)
     peft_task_type: str = "CAUSAL_LM"
     count_name: str = "loss_tokens"
+    causal_lm_output: bool = True
+    continual: bool = True
 
     # ------------------------------------------------------------------ checks and data
 

@@ -204,3 +204,11 @@ def is_quantized(model: torch.nn.Module) -> bool:
         or getattr(model, "is_loaded_in_8bit", False)
         or getattr(model, "hf_quantizer", None) is not None
     )
+
+
+def enable_activation_checkpointing(model) -> None:
+    """transformers 5 renamed gradient checkpointing to activation checkpointing; use whichever exists."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

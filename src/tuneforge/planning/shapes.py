@@ -47,7 +47,7 @@ class Arch:
 
 def arch_of(model_config) -> Arch:
     """Arch from a transformers config (Llama-style names, with the GPT-2 / BERT spellings as fallbacks)."""
-    from ..checks import model_kind
+    from ..models.kind import model_kind
 
     c = model_config
     hidden = _first(c, "hidden_size", "n_embd", "d_model")

@@ -115,7 +115,7 @@ def write_plain_loading(model, folder: Path, info: dict, *, head_reset: bool) ->
     """classifier.json's base fields (``base_model``, ``base_model_note``, ``base_kwargs``); in an adapter
     folder also ``base_config.json``, README.md, and the portable base in ``adapter_config.json``."""
     from ...adapters import adapter_type_of, is_adapter_folder
-    from ...checks import model_kind
+    from ...models.kind import model_kind
 
     folder = Path(folder)
     base = plain_base(info["model_name"])

@@ -99,8 +99,8 @@ def predict_records(
     max_length: int,
     columns: dict[str, str] | None = None,
 ) -> tuple[list[dict], dict | None]:
-    from ...checks import model_kind
     from ...data.sources import read_records
+    from ...models.kind import model_kind
     from .data import LabelledText, encode
     from .metrics import classification_metrics
 

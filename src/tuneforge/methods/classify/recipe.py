@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ...checks import is_causal_lm
-from ...interface import CAUSAL_LM, ENCODER, Batch, EvalContext, MethodData
+from ...interface import CAUSAL_LM, ENCODER, Batch, EvalContext, Method, MethodData
+from ...models.kind import is_causal_lm
 from .config import ClassifyConfig
 
 
@@ -35,12 +35,13 @@ def _class_weights(config, counts: list[int], labels: list[str]) -> list[float] 
 
 
 @dataclass(frozen=True)
-class Classify:
+class Classify(Method):
     name: str = "classify"
     config_class: type = ClassifyConfig
     model_kinds: tuple[str, ...] = (CAUSAL_LM, ENCODER)
     peft_task_type: str = "SEQ_CLS"
     count_name: str = "examples"
+    continual: bool = True  # one loss per row, one classifier that carries over
 
     def check(self, config, tokenizer) -> tuple[list[str], list[str], dict]:
         from ...data.types import DataError

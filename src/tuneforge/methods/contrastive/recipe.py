@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ...checks import is_causal_lm
-from ...interface import CAUSAL_LM, ENCODER, Batch, EvalContext, MethodData
+from ...interface import CAUSAL_LM, ENCODER, Batch, EvalContext, Method, MethodData
+from ...models.kind import is_causal_lm
 from .config import ContrastiveConfig
 
 
@@ -44,7 +44,7 @@ def _pooling(config, decoder: bool) -> str:
 
 
 @dataclass(frozen=True)
-class Contrastive:
+class Contrastive(Method):
     name: str = "contrastive"
     config_class: type = ContrastiveConfig
     model_kinds: tuple[str, ...] = (ENCODER, CAUSAL_LM)

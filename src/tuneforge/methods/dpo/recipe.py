@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ...interface import CAUSAL_LM, Batch, EvalContext, MethodData
+from ...interface import CAUSAL_LM, Batch, EvalContext, Method, MethodData
 from ..causal_lm import CausalLM
 from .config import DpoConfig, reference_kind, shares_prompt
 
@@ -40,7 +40,7 @@ KTO_BALANCE = (1.0, 4 / 3)  # the KTO paper (arXiv 2402.01306) recommends λ_D·
 
 
 @dataclass(frozen=True)
-class Dpo:
+class Dpo(Method):
     name: str = "dpo"
     config_class: type = DpoConfig
     model_kinds: tuple[str, ...] = (CAUSAL_LM,)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from ...interface import CAUSAL_LM, Batch, EvalContext, MethodData
+from ...interface import CAUSAL_LM, Batch, EvalContext, Method, MethodData
 from ..causal_lm import CausalLM
 from .config import PpoConfig
 
@@ -74,7 +74,7 @@ def _eval_settings(config):
 
 
 @dataclass(frozen=True)
-class Ppo:
+class Ppo(Method):
     name: str = "ppo"
     config_class: type = PpoConfig
     model_kinds: tuple[str, ...] = (CAUSAL_LM,)
@@ -111,7 +111,7 @@ class Ppo:
         p = config.ppo
         facts["data"] = (
             f"{facts['prompts']} training / {facts['eval_prompts']} held-out prompts; "
-            f"{self.total_steps(config, data)} rollouts of {p.rollout_batch_size} prompts × "
+            f"{self.total_steps(config, data, 1)} rollouts of {p.rollout_batch_size} prompts × "
             f"{p.group_size} response(s), {p.advantage} advantages; reward: "
             + " + ".join(f"{s.weight:g}·{s.kind} {s.spec}" for s in config.reward.sources)
         )
@@ -136,11 +136,14 @@ class Ppo:
         }
         return MethodData(train=splits.train, eval=held, extra={"ppo": state}, facts=facts)
 
-    def total_steps(self, config, data: MethodData) -> int:
-        """Rollouts: ``training.max_steps``, else ``training.epochs`` passes over the prompts."""
+    def total_steps(self, config, data: MethodData, processes: int) -> int:
+        """Rollouts: ``training.max_steps``, else ``training.epochs`` passes over the prompts (one process)."""
         if config.training.max_steps is not None:
             return config.training.max_steps
         return max(1, math.ceil(config.training.epochs * len(data.train) / config.ppo.rollout_batch_size))
+
+    def describe_step(self, config, processes: int) -> str:
+        return ""  # a step is a rollout, which `validate`'s data line already describes
 
     # ------------------------------------------------------------------ model and loss
 
@@ -201,6 +204,7 @@ class Ppo:
         accelerator,
         run_dir: Path,
         start_state: dict,
+        settings,
         adapter_model=None,
         after_step=None,
         **_shared,
@@ -233,8 +237,8 @@ class Ppo:
             temperature=g.temperature,
             max_grad_norm=t.max_grad_norm,
         )
-        settings = PpoSettings(
-            total_steps=self.total_steps(config, data),
+        ppo_settings = PpoSettings(
+            total_steps=settings.total_steps,
             rollout_batch_size=p.rollout_batch_size,
             seed=t.seed,
             update=update,
@@ -263,7 +267,7 @@ class Ppo:
             scheduler=scheduler,
             accelerator=accelerator,
             parts=parts,
-            settings=settings,
+            settings=ppo_settings,
             run_dir=run_dir,
             start_state=start_state,
             adapter_model=adapter_model,

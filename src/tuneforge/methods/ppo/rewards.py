@@ -216,7 +216,7 @@ class Rewards:
         return torch.cat(out)
 
     def _classifier(self, i, source, prompts, responses, device) -> torch.Tensor:
-        from ...checks import model_kind
+        from ...models.kind import model_kind
         from ..classify.data import LabelledText, encode
 
         model, tokenizer, labels, info = self._get(i, lambda: self._load_model(source, device))

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from ...interface import CAUSAL_LM, Batch, EvalContext, MethodData
+from ...interface import CAUSAL_LM, Batch, EvalContext, Method, MethodData
 from .config import RewardConfig
 
 
 @dataclass(frozen=True)
-class Reward:
+class Reward(Method):
     name: str = "reward"
     config_class: type = RewardConfig
     model_kinds: tuple[str, ...] = (CAUSAL_LM,)
