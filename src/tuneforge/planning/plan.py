@@ -15,10 +15,9 @@ import torch
 
 from . import memory as M
 from . import speed as S
+from .profile import PlanExtras, PlanInputs, PlanProfile
 from .shapes import Arch, Params, arch_of, count_params
 from .steps import StepShape, estimated_shape, shape_from_rows
-
-LM_METHODS = ("cpt", "sft", "dpo", "ppo")  # the output projection runs at loss positions
 
 
 class PlanError(Exception):
@@ -117,13 +116,16 @@ def build_plan(
     precision = precision or _precision(config, device)
     storage = _storage_dtype(config, device)
     compute_bytes = 2 if precision in ("bf16", "fp16") or storage != torch.float32 else 4
-    params = _params(config, method, model_config, storage, arch, data)
+    profile = method.plan_profile(config)
+    params = _params(config, method, profile, model_config, storage, arch, data)
     if data is None and facts is None:
         data = _load_rows(config, method, notes)
-    step = _step_shape(config, method, data, facts, processes)
+    step = method.plan_step(config, data, facts, processes) or _step_shape(config, profile, data, facts, processes)
+    extras = method.plan_extras(config, PlanInputs(arch, params, step, compute_bytes, notes))
     autocast = precision in ("bf16", "fp16") and storage == torch.float32
-    parts = _memory_parts(config, arch, params, step, compute_bytes, notes, device=device, autocast=autocast)
-    flops, step_seconds, peak, util, util_source = _timing(config, arch, params, step, device, precision, processes)
+    parts = _memory_parts(config, profile, arch, params, step, compute_bytes, device=device, autocast=autocast)
+    parts.extend(extras.parts)
+    flops, step_seconds, peak, util, util_source = _timing(arch, params, step, extras, device, precision, processes)
     return Plan(
         method=config.method,
         model=config.model.name,
@@ -193,13 +195,12 @@ def _storage_dtype(config, device: str) -> torch.dtype:
     return resolve_dtype(config.model.dtype, device)
 
 
-def _params(config, method, model_config, storage: torch.dtype, arch: Arch, data) -> Params:
+def _params(config, method, profile: PlanProfile, model_config, storage: torch.dtype, arch: Arch, data) -> Params:
     """Params of the adapted model on the meta device (what validate's dry run counts)."""
     from ..adapters.checks import meta_model
 
-    num_labels = (
-        getattr(method, "num_labels", None) or len((getattr(data, "extra", None) or {}).get("labels") or []) or 2
-    )
+    labels = (data.extra.get("labels") if data is not None else None) or []
+    num_labels = profile.head_outputs or len(labels) or 2
     model = meta_model(model_config, method.peft_task_type, num_labels)
     if config.adapter is not None:
         from ..adapters import attach_adapter
@@ -237,17 +238,11 @@ def _load_rows(config, method, notes: list[str]):
         return None
 
 
-def _step_shape(config, method, data, facts: dict | None, processes: int) -> StepShape:
+def _step_shape(config, profile: PlanProfile, data, facts: dict | None, processes: int) -> StepShape:
+    """A step of global batches of rows: counted from the loaded rows, else estimated from validate's facts."""
     from ..training.engine import total_steps
 
     t = config.training
-    if config.method == "ppo":
-        return _ppo_shape(config, data, facts, processes)
-    shared = (
-        config.method == "dpo"
-        and config.loss.type != "kto"
-        and getattr(config, "pair_forward", getattr(config.data, "pair_forward", "auto")) != "separate"
-    )
     global_batch = t.batch_size * t.gradient_accumulation_steps * processes
     if data is not None:
         rows = data.train
@@ -258,8 +253,8 @@ def _step_shape(config, method, data, facts: dict | None, processes: int) -> Ste
             accumulation=t.gradient_accumulation_steps,
             processes=processes,
             steps=steps,
-            shared_prompt=shared,
-            lm_loss=config.method in LM_METHODS,
+            shared_prompt=profile.shared_prompt,
+            lm_loss=profile.lm_head,
             seed=t.seed,
         )
     facts = facts or {}
@@ -270,7 +265,6 @@ def _step_shape(config, method, data, facts: dict | None, processes: int) -> Ste
     if packing and tokens:  # packed rows are ≈ full: max_length each
         rows = max(1, -(-int(tokens) // max_length))
     steps = total_steps(max(rows, 1), global_batch, t.epochs, t.max_steps)
-    per_item = {"dpo": 2, "reward": 2, "contrastive": 2}.get(config.method, 1)
     return estimated_shape(
         rows=rows,
         tokens=tokens,
@@ -278,49 +272,18 @@ def _step_shape(config, method, data, facts: dict | None, processes: int) -> Ste
         batch_size=t.batch_size,
         accumulation=t.gradient_accumulation_steps,
         steps=steps,
-        sequences_per_item=per_item,
-        loss_fraction=float(facts.get("loss_fraction") or 1.0) if config.method in LM_METHODS else 0.0,
-    )
-
-
-def _ppo_shape(config, data, facts, processes: int) -> StepShape:
-    """A PPO step is a rollout; its training passes are minibatches of prompt + response sequences."""
-    p, t = config.ppo, config.training
-    responses = p.rollout_batch_size * p.group_size
-    minibatch = p.minibatch_size or responses
-    rows = len(data.train) if data is not None else int((facts or {}).get("prompts") or 0)
-    prompt = (
-        (sum(len(r.input_ids) for r in data.train) / max(rows, 1))
-        if data is not None and rows
-        else config.data.max_prompt_length
-    )
-    length = int(prompt + config.generation.max_new_tokens)
-    max_length = config.data.max_prompt_length + config.generation.max_new_tokens
-    steps = t.max_steps or max(1, -(-int(t.epochs * rows) // p.rollout_batch_size))
-    updates = p.ppo_epochs * -(-responses // minibatch)
-    how = "counted prompts" if data is not None else "max_prompt_length"
-    return StepShape(
-        steps=steps,
-        micro_batches=updates,
-        max_slots=minibatch * max_length,
-        max_loss_positions=minibatch * config.generation.max_new_tokens,
-        mean_slots=minibatch * length,
-        mean_loss_positions=minibatch * config.generation.max_new_tokens,
-        mean_tokens=minibatch * length,
-        mean_seq_len=length,
-        rows=rows,
-        source=f"{how} ({rows:,} prompts) + max_new_tokens; {responses} responses per rollout, "
-        f"{updates} minibatch updates",
+        sequences_per_item=profile.sequences_per_item,
+        loss_fraction=float(facts.get("loss_fraction") or 1.0) if profile.lm_head else 0.0,
     )
 
 
 def _memory_parts(
     config,
+    profile: PlanProfile,
     arch: Arch,
     params: Params,
     step: StepShape,
     compute_bytes: int,
-    notes: list[str],
     *,
     device: str,
     autocast: bool,
@@ -360,7 +323,7 @@ def _memory_parts(
             phase="forward",
         )
     )
-    lm = config.method in LM_METHODS
+    lm = profile.lm_head
     logits = M.logits_bytes(
         arch, params, loss_positions=step.max_loss_positions, compute_bytes=compute_bytes, lm_head=lm
     )
@@ -372,79 +335,16 @@ def _memory_parts(
             phase="forward",
         )
     )
-    parts.extend(_extra_models(config, arch, params, step, compute_bytes, notes))
     return parts
 
 
-def _extra_models(
-    config, arch: Arch, params: Params, step: StepShape, compute_bytes: int, notes: list[str]
-) -> list[M.Part]:
-    """DPO's reference; PPO's reference, reward models, value head and generation cache."""
-    whole_base = params.frozen_bytes + params.trainable_bytes  # a frozen copy of the model as it trains
-    if config.method == "dpo":
-        from ..methods.dpo.config import reference_kind
+def _timing(
+    arch: Arch, params: Params, step: StepShape, extras: PlanExtras, device: str, precision: str, processes: int
+):
+    """(FLOPs per step per process, seconds per step, peak, utilisation, its source).
 
-        kind = reference_kind(config)
-        if kind == "frozen_copy":
-            return [M.Part("reference model", whole_base, "frozen copy of the policy")]
-        return [
-            M.Part(
-                "reference model",
-                0,
-                {
-                    "adapter_disabled": "the base with the adapter off: shared",
-                    "precomputed": "log-probs computed once before step 1",
-                }.get(kind, kind),
-            )
-        ]
-    if config.method != "ppo":
-        return []
-    out = []
-    if config.adapter is None:
-        out.append(M.Part("reference model", whole_base, "frozen copy of the policy"))
-    else:
-        out.append(M.Part("reference model", 0, "the policy with adapters off: shared"))
-    for source in config.reward.sources:
-        if source.model or source.classifier:
-            out.append(_reward_model_part(source.model or source.classifier, params, notes))
-    if config.ppo.advantage == "gae":
-        out.append(M.Part("value head", 4 * 4 * (arch.hidden + 1), "fp32 weights, gradients and AdamW state"))
-    p = config.ppo
-    length = config.data.max_prompt_length + config.generation.max_new_tokens
-    out.append(
-        M.Part(
-            "generation cache",
-            M.kv_cache_bytes(
-                arch, sequences=p.rollout_batch_size * p.group_size, length=length, compute_bytes=compute_bytes
-            ),
-            "keys and values while sampling the rollout",
-            phase="rollout",
-        )
-    )
-    return out
-
-
-def _reward_model_part(path: str, params: Params, notes: list[str]) -> M.Part:
-    """A reward / classifier model's weights from its config.json; the policy's size when unreadable."""
-    from pathlib import Path
-
-    for folder in (Path(path) / "model", Path(path)):
-        if (folder / "config.json").exists():
-            from ..adapters.checks import meta_model
-
-            model = meta_model(read_model_config(str(folder)), "SEQ_CLS", 1)
-            n = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-            return M.Part(f"reward model {Path(path).name}", 4 * n, f"{n:,} parameters, fp32")
-    notes.append(f"reward model {path} not found: assumed the size of the policy's base")
-    return M.Part(
-        f"reward model {Path(path).name}",
-        params.frozen_bytes + params.trainable_bytes,
-        "assumed: same size as the policy",
-    )
-
-
-def _timing(config, arch: Arch, params: Params, step: StepShape, device: str, precision: str, processes: int):
-    """(FLOPs per step per process, seconds per step, peak, utilisation, its source)."""
+    The training passes, plus the method's forward-only passes (a reference model …) at the same
+    utilisation and its sampled tokens (rollouts) at the measured generation utilisation."""
     path = "encoder" if arch.kind == "encoder" else ("full" if params.trainable >= 0.5 * params.total else "adapter")
     peak = S.matmul_peak(device, precision)
     util, source = S.utilisation(device, precision, path)
@@ -452,34 +352,16 @@ def _timing(config, arch: Arch, params: Params, step: StepShape, device: str, pr
     head = S.head_flops_per_position(arch, params) * step.mean_loss_positions * step.micro_batches
     flops = per_token * step.slots_per_step + head
     seconds = flops / (peak.flops * util)
-    extra = _extra_forward_flops(config, arch, params, step)
+    fwd = S.forward_flops_per_token(arch, params.total - params.embeddings, seq_len=step.mean_seq_len)
+    extra = fwd * extras.forward_tokens
     seconds += extra / (peak.flops * util)
-    if config.method == "ppo":
+    if extras.generated_tokens:
         gen_util, _ = S.utilisation(device, precision, "generate")
-        p = config.ppo
-        generated = p.rollout_batch_size * p.group_size * config.generation.max_new_tokens
-        seconds += (
-            generated
-            * S.forward_flops_per_token(arch, params.total, seq_len=step.mean_seq_len)
-            / (peak.flops * gen_util)
-        )
+        per_generated = S.forward_flops_per_token(arch, params.total, seq_len=step.mean_seq_len)
+        seconds += extras.generated_tokens * per_generated / (peak.flops * gen_util)
     if device == "cpu":  # processes on one CPU share its cores: the step's work is done by all of them together
         seconds *= processes
     return flops + extra, seconds, peak, util, source
-
-
-def _extra_forward_flops(config, arch: Arch, params: Params, step: StepShape) -> float:
-    """Forward-only passes per step: DPO's reference, PPO's old log-probs, reference and rewards."""
-    fwd = S.forward_flops_per_token(arch, params.total - params.embeddings, seq_len=step.mean_seq_len)
-    if config.method == "dpo":
-        from ..methods.dpo.config import reference_kind
-
-        return fwd * step.slots_per_step if reference_kind(config) in ("adapter_disabled", "frozen_copy") else 0.0
-    if config.method == "ppo":
-        p = config.ppo
-        rollout = p.rollout_batch_size * p.group_size * step.mean_seq_len
-        return fwd * rollout * (2 + len(config.reward.sources))  # old log-probs, reference, each reward source
-    return 0.0
 
 
 def _runtime_bytes(device: str) -> int:

@@ -186,6 +186,11 @@ class Contrastive(Method):
             inputs["scores"] = torch.tensor([r.score for r in rows], dtype=torch.float32)
         return Batch(inputs=inputs, count=len(rows), tokens=int(mask.sum()))
 
+    def plan_profile(self, config):
+        from ...planning.profile import PlanProfile
+
+        return PlanProfile(sequences_per_item=2)  # anchor and positive
+
     def chance_loss(self, config, model, data: MethodData) -> float | None:
         return None  # candidates per anchor vary with the batch; "far above the start" still applies
 

@@ -128,6 +128,18 @@ class Dpo(Method):
 
         return collate_rows(rows, tokenizer.pad_token_id)
 
+    # ------------------------------------------------------------------ planning
+
+    def plan_profile(self, config):
+        from .plan import dpo_profile
+
+        return dpo_profile(config)
+
+    def plan_extras(self, config, inputs):
+        from .plan import dpo_extras
+
+        return dpo_extras(config, inputs)
+
     def chance_loss(self, config, model, data) -> float | None:
         # dpo / cdpo / robust start at ln 2 (every Δ = 0); the others have no level of a "uniform guess".
         fixed = config.loss.type in ("dpo", "cdpo", "robust") and not config.loss.sft_weight

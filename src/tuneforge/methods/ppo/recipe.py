@@ -187,6 +187,23 @@ class Ppo(Method):
             mask[b, width - len(row.input_ids) :] = 1
         return Batch(inputs={"input_ids": ids, "attention_mask": mask}, count=len(rows), tokens=int(mask.sum()))
 
+    # ------------------------------------------------------------------ planning
+
+    def plan_profile(self, config):
+        from ...planning.profile import PlanProfile
+
+        return PlanProfile(lm_head=True)  # the policy's log-probs at every response token
+
+    def plan_step(self, config, data, facts, processes):
+        from .plan import ppo_step
+
+        return ppo_step(config, data, facts, processes)
+
+    def plan_extras(self, config, inputs):
+        from .plan import ppo_extras
+
+        return ppo_extras(config, inputs)
+
     def chance_loss(self, config, model, data) -> float | None:
         return None  # PPO's loss has no chance level (it is not a likelihood)
 

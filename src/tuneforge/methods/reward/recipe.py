@@ -96,6 +96,11 @@ class Reward(Method):
         inputs = collate_comparisons(rows, tokenizer.pad_token_id)
         return Batch(inputs=inputs, count=len(rows), tokens=int(inputs["attention_mask"].sum()))
 
+    def plan_profile(self, config):
+        from ...planning.profile import PlanProfile
+
+        return PlanProfile(sequences_per_item=2, head_outputs=1)  # chosen and rejected; one scalar score
+
     def chance_loss(self, config, model, data: MethodData) -> float | None:
         # Equal scores give ln 2 per comparison; with margins −log σ(−m) instead: no fixed level.
         margins = config.loss.margin and any(c.margin for c in data.train)
