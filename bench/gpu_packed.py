@@ -39,8 +39,8 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from tuneforge.data.collate import collate  # noqa: E402
 from tuneforge.data.packing import pack  # noqa: E402
 from tuneforge.data.types import IGNORE_INDEX, Example  # noqa: E402
+from tuneforge.methods.causal_lm.loss import CausalLMLoss  # noqa: E402
 from tuneforge.models import segment_attention as sa  # noqa: E402
-from tuneforge.training.step import CausalLMLoss  # noqa: E402
 
 SMOLLM2_135M = {
     "vocab_size": 49152,

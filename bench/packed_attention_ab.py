@@ -29,8 +29,8 @@ from tuneforge.adapters.config import LoraConfig  # noqa: E402
 from tuneforge.config.schema import DataConfig  # noqa: E402
 from tuneforge.data import load_splits, pack  # noqa: E402
 from tuneforge.methods.causal_lm import collate_rows  # noqa: E402
+from tuneforge.methods.causal_lm.loss import CausalLMLoss  # noqa: E402
 from tuneforge.models.load import load_causal_lm, load_tokenizer  # noqa: E402
-from tuneforge.training.step import CausalLMLoss  # noqa: E402
 
 
 def main(argv=None):

@@ -185,7 +185,7 @@ def test_adalora_orthogonality_term_only_while_training():
 
     from tuneforge.adapters import attach_adapter
     from tuneforge.adapters.config import AdapterConfig
-    from tuneforge.training.step import CausalLMLoss
+    from tuneforge.methods.causal_lm.loss import CausalLMLoss
 
     adapted = attach_adapter(
         tiny_model(layers=1),

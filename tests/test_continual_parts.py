@@ -109,7 +109,7 @@ def test_normalized_fisher_has_mean_one():
 def _tiny_lm_loss(seed: int = 0):
     from tiny import tiny_model
 
-    from tuneforge.training.step import CausalLMLoss
+    from tuneforge.methods.causal_lm.loss import CausalLMLoss
 
     torch.manual_seed(seed)
     model = tiny_model(300)

@@ -140,7 +140,7 @@ def test_routing_answers_each_task_with_its_own_adapter(tmp_path, tiny_model_dir
 
 def _interrupt_at(monkeypatch, stage_index: int, micro_batch: int):
     """SIGINT during the given training micro-batch of the given stage (0-based stage, 1-based batch)."""
-    from tuneforge.training import step as step_module
+    from tuneforge.methods.causal_lm import loss as step_module
 
     original = step_module.CausalLMLoss.forward
     seen = {"stage": -1, "n": 0}
@@ -284,7 +284,7 @@ def test_ewc_on_one_adapter_through_all_stages_resumes_between_stages(
 def test_a_stage_restarted_without_a_checkpoint_logs_each_step_once(
     tmp_path, tiny_model_dir, isolated_cache, monkeypatch
 ):
-    from tuneforge.training import step as step_module
+    from tuneforge.methods.causal_lm import loss as step_module
 
     config = make_config(tmp_path, tiny_model_dir, "naive", name="crash")
     original = step_module.CausalLMLoss.forward

@@ -204,8 +204,8 @@ def test_checkpoints_from_before_manifests_are_checked_for_their_files(tmp_path)
 def test_resume_skips_a_corrupted_latest_checkpoint_and_matches_an_uninterrupted_run(
     tmp_path, tiny_model_dir, isolated_cache, capsys
 ):
+    from tuneforge.methods.causal_lm import loss as step_module
     from tuneforge.runner import train_from_config
-    from tuneforge.training import step as step_module
     from tuneforge.training.loop import TrainingInterrupted
 
     ref = train_from_config(make_config(tmp_path, tiny_model_dir, name="ref"))

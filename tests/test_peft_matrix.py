@@ -17,8 +17,8 @@ from tiny import tiny_model
 
 from tuneforge.adapters import adapters_disabled, attach_adapter, load_adapter
 from tuneforge.adapters.config import MERGEABLE, AdapterConfig
+from tuneforge.methods.causal_lm.loss import CausalLMLoss
 from tuneforge.models.load import count_parameters
-from tuneforge.training.step import CausalLMLoss
 
 HIDDEN, LAYERS = 32, 2
 

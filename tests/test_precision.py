@@ -81,7 +81,7 @@ def _batch(seed=0, rows=4, length=48):
 
 
 def _train(mixed_precision: str, steps: int = 8):
-    from tuneforge.training.step import CausalLMLoss
+    from tuneforge.methods.causal_lm.loss import CausalLMLoss
 
     accelerator = make_accelerator(mixed_precision=mixed_precision, cpu=True)
     model = tiny_model(seed=0, hidden=64)

@@ -136,7 +136,7 @@ def test_sigint_leaves_checkpoint_and_resume_matches_uninterrupted(tmp_path, tin
     # Interrupted run: SIGINT arrives during step 3's forward pass.
     config = make_config(tmp_path, tiny_model_dir, name="cut")
     calls = {"n": 0}
-    from tuneforge.training import step as step_module
+    from tuneforge.methods.causal_lm import loss as step_module
 
     original = step_module.CausalLMLoss.forward
 

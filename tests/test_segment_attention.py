@@ -10,8 +10,8 @@ from tiny import tiny_model
 
 from tuneforge.data import IGNORE_INDEX, Example, collate, pack
 from tuneforge.data.collate import segment_boundaries
+from tuneforge.methods.causal_lm.loss import CausalLMLoss
 from tuneforge.models import segment_attention as sa
-from tuneforge.training.step import CausalLMLoss
 
 
 def examples(lengths, seed=0):

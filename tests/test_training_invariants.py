@@ -10,9 +10,10 @@ from tiny import tiny_model
 
 from tuneforge.data.types import IGNORE_INDEX, PackedRow
 from tuneforge.methods.causal_lm import collate_rows
+from tuneforge.methods.causal_lm.loss import CausalLMLoss
 from tuneforge.training.loop import LoopSettings, train_loop
 from tuneforge.training.optim import build_optimizer, build_scheduler, lr_lambda
-from tuneforge.training.step import CausalLMLoss, NonFiniteLossError
+from tuneforge.training.step import NonFiniteLossError
 
 
 def make_rows(n=8, seed=0):

@@ -1,4 +1,4 @@
-"""`method: cpt`: the causal-LM recipe (``methods/causal_lm.py``) with the cpt config."""
+"""`method: cpt`: the causal-LM recipe (``methods/causal_lm/``) with the cpt config."""
 
 from ..causal_lm import CausalLM
 from .config import CptConfig

@@ -43,7 +43,7 @@ from ...adapters import adapters_disabled, is_prompt_learning
 from ...data.types import IGNORE_INDEX
 from ...eval.generation import eval_mode
 from ...training.linear_ce import linear_cross_entropy, supports_fused
-from ...training.step import hidden_through_peft, output_logits, plain_logits
+from ..causal_lm.loss import hidden_through_peft, output_logits, plain_logits
 from .attention import pair_attention_for
 
 

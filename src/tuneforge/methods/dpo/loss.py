@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from ...training.step import adalora_orthogonality  # AdaLoRA's regulariser lives outside peft's forward here
+from ..causal_lm.loss import adalora_orthogonality  # AdaLoRA's regulariser lives outside peft's forward here
 from ..preference.losses import LENGTH_AVERAGED, REFERENCE_FREE, PreferenceOutput, preference_loss
 from .logps import response_logps
 

@@ -16,7 +16,7 @@ with no reward model and no sampling; ``loss.type`` picks a variant instead
 - Evaluation (``evaluate.py``): held-out implicit-reward accuracy and margin
   before and after (exactly 0 before, when policy = reference), and greedy
   answers to a few held-out prompts for the report.
-- Output: as sft writes it (``methods/causal_lm.py``): an adapter folder plain
+- Output: as sft writes it (``methods/causal_lm/``): an adapter folder plain
   peft loads, or a full model folder plain transformers loads.
 
 ``count_name`` is ``examples``: a pair for the paired losses, a judged response

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ...eval.generation import eval_mode, stop_token_ids_for
-from ...training.step import output_logits
+from ..causal_lm.loss import output_logits
 from .data import PromptRow
 from .math import entropy_from_logits
 

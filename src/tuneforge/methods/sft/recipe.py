@@ -1,4 +1,4 @@
-"""`method: sft`: the causal-LM recipe (``methods/causal_lm.py``) with the sft config.
+"""`method: sft`: the causal-LM recipe (``methods/causal_lm/``) with the sft config.
 
 What makes it supervised is in the data: the formats' labels mask prompts, so
 only completions / assistant turns (and their end-of-turn token) carry a loss.

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from ..data.types import PackedRow
-from ..interface import CAUSAL_LM, Batch, EvalContext, Method, MethodData
+from ...data.types import PackedRow
+from ...interface import CAUSAL_LM, Batch, EvalContext, Method, MethodData
 
 
 def collate_rows(rows: list[PackedRow], pad_id: int) -> Batch:
     """Packed rows → a right-padded batch; the count is the loss tokens after the shift."""
-    from ..data.collate import collate
-    from ..training.step import count_loss_tokens
+    from ...data.collate import collate
+    from .loss import count_loss_tokens
 
     tensors = collate(rows, pad_id)
     return Batch(inputs=tensors, count=count_loss_tokens(tensors["labels"]), tokens=sum(len(r.input_ids) for r in rows))
@@ -44,7 +44,7 @@ class CausalLM(Method):
     # ------------------------------------------------------------------ checks and data
 
     def check(self, config, tokenizer) -> tuple[list[str], list[str], dict]:
-        from ..data import validate_data
+        from ...data import validate_data
 
         errors: list[str] = []
         data_report = validate_data(config.data, tokenizer)
@@ -65,7 +65,7 @@ class CausalLM(Method):
         if data_report.tokens and data_report.loss_tokens == 0:
             errors.append("data: no token carries a loss; check data.format and data.completion_only_loss")
         if config.eval is not None:
-            from ..eval.scorers import resolve_scorer
+            from ...eval.scorers import resolve_scorer
 
             for spec in config.eval.scorers:
                 try:
@@ -81,7 +81,7 @@ class CausalLM(Method):
         return errors, list(data_report.warnings), facts
 
     def load_data(self, config, tokenizer) -> MethodData:
-        from ..data import load_splits, pack
+        from ...data import load_splits, pack
 
         splits = load_splits(config.data, tokenizer)
         samples = splits.eval_samples
@@ -99,7 +99,7 @@ class CausalLM(Method):
     # ------------------------------------------------------------------ model and loss
 
     def build_model(self, config, data: MethodData, *, dtype: torch.dtype) -> torch.nn.Module:
-        from ..models.load import load_causal_lm, quantization_config
+        from ...models.load import load_causal_lm, quantization_config
 
         m = config.model
         return load_causal_lm(
@@ -112,7 +112,7 @@ class CausalLM(Method):
         )
 
     def loss_module(self, config, model: torch.nn.Module, data: MethodData) -> torch.nn.Module:
-        from ..training.step import CausalLMLoss
+        from .loss import CausalLMLoss
 
         return CausalLMLoss(model, packed_attention=config.model.packed_attention)
 
@@ -127,10 +127,10 @@ class CausalLM(Method):
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, model, ctx: EvalContext) -> dict:
-        from ..eval.generation import evaluate_generation
-        from ..training.engine import console
-        from ..training.loop import heldout_mean_loss
-        from ..training.step import CausalLMLoss
+        from ...eval.generation import evaluate_generation
+        from ...training.engine import console
+        from ...training.loop import heldout_mean_loss
+        from .loss import CausalLMLoss
 
         config = ctx.config
         out: dict = {"metrics": {}, "samples": []}
@@ -179,8 +179,8 @@ class CausalLM(Method):
         tokenizer.save_pretrained(output_dir)
 
     def load_output(self, config, output_dir: Path, *, dtype: torch.dtype) -> torch.nn.Module:
-        from ..adapters import is_adapter_folder, load_adapter
-        from ..models.load import load_causal_lm, quantization_config
+        from ...adapters import is_adapter_folder, load_adapter
+        from ...models.load import load_causal_lm, quantization_config
 
         if not is_adapter_folder(output_dir):  # full fine-tuning, or a selective method's full folder
             return load_causal_lm(str(output_dir), dtype=dtype)
