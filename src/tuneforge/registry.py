@@ -37,7 +37,16 @@ _RECIPES: dict[str, str] = {
     "reward": "tuneforge.methods.reward.recipe",
     "ppo": "tuneforge.methods.ppo.recipe",
 }
+# Commands a method adds to `tuneforge` (predict, score, embed): a module whose ``add_parser(sub)``
+# adds them. Imported whenever the parser is built, so such a module imports torch only inside its
+# command functions (`validate --schema-only` stays torch-free).
+_COMMANDS: dict[str, str] = {
+    "classify": "tuneforge.methods.classify.cli",
+    "reward": "tuneforge.methods.reward.cli",
+    "contrastive": "tuneforge.methods.contrastive.cli",
+}
 _REGISTERED: dict[str, object] = {}  # methods registered at run time (plug-ins, tests)
+_REGISTERED_COMMANDS: dict[str, str] = {}
 
 
 def method_names() -> tuple[str, ...]:
@@ -59,10 +68,23 @@ def get_method(name: str):
     return importlib.import_module(_RECIPES[name]).METHOD
 
 
-def register_method(method) -> None:
+def text_scoring_method(data_format: str):
+    """The method whose loss scores held-out rows of ``data_format`` by next-token loss (`tuneforge eval`):
+    cpt for raw text, sft for prompts and completions (only completion tokens carry the loss)."""
+    return get_method("cpt" if data_format == "text" else "sft")
+
+
+def add_method_commands(sub) -> None:
+    """Add each method's own commands to the `tuneforge` subparsers ``sub`` (``_COMMANDS``, then plug-ins')."""
+    for module in [*_COMMANDS.values(), *_REGISTERED_COMMANDS.values()]:
+        importlib.import_module(module).add_parser(sub)
+
+
+def register_method(method, *, commands: str | None = None) -> None:
     """Make a method defined outside this package known (its ``name`` and ``config_class``).
 
-    The built-in methods are listed above instead; this is for plug-ins and tests.
+    ``commands``: the module path of its own `tuneforge` commands (an ``add_parser(sub)`` function, as in
+    ``_COMMANDS``). The built-in methods are listed above instead; this is for plug-ins and tests.
     """
     from .interface import Method
 
@@ -74,7 +96,10 @@ def register_method(method) -> None:
             f"(that gives it the optional members' defaults)"
         )
     _REGISTERED[method.name] = method
+    if commands is not None:
+        _REGISTERED_COMMANDS[method.name] = commands
 
 
 def unregister_method(name: str) -> None:
     _REGISTERED.pop(name, None)
+    _REGISTERED_COMMANDS.pop(name, None)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from . import adapters, inference, train, trained
+from ..registry import add_method_commands
+from . import adapters, inference, train
 from .inference import load_for_inference
 from .output import console, err_console
 
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     train.add_parsers(sub)
     inference.add_parsers(sub)
-    trained.add_parsers(sub)
+    add_method_commands(sub)  # predict, score, embed: each in its method's folder
     adapters.add_parsers(sub)
 
     from ..serve.command import add_parser as add_serve_parser

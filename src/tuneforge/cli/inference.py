@@ -102,8 +102,8 @@ def _cmd_eval(args) -> int:
             key = (id(tokenizer), rendering)
             if key not in rendered_data:
                 rendered_data[key] = _eval_data(tokenizer, rendering, args)
-            rows, samples = rendered_data[key]
-            scored[name or "base"] = _score(model, tokenizer, rows, samples, args)
+            config, rows, samples = rendered_data[key]
+            scored[name or "base"] = _score(model, tokenizer, config, rows, samples, args)
     if len(scored) == 1:
         ((result, predictions),) = scored.values()
         title = args.model or adapters.base_name or "default model"
@@ -139,9 +139,13 @@ def _eval_targets(args, adapters) -> list[str | None]:
 
 
 def _eval_data(tokenizer, rendering, args):
-    """(held-out rows, generation samples) of --data, rendered as the run trained (``rendering``)."""
+    """(run config, held-out rows, generation samples) of --data, rendered as the run trained (``rendering``).
+
+    The config is one of the method that trains on such rows (``registry.text_scoring_method``): its loss
+    module scores them, so eval_loss here means what it means in a run's summary."""
     from ..config.schema import DataConfig
     from ..data import load_splits
+    from ..registry import config_class, text_scoring_method
 
     data_cfg = DataConfig(
         format=args.format,
@@ -152,28 +156,34 @@ def _eval_data(tokenizer, rendering, args):
         template=rendering.template,
         system_prompt=rendering.system_prompt,
     )
+    method = text_scoring_method(args.format)
+    config = config_class(method.name).model_validate({"method": method.name, "data": data_cfg})
     splits = load_splits(data_cfg, tokenizer)
     samples = splits.eval_samples[: args.num_samples] if args.num_samples else splits.eval_samples
-    return splits.eval, samples
+    return config, splits.eval, samples
 
 
-def _score(model, tokenizer, rows, samples, args) -> tuple[dict, list]:
+def _score(model, tokenizer, config, rows, samples, args) -> tuple[dict, list]:
     """(metrics, predictions) of ``model`` on the held-out rows (loss) and samples (generation)."""
     from ..eval.generation import evaluate_generation
 
     result: dict = {}
     if rows:
+        from functools import partial
+
         from accelerate import Accelerator
 
         from ..data import pack
-        from ..methods.causal_lm import collate_rows
+        from ..interface import MethodData
+        from ..registry import get_method
         from ..training.loop import heldout_mean_loss
-        from ..training.step import CausalLMLoss
 
+        method = get_method(config.method)
+        packed = pack(rows, args.max_length, False)
         loss = heldout_mean_loss(
-            CausalLMLoss(model),
-            pack(rows, args.max_length, False),
-            lambda batch: collate_rows(batch, tokenizer.pad_token_id),
+            method.loss_module(config, model, MethodData(train=packed, eval=packed)),
+            packed,
+            partial(method.collate, tokenizer=tokenizer),
             args.batch_size,
             Accelerator(cpu=True),
         )

@@ -137,23 +137,3 @@ def _summary(rows: list[dict], scores: list[float]) -> dict:
             mean_margin=round(sum(r["margin"] for r in pairs) / len(pairs), 6),
         )
     return summary
-
-
-def score_command(
-    model: str, data: str, *, output: str | None, batch_size: int, max_length: int | None, console
-) -> int:
-    """The CLI: write JSONL (``output`` or standard output) and print the summary on ``console``."""
-    import json
-    import sys
-
-    rows, summary = score_file(model, data, batch_size=batch_size, max_length=max_length)
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    if output:
-        Path(output).write_text(lines, encoding="utf-8")
-        console.print(f"Wrote {len(rows)} scored rows to {output}", highlight=False)
-    else:
-        sys.stdout.write(lines)
-    console.print(
-        ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()), highlight=False
-    )
-    return 0

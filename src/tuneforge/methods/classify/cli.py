@@ -1,4 +1,7 @@
-"""`tuneforge predict | score | embed`: use a model trained by one method (classifier, reward model, encoder)."""
+"""`tuneforge predict`: the command line of ``predict.py`` (registered by ``registry.add_method_commands``).
+
+Imported whenever the `tuneforge` parser is built, so nothing heavy (torch) at module level.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,13 @@ import json
 import sys
 from pathlib import Path
 
-from .output import err_console
+from rich.console import Console
+from rich.table import Table
+
+err_console = Console(stderr=True, soft_wrap=True)
 
 
-def add_parsers(sub) -> None:
+def add_parser(sub) -> None:
     pr = sub.add_parser("predict", help="label a file of texts with a classifier trained by method: classify")
     pr.add_argument("--model", default=None, help="a classify run folder, or its model/ or adapter/ folder")
     pr.add_argument(
@@ -32,38 +38,23 @@ def add_parsers(sub) -> None:
     pr.add_argument("--text-column", default="text", help="the column that holds the text")
     pr.set_defaults(func=_cmd_predict)
 
-    sc = sub.add_parser("score", help="score responses (and chosen / rejected pairs) with a reward model")
-    sc.add_argument("--model", required=True, help="a method: reward run folder, or its model/ or adapter/ folder")
-    sc.add_argument("--data", required=True, help="rows {prompt, response}, {messages} or {prompt, chosen, rejected}")
-    sc.add_argument("--output", default=None, help="write JSONL here (default: print to standard output)")
-    sc.add_argument("--batch-size", type=int, default=16)
-    sc.add_argument("--max-length", type=int, default=None, help="default: the length the model was trained with")
-    sc.set_defaults(func=_cmd_score)
-
-    em = sub.add_parser("embed", help="embed a file of texts with a model trained by method: contrastive")
-    em.add_argument("--model", required=True, help="a contrastive run folder, or its model/ or adapter/ folder")
-    em.add_argument("--data", required=True, help="JSONL / CSV / JSON with a text column, or .txt (one text a line)")
-    em.add_argument("--output", required=True, help="a .jsonl ({text, embedding} rows) or .npy file")
-    em.add_argument("--text-column", default="text")
-    em.add_argument("--batch-size", type=int, default=64)
-    em.set_defaults(func=_cmd_embed)
-
 
 def _cmd_predict(args) -> int:
-    from ..adapters.inference import AdapterSetError, parse_named_paths
-    from ..methods.classify.predict import predict_file, predict_with_adapters
+    from ...adapters.inference import AdapterSetError, parse_named_paths
+    from .predict import predict_file, predict_with_adapters
 
     columns = {"text": args.text_column} if args.text_column != "text" else {}
+    results: dict[str, tuple[list[dict], dict | None]]  # by --model / --adapter name
     if bool(args.model) == bool(args.adapter):
         raise AdapterSetError("predict: give --model RUN, or one or more --adapter [NAME=]PATH (not both)")
     if args.model:
         results = {
-            None: predict_file(
+            args.model: predict_file(
                 args.model, args.data, batch_size=args.batch_size, max_length=args.max_length, columns=columns
             )
         }
     else:
-        named = parse_named_paths(args.adapter)
+        named: dict[str, str | Path] = {**parse_named_paths(args.adapter)}
         if args.use is not None and args.use not in named:
             raise AdapterSetError(f"--use {args.use}: no adapter of that name; given: {', '.join(named)}")
         results = predict_with_adapters(
@@ -96,8 +87,6 @@ def _cmd_predict(args) -> int:
             + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         )
     if len(results) > 1 and any(m for _, m in results.values()):
-        from rich.table import Table
-
         keys = [k for k in next(m for _, m in results.values() if m) if k != "rows"]
         table = Table("adapter", *keys, title="Against the file's labels")
         for name, (_, m) in results.items():
@@ -106,39 +95,4 @@ def _cmd_predict(args) -> int:
                 *(f"{m[k]:.4f}" if m and isinstance(m.get(k), float) else str((m or {}).get(k, "-")) for k in keys),
             )
         err_console.print(table)
-    return 0
-
-
-def _cmd_score(args) -> int:
-    from ..methods.reward.score import score_command
-
-    return score_command(
-        args.model,
-        args.data,
-        output=args.output,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        console=err_console,
-    )
-
-
-def _cmd_embed(args) -> int:
-    from ..methods.contrastive.model import embed_file
-
-    texts, vectors = embed_file(args.model, args.data, text_column=args.text_column, batch_size=args.batch_size)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix == ".npy":
-        import numpy as np
-
-        np.save(output, vectors.numpy())
-    else:
-        output.write_text(
-            "".join(
-                json.dumps({"text": t, "embedding": [round(x, 7) for x in v]}, ensure_ascii=False) + "\n"
-                for t, v in zip(texts, vectors.tolist())
-            ),
-            encoding="utf-8",
-        )
-    err_console.print(f"Wrote {len(texts)} embeddings of dimension {vectors.shape[1]} to {output}")
     return 0
