@@ -66,6 +66,115 @@ def _any_process(accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(value, reduction="sum").item() > 0)
 
 
+@dataclass
+class StepDone:
+    """What one training step reports to ``drive``: its log record and what it counted."""
+
+    record: dict  # the metrics.jsonl line ("step" first); logged every log_every steps
+    tokens: int
+    count: int  # what the step's loss was normalised by
+    loss: float
+    rows: int  # rows (prompts, for PPO) the step consumed
+
+
+def drive(
+    *,
+    take_step: Callable[[int, int], StepDone],
+    cadence,
+    loss_model,
+    optimizer,
+    scheduler,
+    accelerator,
+    run_dir: Path,
+    start_state: dict,
+    rows: int,
+    adapter_model=None,
+    eval_fn=None,
+    extra_state: Callable[[], dict] | None = None,
+    may_checkpoint: Callable[[], bool] | None = None,
+    history: list[dict] | None = None,
+) -> LoopResult:
+    """The bookkeeping every training loop shares, around ``take_step(step, rows_consumed)``.
+
+    Counting, logging every ``cadence.log_every`` steps, held-out metrics every ``eval_every``,
+    SIGINT / SIGTERM → checkpoint → ``TrainingInterrupted``, a checkpoint every ``save_every`` steps
+    (when ``may_checkpoint()``) with ``extra_state()`` beside the loop's own. ``cadence``: anything with
+    total_steps, save_every, keep_checkpoints, log_every and eval_every (``LoopSettings``)."""
+    step = int(start_state.get("step", 0))
+    consumed = int(start_state.get("rows_consumed", 0))
+    tokens = count = 0
+    last_loss = None
+    history = [] if history is None else history
+    main = accelerator.is_main_process
+    sharded = is_sharded(accelerator)
+
+    def checkpoint() -> Path | None:
+        accelerator.wait_for_everyone()
+        weights = gather_trainable_state(accelerator, loss_model)  # collective under FSDP / DeepSpeed
+        path = None
+        if main:
+            path = save_checkpoint(
+                run_dir,
+                step,
+                model=accelerator.unwrap_model(loss_model),
+                weights=weights,
+                optimizer=None if sharded else optimizer,
+                scheduler=scheduler,
+                keep=cadence.keep_checkpoints,
+                state={"rows_consumed": consumed, "epoch": consumed / rows, **(extra_state() if extra_state else {})},
+                adapter_model=None if sharded else adapter_model,
+                pending=sharded,
+            )
+        accelerator.wait_for_everyone()
+        if sharded:
+            # Sharded optimizer state: each process writes its own shard (same process count to resume).
+            # The checkpoint counts only once every shard is written (PENDING removed).
+            folder = run_dir / "checkpoints" / f"step-{step:06d}"
+            accelerator.save_state(str(folder / "accelerate_state"))
+            accelerator.wait_for_everyone()
+            if main:
+                mark_complete(folder, run_dir, cadence.keep_checkpoints)
+            accelerator.wait_for_everyone()
+        return path
+
+    started = time.perf_counter()
+    loss_model.train()
+    log = MetricsLog(
+        run_dir / "metrics.jsonl",
+        total_steps=cadence.total_steps,
+        start_step=step,
+        accelerator=accelerator,
+        enabled=main,
+    )
+    with StopSignal() as stop, log:
+        while step < cadence.total_steps:
+            done = take_step(step, consumed)
+            step += 1
+            consumed += done.rows
+            tokens += done.tokens
+            count += done.count
+            last_loss = done.loss
+            history.append(done.record)
+            if step % cadence.log_every == 0 or step == cadence.total_steps:
+                log.log(dict(done.record))
+            if eval_fn is not None and cadence.eval_every and step % cadence.eval_every == 0:
+                log.log({"step": step, **eval_fn()}, advance=False)
+                loss_model.train()
+            if _any_process(accelerator, stop.requested is not None):
+                raise TrainingInterrupted(stop.requested or "a stop signal on another process", checkpoint())
+            allowed = may_checkpoint() if may_checkpoint is not None else True
+            if cadence.save_every and step % cadence.save_every == 0 and step < cadence.total_steps and allowed:
+                checkpoint()
+    return LoopResult(
+        steps=step,
+        tokens=tokens,
+        count=count,
+        wall_seconds=time.perf_counter() - started,
+        final_loss=last_loss,
+        history=history,
+    )
+
+
 def train_loop(
     *,
     loss_model,
@@ -100,115 +209,56 @@ def train_loop(
             f"this run arranges its rows in global batches of {saved_batch} (batch_size × "
             f"gradient_accumulation_steps × processes); resume with the same global batch, not {global_batch}"
         )
-    step = int(start_state.get("step", 0))
-    consumed = int(start_state.get("rows_consumed", 0))
-    tokens = count = 0
-    last_loss = None
-    history: list[dict] = []
     main = accelerator.is_main_process
 
-    sharded = is_sharded(accelerator)
+    def take_step(step: int, consumed: int) -> StepDone:
+        indices = order.take(consumed, global_batch)
+        micro = [collate([rows[i] for i in mb]) for mb in split_for_process(indices, rank, world, settings.batch_size)]
+        stats = forward_backward(loss_model, micro, accelerator)
+        check_finite(stats.loss, step + 1)
+        if watch is not None:
+            try:
+                watch.observe(step + 1, stats.loss)  # raises before the step that would go on destroying
+            except DivergenceError as diverged:
+                # Checkpoint s holds the weights that gave step s + 1's loss.
+                if main:
+                    set_aside(run_dir, diverged.first_bad_step - 1)
+                raise
+        grad_norm = optimizer_step(
+            loss_model,
+            optimizer,
+            scheduler,
+            accelerator,
+            settings.max_grad_norm,
+            step=step + 1,
+            before_zero_grad=after_step,
+        )
+        record = {
+            "step": step + 1,
+            "loss": round(stats.loss, 6),
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": round(grad_norm, 6),
+            "tokens": stats.tokens,
+            "epoch": round((consumed + global_batch) / len(rows), 4),
+            **step_metrics(loss_model),
+        }
+        return StepDone(record, stats.tokens, stats.count, stats.loss, global_batch)
 
-    def checkpoint() -> Path | None:
-        accelerator.wait_for_everyone()
-        weights = gather_trainable_state(accelerator, loss_model)  # collective under FSDP / DeepSpeed
-        path = None
-        if main:
-            path = save_checkpoint(
-                run_dir,
-                step,
-                model=accelerator.unwrap_model(loss_model),
-                weights=weights,
-                optimizer=None if sharded else optimizer,
-                scheduler=scheduler,
-                keep=settings.keep_checkpoints,
-                state={"rows_consumed": consumed, "epoch": consumed / len(rows), "global_batch": global_batch},
-                adapter_model=None if sharded else adapter_model,
-                pending=sharded,
-            )
-        accelerator.wait_for_everyone()
-        if sharded:
-            # Sharded optimizer state: each process writes its own shard (same process count to resume).
-            # The checkpoint counts only once every shard is written (PENDING removed).
-            folder = run_dir / "checkpoints" / f"step-{step:06d}"
-            accelerator.save_state(str(folder / "accelerate_state"))
-            accelerator.wait_for_everyone()
-            if main:
-                mark_complete(folder, run_dir, settings.keep_checkpoints)
-            accelerator.wait_for_everyone()
-        return path
-
-    started = time.perf_counter()
-    loss_model.train()
-    log = MetricsLog(
-        run_dir / "metrics.jsonl",
-        total_steps=settings.total_steps,
-        start_step=step,
+    return drive(
+        take_step=take_step,
+        cadence=settings,
+        loss_model=loss_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
         accelerator=accelerator,
-        enabled=main,
-    )
-    with StopSignal() as stop, log:
-        while step < settings.total_steps:
-            indices = order.take(consumed, global_batch)
-            micro = [
-                collate([rows[i] for i in mb]) for mb in split_for_process(indices, rank, world, settings.batch_size)
-            ]
-            stats = forward_backward(loss_model, micro, accelerator)
-            check_finite(stats.loss, step + 1)
-            if watch is not None:
-                try:
-                    watch.observe(step + 1, stats.loss)  # raises before the step that would go on destroying
-                except DivergenceError as diverged:
-                    # Checkpoint s holds the weights that gave step s + 1's loss.
-                    if main:
-                        set_aside(run_dir, diverged.first_bad_step - 1)
-                    raise
-            grad_norm = optimizer_step(
-                loss_model,
-                optimizer,
-                scheduler,
-                accelerator,
-                settings.max_grad_norm,
-                step=step + 1,
-                before_zero_grad=after_step,
-            )
-            step += 1
-            consumed += global_batch
-            tokens += stats.tokens
-            count += stats.count
-            last_loss = stats.loss
-            record = {
-                "step": step,
-                "loss": round(stats.loss, 6),
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": round(grad_norm, 6),
-                "tokens": stats.tokens,
-                "epoch": round(consumed / len(rows), 4),
-                **step_metrics(loss_model),
-            }
-            history.append(record)
-            if step % settings.log_every == 0 or step == settings.total_steps:
-                log.log(dict(record))
-            if eval_fn is not None and settings.eval_every and step % settings.eval_every == 0:
-                log.log({"step": step, **eval_fn()}, advance=False)
-                loss_model.train()
-            if _any_process(accelerator, stop.requested is not None):
-                raise TrainingInterrupted(stop.requested or "a stop signal on another process", checkpoint())
-            losses_bad = watch is not None and watch.bad_in_a_row > 0 and watch.mode == "stop"
-            if (
-                settings.save_every
-                and step % settings.save_every == 0
-                and step < settings.total_steps
-                and not losses_bad
-            ):  # never checkpoint weights that may be the diverging ones
-                checkpoint()
-    return LoopResult(
-        steps=step,
-        tokens=tokens,
-        count=count,
-        wall_seconds=time.perf_counter() - started,
-        final_loss=last_loss,
-        history=history,
+        run_dir=run_dir,
+        start_state=start_state,
+        rows=len(rows),
+        adapter_model=adapter_model,
+        eval_fn=eval_fn,
+        extra_state=lambda: {"global_batch": global_batch},
+        # never checkpoint weights that may be the diverging ones
+        may_checkpoint=lambda: not (watch is not None and watch.bad_in_a_row > 0 and watch.mode == "stop"),
     )
 
 

@@ -1,10 +1,8 @@
 """The PPO loop: one step = sample a rollout → score it → update on it → log, maybe checkpoint.
 
-It replaces the shared loop (``training/loop.py``) for this method only, and
-keeps what makes the shared one safe: ``training.step``'s count-weighted
-``forward_backward`` / ``optimizer_step``, ``training.checkpoint``'s atomic
-checkpoints, ``StopSignal`` (SIGINT / SIGTERM → checkpoint, then
-``TrainingInterrupted``) and ``MetricsLog`` (``metrics.jsonl``).
+Its step replaces the shared loop's batch step (``training/loop.py``); the bookkeeping around it is
+the shared ``training.loop.drive``: count-weighted ``training.step`` verbs, atomic checkpoints,
+``StopSignal`` (SIGINT / SIGTERM → checkpoint, then ``TrainingInterrupted``) and ``metrics.jsonl``.
 
 Resume equals an uninterrupted run: a checkpoint holds the trainable weights
 (policy or adapter, and the value head: both are parameters of the loss
@@ -23,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ...training.checkpoint import gather_trainable_state, is_sharded, save_checkpoint
-from ...training.engine import MetricsLog, RowOrder, StopSignal
-from ...training.loop import LoopResult, TrainingInterrupted
+from ...training.checkpoint import is_sharded
+from ...training.engine import RowOrder
+from ...training.loop import LoopResult, StepDone, drive
 from .math import adaptive_kl_coef
 from .rollout import Reference, sample_rollout
 from .update import UpdateSettings, experience, plan, ppo_update
@@ -85,125 +83,90 @@ def run_ppo(
             ["method ppo runs in one process for now; launch it without --num-processes or an accelerate config"]
         )
     module = accelerator.unwrap_model(loss_model)
-    step = int(start_state.get("step", 0))
-    consumed = int(start_state.get("rows_consumed", 0))
-    kl_coef = float(start_state.get("kl_coef", settings.kl_coef))
+    kl = {"coef": float(start_state.get("kl_coef", settings.kl_coef))}  # the adaptive controller moves it
     order = RowOrder(len(parts.prompts), settings.seed)
-    tokens = count = 0
-    last_loss = None
-    main = accelerator.is_main_process
 
-    def checkpoint() -> Path:
-        return save_checkpoint(
-            run_dir,
-            step,
-            model=module,
-            weights=gather_trainable_state(accelerator, loss_model),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            keep=settings.keep_checkpoints,
-            state={"rows_consumed": consumed, "epoch": consumed / len(parts.prompts), "kl_coef": kl_coef},
-            adapter_model=adapter_model,
+    def take_step(step: int, consumed: int) -> StepDone:
+        t0 = time.perf_counter()
+        prompts = [parts.prompts[i] for i in order.take(consumed, settings.rollout_batch_size)]
+        rollout = sample_rollout(
+            module.model,
+            parts.tokenizer,
+            prompts,
+            group_size=settings.update.group_size,
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.update.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
         )
+        t1 = time.perf_counter()
+        scores, by_source = _score(parts.rewards, rollout, settings.missing_eos_penalty, accelerator.device)
+        t2 = time.perf_counter()
+        epochs = plan(
+            len(rollout.prompts), settings.update, torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+        )
+        tensors, stats = experience(
+            module,
+            parts.reference,
+            rollout,
+            scores,
+            first_epoch=epochs[0],
+            settings=settings.update,
+            kl_coef=kl["coef"],
+            accelerator=accelerator,
+        )
+        result = ppo_update(
+            loss_model,
+            optimizer,
+            accelerator,
+            rollout,
+            tensors,
+            epochs,
+            settings.update,
+            step=step + 1,
+            after_step=after_step,
+        )
+        scheduler.step()  # once per rollout: the schedule counts steps as rollouts
+        t3 = time.perf_counter()
+        generated = int(rollout.response_mask.sum())
+        record = {
+            "step": step + 1,
+            "loss": round(result["loss"], 6),
+            "lr": optimizer.param_groups[0]["lr"],
+            "grad_norm": round(result["grad_norm"], 6),
+            "tokens": generated,
+            "kl_coef": kl["coef"],
+            **_rounded(
+                {**stats, **{f"score/{k}": float(v.mean()) for k, v in by_source.items()}, **module.step_metrics()}
+            ),
+            "time_generation_s": round(t1 - t0, 3),
+            "time_scoring_s": round(t2 - t1, 3),
+            "time_training_s": round(t3 - t2, 3),
+            "epoch": round((consumed + settings.rollout_batch_size) / len(parts.prompts), 4),
+        }
+        if settings.adaptive_target is not None:  # Ziegler et al. 2019: after each batch of n responses
+            kl["coef"] = adaptive_kl_coef(
+                kl["coef"],
+                stats["kl"],
+                len(rollout.prompts),
+                target=settings.adaptive_target,
+                horizon=settings.adaptive_horizon,
+            )
+        return StepDone(record, generated, result["count"], result["loss"], settings.rollout_batch_size)
 
-    started = time.perf_counter()
-    loss_model.train()
-    log = MetricsLog(
-        run_dir / "metrics.jsonl",
-        total_steps=settings.total_steps,
-        start_step=step,
+    return drive(
+        take_step=take_step,
+        cadence=settings,
+        loss_model=loss_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
         accelerator=accelerator,
-        enabled=main,
-    )
-    with StopSignal() as stop, log:
-        while step < settings.total_steps:
-            t0 = time.perf_counter()
-            prompts = [parts.prompts[i] for i in order.take(consumed, settings.rollout_batch_size)]
-            rollout = sample_rollout(
-                module.model,
-                parts.tokenizer,
-                prompts,
-                group_size=settings.update.group_size,
-                max_new_tokens=settings.max_new_tokens,
-                temperature=settings.update.temperature,
-                top_k=settings.top_k,
-                top_p=settings.top_p,
-            )
-            t1 = time.perf_counter()
-            scores, by_source = _score(parts.rewards, rollout, settings.missing_eos_penalty, accelerator.device)
-            t2 = time.perf_counter()
-            epochs = plan(
-                len(rollout.prompts), settings.update, torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
-            )
-            tensors, stats = experience(
-                module,
-                parts.reference,
-                rollout,
-                scores,
-                first_epoch=epochs[0],
-                settings=settings.update,
-                kl_coef=kl_coef,
-                accelerator=accelerator,
-            )
-            result = ppo_update(
-                loss_model,
-                optimizer,
-                accelerator,
-                rollout,
-                tensors,
-                epochs,
-                settings.update,
-                step=step + 1,
-                after_step=after_step,
-            )
-            scheduler.step()  # once per rollout: the schedule counts steps as rollouts
-            t3 = time.perf_counter()
-
-            step += 1
-            consumed += settings.rollout_batch_size
-            generated = int(rollout.response_mask.sum())
-            tokens += generated
-            count += result["count"]
-            last_loss = result["loss"]
-            record = {
-                "step": step,
-                "loss": round(result["loss"], 6),
-                "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm": round(result["grad_norm"], 6),
-                "tokens": generated,
-                "kl_coef": kl_coef,
-                **_rounded(
-                    {**stats, **{f"score/{k}": float(v.mean()) for k, v in by_source.items()}, **module.step_metrics()}
-                ),
-                "time_generation_s": round(t1 - t0, 3),
-                "time_scoring_s": round(t2 - t1, 3),
-                "time_training_s": round(t3 - t2, 3),
-                "epoch": round(consumed / len(parts.prompts), 4),
-            }
-            if settings.adaptive_target is not None:  # Ziegler et al. 2019: after each batch of n responses
-                kl_coef = adaptive_kl_coef(
-                    kl_coef,
-                    stats["kl"],
-                    len(rollout.prompts),
-                    target=settings.adaptive_target,
-                    horizon=settings.adaptive_horizon,
-                )
-            parts.history.append(record)
-            if step % settings.log_every == 0 or step == settings.total_steps:
-                log.log(dict(record))
-            if parts.evaluate is not None and settings.eval_every and step % settings.eval_every == 0:
-                log.log({"step": step, **parts.evaluate()}, advance=False)
-                loss_model.train()
-            if stop.requested is not None:
-                raise TrainingInterrupted(stop.requested, checkpoint())
-            if settings.save_every and step % settings.save_every == 0 and step < settings.total_steps:
-                checkpoint()
-    return LoopResult(
-        steps=step,
-        tokens=tokens,
-        count=count,
-        wall_seconds=time.perf_counter() - started,
-        final_loss=last_loss,
+        run_dir=run_dir,
+        start_state=start_state,
+        rows=len(parts.prompts),
+        adapter_model=adapter_model,
+        eval_fn=parts.evaluate,
+        extra_state=lambda: {"kl_coef": kl["coef"]},
         history=parts.history,
     )
 
