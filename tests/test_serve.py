@@ -287,6 +287,8 @@ def test_a_full_queue_is_a_429(served_files):
             _wait_until(lambda: worker.queue.qsize() == 1)
             third = post(f"{url}/v1/chat/completions", json_body=body, timeout=60)
         assert third.status_code == 429 and third.json()["error"]["code"] == "queue_full"
+        assert int(third.headers["Retry-After"]) >= 1  # when to come back, in seconds
+        assert f"retry later (in about {third.headers['Retry-After']} s)" in third.json()["error"]["message"]
         assert first.result().status_code == 200 and second.result().status_code == 200
 
 
@@ -513,19 +515,43 @@ def test_runtime_loading_is_off_by_default(server, served_files):
 def test_runtime_loading_only_from_the_allowed_folder(served_files, server, tmp_path):
     allowed = tmp_path / "allowed"
     make_lora(served_files["base"], allowed / "c", seed=1, r=8)  # a's weights under another name
-    thread, pool, _worker = start(served_files, adapter_dir=str(allowed))
+    thread, pool, _worker = start(served_files, adapter_dir=str(allowed), api_key="k")  # no key: refused at start
+    key = {"Authorization": "Bearer k"}
     with thread as url:
         outside = post(
-            f"{url}/v1/load_lora_adapter", timeout=30, json_body={"lora_name": "x", "lora_path": str(served_files["a"])}
+            f"{url}/v1/load_lora_adapter",
+            timeout=30,
+            json_body={"lora_name": "x", "lora_path": str(served_files["a"])},
+            headers=key,
         )
         assert outside.status_code == 403 and outside.json()["error"]["code"] == "path_not_allowed"
-        escape = post(f"{url}/v1/load_lora_adapter", timeout=30, json_body={"lora_name": "x", "lora_path": "../"})
-        assert escape.status_code == 403
-        loaded = post(f"{url}/v1/load_lora_adapter", timeout=60, json_body={"lora_name": "c", "lora_path": "c"})
+        for escape_path in ("../", "c/../../a", "./../a"):
+            escape = post(
+                f"{url}/v1/load_lora_adapter",
+                timeout=30,
+                json_body={"lora_name": "x", "lora_path": escape_path},
+                headers=key,
+            )
+            assert escape.status_code == 403 and escape.json()["error"]["code"] == "path_not_allowed", escape_path
+        (allowed / "link").symlink_to(served_files["a"], target_is_directory=True)  # inside by name, outside in fact
+        linked = post(
+            f"{url}/v1/load_lora_adapter", timeout=30, json_body={"lora_name": "x", "lora_path": "link"}, headers=key
+        )
+        assert linked.status_code == 403 and linked.json()["error"]["code"] == "path_not_allowed"
+        nul = post(
+            f"{url}/v1/load_lora_adapter", timeout=30, json_body={"lora_name": "x", "lora_path": "c\u0000"}, headers=key
+        )
+        assert nul.status_code == 400 and nul.json()["error"]["param"] == "lora_path"
+        anonymous = post(f"{url}/v1/load_lora_adapter", timeout=30, json_body={"lora_name": "c", "lora_path": "c"})
+        assert anonymous.status_code == 401
+        loaded = post(
+            f"{url}/v1/load_lora_adapter", timeout=60, json_body={"lora_name": "c", "lora_path": "c"}, headers=key
+        )
         assert loaded.status_code == 200, loaded.text
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
         assert chat_text(client, "c", "hello") == chat_text(server["client"], "a", "hello")
-        assert post(f"{url}/v1/unload_lora_adapter", json_body={"lora_name": "c"}, timeout=30).status_code == 200
+        unloaded = post(f"{url}/v1/unload_lora_adapter", json_body={"lora_name": "c"}, timeout=30, headers=key)
+        assert unloaded.status_code == 200
         with pytest.raises(openai.NotFoundError):
             chat(client, "c", "hello")
         assert "c" not in pool.base.loaded
@@ -629,6 +655,32 @@ def test_the_serve_command_answers_the_openai_client(served_files, server, tmp_p
         assert chat_text(client, "a", "hello") == chat_text(server["client"], "a", "hello")
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).models.list()
+        # SIGTERM with a streamed answer in flight: the answer is finished whole, then the process ends by SIGTERM
+        import signal
+        import urllib.request
+
+        body = {
+            "model": "a",
+            "messages": [{"role": "user", "content": "hello"}],
+            "max_tokens": 200,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer k"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            while not _streamed_text(response.readline()):
+                pass
+            process.terminate()
+            rest = [line for line in response.read().decode().splitlines() if line.startswith("data: ")]
+        assert rest[-1] == "data: [DONE]"
+        assert json.loads(rest[-2][6:])["usage"]["completion_tokens"] == 200
+        assert process.wait(60) == -signal.SIGTERM
     finally:
         process.terminate()
         process.wait(30)

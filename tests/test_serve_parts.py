@@ -98,12 +98,40 @@ def test_a_wrong_settings_key_is_named(tmp_path):
         load_settings(None, port=70000)
 
 
-def test_binding_beyond_this_machine_without_a_key_warns(monkeypatch):
-    from tuneforge.serve.command import _warnings
+def test_binding_beyond_this_machine_or_loading_at_runtime_without_a_key_is_refused(monkeypatch):
+    monkeypatch.delenv("TUNEFORGE_API_KEY", raising=False)
+    load_settings(None).check_safe()  # 127.0.0.1, no key: fine
+    with pytest.raises(ServeSettingsError, match=r"^host 0.0.0.0: binding beyond this machine needs an API key"):
+        load_settings(None, host="0.0.0.0").check_safe()
+    with pytest.raises(ServeSettingsError, match=r"^adapter_dir /srv/a: loading adapters at runtime needs an API key"):
+        load_settings(None, adapter_dir="/srv/a").check_safe()
+    monkeypatch.setenv("TUNEFORGE_API_KEY", "k")
+    load_settings(None, host="0.0.0.0", adapter_dir="/srv/a").check_safe()
+    assert load_settings(None).key() == "k"
+
+
+def test_the_serve_command_refuses_an_exposed_server_before_loading_anything(monkeypatch, capsys):
+    from tuneforge.cli import main
+    from tuneforge.serve import pool
 
     monkeypatch.delenv("TUNEFORGE_API_KEY", raising=False)
-    assert _warnings(load_settings(None)) == []
-    assert "without an API key" in _warnings(load_settings(None, host="0.0.0.0"))[0]
-    monkeypatch.setenv("TUNEFORGE_API_KEY", "k")
-    assert _warnings(load_settings(None, host="0.0.0.0")) == []
-    assert load_settings(None).key() == "k"
+    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: pytest.fail("models were loaded"))
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "error: host 0.0.0.0: binding beyond this machine needs an API key" in capsys.readouterr().err
+    assert main(["serve", "--adapter-dir", "adapters"]) == 2
+    assert "loading adapters at runtime needs an API key" in capsys.readouterr().err
+
+
+def test_seeds_outside_what_torch_takes_are_a_400_not_a_failed_batch():
+    """Found by fuzzing the request models: seed 2**64 passed validation, then torch's manual_seed raised in the
+    worker, failing every request in the same batch with a 500."""
+    from tuneforge.serve.protocol import APIError, ChatRequest, parse
+
+    body = {"model": "a", "messages": [{"role": "user", "content": "hi"}]}
+    for seed in (2**64, -(2**63) - 1):
+        with pytest.raises(APIError) as caught:
+            parse(ChatRequest, {**body, "seed": seed})
+        assert (caught.value.status, caught.value.param) == (400, "seed")
+    for seed in (2**64 - 1, -(2**63), 0):
+        assert parse(ChatRequest, {**body, "seed": seed}).seed == seed
+        torch.Generator().manual_seed(seed)  # what the worker does with it

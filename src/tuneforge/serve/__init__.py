@@ -19,11 +19,15 @@ log = logging.getLogger("tuneforge.serve")
 
 
 def build(settings: ServeSettings):
-    """Load the models and return ``(app, pool, worker)``; the worker starts with the app."""
+    """Load the models and return ``(app, pool, worker)``; the worker starts with the app.
+
+    Unsafe settings (:meth:`ServeSettings.check_safe`) are refused before anything loads.
+    """
     from .app import create_app
     from .pool import build_pool
     from .worker import Worker, WorkerSettings
 
+    settings.check_safe()
     pool = build_pool(
         settings.model,
         settings.adapters,
@@ -47,10 +51,13 @@ def build(settings: ServeSettings):
 class ServerThread:
     """A server on a background thread (tests, the load benchmark): ``with ServerThread(app) as url: ...``."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, drain_timeout_s: int | None = None):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=drain_timeout_s
+        )
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

@@ -1,14 +1,20 @@
 """The HTTP side: OpenAI-compatible routes on FastAPI, handing every request to the worker.
 
-Routes: ``GET /health``, ``GET /v1/models`` (and ``/v1/models/{id}``),
-``POST /v1/chat/completions``, ``POST /v1/completions`` and, only when an
-adapter folder is allow-listed, ``POST /v1/load_lora_adapter`` /
+Routes: ``GET /health``, ``GET /metrics`` (Prometheus), ``GET /v1/models``
+(and ``/v1/models/{id}``), ``POST /v1/chat/completions``, ``POST /v1/completions``
+and, only when an adapter folder is allow-listed, ``POST /v1/load_lora_adapter`` /
 ``/v1/unload_lora_adapter`` (vLLM's names). A request's ``model`` picks what
 answers it; an unknown one is a 404, never the base model's answer. The
 response names the model that was asked for. Chat requests are rendered by
 :func:`tuneforge.data.run_prompt.render_run_prompt` with the served run's own
 rendering settings (its ``data.template`` and ``data.system_prompt``): the
 prompt its training built for the same turn, token for token.
+
+Limits: bodies over ``max_body_bytes`` get 413 (:mod:`.limits`); a full queue
+gets 429 with ``Retry-After``; a request not answered within
+``request_timeout_s`` ends with 504 (streamed: an error event), its row freed at
+the next step; a client that hangs up, streamed or not, frees its row at the
+next step too.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from ..data.run_prompt import render_run_prompt
 from ..eval.generation import stop_token_ids_for
 from .decode import Sampling
+from .limits import BodyLimit
+from .metrics import Metrics, MetricsMiddleware
 from .pool import ModelPool, Target, UnknownModel
 from .protocol import (
     APIError,
@@ -42,7 +50,7 @@ from .settings import ServeSettings
 from .worker import Job, QueueFull, Worker
 
 
-def create_app(settings: ServeSettings, pool: ModelPool, worker: Worker) -> FastAPI:
+def create_app(settings: ServeSettings, pool: ModelPool, worker: Worker, metrics: Metrics | None = None) -> FastAPI:
     """The FastAPI app for one pool and its worker (the worker is started and stopped with the app)."""
     from contextlib import asynccontextmanager
 
@@ -64,11 +72,16 @@ def create_app(settings: ServeSettings, pool: ModelPool, worker: Worker) -> Fast
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    service = _Service(settings, pool, worker)
+    metrics = metrics or Metrics()
+    app.state.metrics = metrics
+    # Outermost first: every request is counted, the ones refused for their size too.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, on_refuse=metrics.refuse)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    service = _Service(settings, pool, worker, metrics)
 
     @app.exception_handler(APIError)
     async def api_error(_request: Request, exc: APIError):
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.get("/health")
     async def health():
@@ -79,6 +92,18 @@ def create_app(settings: ServeSettings, pool: ModelPool, worker: Worker) -> Fast
             "loaded_adapters": list(pool.base.loaded),
         }
         return JSONResponse(body, status_code=200 if worker.alive else 503)
+
+    @app.get("/metrics")
+    async def prometheus(request: Request):
+        service.authorize(request)
+        text = metrics.render(
+            queued=worker.queue.qsize() + len(worker.deferred),
+            alive=worker.alive,
+            batches=worker.batches,
+            rows=worker.rows,
+            sampled=worker.tokens,
+        )
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -94,13 +119,13 @@ def create_app(settings: ServeSettings, pool: ModelPool, worker: Worker) -> Fast
     async def chat(request: Request):
         service.authorize(request)
         parsed = parse(ChatRequest, await _json(request))
-        return await service.complete(parsed, chat=True)
+        return await service.complete(request, parsed, chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
         service.authorize(request)
         parsed = parse(CompletionRequest, await _json(request))
-        return await service.complete(parsed, chat=False)
+        return await service.complete(request, parsed, chat=False)
 
     @app.post("/v1/load_lora_adapter")
     async def load_adapter(request: Request):
@@ -125,6 +150,8 @@ async def _json(request: Request):
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise APIError(400, "the request body is not valid JSON") from None
+    except RecursionError:  # [[[[...]]]] thousands deep: Python's parser gives up
+        raise APIError(400, "the request body is nested too deeply") from None
 
 
 def _field(body, name: str) -> str:
@@ -137,8 +164,8 @@ def _field(body, name: str) -> str:
 class _Service:
     """What the routes do, apart from HTTP: auth, targets, limits, jobs, events."""
 
-    def __init__(self, settings: ServeSettings, pool: ModelPool, worker: Worker):
-        self.settings, self.pool, self.worker = settings, pool, worker
+    def __init__(self, settings: ServeSettings, pool: ModelPool, worker: Worker, metrics: Metrics):
+        self.settings, self.pool, self.worker, self.metrics = settings, pool, worker, metrics
         self.key = settings.key()
         self.started = int(time.time())
         self._stops: dict[str, frozenset[int]] = {}
@@ -186,7 +213,8 @@ class _Service:
 
     # ---------------------------------------------------------------- completions
 
-    async def complete(self, parsed, *, chat: bool):
+    async def complete(self, request: Request, parsed, *, chat: bool):
+        arrived = self.metrics.clock()
         target = self.target(parsed.model)
         prompt_ids = self._prompt_ids(target, parsed, chat)
         sampling = self._sampling(target, parsed, len(prompt_ids), chat)
@@ -208,22 +236,35 @@ class _Service:
         try:
             self.worker.submit(job)
         except QueueFull as exc:
-            raise APIError(429, str(exc), type="rate_limit_error", code="queue_full") from None
+            self.metrics.refuse("queue_full")
+            wait = self.metrics.retry_after(self.worker.queue.qsize(), self.settings.max_batch_size)
+            raise APIError(
+                429,
+                f"{exc} (in about {wait} s)",
+                type="rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": str(wait)},
+            ) from None
+        answer = _Answer(job, events, self.metrics, arrived, arrived + self.settings.request_timeout_s, parsed.model)
         rid = new_id("chatcmpl" if chat else "cmpl")
         if parsed.stream:
             return StreamingResponse(
-                self._stream(job, events, rid, parsed, chat),
+                self._stream(answer, rid, parsed, chat),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
+        gone = asyncio.ensure_future(_hung_up(request))
         try:
-            pieces, (finish, prompt_tokens, completion_tokens) = await _collect(events)
+            pieces, (finish, prompt_tokens, completion_tokens) = await answer.collect(gone)
+        except _ClientGone:
+            return Response(status_code=499)  # nobody reads it; the row was freed
         finally:
+            gone.cancel()
             job.cancelled.set()  # finished already, or the client went away: either way the row may stop
         build = chat_response if chat else completion_response
         return build(rid, parsed.model, "".join(pieces), finish, prompt_tokens, completion_tokens)
 
-    async def _stream(self, job: Job, events: asyncio.Queue, rid: str, parsed, chat: bool):
+    async def _stream(self, answer: _Answer, rid: str, parsed, chat: bool):
         created = int(time.time())
         model = parsed.model
 
@@ -239,7 +280,11 @@ class _Service:
             if chat:
                 yield f"data: {json.dumps(chat_chunk(rid, model, created, delta={'role': 'assistant', 'content': ''}))}\n\n"
             while True:
-                kind, *payload = await events.get()
+                try:
+                    kind, *payload = await answer.next_event()
+                except APIError as timeout:  # the request's time ran out
+                    yield f"data: {json.dumps(timeout.body())}\n\n"
+                    break
                 if kind == "text":
                     yield chunk(payload[0])
                 elif kind == "error":
@@ -254,7 +299,10 @@ class _Service:
                     break
             yield "data: [DONE]\n\n"
         finally:
-            job.cancelled.set()  # a client that hangs up mid-stream frees its row at the next step
+            # A client that hangs up mid-stream: Starlette cancels this generator, and the row stops at the next step.
+            if not answer.ended:
+                self.metrics.refuse("client_gone")
+            answer.job.cancelled.set()
 
     def _prompt_ids(self, target: Target, parsed, chat: bool) -> list[int]:
         if chat:
@@ -343,17 +391,20 @@ class _Service:
 
     def _allowed(self, path: str | None) -> Path | None:
         """The folder ``path`` names, when runtime loading is on and it lies inside the allow-listed folder."""
-        if not self.settings.adapter_dir:
+        if not self.settings.adapter_dir or not self.key:  # no key: refused at start too (check_safe)
             raise APIError(
                 403,
-                "loading adapters at runtime is off on this server (start it with --adapter-dir)",
+                "loading adapters at runtime is off on this server (start it with --adapter-dir and an API key)",
                 type="permission_error",
                 code="runtime_loading_disabled",
             )
         if path is None:
             return None
         root = Path(self.settings.adapter_dir).expanduser().resolve()
-        folder = (root / path).resolve()  # an absolute path stays absolute; symlinks are followed before the check
+        try:
+            folder = (root / path).resolve()  # an absolute path stays absolute; symlinks followed before the check
+        except (ValueError, OSError) as exc:  # a NUL byte, a symlink loop
+            raise APIError(400, f"lora_path: not a usable path ({exc})", param="lora_path") from None
         if not folder.is_relative_to(root):
             raise APIError(
                 403,
@@ -365,16 +416,71 @@ class _Service:
         return folder
 
 
-async def _collect(events: asyncio.Queue) -> tuple[list[str], tuple[str, int, int]]:
-    pieces: list[str] = []
-    while True:
-        kind, *payload = await events.get()
-        if kind == "text":
-            pieces.append(payload[0])
+class _ClientGone(Exception):
+    """The client of a non-streamed request hung up before its answer."""
+
+
+class _Answer:
+    """One request's events from the worker, read against its deadline; counts its tokens and first text."""
+
+    def __init__(self, job: Job, events: asyncio.Queue, metrics: Metrics, arrived: float, deadline: float, model):
+        self.job, self.events, self.metrics = job, events, metrics
+        self.arrived, self.deadline, self.model = arrived, deadline, model
+        self.first = True
+        self.ended = False  # its end (done, error or timeout) was read
+
+    async def next_event(self) -> tuple:
+        """The next event; an :class:`APIError` 504 when the request's time is up (its row is then freed)."""
+        left = self.deadline - self.metrics.clock()
+        try:
+            if left <= 0:
+                raise asyncio.TimeoutError
+            event = await asyncio.wait_for(self.events.get(), left)
+        except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
+            self.ended = True
+            self.job.cancelled.set()
+            self.metrics.refuse("timeout")
+            raise APIError(
+                504,
+                f"the request was not answered within this server's request_timeout_s "
+                f"({self.deadline - self.arrived:g} s); ask for fewer tokens, or retry later",
+                type="timeout_error",
+                code="timeout",
+            ) from None
+        kind = event[0]
+        if kind == "text" and self.first:
+            self.first = False
+            self.metrics.first_token(self.metrics.clock() - self.arrived)
+        elif kind == "done":
+            self.ended = True
+            self.metrics.tokens(self.model, event[2], event[3])
         elif kind == "error":
-            raise APIError(500, payload[0], type="server_error")
-        else:
-            return pieces, tuple(payload)
+            self.ended = True
+        return event
+
+    async def collect(self, gone: asyncio.Future) -> tuple[list[str], tuple[str, int, int]]:
+        """Every piece of text and the end; :class:`_ClientGone` as soon as ``gone`` resolves first."""
+        pieces: list[str] = []
+        while True:
+            step = asyncio.ensure_future(self.next_event())
+            await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                self.metrics.refuse("client_gone")
+                raise _ClientGone
+            kind, *payload = step.result()
+            if kind == "text":
+                pieces.append(payload[0])
+            elif kind == "error":
+                raise APIError(500, payload[0], type="server_error")
+            else:
+                return pieces, tuple(payload)
+
+
+async def _hung_up(request: Request) -> None:
+    """Returns when the client disconnects (the body was read: the next message can only be the hang-up)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _context_length(model) -> int | None:

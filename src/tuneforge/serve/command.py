@@ -37,7 +37,24 @@ def add_parser(sub) -> None:
     )
     s.add_argument("--max-prompt-tokens", type=int, default=None)
     s.add_argument("--max-tokens-limit", type=int, default=None, help="the most tokens a request may ask for")
-    s.add_argument("--queue-size", type=int, default=None, help="requests waiting beyond this get 429")
+    s.add_argument("--queue-size", type=int, default=None, help="requests waiting beyond this get 429 (default 64)")
+    s.add_argument("--max-body-bytes", type=int, default=None, help="larger request bodies get 413 (default 1 MiB)")
+    s.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        dest="request_timeout_s",
+        metavar="SECONDS",
+        help="a request not answered within this (waiting + decoding) ends with 504 (default 300)",
+    )
+    s.add_argument(
+        "--drain-timeout",
+        type=int,
+        default=None,
+        dest="drain_timeout_s",
+        metavar="SECONDS",
+        help="on SIGTERM, how long requests in flight may still take before they are cut (default 30)",
+    )
     s.add_argument("--max-batch-size", type=int, default=None)
     s.add_argument("--batch-window-ms", type=float, default=None)
     s.add_argument(
@@ -104,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
             "max_prompt_tokens",
             "max_tokens_limit",
             "queue_size",
+            "max_body_bytes",
+            "request_timeout_s",
+            "drain_timeout_s",
             "max_batch_size",
             "batch_window_ms",
             "max_loaded_adapters",
@@ -116,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
         )
     }
     settings = load_settings(args.config, adapters=parse_named_paths(args.adapter, lone=None), **flags)
-    for warning in _warnings(settings):
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    settings.check_safe()  # before any model loads: no key beyond localhost, or with runtime loading, is refused
 
     from . import build
 
@@ -127,23 +146,17 @@ def run(args: argparse.Namespace) -> int:
     for line in _renderings(pool):
         err_console.print(line, highlight=False, markup=False)
     logging.getLogger("tuneforge.serve").setLevel(logging.INFO)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # SIGTERM / Ctrl-C: uvicorn stops accepting, lets requests in flight finish (up to drain_timeout_s),
+    # then the app's shutdown stops the worker. New connections are refused from the first moment.
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=settings.drain_timeout_s,
+    )
+    uvicorn.Server(config).run()
     return 0
-
-
-def _warnings(settings) -> list[str]:
-    out = []
-    if settings.exposed_without_key():
-        out.append(
-            f"binding {settings.host} without an API key: anyone who can reach this machine can use the "
-            "models; set TUNEFORGE_API_KEY"
-        )
-    if settings.adapter_dir and not settings.key():
-        out.append(
-            "runtime adapter loading is on without an API key: any local client can load adapters from "
-            f"{settings.adapter_dir}"
-        )
-    return out
 
 
 def _renderings(pool) -> list[str]:

@@ -1,8 +1,11 @@
 """The server's settings: command-line flags or a small YAML file, the same keys.
 
 Safe by default: binds 127.0.0.1, no CORS, runtime adapter loading off, no
-``trust_remote_code``. The API key comes from ``--api-key`` or, better (it does
-not show in the process list), the ``TUNEFORGE_API_KEY`` environment variable.
+``trust_remote_code``, bounded bodies, queue and request time. The API key comes
+from ``--api-key`` or, better (it does not show in the process list), the
+``TUNEFORGE_API_KEY`` environment variable. Binding beyond this machine, or
+loading adapters at runtime, without a key is refused at start
+(:meth:`ServeSettings.check_safe`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,14 @@ class ServeSettings(BaseModel):
     max_prompt_tokens: int = Field(4096, ge=1)
     max_tokens_limit: int = Field(1024, ge=1, description="the most tokens one request may ask for")
     default_max_tokens: int = Field(256, ge=1, description="chat requests without max_tokens")
-    queue_size: int = Field(64, ge=1, description="requests waiting beyond this get 429")
+    queue_size: int = Field(64, ge=1, description="requests waiting beyond this get 429 with Retry-After")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="request bodies above this get 413")
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="a request not answered within this (queue + decoding) ends: 504"
+    )
+    drain_timeout_s: int = Field(
+        30, ge=0, description="on SIGTERM, seconds requests in flight may still take before they are cut"
+    )
     max_batch_size: int = Field(8, ge=1)
     batch_window_ms: float = Field(10.0, ge=0, description="how long the worker waits to fill a batch")
     max_loaded_adapters: int = Field(8, ge=1, description="adapters kept in memory; least recently used unloaded")
@@ -66,6 +76,19 @@ class ServeSettings(BaseModel):
 
     def exposed_without_key(self) -> bool:
         return self.host not in LOCAL_HOSTS and not self.key()
+
+    def check_safe(self) -> None:
+        """Refuse, in one line, settings that would let anyone who reaches the server use it unchecked."""
+        if self.exposed_without_key():
+            raise ServeSettingsError(
+                f"host {self.host}: binding beyond this machine needs an API key (anyone who can reach it could "
+                f"use the models); set {API_KEY_ENV} (or --api-key), or bind 127.0.0.1"
+            )
+        if self.adapter_dir and not self.key():
+            raise ServeSettingsError(
+                f"adapter_dir {self.adapter_dir}: loading adapters at runtime needs an API key (any local client "
+                f"could load them); set {API_KEY_ENV} (or --api-key), or leave --adapter-dir out"
+            )
 
 
 def load_settings(path: str | Path | None, **flags) -> ServeSettings:
