@@ -20,6 +20,7 @@ import torch
 
 from ...interface import CAUSAL_LM, ENCODER, Batch, EvalContext, Method, MethodData
 from ...models.kind import is_causal_lm
+from ..heldout import evaluates_here, length_sorted_batches
 from .config import ClassifyConfig
 
 
@@ -161,7 +162,7 @@ class Classify(Method):
         """Held-out metrics on the main process (the set is small; no collective needed)."""
         out: dict = {"metrics": {}, "samples": []}
         config = ctx.config
-        if config.eval is None or not ctx.data.eval or not ctx.accelerator.is_main_process or model is None:
+        if not evaluates_here(ctx, model):
             return out
         from .losses import classification_loss_sum
         from .metrics import classification_metrics, confusion_matrix, per_class
@@ -214,23 +215,19 @@ class Classify(Method):
     @torch.no_grad()
     def _logits(self, model, ctx: EvalContext) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, K) logits and (N,) gold labels over the held-out set, in its order."""
+        from ...eval.generation import eval_mode
         from .losses import ClassifierLoss
 
         rows = ctx.data.eval
         scorer = ClassifierLoss(model)
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))  # little padding per batch
         out = torch.zeros(len(rows), len(ctx.data.extra["labels"]))
-        size = ctx.config.eval.batch_size
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
-            inputs = self.collate([rows[i] for i in chunk], ctx.tokenizer).inputs
-            inputs.pop("labels")
-            logits = scorer.logits(**{k: v.to(device) for k, v in inputs.items()})
-            out[chunk] = logits.float().cpu()
-        model.train(was_training)
+        with eval_mode(model):
+            for chunk in length_sorted_batches(rows, ctx.config.eval.batch_size):
+                inputs = self.collate([rows[i] for i in chunk], ctx.tokenizer).inputs
+                inputs.pop("labels")
+                logits = scorer.logits(**{k: v.to(device) for k, v in inputs.items()})
+                out[chunk] = logits.float().cpu()
         return out, torch.tensor([r.label for r in rows])
 
     def _zero_shot(self, ctx: EvalContext, labels: list[str], gold: list[int]) -> dict | None:
@@ -283,6 +280,11 @@ class Classify(Method):
 
         m = config.model
         return load_trained_classifier(output_dir, dtype=dtype, trust_remote_code=m.trust_remote_code)[0]
+
+    def inference_loader(self, adapter_folder: Path):
+        from .model import inference_loader
+
+        return inference_loader(adapter_folder)
 
 
 METHOD = Classify()

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ...interface import CAUSAL_LM, Batch, EvalContext, Method, MethodData
+from ..heldout import evaluates_here, length_sorted_batches
 from .config import RewardConfig
 
 
@@ -115,7 +116,7 @@ class Reward(Method):
         """Held-out metrics on the main process (the set is small; no collective needed)."""
         out: dict = {"metrics": {}, "samples": []}
         config = ctx.config
-        if config.eval is None or not ctx.data.eval or not ctx.accelerator.is_main_process or model is None:
+        if not evaluates_here(ctx, model):
             return out
         from .losses import comparison_losses
 
@@ -144,11 +145,8 @@ class Reward(Method):
         device = next(model.parameters()).device
         k = max(len(r.responses) for r in rows)
         grid, mask = torch.zeros(len(rows), k), torch.zeros(len(rows), k, dtype=torch.bool)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))  # little padding per batch
-        size = ctx.config.eval.batch_size
         with eval_mode(model):
-            for start in range(0, len(order), size):
-                chunk = order[start : start + size]
+            for chunk in length_sorted_batches(rows, ctx.config.eval.batch_size):
                 inputs = self.collate([rows[i] for i in chunk], ctx.tokenizer).inputs
                 scores = sequence_scores(model, inputs["input_ids"].to(device), inputs["attention_mask"].to(device))
                 part, real = group_scores(scores.cpu(), inputs["group"], inputs["rank"])  # (b, k_chunk)
