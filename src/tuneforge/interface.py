@@ -176,6 +176,11 @@ class Method(Protocol):
 
         return PlanExtras()
 
+    def stage_problems(self, config) -> list[str]:
+        """Why the stages of this continual config cannot share one model (``continual`` methods only),
+        each naming the key and the fix; checked before anything loads."""
+        return []
+
     def inference_loader(self, adapter_folder: Path) -> Callable[..., torch.nn.Module] | None:
         """How to load the base an adapter folder this method wrote sits on, for ``eval`` / ``serve`` /
         ``predict``: ``loader(name, *, trust_remote_code=False) -> model``; None: not this method's

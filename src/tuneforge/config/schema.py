@@ -210,7 +210,7 @@ class RunBase(Section):
         return self
 
 
-def stage_data(config: RunBase, index: int) -> DataConfig:
+def stage_data(config: RunBase, index: int):
     """Stage ``index``'s ``data:`` section (validated); ValueError naming the stage and the key.
 
     Here rather than in ``continual/stages.py`` (which re-exports it) because validating a config
@@ -218,8 +218,8 @@ def stage_data(config: RunBase, index: int) -> DataConfig:
     """
     stage = config.stages[index]
     merged = {**config.data.model_dump(), **stage.data}
-    try:
-        return DataConfig.model_validate(merged)
+    try:  # the method's own data section (chat / text for cpt and sft, classification for classify …)
+        return type(config.data).model_validate(merged)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in err.errors())
         raise ValueError(f"stages[{index}] ({stage.name}).data: {problems}") from None

@@ -22,7 +22,7 @@ def continual_problems(config, method) -> list[str]:
             f"its model does not carry over from stage to stage); methods that can: {able}"
         ]
     settings = config.continual or ContinualConfig()
-    problems = []
+    problems = list(method.stage_problems(config))
     adapter = config.adapter
     if settings.strategy == "adapter":
         if adapter is None or adapter.type != "lora":

@@ -88,6 +88,23 @@ class Classify(Method):
         }
         return errors, warnings, facts
 
+    def stage_problems(self, config) -> list[str]:
+        """One classifier carries over from stage to stage: every stage needs the same labels in the same
+        head order, which only a top-level ``data.labels`` fixes (found labels depend on each stage's rows)."""
+        from ...config.schema import stage_data
+
+        if config.data.labels is None:
+            return [
+                "stages: with method classify every stage trains the same head; name its labels once at the top "
+                "level, e.g. data: {labels: [negative, positive]} (each stage's rows then use those names)"
+            ]
+        return [
+            f"stages: stage {stage.name} sets data.labels {stage_data(config, k).labels}; every stage shares the "
+            f"top-level labels {config.data.labels}: remove the stage's own"
+            for k, stage in enumerate(config.stages)
+            if stage_data(config, k).labels != config.data.labels
+        ]
+
     def load_data(self, config, tokenizer) -> MethodData:
         from .data import load_classification
 
