@@ -10,6 +10,9 @@ line in each dict below. See docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from .methods.classify.config import ClassifyConfig
 from .methods.contrastive.config import ContrastiveConfig
@@ -78,6 +81,20 @@ def add_method_commands(sub) -> None:
     """Add each method's own commands to the `tuneforge` subparsers ``sub`` (``_COMMANDS``, then plug-ins')."""
     for module in [*_COMMANDS.values(), *_REGISTERED_COMMANDS.values()]:
         importlib.import_module(module).add_parser(sub)
+
+
+def inference_loader_for(adapter_folder: Path) -> Callable[..., Any]:
+    """How to load the base under an adapter folder (`eval`, `generate`, `merge`, `adapters combine`): the loader
+    of the first method that claims the folder (``Method.inference_loader``), else
+    ``models.load.load_causal_lm``. Every method is asked, plug-ins included (their recipes are imported).
+    A loader is called as ``loader(name, *, trust_remote_code=False) -> model``."""
+    for name in method_names():
+        loader = get_method(name).inference_loader(Path(adapter_folder))
+        if loader is not None:
+            return loader
+    from .models.load import load_causal_lm
+
+    return load_causal_lm
 
 
 def register_method(method, *, commands: str | None = None) -> None:

@@ -77,11 +77,6 @@ def check_adapter(config, method, model_config) -> tuple[list[str], list[str], d
             "computes its "
             "loss outside peft, where AdaLoRA's orthogonality term would be missing; use lora"
         )
-    if adapter.type in ("bottleneck", "mam") and config.method == "contrastive":
-        notes.append(
-            "adapter: bottleneck adapters wrap modules named 'mlp' by default; encoder models name "
-            "theirs differently (set adapter.target_modules)"
-        )
     if errors:
         return errors, notes, facts
     try:
@@ -123,8 +118,9 @@ def dry_run_counts(config, method, model_config) -> tuple[int, int]:
     from ..models.load import count_parameters
     from . import attach_adapter
 
-    # A method with a fixed head size says so (reward: 1); classify's label count is in its data (2 assumed here).
-    model = meta_model(model_config, method.peft_task_type, getattr(method, "num_labels", 2))
+    # A method with a fixed head size says so (PlanProfile.head_outputs; reward: 1); classify's label count is in
+    # its data (2 assumed here).
+    model = meta_model(model_config, method.peft_task_type, method.plan_profile(config).head_outputs or 2)
     cfg = config.adapter
     if cfg.type == "lora" and cfg.init != "default":
         # PiSSA / OLoRA / LoftQ decompose real weights at attach time; the count doesn't depend on the init.

@@ -335,32 +335,15 @@ def _hidden_size(name: str | None) -> int | None:
 
 
 def base_loader_for(folder: Path | None) -> Callable[..., torch.nn.Module]:
-    """How to load the base an adapter was trained on: a classifier, an encoder, or a causal LM."""
-    task = task_of(folder) if folder is not None else None
-    if task == "SEQ_CLS" and (folder / CLASSIFIER_INFO).exists():
-        info = json.loads((folder / CLASSIFIER_INFO).read_text())
+    """How to load the base an adapter was trained on: the loader of the method that wrote the folder
+    (``registry.inference_loader_for``: a classifier, an encoder …), else a causal LM."""
+    if folder is None:
+        from ..models.load import load_causal_lm
 
-        def load_classifier_base(name: str, *, trust_remote_code: bool = False):
-            from ..methods.classify.model import load_classifier
+        return load_causal_lm
+    from ..registry import inference_loader_for
 
-            # the head is the trained adapter's: a reset of the base's own head is not news here
-            return load_classifier(
-                name,
-                info["labels"],
-                pad_token_id=info.get("pad_token_id"),
-                revision=info.get("revision"),
-                trust_remote_code=trust_remote_code,
-                announce_head_reset=False,
-            )
-
-        return load_classifier_base
-    if task == "FEATURE_EXTRACTION":
-        from ..methods.contrastive.model import load_encoder
-
-        return load_encoder
-    from ..models.load import load_causal_lm
-
-    return load_causal_lm
+    return inference_loader_for(folder)
 
 
 def attach_all(model: torch.nn.Module, specs: list[AdapterSpec], base_name: str) -> torch.nn.Module:

@@ -43,6 +43,29 @@ def _quiet_transformers():
             logging.enable_progress_bar()
 
 
+def inference_loader(adapter_folder: Path):
+    """The base loader for an adapter folder with ``classifier.json`` beside it (classify writes one, and
+    reward, which shares this head code): ``loader(name, *, trust_remote_code=False)`` builds the base
+    with a head of the recorded labels; None for any other folder."""
+    info_path = Path(adapter_folder) / INFO_FILE
+    if not info_path.exists():
+        return None
+    info = json.loads(info_path.read_text())
+
+    def load_classifier_base(name: str, *, trust_remote_code: bool = False):
+        # the head is the trained adapter's: a reset of the base's own head is not news here
+        return load_classifier(
+            name,
+            info["labels"],
+            pad_token_id=info.get("pad_token_id"),
+            revision=info.get("revision"),
+            trust_remote_code=trust_remote_code,
+            announce_head_reset=False,
+        )
+
+    return load_classifier_base
+
+
 def load_classifier(
     name: str,
     labels: list[str],

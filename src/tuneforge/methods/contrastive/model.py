@@ -51,6 +51,14 @@ def load_encoder(
         raise ModelNotFoundError(f"model.name: could not load '{name}': {exc}") from None
 
 
+def inference_loader(adapter_folder: Path):
+    """``load_encoder`` for an embedding adapter (``tuneforge_embedding.json`` beside it, or peft task
+    ``FEATURE_EXTRACTION``); None for any other folder."""
+    from ...adapters.inference import task_of
+
+    return load_encoder if task_of(Path(adapter_folder)) == "FEATURE_EXTRACTION" else None
+
+
 def save_sentence_transformer(
     model,
     output_dir: Path,

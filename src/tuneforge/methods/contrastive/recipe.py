@@ -43,6 +43,15 @@ def _pooling(config, decoder: bool) -> str:
     return "last" if decoder else "mean"
 
 
+def _adapter_notes(adapter) -> list[str]:
+    if adapter is not None and adapter.type in ("bottleneck", "mam"):
+        return [
+            "adapter: bottleneck adapters wrap modules named 'mlp' by default; encoder models name "
+            "theirs differently (set adapter.target_modules)"
+        ]
+    return []
+
+
 @dataclass(frozen=True)
 class Contrastive(Method):
     name: str = "contrastive"
@@ -54,11 +63,12 @@ class Contrastive(Method):
     def check(self, config, tokenizer) -> tuple[list[str], list[str], dict]:
         from ...data.types import DataError
 
+        adapter_notes = _adapter_notes(config.adapter)
         try:
             data = self.load_data(config, tokenizer)
         except DataError as exc:
-            return list(exc.problems), [], {}
-        errors, warnings = [], []
+            return list(exc.problems), adapter_notes, {}
+        errors, warnings = [], adapter_notes
         extra = data.extra
         if config.eval is not None and extra["retrieval"] is None and extra["scored"] is None:
             errors.append(
@@ -268,6 +278,11 @@ class Contrastive(Method):
         from .model import load_embedding_model
 
         return load_embedding_model(output_dir, dtype=dtype, trust_remote_code=config.model.trust_remote_code)[0]
+
+    def inference_loader(self, adapter_folder: Path):
+        from .model import inference_loader
+
+        return inference_loader(adapter_folder)
 
 
 def _has_dropout(config) -> bool:
