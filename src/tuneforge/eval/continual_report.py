@@ -14,7 +14,8 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-from tuneforge.eval.report import _delta, _duration, _e, _ema, _figure_png, _fmt, _num, _page, _series, lower_is_better
+from tuneforge.eval.report import _delta, _duration, _e, _fmt, _page, lower_is_better
+from tuneforge.eval.report_figures import ema, figure_png, number, series
 
 # Styles only this page needs (report.py's _CSS comes with _page).
 _CSS_EXTRA = """<style>
@@ -37,7 +38,7 @@ def _figure(run_dir: Path, name: str, data: bytes, alt: str) -> str:
 
 
 def _finite(value) -> float | None:
-    v = _num(value)
+    v = number(value)
     return v if v is not None and math.isfinite(v) else None
 
 
@@ -241,7 +242,7 @@ def _heatmap_png(labels, columns, values, n, metric: str, joint: bool) -> bytes:
             ax.spines[side].set_visible(False)
 
     width = min(max(3.2 + 1.0 * len(columns), 4.5), 10.0)
-    return _figure_png(draw, figsize=(width, 1.0 + 0.5 * len(labels)), integer_x=False)
+    return figure_png(draw, figsize=(width, 1.0 + 0.5 * len(labels)), integer_x=False)
 
 
 def _box(j: int, i: int):
@@ -271,7 +272,7 @@ def _lines_png(labels: list[str], columns: list[str], values, metric: str, joint
             frameon=False, fontsize=8, title="task", title_fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5)
         )
 
-    return _figure_png(draw, figsize=(6.0, 3.6), integer_x=False)
+    return figure_png(draw, figsize=(6.0, 3.6), integer_x=False)
 
 
 def _matrix_section(summary: dict, matrix: dict, run_dir: Path) -> str:
@@ -344,7 +345,7 @@ def _wise_png(alphas, new, old, metric: str) -> bytes:
         ax.grid(True, color="#e5e7eb", linewidth=0.8)
         ax.margins(0.15)
 
-    return _figure_png(draw, figsize=(5.6, 3.8), integer_x=False)
+    return figure_png(draw, figsize=(5.6, 3.8), integer_x=False)
 
 
 def _wise_section(wise: dict | None, metric: str, run_dir: Path) -> str:
@@ -405,7 +406,7 @@ def _stage_losses(run_dir: Path, stages: list[str]) -> list[tuple[str, list[floa
                 continue
             if isinstance(record, dict):
                 records.append(record)
-        steps, loss = _series(records, "loss")
+        steps, loss = series(records, "loss")
         if steps:
             out.append((stage, steps, loss))
     return out
@@ -428,7 +429,7 @@ def _loss_png(series) -> bytes:
                 label=None if smooth else stage,
             )
             if smooth:
-                ax.plot(xs, _ema(loss, max(5, len(loss) // 20)), color=colour, linewidth=1.8, label=stage)
+                ax.plot(xs, ema(loss, max(5, len(loss) // 20)), color=colour, linewidth=1.8, label=stage)
             bounds.append((offset, stage))
             offset = xs[-1]
         for x, _ in bounds[1:]:
@@ -438,7 +439,7 @@ def _loss_png(series) -> bytes:
         ax.set_title("Training loss, all stages", loc="left", fontsize=11)
         ax.legend(frameon=False, fontsize=8, title="stage", title_fontsize=8, loc="upper right")
 
-    return _figure_png(draw, figsize=(9.0, 3.4))
+    return figure_png(draw, figsize=(9.0, 3.4))
 
 
 def _loss_section(run_dir: Path, stages: list[str]) -> str:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from datetime import datetime
 from pathlib import Path
 
+from tuneforge.eval.report_figures import curve_png, make_plots, matrix_png, number, series
 from tuneforge.eval.scorers import json_field_errors
 
 # Metric names that mean "lower is better"; everything else (scores) is higher-better.
@@ -52,13 +52,9 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _num(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _delta(metric: str, before, after) -> tuple[str, str]:
     """(text, css class) of after − before; class says better / worse / same."""
-    b, a = _num(before), _num(after)
+    b, a = number(before), number(after)
     if b is None or a is None or not (math.isfinite(a) and math.isfinite(b)):
         return "", ""
     diff = a - b
@@ -77,7 +73,7 @@ def _delta(metric: str, before, after) -> tuple[str, str]:
 
 
 def _duration(seconds) -> str:
-    s = _num(seconds)
+    s = number(seconds)
     if s is None:
         return "—"
     if s < 60:
@@ -88,7 +84,7 @@ def _duration(seconds) -> str:
 
 
 def _count(value) -> str:
-    n = _num(value)
+    n = number(value)
     if n is None:
         return "—"
     for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
@@ -98,7 +94,7 @@ def _count(value) -> str:
 
 
 def _memory(mb) -> str:
-    m = _num(mb)
+    m = number(mb)
     if m is None:
         return "—"
     return f"{m / 1024:.2f} GB" if m >= 1024 else f"{m:,.0f} MB"
@@ -106,104 +102,6 @@ def _memory(mb) -> str:
 
 def _e(text) -> str:
     return html.escape("" if text is None else str(text), quote=True)
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _figure_png(draw, *, figsize=(6.4, 3.4), integer_x: bool = True) -> bytes:
-    # Figure + Agg canvas directly, not pyplot: no global state, no GUI backend,
-    # safe in a training process that may have picked another backend.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=figsize, dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    draw(ax)
-    if integer_x:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-        ax.grid(True, color="#e5e7eb", linewidth=0.8)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _series(metrics: list[dict], key: str) -> tuple[list[float], list[float]]:
-    points = [(r["step"], r[key]) for r in metrics if _num(r.get("step")) is not None and _num(r.get(key)) is not None]
-    points.sort()
-    return [p[0] for p in points], [p[1] for p in points]
-
-
-def _ema(values: list[float], span: int) -> list[float]:
-    alpha, out, avg = 2 / (span + 1), [], values[0]
-    for v in values:
-        avg = alpha * v + (1 - alpha) * avg
-        out.append(avg)
-    return out
-
-
-def _sci(value: float, _pos=None) -> str:
-    """Compact scientific tick label: 2e-4, 1.75e-4, 0."""
-    if value == 0:
-        return "0"
-    mantissa, exponent = f"{value:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
-def make_plots(metrics: list[dict]) -> dict[str, bytes]:
-    """PNG bytes by file name: ``loss.png`` and ``lr.png`` when the data has them."""
-    plots: dict[str, bytes] = {}
-    steps, loss = _series(metrics, "loss")
-    eval_steps, eval_loss = _series(metrics, "eval_loss")
-    if steps or eval_steps:
-
-        def draw_loss(ax):
-            if steps:
-                smooth = len(loss) > 30  # raw per-step loss is noisy; show the trend over it
-                ax.plot(
-                    steps,
-                    loss,
-                    color="#93c5fd" if smooth else "#2563eb",
-                    linewidth=1,
-                    marker="o" if len(steps) < 3 else None,
-                    label="training loss",
-                )
-                if smooth:
-                    ax.plot(
-                        steps,
-                        _ema(loss, max(5, len(loss) // 20)),
-                        color="#2563eb",
-                        linewidth=1.8,
-                        label="training loss (smoothed)",
-                    )
-            if eval_steps:
-                ax.plot(eval_steps, eval_loss, color="#ea580c", marker="o", linewidth=1.5, label="held-out loss")
-            ax.set_xlabel("step")
-            ax.set_ylabel("loss")
-            ax.set_title("Loss", loc="left", fontsize=11)
-            ax.legend(frameon=False, fontsize=8)
-
-        plots["loss.png"] = _figure_png(draw_loss)
-    lr_steps, lr = _series(metrics, "lr")
-    if lr_steps:
-        from matplotlib.ticker import FuncFormatter
-
-        def draw_lr(ax):
-            ax.plot(lr_steps, lr, color="#16a34a", linewidth=1.6, marker="o" if len(lr_steps) < 3 else None)
-            ax.set_xlabel("step")
-            ax.set_ylabel("learning rate")
-            ax.set_title("Learning rate", loc="left", fontsize=11)
-            # Label each tick (2.0e-04) instead of matplotlib's offset text, which
-            # collides with the title.
-            ax.yaxis.set_major_formatter(FuncFormatter(_sci))
-
-        plots["lr.png"] = _figure_png(draw_lr)
-    return plots
 
 
 # --------------------------------------------------------------------------- sections
@@ -254,45 +152,13 @@ def _results_table(before: dict, after: dict, baselines: dict | None = None) -> 
     )
 
 
-def _matrix_png(title: str, labels: list[str], values: list[list[float]]) -> bytes:
-    """A heatmap with the count in each cell (rows: true label, columns: predicted)."""
-
-    def draw(ax):
-        import numpy as np
-
-        data = np.array(values, dtype=float)
-        ax.imshow(data, cmap="Blues", vmin=0, vmax=max(float(data.max()), 1.0))
-        ticks = range(len(labels))
-        ax.set_xticks(ticks, labels=labels, rotation=30 if max(map(len, labels)) > 6 else 0, ha="right")
-        ax.set_yticks(ticks, labels=labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(title, loc="left", fontsize=11)
-        top = data.max() or 1
-        for i in range(data.shape[0]):
-            for j in range(data.shape[1]):
-                ax.text(
-                    j,
-                    i,
-                    f"{data[i, j]:.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=9,
-                    color="white" if data[i, j] > 0.6 * top else "#1f2937",
-                )
-        ax.grid(False)
-
-    size = min(3.0 + 0.35 * len(labels), 7.0)
-    return _figure_png(draw, figsize=(size, size * 0.85), integer_x=False)
-
-
 def _matrices_html(matrices: dict, run_dir: Path) -> str:
     figures = []
     for k, (title, matrix) in enumerate(matrices.items()):
         for side in ("before", "after"):
             if side not in matrix:
                 continue
-            data = _matrix_png(side, matrix["labels"], matrix[side])
+            data = matrix_png(side, matrix["labels"], matrix[side])
             name = f"matrix-{k + 1}-{side}.png"
             (run_dir / "plots").mkdir(parents=True, exist_ok=True)
             (run_dir / "plots" / name).write_bytes(data)
@@ -315,21 +181,7 @@ def _curves_html(curves: dict, run_dir: Path) -> str:
     """Before / after curves over the same x (e.g. recall@k against k), one plot each."""
     parts = []
     for k, (title, curve) in enumerate(curves.items()):
-
-        def draw(ax, curve=curve, title=title):
-            for side, colour in (("before", "#94a3b8"), ("after", "#2563eb")):
-                if side in curve:
-                    ax.plot(curve["x"], curve[side], marker="o", color=colour, linewidth=1.8, label=side)
-            ax.set_xscale("log")  # k = 1, 2, 3, 5, 10, 20: the small k matter most
-            ax.set_xticks(curve["x"], labels=[str(x) for x in curve["x"]])
-            ax.minorticks_off()
-            ax.set_xlabel(curve.get("xlabel", ""))
-            ax.set_ylabel(curve.get("ylabel", ""))
-            ax.set_ylim(0, 1.02 if max(curve.get("after", [0]) + curve.get("before", [0])) <= 1 else None)
-            ax.set_title(title, loc="left", fontsize=11)
-            ax.legend(frameon=False, fontsize=8)
-
-        data = _figure_png(draw, figsize=(5.2, 3.4), integer_x=False)
+        data = curve_png(title, curve)
         name = f"curve-{k + 1}.png"
         (run_dir / "plots").mkdir(parents=True, exist_ok=True)
         (run_dir / "plots" / name).write_bytes(data)
@@ -409,10 +261,10 @@ def _facts(train: dict, metrics: list[dict]) -> str:
         "final_loss",
     }
     if "tokens_per_second" in train:
-        items.append(("throughput", f"{_fmt(_num(train['tokens_per_second']))} tokens/s"))
+        items.append(("throughput", f"{_fmt(number(train['tokens_per_second']))} tokens/s"))
     if "tokens" in train:
         items.append(("tokens trained", _fmt(train["tokens"])))
-    trainable, total = _num(train.get("trainable_parameters")), _num(train.get("total_parameters"))
+    trainable, total = number(train.get("trainable_parameters")), number(train.get("total_parameters"))
     if trainable is not None:
         share = f" ({trainable / total * 100:.2f}%)" if total else ""
         items.append(("trainable parameters", f"{_count(trainable)} of {_count(total)}{share}"))
@@ -420,7 +272,7 @@ def _facts(train: dict, metrics: list[dict]) -> str:
         items.append(("peak memory", _memory(train["peak_memory_mb"])))
     if "wall_seconds" in train:
         items.append(("wall time", _duration(train["wall_seconds"])))
-    steps, loss = _series(metrics, "loss")
+    steps, loss = series(metrics, "loss")
     if steps:
         items.append(("optimizer steps", _fmt(int(max(steps)))))
         items.append(("final training loss", _fmt(float(loss[-1]))))
@@ -450,7 +302,7 @@ def _plots_html(plots: dict[str, bytes]) -> str:
 
 def _score_class(scores: dict) -> str:
     """Border colour of an answer from its first score: right, partly right, wrong."""
-    values = [v for v in scores.values() if _num(v) is not None]
+    values = [v for v in scores.values() if number(v) is not None]
     if not values:
         return ""
     first = values[0]
