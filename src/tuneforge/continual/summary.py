@@ -34,6 +34,7 @@ def finish(session) -> RunResult:
             "mean_forgetting": m.mean_forgetting,
         }
     extra = session.merged_rows() if session.stage_adapters is not None else {}
+    output: dict[str, str] | str
     if session.stage_adapters is not None:
         output = {name: str(session.stage_dir(k) / "output") for k, name in enumerate(names)}
     else:
@@ -78,7 +79,7 @@ def finish(session) -> RunResult:
 
 def strategy_settings(settings, strategy: str) -> dict:
     part = {"replay": "replay", "l2": "l2", "ewc": "ewc", "adapter": "adapter"}.get(strategy)
-    chosen = getattr(settings, part).model_dump() if part else {}
+    chosen: dict = getattr(settings, part).model_dump() if part else {}
     if settings.wise_ft.alphas:
         chosen["wise_ft"] = settings.wise_ft.model_dump()
     return chosen

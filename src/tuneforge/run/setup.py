@@ -85,7 +85,7 @@ def plan_run(run: RunContext, data: MethodData):
         return None
     from ..planning import safe_plan
 
-    choice = getattr(getattr(run.accelerator, "precision", None), "choice", None)
+    choice = getattr(getattr(run.accelerator, "precision", None), "choice", None) or "no"
     with torch.random.fork_rng(devices=[]):
         plan, problem = safe_plan(
             run.config,
@@ -96,7 +96,7 @@ def plan_run(run: RunContext, data: MethodData):
         )
     if problem:
         console.print(f"[yellow]! {problem}[/]", highlight=False)
-    elif plan.fits is False:
+    elif plan is not None and plan.fits is False and plan.free_bytes is not None:
         console.print(
             f"[yellow]! plan: about {plan.machine_bytes / 2**30:.1f} GiB needed, "
             f"{plan.free_bytes / 2**30:.1f} GiB free: this run may run out of memory[/]",

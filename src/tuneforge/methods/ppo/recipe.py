@@ -209,24 +209,12 @@ class Ppo(Method):
 
     # ------------------------------------------------------------------ training
 
-    def run_training(
-        self,
-        *,
-        config,
-        data: MethodData,
-        tokenizer,
-        loss_model,
-        optimizer,
-        scheduler,
-        accelerator,
-        run_dir: Path,
-        start_state: dict,
-        settings,
-        adapter_model=None,
-        after_step=None,
-        **_shared,
-    ):
-        """The rollout → update loop (``trainer.run_ppo``), called by the runner instead of the shared loop."""
+    def run_training(self, *, config, data: MethodData, tokenizer, **loop):
+        """The rollout → update loop (``trainer.run_ppo``), called by the runner instead of the shared loop.
+
+        Of the shared loop's arguments (``loop``) it uses the prepared modules, the run folder, the resume
+        state and the step count; rows, collate and the divergence watch are the shared loop's own."""
+        loss_model, optimizer, accelerator = loop["loss_model"], loop["optimizer"], loop["accelerator"]
         from .rollout import Reference
         from .trainer import Parts, PpoSettings, run_ppo
         from .update import UpdateSettings
@@ -255,7 +243,7 @@ class Ppo(Method):
             max_grad_norm=t.max_grad_norm,
         )
         ppo_settings = PpoSettings(
-            total_steps=settings.total_steps,
+            total_steps=loop["settings"].total_steps,
             rollout_batch_size=p.rollout_batch_size,
             seed=t.seed,
             update=update,
@@ -281,14 +269,14 @@ class Ppo(Method):
         return run_ppo(
             loss_model=loss_model,
             optimizer=optimizer,
-            scheduler=scheduler,
+            scheduler=loop["scheduler"],
             accelerator=accelerator,
             parts=parts,
             settings=ppo_settings,
-            run_dir=run_dir,
-            start_state=start_state,
-            adapter_model=adapter_model,
-            after_step=after_step,
+            run_dir=loop["run_dir"],
+            start_state=loop["start_state"],
+            adapter_model=loop.get("adapter_model"),
+            after_step=loop.get("after_step"),
         )
 
     # ------------------------------------------------------------------ evaluation

@@ -152,7 +152,7 @@ def run_ppo(
                 target=settings.adaptive_target,
                 horizon=settings.adaptive_horizon,
             )
-        return StepDone(record, generated, result["count"], result["loss"], settings.rollout_batch_size)
+        return StepDone(record, generated, int(result["count"]), result["loss"], settings.rollout_batch_size)
 
     return drive(
         take_step=take_step,
