@@ -60,4 +60,10 @@ def run_quickstart(output: Path, overrides: list[str] | None = None):
     example = "62 y/o woman c/o productive cough x5 days. Dx acute bronchitis. Rx azithromycin 500 mg daily."
     prompt = (INSTRUCTION + example).replace("\n", "\\n")
     console.print(f"Try it on a new note:\n  tuneforge generate --adapter {result.output_dir} \"$(printf '{prompt}')\"")
+    shipped = f"{result.run_dir}-ollama"  # docs/EXPORT.md: a GGUF / Ollama / merged folder, checked against this run
+    console.print(
+        f"Ship it for llama.cpp / Ollama, then check it answers like the run:\n"
+        f"  tuneforge export {result.run_dir} --format ollama --quant q8_0 --output {shipped}\n"
+        f"  tuneforge verify-export {shipped} --run {result.run_dir}"
+    )
     return result

@@ -15,6 +15,7 @@ import math
 from datetime import datetime
 from pathlib import Path
 
+from tuneforge.eval.export_report import export_section
 from tuneforge.eval.report_figures import curve_png, make_plots, matrix_png, number, series
 from tuneforge.eval.scorers import json_field_errors
 
@@ -456,6 +457,7 @@ def write_report(run_dir: Path, *, summary: dict, metrics: list[dict], samples: 
         + f"<section><h2>Training</h2>{_plots_html(plots)}{_facts(_train_and_data(summary), metrics or [])}</section>"
         + _plan_html(summary.get("plan"))
         + f"<section><h2>Held-out samples</h2>{_samples_html(samples)}</section>"
+        + export_section(run_dir)  # verify-export results (eval/export_report.py)
         + '<section class="config"><details><summary><b>resolved config</b></summary>'
         f"<pre>{_e(config_text) if config_text else '(not recorded)'}</pre></details></section>"
     )
