@@ -121,6 +121,31 @@ class ToyRegression(Method):
         model.load_state_dict(load_file(str(output_dir / "regressor.safetensors")))
         return model
 
+    # Optional members: what the planner and the inference loaders ask of a method.
+
+    def plan_profile(self, config):
+        from tuneforge.planning.profile import PlanProfile
+
+        return PlanProfile(sequences_per_item=1)
+
+    def plan_extras(self, config, inputs):
+        from tuneforge.planning.memory import Part
+        from tuneforge.planning.profile import PlanExtras
+
+        return PlanExtras(parts=[Part("lookup table", 4096, "the toy's own extra")], forward_tokens=TOY_FORWARDS[0])
+
+    def inference_loader(self, adapter_folder):
+        if not (adapter_folder / "regressor.safetensors").exists():
+            return None
+
+        def load(name, *, trust_remote_code=False):
+            return self.load_output(None, Path(name), dtype=torch.float32)
+
+        return load
+
+
+TOY_FORWARDS = [0.0]  # forward-only token passes per step the toy declares (a test changes it)
+
 
 @pytest.fixture
 def toy_method():
@@ -151,6 +176,35 @@ def test_a_method_defined_in_a_test_trains_through_the_unchanged_runner(tmp_path
     # --resume works for it too (no checkpoint code knows the method).
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 160 and metrics[-1]["loss"] < metrics[0]["loss"]
+
+
+def test_a_toy_method_gets_its_plan_and_inference_loader_through_the_interface(tmp_path, tiny_model_dir, toy_method):
+    from tuneforge.planning import build_plan
+    from tuneforge.registry import inference_loader_for
+
+    config = load_config(
+        data={
+            "method": "toy-regression",
+            "output_dir": str(tmp_path / "runs"),
+            "model": {"name": str(tiny_model_dir)},
+            "training": {"epochs": 20, "batch_size": 8},
+        }
+    )
+    plan = build_plan(config)
+    assert plan.method == "toy-regression" and plan.step.steps == 20 * 64 // 8  # the toy's own rows, counted
+    assert {p.name: p.bytes for p in plan.parts}["lookup table"] == 4096  # its extras reach the plan
+    TOY_FORWARDS[0] = 10_000.0
+    try:
+        heavier = build_plan(config)
+    finally:
+        TOY_FORWARDS[0] = 0.0
+    assert heavier.flops_per_step > plan.flops_per_step and heavier.step_seconds > plan.step_seconds
+
+    folder = tmp_path / "output"
+    model = Regressor()
+    ToyRegression().save(config, model, folder, None)
+    loaded = inference_loader_for(folder)(str(folder))  # asked of every method; the toy claims its folder
+    assert isinstance(loaded, Regressor) and torch.equal(loaded.linear.weight, model.linear.weight)
 
 
 def test_unknown_method_suggests_a_known_one():
