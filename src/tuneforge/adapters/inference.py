@@ -284,7 +284,7 @@ def _check_same_base(specs: list[AdapterSpec], base_override: str | None) -> Non
     if base_override is None and specs[0].base is None:
         raise AdapterSetError(f"--model: {specs[0].path} records no base model; name it with --model")
     bases = {s.name: s.base for s in specs if s.base}
-    canonical = {name: _canonical(base) for name, base in bases.items()}
+    canonical = {name: canonical_model_name(base) for name, base in bases.items()}
     if base_override is None and len(set(canonical.values())) > 1:
         shown = "; ".join(f"{name}: {bases[name]}" for name in canonical)
         raise AdapterSetError(
@@ -304,7 +304,7 @@ def _check_same_base(specs: list[AdapterSpec], base_override: str | None) -> Non
             )
 
 
-def _canonical(name: str) -> str:
+def canonical_model_name(name: str) -> str:
     """One spelling per model: embedded names (and their cache folders) by name, folders by resolved path."""
     from ..models.embedded import ALIASES, EMBEDDED_MODELS, converted_dir
 

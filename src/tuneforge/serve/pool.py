@@ -27,8 +27,8 @@ from ..adapters import config as C
 from ..adapters.inference import (
     AdapterSetError,
     AdapterSpec,
-    _canonical,
     attach_one,
+    canonical_model_name,
     check_compatible,
     describe,
     peft_type_of,
@@ -186,7 +186,7 @@ def check_belongs(spec: AdapterSpec, base_name: str | None, others: dict[str, Ad
     check_compatible([*others.values(), spec], base_name, task="CAUSAL_LM")
     if spec.kind in C.SELECTIVE:
         raise AdapterSetError(f"--adapter {spec.name}: {spec.path} is a full model; serve it as its own model")
-    if base_name and spec.base and _canonical(spec.base) != _canonical(base_name):
+    if base_name and spec.base and canonical_model_name(spec.base) != canonical_model_name(base_name):
         raise AdapterSetError(
             f"--adapter {spec.name}: {spec.path} was trained on {spec.base}, not on the served base {base_name}; "
             f"serve it with --model {spec.base}"
