@@ -170,18 +170,14 @@ class GGUFInTransformers:
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ..models.embedded import _gguf_progress_as_ours
-
         reader = gguf.GGUFReader(str(path))
         meta = {
             name: field.contents() for name, field in reader.fields.items() if not name.startswith("tokenizer.ggml.t")
         }
         tokens = reader.fields["tokenizer.ggml.tokens"].contents()
         self.tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        with _gguf_progress_as_ours():
-            self.model = AutoModelForCausalLM.from_pretrained(
-                str(path.parent), gguf_file=path.name, dtype=torch.float32
-            ).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        self.model.eval()
         eos, bos = meta.get("tokenizer.ggml.eos_token_id"), meta.get("tokenizer.ggml.bos_token_id")
         self.stops = {i for i in (eos, meta.get("tokenizer.ggml.eot_token_id")) if i is not None}
         self.eos_text = tokens[eos] if eos is not None else ""

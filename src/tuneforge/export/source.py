@@ -79,18 +79,29 @@ def resolve_source(path: str | Path) -> RunSource:
         adapter_kind=adapter_type_of(folder) if is_adapter else None,
         base=run_base_name(folder) if is_adapter else str(folder),
         rendering=run_rendering(folder),
-        task=task_of(folder) if is_adapter else None,
+        task=_method_task(config) or (task_of(folder) if is_adapter else None),
         quantize=model.get("quantize"),
         config=config,
     )
 
 
+def _method_task(config: dict) -> str | None:
+    """The peft task type of the run's method (interface member ``peft_task_type``), None outside a run."""
+    from ..registry import get_method
+
+    try:
+        return get_method(config["method"]).peft_task_type if config.get("method") else None
+    except KeyError:
+        return None
+
+
 def check_generative(source: RunSource, fmt: str) -> None:
     """Refuse, with the reason, runs whose model is not a text generator (GGUF and Ollama run text generation)."""
-    if source.task in GENERATIVE_TASKS and source.config.get("method") not in ("classify", "reward", "contrastive"):
+    task = source.task if source.task is not None else _method_task(source.config)
+    if task in GENERATIVE_TASKS:
         return
     what = {"SEQ_CLS": "a classifier / reward head", "FEATURE_EXTRACTION": "an embedding model"}.get(
-        source.task or "", f"a {source.config.get('method')} model"
+        task or "", f"a {task} model"
     )
     raise ExportRefused(
         f"{source.label}: is {what}; --format {fmt} holds text generators only (llama.cpp and Ollama have no "

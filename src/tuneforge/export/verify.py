@@ -56,36 +56,45 @@ def tolerance_for(quant: str | None, fmt: str) -> float:
 
 
 def heldout_prompts(source: RunSource, data_path: str | None = None) -> list[HeldOut]:
-    """The run's held-out prompts as conversations, in the order training scored them."""
+    """The run's held-out prompts as conversations, in the order training scored them.
+
+    The same reading and split as the data pipeline (``data.pipeline``): records renamed by
+    ``data.columns``, parsed by the format, and ``split_indices(eval_fraction, seed)`` without ``data.eval``.
+    """
     from ..config.loader import validate_dict
-    from ..data.pipeline import _read, _sft_items
-    from ..data.types import DataReport
+    from ..data import Record, read_records
+    from ..data.formats import chat, split_indices
+    from ..data.formats import prompt_completion as pc
+    from ..data.sources import with_columns
 
     if not source.config:
         raise ExportRefused(f"--run {source.label}: no config.yaml; verify-export needs the run folder (runs/NAME)")
     config = validate_dict(source.config, str(source.run_dir / "config.yaml"))  # type: ignore[operator]
     cfg = config.data
-    if data_path is not None:
-        cfg = cfg.model_copy(update={"eval": data_path})
     if cfg.format not in ("chat", "prompt_completion"):
         raise ExportRefused(
             f"--run: data.format {cfg.format} is not checked by verify-export (chat, prompt_completion)"
         )
+    module = chat if cfg.format == "chat" else pc
     problems: list[str] = []
+    held_source = data_path or cfg.eval
     try:
-        train = _read(cfg.train, cfg.columns, problems) if cfg.eval is None else []
-        held = _read(cfg.eval, cfg.columns, problems) if cfg.eval is not None else None
+        records = list(read_records(held_source or cfg.train, problems=problems))
     except Exception as exc:
         raise ExportRefused(
             f"--run: cannot read the run's held-out data ({exc}); run from the folder training ran in, or pass "
             "--data the held-out JSONL"
         ) from None
-    _, items = _sft_items(cfg, train, held, problems, DataReport())
+    if cfg.columns:
+        records = [Record(with_columns(r, cfg.columns), r.where) for r in records]
+    items = [x for x in (module.parse(r, problems) for r in records) if x is not None]
+    if held_source is None:
+        items = [items[i] for i in split_indices(len(items), cfg.eval_fraction, cfg.seed)[1]]
     if config.eval and config.eval.num_samples:
         items = items[: config.eval.num_samples]
     out = []
     for item in items:
-        if cfg.format == "chat":
+        if isinstance(item, chat.Conversation):
             messages = item.messages
             last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
             turns = [m for m in messages[:last] if m["role"] != "system"]
