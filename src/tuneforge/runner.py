@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .run.finish import evaluate_after, save_output, summarize, write_outputs
+from .run.finish import evaluate_after, keep_best, save_output, summarize, write_outputs
 from .run.folder import RunFolderExists, RunResult, resolve_run_dir
 from .run.setup import attach, build_model, evaluate_before, load_data, open_run, plan_run
-from .run.training import announce, prepare_training, restore_checkpoint, train
+from .run.training import announce, best_weights, prepare_training, restore_checkpoint, train
 
 __all__ = ["RunFolderExists", "RunResult", "resolve_run_dir", "train_from_config"]
 
@@ -33,10 +33,12 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
     start_state = restore_checkpoint(run, parts, run.run_dir) if resume else {}
     if config.training.trackers:
         run.accelerator.init_trackers(run.run_dir.name, config=config.model_dump(mode="json"))
+    best = best_weights(run, data, before)  # training.early_stopping, or None
     announce(run, data, parts)
-    result = train(run, parts, data, start_state, adapted=adapted)
+    result = train(run, parts, data, start_state, adapted=adapted, best=best)
     train_peak_mb = round(peak_memory_mb(run.accelerator.device), 1)  # before the "after" evaluation
 
+    early = keep_best(run, parts, adapted, best)  # the best weights become the output; the last kept beside
     trained, output_dir = save_output(run, parts, adapted)
     after = evaluate_after(run, parts, data, trained, output_dir)
     if config.training.trackers:
@@ -51,6 +53,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         output_dir=output_dir,
         plan=plan,
         train_peak_mb=train_peak_mb,
+        early=early,
     )
     write_outputs(run, summary, before, after, output_dir)
     # No process leaves while another still uses the process group (the main one generates and writes the

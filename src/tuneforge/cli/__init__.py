@@ -54,6 +54,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ..serve.settings import ServeSettingsError
     from ..training.checkpoint import CheckpointMismatch, CheckpointWriteError
     from ..training.divergence import DivergenceError
+    from ..training.early_stop import EarlyStopMetricMissing
     from ..training.step import NonFiniteLossError
 
     return (
@@ -75,6 +76,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ServeSettingsError,
         ContinualRefused,
         ScoreMissing,
+        EarlyStopMetricMissing,
     )
 
 

@@ -103,6 +103,19 @@ class DataConfig(Section):
     seed: int = 0
 
 
+class EarlyStoppingConfig(Section):
+    metric: str = Field(
+        "eval_loss",
+        description="A held-out metric the method reports (eval_loss, a scorer's name, recall@1, macro_f1 …); "
+        "a metric other than the held-out loss runs the method's full evaluation every eval_every steps.",
+    )
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="Whether lower or higher is better; auto: from the name (loss, perplexity … lower)."
+    )
+    patience: int = Field(3, ge=1, description="Evaluations without a gain of min_delta before the run stops.")
+    min_delta: float = Field(0.0, ge=0, description="The least change that counts as a gain.")
+
+
 class TrainingConfig(Section):
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
@@ -133,8 +146,21 @@ class TrainingConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(1, ge=1)
     eval_every: int | None = Field(None, ge=1, description="Held-out loss every N steps.")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None,
+        description="Stop when the held-out metric has not improved for `patience` evaluations (every eval_every "
+        "steps); the best weights become the run's output, the last ones are kept beside it (…-last).",
+    )
     trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
     num_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_evaluations(self):
+        if self.early_stopping is not None and not self.eval_every:
+            raise ValueError(
+                "early_stopping needs eval_every (held-out evaluations every N steps), e.g. eval_every: 50"
+            )
+        return self
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

@@ -35,6 +35,10 @@ def continual_problems(config, method) -> list[str]:
                 "continual.strategy adapter: not with model.quantize (stage adapters are merged in "
                 "full precision); leave model.quantize out"
             )
+    if config.training.early_stopping is not None:
+        problems.append(
+            "training.early_stopping: not in continual runs (every stage trains its own steps); leave it out"
+        )
     if adapter is not None and adapter.type == "adalora":
         problems.append(
             "adapter.type adalora: its rank schedule spans one run's steps, not a sequence of stages; use lora"

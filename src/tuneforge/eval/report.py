@@ -442,7 +442,7 @@ def write_report(run_dir: Path, *, summary: dict, metrics: list[dict], samples: 
     summary = summary or {}
     run = summary.get("run") or {}
     before, after = summary.get("before") or {}, summary.get("after") or {}
-    plots = make_plots(metrics or [])
+    plots = make_plots(metrics or [], early_stopping=summary.get("early_stopping"))
     if plots:
         (run_dir / "plots").mkdir(parents=True, exist_ok=True)
         for name, data in plots.items():

@@ -58,9 +58,16 @@ def sci(value: float, _pos=None) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def make_plots(metrics: list[dict]) -> dict[str, bytes]:
-    """PNG bytes by file name: ``loss.png`` and ``lr.png`` when the data has them."""
+def make_plots(metrics: list[dict], early_stopping: dict | None = None) -> dict[str, bytes]:
+    """PNG bytes by file name: ``loss.png`` and ``lr.png`` when the data has them; with early stopping, the
+    best step is marked and a metric other than the held-out loss gets its own ``early_stopping.png``."""
     plots: dict[str, bytes] = {}
+    best_step = (early_stopping or {}).get("best_step")
+
+    def mark_best(ax):
+        if best_step is not None:
+            ax.axvline(best_step, color="#7c3aed", linestyle="--", linewidth=1.2, label=f"best (step {best_step})")
+
     steps, loss = series(metrics, "loss")
     eval_steps, eval_loss = series(metrics, "eval_loss")
     if steps or eval_steps:
@@ -86,12 +93,26 @@ def make_plots(metrics: list[dict]) -> dict[str, bytes]:
                     )
             if eval_steps:
                 ax.plot(eval_steps, eval_loss, color="#ea580c", marker="o", linewidth=1.5, label="held-out loss")
+            mark_best(ax)
             ax.set_xlabel("step")
             ax.set_ylabel("loss")
             ax.set_title("Loss", loc="left", fontsize=11)
             ax.legend(frameon=False, fontsize=8)
 
         plots["loss.png"] = figure_png(draw_loss)
+    tracked = (early_stopping or {}).get("metric")
+    if tracked and tracked != "eval_loss" and early_stopping and early_stopping.get("evaluations"):
+        points = early_stopping["evaluations"]
+
+        def draw_tracked(ax):
+            ax.plot([p[0] for p in points], [p[1] for p in points], color="#ea580c", marker="o", label=tracked)
+            mark_best(ax)
+            ax.set_xlabel("step")
+            ax.set_ylabel(tracked)
+            ax.set_title(f"Held-out {tracked} (early stopping)", loc="left", fontsize=11)
+            ax.legend(frameon=False, fontsize=8)
+
+        plots["early_stopping.png"] = figure_png(draw_tracked)
     lr_steps, lr = series(metrics, "lr")
     if lr_steps:
         from matplotlib.ticker import FuncFormatter

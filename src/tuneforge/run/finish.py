@@ -33,6 +33,26 @@ def save_output(run: RunContext, parts: TrainingParts, adapted):
     return trained, output_dir
 
 
+def keep_best(run: RunContext, parts: TrainingParts, adapted, best) -> dict | None:
+    """Early stopping's end: the last weights saved as ``<output>-last/``, then the best ones loaded back
+    so that ``save_output`` writes them as the run's output. None when early stopping was off."""
+    if best is None or best.best_step is None:
+        return None
+    acc = run.accelerator
+    last_dir = run.run_dir / ("adapter-last" if adapted is not None and adapted.saves_adapter else "model-last")
+    if run.main:
+        run.method.save(run.config, acc.unwrap_model(parts.loss_model).model, last_dir, run.tokenizer)
+        if adapted is not None:
+            adapted.save(last_dir)
+    best.restore(acc.unwrap_model(parts.loss_model))
+    console.print(
+        f"Early stopping: best {best.metric} {best.best_value:.4g} at step {best.best_step}"
+        + (f", stopped at step {best.stopped_at}" if best.stopped_at else "")
+        + f"; the output holds those weights, {last_dir.name}/ the last ones"
+    )
+    return {**best.summary(), "last_output": str(last_dir)}
+
+
 def evaluate_after(run: RunContext, parts: TrainingParts, data: MethodData, trained, output_dir: Path) -> dict:
     """The "after" scores. A sharded model is spread over the processes: the held-out loss runs on the
     sharded module everywhere, the rest on main with the saved (standard, unsharded) output."""
@@ -51,7 +71,9 @@ def evaluate_after(run: RunContext, parts: TrainingParts, data: MethodData, trai
     return run.method.evaluate(reloaded, ctx)
 
 
-def summarize(run: RunContext, *, data, parts, result, before, after, output_dir, plan, train_peak_mb) -> dict:
+def summarize(
+    run: RunContext, *, data, parts, result, before, after, output_dir, plan, train_peak_mb, early=None
+) -> dict:
     """summary.json: before / after metrics, what training did and cost, the run, and the plan vs measured."""
     from ..training.engine import peak_memory_mb
 
@@ -86,6 +108,8 @@ def summarize(run: RunContext, *, data, parts, result, before, after, output_dir
         },
         "precision": precision_entry(acc),
     }
+    if early is not None:
+        summary["early_stopping"] = early
     if parts.watch.warning:
         summary["train"]["divergence_warning"] = parts.watch.warning
     if plan is not None:

@@ -130,6 +130,28 @@ def restore_checkpoint(run: RunContext, parts: TrainingParts, folder: Path, labe
     return state
 
 
+def best_weights(run: RunContext, data: MethodData, before: dict):
+    """``training.early_stopping``'s tracker (``training.early_stop.BestWeights``), or None when not asked for.
+
+    Refused before training: no held-out rows, a sharded run, or a metric the evaluation does not report."""
+    from ..checks import ChecksFailed
+    from ..training.checkpoint import is_sharded
+    from ..training.early_stop import BestWeights
+
+    settings = run.config.training.early_stopping
+    if settings is None:
+        return None
+    if not data.eval:
+        raise ChecksFailed(["training.early_stopping: needs held-out data (data.eval or data.eval_fraction)"])
+    if is_sharded(run.accelerator):
+        raise ChecksFailed(["training.early_stopping: not with FSDP / DeepSpeed yet; train without it"])
+    best = BestWeights(settings, run.run_dir / "best", main=run.main)
+    reported = set(before["metrics"])
+    if reported:  # eval.before: false leaves nothing to check against: the first evaluation checks
+        best.check_metric(reported | set(run.method.periodic_metrics(0.0)) | {f"eval_{m}" for m in reported})
+    return best
+
+
 def train(
     run: RunContext,
     parts: TrainingParts,
@@ -140,18 +162,31 @@ def train(
     rows: list | None = None,
     adapted=None,
     config=None,
+    best=None,
 ):
     """The method's training (``Method.run_training``; the shared loop by default) → ``LoopResult``.
 
-    ``rows``: what to train on (default ``data.train``; a continual stage may mix in replayed rows)."""
+    ``rows``: what to train on (default ``data.train``; a continual stage may mix in replayed rows).
+    ``best``: early stopping's tracker; a metric beyond the held-out loss runs the method's evaluation."""
+    from ..interface import EvalContext
+    from ..training.checkpoint import gather_trainable_state
     from ..training.loop import heldout_mean_loss
 
     config = config or run.config
     collate = run.collate()
+    acc = run.accelerator
 
     def periodic_eval():
-        loss = heldout_mean_loss(parts.loss_model, data.eval, collate, config.training.batch_size, run.accelerator)
-        return run.method.periodic_metrics(loss)
+        loss = heldout_mean_loss(parts.loss_model, data.eval, collate, config.training.batch_size, acc)
+        metrics = run.method.periodic_metrics(loss)
+        if best is not None and best.metric not in metrics:
+            model = acc.unwrap_model(parts.loss_model).model
+            ctx = EvalContext(config, run.tokenizer, data, acc, "during training")
+            metrics = {**metrics, **run.method.evaluate(model, ctx)["metrics"]}
+        return metrics
+
+    def on_eval(step: int, metrics: dict) -> bool:
+        return best.observe(step, metrics, lambda: gather_trainable_state(acc, parts.loss_model))
 
     return run.method.run_training(
         config=config,
@@ -171,6 +206,7 @@ def train(
         watch=parts.watch,
         arrange=data.arrange,
         after_step=adapted.after_optimizer_step if adapted is not None else None,
+        on_eval=on_eval if best is not None else None,
     )
 
 

@@ -56,6 +56,7 @@ class LoopResult:
     wall_seconds: float
     final_loss: float | None
     history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False  # training.early_stopping ended the run before total_steps
 
 
 def _any_process(accelerator, flag: bool) -> bool:
@@ -93,17 +94,20 @@ def drive(
     extra_state: Callable[[], dict] | None = None,
     may_checkpoint: Callable[[], bool] | None = None,
     history: list[dict] | None = None,
+    on_eval: Callable[[int, dict], bool] | None = None,
 ) -> LoopResult:
     """The bookkeeping every training loop shares, around ``take_step(step, rows_consumed)``.
 
     Counting, logging every ``cadence.log_every`` steps, held-out metrics every ``eval_every``,
     SIGINT / SIGTERM → checkpoint → ``TrainingInterrupted``, a checkpoint every ``save_every`` steps
-    (when ``may_checkpoint()``) with ``extra_state()`` beside the loop's own. ``cadence``: anything with
+    (when ``may_checkpoint()``) with ``extra_state()`` beside the loop's own. ``on_eval(step, metrics)``
+    sees every held-out evaluation and returns True to end training there (early stopping). ``cadence``: anything with
     total_steps, save_every, keep_checkpoints, log_every and eval_every (``LoopSettings``)."""
     step = int(start_state.get("step", 0))
     consumed = int(start_state.get("rows_consumed", 0))
     tokens = count = 0
     last_loss = None
+    stopped_early = False
     history = [] if history is None else history
     main = accelerator.is_main_process
     sharded = is_sharded(accelerator)
@@ -158,8 +162,12 @@ def drive(
             if step % cadence.log_every == 0 or step == cadence.total_steps:
                 log.log(dict(done.record))
             if eval_fn is not None and cadence.eval_every and step % cadence.eval_every == 0:
-                log.log({"step": step, **eval_fn()}, advance=False)
+                metrics = eval_fn()
+                log.log({"step": step, **metrics}, advance=False)
                 loss_model.train()
+                if on_eval is not None and on_eval(step, metrics):
+                    stopped_early = True
+                    break
             if _any_process(accelerator, stop.requested is not None):
                 raise TrainingInterrupted(stop.requested or "a stop signal on another process", checkpoint())
             allowed = may_checkpoint() if may_checkpoint is not None else True
@@ -172,6 +180,7 @@ def drive(
         wall_seconds=time.perf_counter() - started,
         final_loss=last_loss,
         history=history,
+        stopped_early=stopped_early,
     )
 
 
@@ -191,6 +200,7 @@ def train_loop(
     watch: DivergenceWatch | None = None,
     arrange=None,
     after_step: Callable[[int], None] | None = None,
+    on_eval: Callable[[int, dict], bool] | None = None,
 ) -> LoopResult:
     """Train until ``settings.total_steps``; resume from ``start_state`` (step, rows_consumed).
 
@@ -257,6 +267,7 @@ def train_loop(
         adapter_model=adapter_model,
         eval_fn=eval_fn,
         extra_state=lambda: {"global_batch": global_batch},
+        on_eval=on_eval,
         # never checkpoint weights that may be the diverging ones
         may_checkpoint=lambda: not (watch is not None and watch.bad_in_a_row > 0 and watch.mode == "stop"),
     )

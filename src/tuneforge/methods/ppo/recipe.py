@@ -277,6 +277,7 @@ class Ppo(Method):
             start_state=loop["start_state"],
             adapter_model=loop.get("adapter_model"),
             after_step=loop.get("after_step"),
+            on_eval=loop.get("on_eval"),
         )
 
     # ------------------------------------------------------------------ evaluation

@@ -74,6 +74,7 @@ def run_ppo(
     start_state: dict,
     adapter_model=None,
     after_step=None,
+    on_eval=None,
 ) -> LoopResult:
     """Train for ``settings.total_steps`` rollouts, resuming from ``start_state``."""
     if accelerator.num_processes > 1 or is_sharded(accelerator):
@@ -168,6 +169,7 @@ def run_ppo(
         eval_fn=parts.evaluate,
         extra_state=lambda: {"kl_coef": kl["coef"]},
         history=parts.history,
+        on_eval=on_eval,
     )
 
 
