@@ -71,3 +71,10 @@ lock: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV) $(LATEST_VENV)
+
+# Property-based fuzzing (tests/test_fuzz.py): 10,000 generated inputs per target with fresh seeds, and
+# Hypothesis' statistics per target. The default test run takes a fixed-seed slice of 40 per target.
+.PHONY: fuzz
+fuzz: $(STAMP)
+	TUNEFORGE_FUZZ_EXAMPLES=$${TUNEFORGE_FUZZ_EXAMPLES:-10000} $(PY) -m pytest -q -p no:cacheprovider -o timeout=0 \
+		tests/test_fuzz.py --hypothesis-show-statistics

@@ -3,6 +3,7 @@
     flock /tmp/cpu.lock python bench/serve_load.py --update   # the full run; writes bench/results/serve_load.json
     python bench/serve_load.py --quick        # a smoke check (~40 s on 2 cores); prints, writes nothing
     python bench/serve_load.py --adapter notes=runs/notes --adapter chat=runs/chat   # real adapters
+    flock /tmp/cpu.lock python bench/serve_load.py --overload --update   # 2× and 4× capacity: serve_overload.py
 
 Flags: ``--adapters 3`` (made LoRA adapters), ``--adapter NAME=PATH`` (repeatable; replaces the made ones),
 ``--model`` (the base; default the adapters' base, else the embedded model), ``--target-modules q_proj,v_proj``
@@ -69,6 +70,8 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import serve_overload
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench/results/serve_load.json"
@@ -521,6 +524,13 @@ def parse_args():
     )
     parser.add_argument("--update", action="store_true", help=f"write the results to {OUT.relative_to(ROOT)}")
     parser.add_argument("--out", default=str(OUT), help="where --update writes")
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="instead: capacity, then 2× and 4× it, open loop (bench/serve_overload.py; --update renders the docs)",
+    )
+    parser.add_argument("--overload-out", default=str(ROOT / "bench/results/serve_overload.json"))
+    serve_overload.add_arguments(parser)
     args = parser.parse_args()
     if args.quick:
         args.adapters, args.clients, args.requests = (
@@ -548,6 +558,9 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.overload:
+        serve_overload.main(args)
+        return
     import torch
     from transformers.utils import logging as hf_logging
 

@@ -34,7 +34,14 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         keys = [k for k in dotted.strip().split(".") if k]
         if not keys:
             raise ConfigError([f"override '{item}' has an empty key"], "command line")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(
+                [f"override '{item}': the value is not valid YAML ({problem}); quote it, e.g. {dotted}='\"…\"'"],
+                "command line",
+            ) from None
         value = _normalise_floats(value)
         cursor = nested
         for key in keys[:-1]:
@@ -60,14 +67,23 @@ def read_yaml(path: str | Path) -> dict:
     if not path.exists():
         raise ConfigError([f"file not found: {path}. Check the path, or copy one from configs/."], str(path))
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the file as UTF-8"],
+            str(path),
+        ) from None
+    try:
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(["the top level must be a mapping of keys (method:, model:, data:, …)"], str(path))
+        return _normalise_floats(data)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError([f"not valid YAML: {getattr(exc, 'problem', exc)}"], where) from None
-    if not isinstance(data, dict):
-        raise ConfigError(["the top level must be a mapping of keys (method:, model:, data:, …)"], str(path))
-    return _normalise_floats(data)
+        raise ConfigError([f"not valid YAML: {getattr(exc, 'problem', None) or exc}"], where) from None
+    except RecursionError:  # thousands of nested brackets, or an alias that contains itself (a: &a [*a])
+        raise ConfigError(["nested too deeply (or a YAML alias that contains itself)"], str(path)) from None
 
 
 _SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
