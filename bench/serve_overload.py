@@ -60,10 +60,7 @@ async def ask(client, i: int, model: str, max_tokens: int) -> dict:
     sent = time.perf_counter()
     try:
         reply = await client.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": prompt(i)}],
-            max_tokens=max_tokens,
-            temperature=0,
+            model=model, messages=[{"role": "user", "content": prompt(i)}], max_tokens=max_tokens, temperature=0
         )
     except openai.APIStatusError as exc:  # 429, 504, anything else the server answered
         result = {"i": i, "status": exc.status_code, "latency": time.perf_counter() - sent}
