@@ -17,8 +17,12 @@ from .run.training import announce, best_weights, prepare_training, restore_chec
 __all__ = ["RunFolderExists", "RunResult", "resolve_run_dir", "train_from_config"]
 
 
-def train_from_config(config, *, config_path=None, resume: bool = False, run_dir: Path | None = None) -> RunResult:
-    """checks → data → plan → model → evaluate before → adapter → train → save → evaluate after → report."""
+def train_from_config(
+    config, *, config_path=None, resume: bool = False, run_dir: Path | None = None, on_eval=None
+) -> RunResult:
+    """checks → data → plan → model → evaluate before → adapter → train → save → evaluate after → report.
+
+    ``on_eval(step, metrics) -> bool``: sees every held-out evaluation; True stops training there (sweeps)."""
     from .training.engine import peak_memory_mb
 
     run = open_run(config, config_path=config_path, resume=resume, run_dir=run_dir)
@@ -35,7 +39,7 @@ def train_from_config(config, *, config_path=None, resume: bool = False, run_dir
         run.accelerator.init_trackers(run.run_dir.name, config=config.model_dump(mode="json"))
     best = best_weights(run, data, before)  # training.early_stopping, or None
     announce(run, data, parts)
-    result = train(run, parts, data, start_state, adapted=adapted, best=best)
+    result = train(run, parts, data, start_state, adapted=adapted, best=best, observer=on_eval)
     train_peak_mb = round(peak_memory_mb(run.accelerator.device), 1)  # before the "after" evaluation
 
     early = keep_best(run, parts, adapted, best)  # the best weights become the output; the last kept beside

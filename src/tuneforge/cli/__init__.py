@@ -7,7 +7,7 @@ import argparse
 import os
 
 from ..registry import add_method_commands
-from . import adapters, inference, train
+from . import adapters, inference, sweep, train
 from .inference import load_for_inference
 from .output import console, err_console
 
@@ -52,6 +52,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ..models.load import ModelNotFoundError
     from ..runner import RunFolderExists
     from ..serve.settings import ServeSettingsError
+    from ..sweep.runner import SweepRefused
     from ..training.checkpoint import CheckpointMismatch, CheckpointWriteError
     from ..training.divergence import DivergenceError
     from ..training.early_stop import EarlyStopMetricMissing
@@ -77,6 +78,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ContinualRefused,
         ScoreMissing,
         EarlyStopMetricMissing,
+        SweepRefused,
     )
 
 
@@ -87,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     inference.add_parsers(sub)
     add_method_commands(sub)  # predict, score, embed: each in its method's folder
     adapters.add_parsers(sub)
+    sweep.add_parsers(sub)
 
     from ..serve.command import add_parser as add_serve_parser
 

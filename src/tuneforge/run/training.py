@@ -163,11 +163,13 @@ def train(
     adapted=None,
     config=None,
     best=None,
+    observer=None,
 ):
     """The method's training (``Method.run_training``; the shared loop by default) → ``LoopResult``.
 
     ``rows``: what to train on (default ``data.train``; a continual stage may mix in replayed rows).
-    ``best``: early stopping's tracker; a metric beyond the held-out loss runs the method's evaluation."""
+    ``best``: early stopping's tracker; a metric beyond the held-out loss runs the method's evaluation.
+    ``observer(step, metrics) -> bool``: another watcher of the evaluations (a sweep's trial stopping)."""
     from ..interface import EvalContext
     from ..training.checkpoint import gather_trainable_state
     from ..training.loop import heldout_mean_loss
@@ -186,7 +188,8 @@ def train(
         return metrics
 
     def on_eval(step: int, metrics: dict) -> bool:
-        return best.observe(step, metrics, lambda: gather_trainable_state(acc, parts.loss_model))
+        stop = best is not None and best.observe(step, metrics, lambda: gather_trainable_state(acc, parts.loss_model))
+        return bool(observer is not None and observer(step, metrics)) or stop
 
     return run.method.run_training(
         config=config,
@@ -206,7 +209,7 @@ def train(
         watch=parts.watch,
         arrange=data.arrange,
         after_step=adapted.after_optimizer_step if adapted is not None else None,
-        on_eval=on_eval if best is not None else None,
+        on_eval=on_eval if best is not None or observer is not None else None,
     )
 
 
