@@ -45,7 +45,7 @@ def bpe_tokenizer():
     return tok
 
 
-def train_run(root, *, adapter: bool):
+def train_run(root, *, adapter: bool, quantize: str | None = None, steps: int = 30):
     """A tiny SFT run answering "ok" to every note, with a system prompt; returns the run folder."""
     tok = bpe_tokenizer()
     model = tiny_model(len(tok))
@@ -79,11 +79,13 @@ def train_run(root, *, adapter: bool):
             "max_length": 128,
             "system_prompt": SYSTEM,
         },
-        "training": {"epochs": 50, "max_steps": 30, "batch_size": 8, "learning_rate": 0.02 if adapter else 0.01},
+        "training": {"epochs": 50, "max_steps": steps, "batch_size": 8, "learning_rate": 0.02 if adapter else 0.01},
         "eval": {"scorers": ["exact_match"], "max_new_tokens": 8},
     }
     if adapter:
         config["adapter"] = {"type": "lora", "r": 8, "alpha": 16}
+    if quantize:
+        config["model"]["quantize"] = quantize
     (root / "run.yaml").write_text(yaml.safe_dump(config))
     assert tuneforge_main(["train", str(root / "run.yaml")]) == 0
     return root / "runs" / "tiny"
@@ -180,6 +182,25 @@ def test_gguf_writer_round_trips_each_shape(tmp_path, shape):
     assert facts.architecture == ("qwen2" if shape == "qwen2" else "llama")
     expected = logits(model)
     assert (logits(gguf_model(path)) - expected).abs().max() <= 2e-3 * expected.abs().max()
+
+
+def test_a_qlora_run_merges_into_the_dequantized_base(tmp_path):
+    """W = dequant(Q(W0)) + dW equals what the run computed; merging into the fp32 base (what `merge` does) does not."""
+    pytest.importorskip("bitsandbytes")
+    from tuneforge.config.loader import validate_dict
+    from tuneforge.export.source import load_merged_model, resolve_source
+    from tuneforge.registry import get_method
+
+    run = train_run(tmp_path, adapter=True, quantize="4bit", steps=4)
+    source = resolve_source(run)
+    merged, note = load_merged_model(source)
+    assert note is not None and "dequantized" in note
+    trained = get_method("sft").load_output(validate_dict(source.config), source.folder, dtype=torch.float32).eval()
+    expected = logits(trained)  # the run's own forward: NF4 base + LoRA, unmerged
+    assert (logits(merged) - expected).abs().max() <= 1e-5 * expected.abs().max()  # float rounding only
+    source.quantize = None  # the full-precision base instead: NF4 rounding is now missing from the weights
+    naive, _ = load_merged_model(source)
+    assert (logits(naive) - expected).abs().max() > 100 * 1e-5 * expected.abs().max()
 
 
 # ---------------------------------------------------------------------------- prompt format
