@@ -88,7 +88,7 @@ def check_files(config) -> CheckReport:
         named.append(("continual.general_text", continual.general_text))
     files, hub = set(), []
     for key, value in named:
-        for source in [value] if isinstance(value, str) else value or []:
+        for source in _paths(value):
             try:
                 resolved = resolve(source)
             except DataError as exc:
@@ -261,3 +261,15 @@ def _check_plan(config, report: CheckReport) -> None:
     warning = plan_warning(config, report.facts)  # never raises; None when it fits or cannot be planned
     if warning and not warning.startswith("resource plan unavailable"):
         report.warnings.append(warning)
+
+
+def _paths(value) -> list[str]:
+    """The source strings of a ``train`` / ``eval`` value: a path, a list of them, or mixture sources."""
+    out: list[str] = []
+    for item in [value] if isinstance(value, str) else value or []:
+        if isinstance(item, str):
+            out.append(item)
+        else:  # a mixture's source: its path(s) and its own held-out file(s)
+            for part in (item.path, item.eval):
+                out.extend([part] if isinstance(part, str) else part or [])
+    return out

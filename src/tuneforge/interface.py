@@ -55,6 +55,8 @@ class MethodData:
     # Optional reordering of each epoch's shuffled rows: (order, group, first) -> order; see
     # training.engine.RowOrder. Contrastive training uses it to keep duplicates out of a batch.
     arrange: Callable[[list[int], int, int], list[int]] | None = None
+    # Named parts of ``eval`` (a mixture's sources): the held-out loss of each is logged as eval_loss/<name>.
+    eval_groups: dict[str, list] = field(default_factory=dict)
 
 
 @dataclass

@@ -81,9 +81,53 @@ class NaturalInstructionsOptions(Section):
     max_instances_per_task: int | None = Field(None, ge=1)
 
 
+class TrainSource(Section):
+    """One source of a mixture (``data.train: [{path: ..., weight: ...}, ...]``); see data/mixture.py."""
+
+    path: str | list[str] = Field(description="JSONL/JSON/CSV/Parquet file(s), folder, glob or hub dataset.")
+    name: str | None = Field(None, description="Its name in logs and the report (default: the file's stem).")
+    weight: float | None = Field(None, gt=0, description="Its share of each epoch's rows (relative to the others').")
+    examples: int | None = Field(None, ge=1, description="A fixed number of its rows in each epoch instead.")
+    format: DataFormat | None = Field(None, description="Its own format (default: data.format), e.g. text.")
+    columns: dict[str, str] | None = Field(None, description="Its own column names (default: data.columns).")
+    eval: str | list[str] | None = Field(None, description="Its own held-out rows (logged as eval_loss/<name>).")
+
+    @model_validator(mode="after")
+    def _weight_or_examples(self):
+        if self.weight is not None and self.examples is not None:
+            raise ValueError("give weight or examples, not both")
+        return self
+
+
 class DataConfig(Section):
     format: DataFormat
-    train: str | list[str] = Field(description="JSONL/JSON/CSV/Parquet file(s), folder, glob or hub dataset.")
+    train: str | list[str | TrainSource] = Field(
+        description="JSONL/JSON/CSV/Parquet file(s), folder, glob or hub dataset; or a mixture: a list of "
+        "{path, weight | examples, format, columns, eval, name} sampled anew each epoch."
+    )
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _mixture_sources(cls, value):
+        """A mixture's sources checked one by one, so a mistake names its source (not the union's branches)."""
+        if not isinstance(value, list) or all(isinstance(item, str) for item in value):
+            return value
+        out = []
+        for k, item in enumerate(value):
+            if isinstance(item, (str, TrainSource)):
+                out.append(item)
+                continue
+            if not isinstance(item, dict):
+                raise ValueError(f"[{k}]: a path or a source {{path: ..., weight: ...}}, not {type(item).__name__}")
+            try:
+                out.append(TrainSource.model_validate(item))
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                problem = first["msg"].removeprefix("Value error, ")
+                raise ValueError(f"[{k}]{'.' + where if where else ''}: {problem}") from None
+        return out
+
     eval: str | list[str] | None = None
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="Held-out share of train when no eval source is given.")
     max_length: int = Field(512, ge=8)
@@ -172,7 +216,8 @@ class TrainingConfig(Section):
 class EvalConfig(Section):
     scorers: list[str] = Field(
         default_factory=lambda: ["exact_match"],
-        description="Built-in: exact_match, normalized_match, json_field_accuracy, contains; "
+        description="Built-in: exact_match, normalized_match, json_field_accuracy, contains, "
+        "tool_call_accuracy, tool_call_name, tool_call_valid; "
         "or a plug-in 'module:function' / 'path/to/file.py:function'.",
     )
     num_samples: int | None = Field(None, ge=1, description="Held-out samples to generate for (default all).")

@@ -93,6 +93,9 @@ def make_plots(metrics: list[dict], early_stopping: dict | None = None) -> dict[
                     )
             if eval_steps:
                 ax.plot(eval_steps, eval_loss, color="#ea580c", marker="o", linewidth=1.5, label="held-out loss")
+            for name in sorted({k for m in metrics for k in m if k.startswith("eval_loss/")}):
+                xs, ys = series(metrics, name)  # a mixture's sources, each its own held-out curve
+                ax.plot(xs, ys, linestyle="--", marker=".", linewidth=1.2, label=f"held-out: {name[10:]}")
             mark_best(ax)
             ax.set_xlabel("step")
             ax.set_ylabel("loss")

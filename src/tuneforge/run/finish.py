@@ -97,7 +97,9 @@ def summarize(
             "processes": acc.num_processes,
             "device": str(acc.device),
         },
-        "data": {k: v for k, v in data.facts.items() if isinstance(v, (int, float, str, bool))},
+        "data": {
+            k: v for k, v in data.facts.items() if isinstance(v, (int, float, str, bool)) or k == "sources"
+        },  # sources: a mixture's shares per source (data/mixture.py)
         "run": {
             "name": run.run_dir.name,
             "method": config.method,

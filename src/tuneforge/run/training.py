@@ -181,6 +181,9 @@ def train(
     def periodic_eval():
         loss = heldout_mean_loss(parts.loss_model, data.eval, collate, config.training.batch_size, acc)
         metrics = run.method.periodic_metrics(loss)
+        for name, rows in data.eval_groups.items():  # a mixture's sources, each on its own held-out rows
+            part = heldout_mean_loss(parts.loss_model, rows, collate, config.training.batch_size, acc)
+            metrics[f"eval_loss/{name}"] = round(part, 6)
         if best is not None and best.metric not in metrics:
             model = acc.unwrap_model(parts.loss_model).model
             ctx = EvalContext(config, run.tokenizer, data, acc, "during training")

@@ -45,9 +45,11 @@ class CausalLM(Method):
 
     def check(self, config, tokenizer) -> tuple[list[str], list[str], dict]:
         from ...data import validate_data
+        from ...data.mixture import is_mixture, validate_mixture
 
         errors: list[str] = []
-        data_report = validate_data(config.data, tokenizer)
+        mixed = is_mixture(config.data)
+        data_report = validate_mixture(config.data, tokenizer) if mixed else validate_data(config.data, tokenizer)
         errors.extend(data_report.problems)
         facts = {
             "rows": data_report.rows,
@@ -62,6 +64,15 @@ class CausalLM(Method):
                 + (f", {data_report.truncated} truncated" if data_report.truncated else "")
             ),
         }
+        if mixed and config.data.eval is not None:
+            errors.append(
+                "data.eval: a mixture holds out per source: give each source in data.train its own eval "
+                "(or set data.eval_fraction); leave data.eval out"
+            )
+        if mixed and not data_report.problems:  # each source's share of an epoch, as training will draw it
+            from ...data.mixture import describe, load_mixture
+
+            facts["data"] += "\n  " + describe(load_mixture(config.data, tokenizer).facts)
         if data_report.tokens and data_report.loss_tokens == 0:
             errors.append("data: no token carries a loss; check data.format and data.completion_only_loss")
         if config.eval is not None:
@@ -72,17 +83,28 @@ class CausalLM(Method):
                     resolve_scorer(spec)
                 except (ValueError, ImportError, AttributeError, FileNotFoundError) as exc:
                     errors.append(f"eval.scorers: {exc}")
-            if (
-                config.data.eval is None
-                and config.data.eval_fraction == 0
-                and config.data.format != "natural_instructions"
-            ):
+            held_out = config.data.eval is not None or (
+                mixed and any(not isinstance(s, str) and s.eval is not None for s in config.data.train)
+            )
+            if not held_out and config.data.eval_fraction == 0 and config.data.format != "natural_instructions":
                 errors.append("eval: needs held-out data; set data.eval to a file or data.eval_fraction (e.g. 0.1)")
         return errors, list(data_report.warnings), facts
 
     def load_data(self, config, tokenizer) -> MethodData:
         from ...data import load_splits, pack
+        from ...data.mixture import is_mixture, load_mixture
 
+        if is_mixture(config.data):  # several sources, each its own format, drawn by weight every epoch
+            mix = load_mixture(config.data, tokenizer)
+            n = config.eval.num_samples if config.eval and config.eval.num_samples else None
+            return MethodData(
+                train=mix.train,
+                eval=mix.eval,
+                extra={"samples": mix.samples[:n] if n else mix.samples},
+                facts=mix.facts,
+                arrange=mix.arrange,
+                eval_groups=mix.groups,
+            )
         splits = load_splits(config.data, tokenizer)
         samples = splits.eval_samples
         if config.eval and config.eval.num_samples:
@@ -150,6 +172,15 @@ class CausalLM(Method):
                 ctx.accelerator,
             )
             out["metrics"].update({"eval_loss": round(loss, 6), "eval_perplexity": round(math.exp(min(loss, 50)), 4)})
+            for name, rows in ctx.data.eval_groups.items():  # a mixture's sources, each on its own held-out rows
+                part = heldout_mean_loss(
+                    loss_module,
+                    rows,
+                    lambda rows: self.collate(rows, ctx.tokenizer),
+                    config.training.batch_size,
+                    ctx.accelerator,
+                )
+                out["metrics"][f"eval_loss/{name}"] = round(part, 6)
         samples = ctx.data.extra.get("samples") or []
         # Generation runs on the main process only: it writes the report, and decoding
         # needs no collective, so the other processes simply wait at the next barrier.
