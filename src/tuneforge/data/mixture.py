@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def is_mixture(cfg) -> bool:
@@ -25,7 +26,7 @@ def is_mixture(cfg) -> bool:
     return isinstance(cfg.train, list) and any(not isinstance(item, str) for item in cfg.train)
 
 
-def source_configs(cfg) -> list[tuple[str, object, object]]:
+def source_configs(cfg) -> list[tuple[str, Any, Any]]:
     """(name, TrainSource, the source's own data config) for every entry of ``data.train``."""
     from ..config.schema import TrainSource
 

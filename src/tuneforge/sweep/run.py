@@ -20,7 +20,8 @@ def run_sweep(path: str | Path, *, budget: str | None = None, resume: bool = Fal
     """Run (or continue) the sweep in ``path``; returns sweep.json's content (``best`` included)."""
     sweep = open_sweep(path, resume=resume)
     cfg = sweep.config
-    limit = budget_seconds(budget or cfg.budget) if (budget or cfg.budget) else None
+    chosen = budget or cfg.budget
+    limit = budget_seconds(chosen) if chosen else None
     planned = planned_trials(sweep)
     if planned is None:  # tpe: the trials' values are not known yet; the base config's cost stands in
         base_cost = predicted_seconds(load_config(sweep.base_path))

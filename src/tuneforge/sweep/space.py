@@ -46,7 +46,7 @@ def distributions(parameters: dict) -> dict:
     """Optuna's distributions for the parameters (to hand it the trials of an earlier session)."""
     import optuna
 
-    out = {}
+    out: dict[str, Any] = {}
     for key, spec in parameters.items():
         if spec.values is not None:
             out[key] = optuna.distributions.CategoricalDistribution(list(range(len(spec.values))))

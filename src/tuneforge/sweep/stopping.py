@@ -36,6 +36,8 @@ class MedianStopping:
             return False
         median = statistics.median(others)
         mine = best_so_far(self.curve, step, self.lower)
+        if mine is None:
+            return False
         worse = mine > median if self.lower else mine < median
         if worse:
             self.stopped_at = step
