@@ -196,7 +196,7 @@ def test_chat_row_problems_name_file_line_and_field(tok, tmp_path):
         load(tok, format="chat", train=str(path))
     assert err.value.problems == [
         f"{path}:2: messages: missing (fields present: msgs)",
-        f"{path}:3: messages[2].role: must be one of system, user, assistant (got 'bot')",
+        f"{path}:3: messages[2].role: must be one of system, user, assistant, tool (got 'bot')",
         f"{path}:4: messages[0].content: must be a string (got int)",
         f"{path}:5: messages: needs at least one assistant turn (nothing to learn otherwise)",
         f"{path}:6: messages[0].role: the first non-system message must be from the user (got 'assistant')",

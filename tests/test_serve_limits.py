@@ -217,8 +217,7 @@ def test_metrics_count_requests_tokens_and_times(files):
 @pytest.mark.parametrize(
     "route, extra, param",
     [
-        ("chat", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-        ("chat", {"tool_choice": "auto"}, "tool_choice"),
+        ("chat", {"functions": [{"name": "f", "parameters": {}}]}, "functions"),
         ("chat", {"logprobs": True, "top_logprobs": 3}, "logprobs"),
         ("chat", {"n": 3}, "n"),
         ("completions", {"n": 2}, "n"),

@@ -174,6 +174,7 @@ def build(cfg, tokenizer) -> tuple[Splits, list[str]]:
         train = train[: cfg.max_examples] if cfg.max_examples else train
         samples: list[GenerationSample] = []
         conversations: list[list[dict]] = []
+        conversation_tools: list | None = None
         chat_template = None
     else:
         settings = RenderSettings(
@@ -185,8 +186,11 @@ def build(cfg, tokenizer) -> tuple[Splits, list[str]]:
         train = _render_all(train_items, render, cfg.max_length, cfg.max_examples, report)
         held = _render_all(held_items, render, cfg.max_length, None, DataReport())
         samples = [module.sample(tokenizer, item, settings) for item in held_items]
+        conversation_tools = None
         if cfg.format == "chat":
-            conversations = [chat.with_system(c, settings) for c in train_items[:TEMPLATE_SAMPLES]]
+            views = [chat.template_view(tokenizer, c, settings) for c in train_items[:TEMPLATE_SAMPLES]]
+            conversations = [messages for messages, _ in views]
+            conversation_tools = [tools for _, tools in views]
             chat_template = None if settings.chat else PLAIN_CHAT_TEMPLATE
         else:
             conversations = [prompt_completion.conversation(p, settings) for p in train_items[:TEMPLATE_SAMPLES]]
@@ -194,8 +198,10 @@ def build(cfg, tokenizer) -> tuple[Splits, list[str]]:
             chat_template = None
 
     if conversations:
-        problems.extend(check_template(tokenizer, conversations, chat_template=chat_template))
-        report.warnings.extend(boundary_warnings(tokenizer, conversations, chat_template=chat_template))
+        problems.extend(check_template(tokenizer, conversations, chat_template=chat_template, tools=conversation_tools))
+        report.warnings.extend(
+            boundary_warnings(tokenizer, conversations, chat_template=chat_template, tools=conversation_tools)
+        )
     report.examples = len(train)
     report.tokens = sum(len(e.input_ids) for e in train)
     report.loss_tokens = sum(loss_tokens(e.labels) for e in train)

@@ -11,8 +11,14 @@ from tuneforge.data.formats import prompt_completion as pc
 from tuneforge.data.templates import PLAIN_CHAT_TEMPLATE, PromptRendering, render_prompt, use_chat_template
 
 
-def render_run_prompt(tokenizer, messages: list[dict], rendering: PromptRendering) -> list[int]:
+def render_run_prompt(
+    tokenizer, messages: list[dict], rendering: PromptRendering, *, tools: list[dict] | None = None
+) -> list[int]:
     """Ids a run answers ``messages`` from: token for token its training prompt for the same turn.
+
+    ``tools``: the request's functions (``{"name", "description", "parameters"}``, as
+    ``data.tools.check_tools`` returns them) and ``messages`` normalised by
+    ``data.tools.check_tool_turns``: rendered as training renders a row with tools.
 
     The same code as training: the run's system prompt is prepended unless the
     conversation has its own (``formats.chat.with_system``); the chat template,
@@ -20,6 +26,10 @@ def render_run_prompt(tokenizer, messages: list[dict], rendering: PromptRenderin
     prompt_completion format's plain prompt (``system\\n\\nprompt``).
     """
     settings = RenderSettings(use_chat_template(tokenizer, rendering.template), system_prompt=rendering.system_prompt)
+    if tools is not None:
+        view, template_tools = chat.template_view(tokenizer, chat.Conversation(messages, "", tools), settings)
+        template = None if settings.chat else PLAIN_CHAT_TEMPLATE
+        return render_prompt(tokenizer, view, chat_template=template, tools=template_tools)
     messages = chat.with_system(chat.Conversation(messages, ""), settings) if messages else messages
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
     rest = messages[1:] if system is not None else messages

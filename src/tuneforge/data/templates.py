@@ -86,29 +86,36 @@ def use_chat_template(tokenizer, template: str) -> bool:
     return has if template == "auto" else template == "chat"
 
 
-def _render(tokenizer, messages: list[dict], add_generation_prompt: bool, chat_template: str | None) -> str:
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool, chat_template: str | None, tools=None) -> str:
     # tokenize=False: in transformers 5 tokenize=True returns a BatchEncoding, and we
-    # want the text anyway to cut it at span boundaries.
+    # want the text anyway to cut it at span boundaries. tools: only for templates that
+    # read them (data/tools.py); the others get tool turns rewritten as plain turns.
+    extra = {"tools": tools} if tools else {}
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=chat_template
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=chat_template, **extra
     )
 
 
 def conversation_pieces(
-    tokenizer, messages: list[dict], *, add_generation_prompt: bool = False, chat_template: str | None = None
+    tokenizer,
+    messages: list[dict],
+    *,
+    add_generation_prompt: bool = False,
+    chat_template: str | None = None,
+    tools: list[dict] | None = None,
 ) -> list[tuple[str, bool]]:
     """Cut the rendered conversation into ``(text, is_assistant_span)`` pieces.
 
     Raises TemplateError when the template does not render prefixes as prefixes.
     """
-    full = _render(tokenizer, messages, add_generation_prompt, chat_template)
+    full = _render(tokenizer, messages, add_generation_prompt, chat_template, tools)
     pieces: list[tuple[str, bool]] = []
     cursor = 0
     for k, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = _render(tokenizer, messages[:k], True, chat_template)
-        through = _render(tokenizer, messages[: k + 1], False, chat_template)
+        before = _render(tokenizer, messages[:k], True, chat_template, tools)
+        through = _render(tokenizer, messages[: k + 1], False, chat_template, tools)
         if not (through.startswith(before) and full.startswith(through)):
             raise TemplateError(
                 f"chat template: rendering messages[:{k}] with a generation prompt is not a prefix of "
@@ -134,7 +141,12 @@ def _tokenize_pieces(tokenizer, pieces: list[tuple[str, bool]]) -> list[list[int
 
 
 def render_conversation(
-    tokenizer, messages: list[dict], completion_only_loss: bool = True, *, chat_template: str | None = None
+    tokenizer,
+    messages: list[dict],
+    completion_only_loss: bool = True,
+    *,
+    chat_template: str | None = None,
+    tools: list[dict] | None = None,
 ) -> tuple[list[int], list[int]]:
     """Token ids and labels of a whole conversation.
 
@@ -142,7 +154,7 @@ def render_conversation(
     assistant spans (content + end-of-turn token); otherwise every token is a target.
     ``chat_template`` overrides the tokenizer's (e.g. :data:`PLAIN_CHAT_TEMPLATE`).
     """
-    pieces = conversation_pieces(tokenizer, messages, chat_template=chat_template)
+    pieces = conversation_pieces(tokenizer, messages, chat_template=chat_template, tools=tools)
     input_ids: list[int] = []
     labels: list[int] = []
     for (_, is_loss), ids in zip(pieces, _tokenize_pieces(tokenizer, pieces)):
@@ -151,13 +163,17 @@ def render_conversation(
     return input_ids, labels
 
 
-def render_prompt(tokenizer, messages: list[dict], *, chat_template: str | None = None) -> list[int]:
+def render_prompt(
+    tokenizer, messages: list[dict], *, chat_template: str | None = None, tools: list[dict] | None = None
+) -> list[int]:
     """Ids to generate the next assistant turn from (``add_generation_prompt=True``).
 
     Guaranteed to be a prefix of ``render_conversation(messages + [answer])``: the
     same pieces, cut at the same places, tokenized the same way.
     """
-    pieces = conversation_pieces(tokenizer, messages, add_generation_prompt=True, chat_template=chat_template)
+    pieces = conversation_pieces(
+        tokenizer, messages, add_generation_prompt=True, chat_template=chat_template, tools=tools
+    )
     return [i for ids in _tokenize_pieces(tokenizer, pieces) for i in ids]
 
 
@@ -189,8 +205,16 @@ def end_of_turn_ids(tokenizer) -> set[int]:
     return ids
 
 
-def check_template(tokenizer, sample_conversations: list[list[dict]], *, chat_template: str | None = None) -> list[str]:
+def check_template(
+    tokenizer,
+    sample_conversations: list[list[dict]],
+    *,
+    chat_template: str | None = None,
+    tools: list[list[dict] | None] | None = None,
+) -> list[str]:
     """Check the template on real conversations; return problems (empty = fine).
+
+    ``tools``: each conversation's tools for the template (parallel to the conversations), if any.
 
     For each conversation: rendering ``messages[:k]`` is a text prefix of
     ``messages[:k+1]``; every assistant span has tokens, ends with an end-of-turn
@@ -201,7 +225,8 @@ def check_template(tokenizer, sample_conversations: list[list[dict]], *, chat_te
     end_ids = end_of_turn_ids(tokenizer)
     for number, messages in enumerate(sample_conversations, start=1):
         label = f"chat template (sample {number})"
-        texts = [_render(tokenizer, messages[: k + 1], False, chat_template) for k in range(len(messages))]
+        row_tools = tools[number - 1] if tools else None
+        texts = [_render(tokenizer, messages[: k + 1], False, chat_template, row_tools) for k in range(len(messages))]
         for k in range(len(messages) - 1):
             if not texts[k + 1].startswith(texts[k]):
                 problems.append(
@@ -210,7 +235,7 @@ def check_template(tokenizer, sample_conversations: list[list[dict]], *, chat_te
                 )
                 break
         try:
-            pieces = conversation_pieces(tokenizer, messages, chat_template=chat_template)
+            pieces = conversation_pieces(tokenizer, messages, chat_template=chat_template, tools=row_tools)
         except TemplateError as err:
             problems.extend(f"{label}: {p.removeprefix('chat template: ')}" for p in err.problems)
             continue
@@ -232,23 +257,28 @@ def check_template(tokenizer, sample_conversations: list[list[dict]], *, chat_te
                 problems.append(f"{label}: assistant content is not inside the loss mask (span is {decoded!r})")
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         train_ids = [i for ids in ids_per_piece for i in ids]
-        prompt_ids = render_prompt(tokenizer, messages[:last], chat_template=chat_template)
+        prompt_ids = render_prompt(tokenizer, messages[:last], chat_template=chat_template, tools=row_tools)
         if train_ids[: len(prompt_ids)] != prompt_ids:
             problems.append(f"{label}: the generation prompt is not a prefix of the training rendering")
     return problems
 
 
 def boundary_warnings(
-    tokenizer, sample_conversations: list[list[dict]], *, chat_template: str | None = None
+    tokenizer,
+    sample_conversations: list[list[dict]],
+    *,
+    chat_template: str | None = None,
+    tools: list[list[dict] | None] | None = None,
 ) -> list[str]:
     """Say when piecewise tokenization differs from tokenizing the whole text at once.
 
     Not an error (training and our generation agree), but plain ``transformers``
     inference on the rendered text would see slightly different ids.
     """
-    for messages in sample_conversations:
+    for number, messages in enumerate(sample_conversations):
         try:
-            pieces = conversation_pieces(tokenizer, messages, chat_template=chat_template)
+            row_tools = tools[number] if tools else None
+            pieces = conversation_pieces(tokenizer, messages, chat_template=chat_template, tools=row_tools)
         except TemplateError:
             continue
         joined = [i for ids in _tokenize_pieces(tokenizer, pieces) for i in ids]

@@ -17,6 +17,15 @@ Decisions where a scorer could go either way (tests pin each one):
   (``1 == 1.0``), strings ignore case and whitespace runs, lists and objects
   compare after normalising their contents the same way (list order matters).
   Only real JSON is accepted (no single quotes or trailing commas).
+* The tool-call scorers read calls with ``data.tools.parse_tool_calls``
+  (``<tool_call>{...}</tool_call>`` blocks, or an answer that is one JSON call)
+  from the prediction and from the reference. ``tool_call_accuracy``: every
+  call is valid JSON with object arguments, and the calls match the
+  reference's as a multiset (order free) on function name and arguments,
+  arguments compared as ``json_field_accuracy`` compares values;
+  ``tool_call_name``: the same function names; ``tool_call_valid``: at least
+  one call and no broken ``<tool_call>`` block. A reference without a call (a
+  plain answer) scores 1 only when the prediction calls nothing either.
 * A sample with several acceptable answers (a Natural Instructions instance
   with more than one output) scores the best of them: ``best_reference`` runs
   the scorer against each one. Scorers themselves, plug-ins included, only
@@ -37,6 +46,8 @@ import string
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+from tuneforge.data.tools import parse_tool_calls
 
 Scorer = Callable[[str, str], float]
 
@@ -160,6 +171,43 @@ def json_field_errors(pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, i
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1]["wrong"], kv[0])))
 
 
+# --------------------------------------------------------------------------- tool calls
+
+
+def tool_call_breakdown(prediction: str, reference: str) -> dict[str, bool]:
+    """``{"valid", "name", "arguments"}``: the three tests behind the tool-call scorers (module docstring)."""
+    expected, predicted = parse_tool_calls(reference), parse_tool_calls(prediction)
+    if not expected.calls:
+        quiet = not predicted.calls and not predicted.broken
+        return {"valid": quiet, "name": quiet, "arguments": quiet}
+    valid = bool(predicted.calls) and not predicted.broken
+    names = sorted(c["name"] for c in predicted.calls) == sorted(c["name"] for c in expected.calls)
+    left = list(predicted.calls)
+    for call in expected.calls:
+        match = next(
+            (p for p in left if p["name"] == call["name"] and json_values_equal(p["arguments"], call["arguments"])),
+            None,
+        )
+        if match is None:
+            break
+        left.remove(match)
+    else:
+        return {"valid": valid, "name": names, "arguments": valid and not left}
+    return {"valid": valid, "name": names, "arguments": False}
+
+
+def tool_call_accuracy(prediction: str, reference: str) -> float:
+    return float(tool_call_breakdown(prediction, reference)["arguments"])
+
+
+def tool_call_name(prediction: str, reference: str) -> float:
+    return float(tool_call_breakdown(prediction, reference)["name"])
+
+
+def tool_call_valid(prediction: str, reference: str) -> float:
+    return float(tool_call_breakdown(prediction, reference)["valid"])
+
+
 # --------------------------------------------------------------------------- several references
 
 
@@ -186,6 +234,9 @@ SCORERS: dict[str, Scorer] = {
     "normalized_match": normalized_match,
     "contains": contains,
     "json_field_accuracy": json_field_accuracy,
+    "tool_call_accuracy": tool_call_accuracy,
+    "tool_call_name": tool_call_name,
+    "tool_call_valid": tool_call_valid,
 }
 
 

@@ -47,6 +47,7 @@ from .protocol import (
     usage,
 )
 from .settings import ServeSettings
+from .tools import request_messages, tool_use, with_tool_calls
 from .worker import Job, QueueFull, Worker
 
 
@@ -261,8 +262,10 @@ class _Service:
         finally:
             gone.cancel()
             job.cancelled.set()  # finished already, or the client went away: either way the row may stop
-        build = chat_response if chat else completion_response
-        return build(rid, parsed.model, "".join(pieces), finish, prompt_tokens, completion_tokens)
+        if not chat:
+            return completion_response(rid, parsed.model, "".join(pieces), finish, prompt_tokens, completion_tokens)
+        response = chat_response(rid, parsed.model, "".join(pieces), finish, prompt_tokens, completion_tokens)
+        return with_tool_calls(response, tool_use(parsed))
 
     async def _stream(self, answer: _Answer, rid: str, parsed, chat: bool):
         created = int(time.time())
@@ -306,9 +309,10 @@ class _Service:
 
     def _prompt_ids(self, target: Target, parsed, chat: bool) -> list[int]:
         if chat:
-            messages = [m.plain() for m in parsed.messages]
+            tools = tool_use(parsed).functions  # serve/tools.py: checked, rendered as training rendered them
+            messages = request_messages(parsed)
             try:
-                ids = render_run_prompt(target.tokenizer, messages, target.rendering)
+                ids = render_run_prompt(target.tokenizer, messages, target.rendering, tools=tools)
             except Exception as exc:  # the chat template's own complaint (roles out of order...)
                 raise APIError(
                     400, f"messages: the chat template cannot render them: {exc}", param="messages"

@@ -2,7 +2,7 @@
 
 Requests are validated here, and a bad one becomes a 400 that names the field
 (``param``), the way OpenAI's own API answers. Options this server does not
-implement (``n`` > 1, log-probs, tools, penalties…) are refused by name when a
+implement (``n`` > 1, log-probs, legacy ``functions``, penalties…) are refused by name when a
 request sets them, never silently ignored; fields a client sends with their
 default values (many do) pass.
 """
@@ -42,9 +42,7 @@ UNSUPPORTED = {
     "n": 1,
     "logprobs": None,
     "top_logprobs": None,
-    "tools": None,
-    "tool_choice": None,
-    "functions": None,
+    "functions": None,  # tools / tool_choice: serve/tools.py
     "function_call": None,
     "presence_penalty": 0,
     "frequency_penalty": 0,
@@ -114,7 +112,7 @@ class ContentPart(BaseModel):
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
 
     def plain(self) -> dict:

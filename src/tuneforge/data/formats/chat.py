@@ -11,24 +11,32 @@ plain``), conversations render with :data:`templates.PLAIN_CHAT_TEMPLATE`
 
 The generation sample of a conversation is everything before its *last*
 assistant turn (as the prompt) and that turn's content (as the reference).
+
+Rows may carry ``tools`` (function schemas), assistant ``tool_calls`` and
+``tool`` results: see ``data/tools.py`` for the checks and for how they render
+with a template that reads ``tools`` and with one that does not (the fallback).
+A call turn's reference is its calls in the fallback format
+(``<tool_call>{"name": ..., "arguments": ...}</tool_call>``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tuneforge.data import tools as tool_calls
 from tuneforge.data.formats import RenderSettings
 from tuneforge.data.templates import PLAIN_CHAT_TEMPLATE, ROLES, render_conversation, render_prompt
 from tuneforge.data.types import Example, GenerationSample, Record
 
-VERSION = 1
-FIELDS = ("messages",)
+VERSION = 2  # 2: tools, tool calls and tool results render (were dropped)
+FIELDS = ("messages", "tools")
 
 
 @dataclass
 class Conversation:
     messages: list[dict]
     where: str
+    tools: list[dict] | None = None  # the row's functions ({"name", "description", "parameters"}), if any
 
 
 def parse(record: Record, problems: list[str]) -> Conversation | None:
@@ -39,7 +47,15 @@ def parse(record: Record, problems: list[str]) -> Conversation | None:
         present = ", ".join(record.data) or "none"
         problems.append(f"{where}: messages: missing (fields present: {present})")
         return None
-    clean = clean_messages(messages, "messages", where, problems)
+    functions = None
+    if record.data.get("tools") is not None:
+        functions = tool_calls.check_tools(record.data["tools"], "tools", where, problems)
+        if functions is None:
+            return None
+    clean = clean_messages(messages, "messages", where, problems, tools=True)
+    if clean is None:
+        return None
+    clean = tool_calls.check_tool_turns(clean, functions, where, problems)
     if clean is None:
         return None
     roles = [m["role"] for m in clean]
@@ -52,15 +68,19 @@ def parse(record: Record, problems: list[str]) -> Conversation | None:
             f"{where}: messages[{first}].role: the first non-system message must be from the user (got 'assistant')"
         )
         return None
-    return Conversation(clean, where)
+    return Conversation(clean, where, functions)
 
 
-def clean_messages(value: object, name: str, where: str, problems: list[str]) -> list[dict] | None:
+def clean_messages(
+    value: object, name: str, where: str, problems: list[str], *, tools: bool = False
+) -> list[dict] | None:
     """``value`` as a non-empty list of ``{role, content}`` (known roles, string contents), else None.
 
-    Each problem is appended as ``where: name[i].field: problem``. Other keys (name, tool calls…)
-    are dropped: the templates we support ignore them.
+    Each problem is appended as ``where: name[i].field: problem``. Other keys (name…) are dropped.
+    With ``tools`` (SFT chat rows), ``tool`` messages pass too, and an assistant turn keeps its
+    ``tool_calls`` (unchecked: ``data.tools.check_tool_turns`` does that) and may then have no content.
     """
+    roles = (*ROLES, "tool") if tools else ROLES
     if not isinstance(value, list) or not value:
         problems.append(f"{where}: {name}: must be a non-empty list of {{role, content}} objects")
         return None
@@ -71,11 +91,14 @@ def clean_messages(value: object, name: str, where: str, problems: list[str]) ->
             problems.append(f"{where}: {name}[{i}]: must be an object with role and content")
             continue
         role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            problems.append(f"{where}: {name}[{i}].role: must be one of {', '.join(ROLES)} (got {role!r})")
+        calls = message.get("tool_calls") if tools and role == "assistant" else None
+        if calls is not None and content is None:
+            content = ""  # a turn that only calls tools
+        if role not in roles:
+            problems.append(f"{where}: {name}[{i}].role: must be one of {', '.join(roles)} (got {role!r})")
         if not isinstance(content, str):
             problems.append(f"{where}: {name}[{i}].content: must be a string (got {type(content).__name__})")
-        clean.append({"role": role, "content": content})
+        clean.append({"role": role, "content": content} | ({"tool_calls": calls} if calls is not None else {}))
     return clean if len(problems) == before else None
 
 
@@ -103,12 +126,26 @@ def with_system(conversation: Conversation, settings: RenderSettings) -> list[di
     return messages
 
 
+def template_view(
+    tokenizer, conversation: Conversation, settings: RenderSettings
+) -> tuple[list[dict], list[dict] | None]:
+    """``(messages, tools)`` as the chat template gets them (``tools`` None: not passed).
+
+    Without tools: the messages with the system prompt. With tools: the template's own
+    tool rendering when it reads ``tools``, else the fallback turns of ``data/tools.py``.
+    """
+    messages = with_system(conversation, settings)
+    if conversation.tools is None:
+        return messages, None
+    if tool_calls.native_tools(tokenizer, settings.chat):
+        return tool_calls.template_messages(messages), tool_calls.openai_tools(conversation.tools)
+    return tool_calls.fallback_messages(messages, conversation.tools), None
+
+
 def render(tokenizer, conversation: Conversation, settings: RenderSettings) -> Example:
+    messages, tools = template_view(tokenizer, conversation, settings)
     ids, labels = render_conversation(
-        tokenizer,
-        with_system(conversation, settings),
-        settings.completion_only_loss,
-        chat_template=_chat_template(settings),
+        tokenizer, messages, settings.completion_only_loss, chat_template=_chat_template(settings), tools=tools
     )
     return Example(ids, labels, conversation.where)
 
@@ -121,11 +158,13 @@ def sample(tokenizer, conversation: Conversation, settings: RenderSettings) -> G
     if len(turns) == 1:
         shown = turns[0]["content"]
     else:
-        shown = "\n".join(f"{m['role']}: {m['content']}" for m in turns)
+        shown = "\n".join(f"{m['role']}: {tool_calls.assistant_text(m)}" for m in turns)
+    prompt_messages, tools = template_view(tokenizer, Conversation(context, "", conversation.tools), settings)
+    reference = tool_calls.assistant_text(messages[last])
     return GenerationSample(
-        prompt_ids=render_prompt(tokenizer, context, chat_template=_chat_template(settings)),
+        prompt_ids=render_prompt(tokenizer, prompt_messages, chat_template=_chat_template(settings), tools=tools),
         prompt=shown,
-        reference=messages[last]["content"],
+        reference=reference,
         where=conversation.where,
-        references=[messages[last]["content"]],
+        references=[reference],
     )
