@@ -412,6 +412,23 @@ def test_serve_refuses_what_it_cannot_do_by_name(tool_server, scripted, extra, p
     assert scripted[0] == []  # refused before any work
 
 
+def test_serve_a_history_call_that_is_not_json_is_a_400_naming_messages(tool_server, scripted):
+    history = [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{city"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "{}"},
+    ]
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(tool_server["client"], history, tools=[WEATHER])
+    error = caught.value.body
+    assert error["param"] == "messages"
+    assert error["message"].startswith("messages[1].tool_calls[0].function.arguments: not valid JSON")
+    assert scripted[0] == []
+
+
 # ---------------------------------------------------------------------------- the bundled task
 
 

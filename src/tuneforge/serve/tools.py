@@ -75,9 +75,9 @@ def request_messages(parsed) -> list[dict]:
         plain = message.plain()
         calls = (message.model_extra or {}).get("tool_calls") if message.role == "assistant" else None
         if calls:
-            problems: list[str] = []
             if not isinstance(calls, list):
-                problems.append(f": messages[{i}].tool_calls: must be a list of calls")
+                raise APIError(400, f"messages[{i}].tool_calls: must be a list of calls", param="messages")
+            problems: list[str] = []
             normalised = [normalise_call(c, f": messages[{i}].tool_calls[{j}]", problems) for j, c in enumerate(calls)]
             if problems:
                 raise APIError(400, problems[0].removeprefix(": "), param="messages")
