@@ -78,3 +78,13 @@ clean-venv:
 fuzz: $(STAMP)
 	TUNEFORGE_FUZZ_EXAMPLES=$${TUNEFORGE_FUZZ_EXAMPLES:-10000} $(PY) -m pytest -q -p no:cacheprovider -o timeout=0 \
 		tests/test_fuzz.py --hypothesis-show-statistics
+
+# The browser that tests/test_ui_browser.py drives (headless Chromium through Playwright, docs/UI.md):
+# Debian's chromium package (Playwright's own browser download is not used). Needs root or sudo for apt;
+# .ci/run runs it before `make test`. Without a browser the test skips locally and fails under CI=true.
+.PHONY: ui-browser
+ui-browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+	@command -v chromium || command -v chromium-browser

@@ -7,7 +7,7 @@ import argparse
 import os
 
 from ..registry import add_method_commands
-from . import adapters, inference, sweep, train
+from . import adapters, inference, sweep, train, ui
 from .inference import load_for_inference
 from .output import console, err_console
 
@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     add_method_commands(sub)  # predict, score, embed: each in its method's folder
     adapters.add_parsers(sub)
     sweep.add_parsers(sub)
+    ui.add_parsers(sub)
 
     from ..serve.command import add_parser as add_serve_parser
 
