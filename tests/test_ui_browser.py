@@ -242,7 +242,7 @@ def test_the_whole_path_in_a_browser(project, tmp_path):
             for model in ("quick", page.input_value("#play-base")):
                 answer = page.locator(f".answer[data-model='{model}']")
                 expect(answer).to_have_attribute("data-done", "1")
-                assert answer.locator("pre").inner_text().strip()
+                assert int(answer.get_attribute("data-chars")) > 0  # streamed text (a 100-step tiny model's)
             shot("09-playground")
             browser.close()
     finally:

@@ -19,6 +19,7 @@ import yaml
 from .paths import PathRefused, outside_roots
 
 _LOCK = threading.Lock()  # one check at a time: tokenizer and data caches are shared
+_REQUESTED = 0  # full checks asked for so far: a check still queued behind a newer one is skipped
 _KEY = re.compile(r"^([A-Za-z_][\w]*(?:\.[\w\[\]]+)*):\s")
 
 
@@ -91,8 +92,19 @@ def check(raw: dict, roots: list[Path], base: Path, *, full: bool = True) -> dic
         return result
     if result["errors"] or not full:
         return result
+    from ..checks import check_files
+
+    # Missing files and a taken run folder first, torch-free: no tokenizer is loaded for a config that cannot run.
+    result["errors"] = [place(p, keys) for p in check_files(config).errors]
+    if result["errors"]:
+        return result
     result["stage"] = "checks"
+    global _REQUESTED
+    _REQUESTED += 1
+    mine = _REQUESTED
     with _LOCK:
+        if mine != _REQUESTED:  # a newer edit is waiting: this one's answer would be thrown away
+            return {**result, "stale": True}
         try:
             report = _checks(config)
         except Exception as exc:  # a missing model, unreadable data: one line at its key

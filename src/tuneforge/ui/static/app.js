@@ -141,7 +141,7 @@ async function runCheck(fromYaml) {
   const body = fromYaml ? { yaml: $("#yaml").value } : { config: state.config };
   for (const full of [false, true]) {
     const result = await api("/api/check", { ...body, full }).catch((e) => ({ errors: [{ key: "", message: String(e) }] }));
-    if (seq !== checkSeq) return;
+    if (seq !== checkSeq || result.stale) return;
     state.check = result;
     if (result.config && !full) {
       if (fromYaml) { state.config = result.config; $("#method").value = state.config.method || ""; renderForm(); }
@@ -158,7 +158,7 @@ async function runCheck(fromYaml) {
     }
   }
 }
-const fmtS = (s) => (s < 120 ? `${s.toFixed(s < 10 ? 2 : 0)} s` : s < 7200 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`);
+const fmtS = (s) => (s < 0.1 ? `${(s * 1000).toFixed(1)} ms` : s < 120 ? `${s.toFixed(s < 10 ? 2 : 0)} s` : s < 7200 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`);
 const fmtMB = (mb) => (mb >= 1024 ? `${(mb / 1024).toFixed(2)} GiB` : `${mb.toFixed(1)} MiB`);
 function renderPlan(plan) {
   const box = $("#plan");
@@ -331,6 +331,8 @@ async function send() {
     const res = await fetch("/api/play/chat", { method: "POST", headers: headers(), body: JSON.stringify({ model, prompt, max_tokens: 48 }) });
     const reader = res.body.getReader(), decoder = new TextDecoder();
     for (;;) { const { done, value } = await reader.read(); if (done) break; out.textContent += decoder.decode(value, { stream: true }); }
+    out.parentElement.setAttribute("data-chars", String(out.textContent.length));
+    out.parentElement.append(el("div", { class: "muted" }, `${out.textContent.length} characters streamed`));
     out.parentElement.setAttribute("data-done", "1");
   }));
 }
