@@ -5,7 +5,7 @@
     python bench/tool_calling.py --render   # re-render the docs/RESULTS.md section from the JSON alone
 
 1. ``tuneforge train configs/sft_tool_calling.yaml`` (train split; its before / after evaluation is on
-   the dev split, which is what the settings were chosen on). A run folder with a summary.json is reused
+   the dev split, the one to tune settings on). A run folder with a summary.json is reused
    unless ``--force``.
 2. ``tuneforge eval --adapter runs/tool-calling --with-base --data examples/tool_calling/test.jsonl
    --scorers tool_call_accuracy tool_call_name tool_call_valid --max-new-tokens 64``: the base model and
@@ -147,7 +147,7 @@ def markdown(result: dict) -> str:
         f"{b['tool_call_name']:.2f} | {b['tool_call_valid']:.2f} |",
         f"| **+ LoRA, {t['steps']} steps** | test | {result['n']} | **{a['tool_call_accuracy']:.2f}** | "
         f"{a['tool_call_name']:.2f} | {a['tool_call_valid']:.2f} |",
-        f"| base → LoRA (settings chosen here) | dev | {d['n']} | "
+        f"| base → LoRA (the run's own evaluation) | dev | {d['n']} | "
         f"{_f(d['before']['tool_call_accuracy'])} → {_f(d['after']['tool_call_accuracy'])} | "
         f"{_f(d['before']['tool_call_name'])} → {_f(d['after']['tool_call_name'])} | "
         f"{_f(d['before']['tool_call_valid'])} → {_f(d['after']['tool_call_valid'])} |",

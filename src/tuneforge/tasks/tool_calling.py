@@ -20,7 +20,7 @@ call). The dev and test splits are single calls only, and each split has its **o
 phrasings and its own entities** (cities, event titles, timer labels): no dev or
 test request uses a sentence frame or an entity of training, and dev and test share
 none either, so held-out call accuracy measures generalisation, not recall. Settings
-are chosen on dev; test is measured once.
+are tuned on dev; test is scored only by bench/tool_calling.py.
 
 Everything is drawn from seeded ``random.Random`` objects: same seed, same bytes.
 """
