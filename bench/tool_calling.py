@@ -116,14 +116,16 @@ def measure(args) -> dict:
         "before": {k: before["metrics"][k] for k in SCORERS},
         "after": {k: after["metrics"][k] for k in SCORERS},
         "dev": {
-            "n": summary["data"].get("eval_samples", summary["data"].get("eval_examples")),
+            "n": len((ROOT / config.data.eval).read_text().splitlines()),  # eval.num_samples is unset: all of dev
+            if (run / "after.json").exists()
+            else None,
             "before": {k: summary["before"].get(k) for k in SCORERS},
             "after": {k: summary["after"].get(k) for k in SCORERS},
         },
         "train": {
             "steps": summary["train"].get("steps"),
-            "tokens": summary["data"].get("tokens"),
-            "train_seconds": summary["train"].get("train_seconds"),
+            "tokens": summary["train"].get("tokens"),
+            "train_seconds": summary["train"].get("wall_seconds"),
             "run_wall_seconds": summary["train"].get("run_wall_seconds", train_wall),
         },
         "eval_wall_seconds": round(eval_wall, 1),
