@@ -506,3 +506,24 @@ def test_a_bom_at_the_start_of_a_config_is_read_as_utf8(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert all("method" not in p.split(":")[0] for p in caught.value.problems)  # method was read; other keys missing
+
+
+@pytest.mark.parametrize(
+    "fmt, row",
+    [
+        ("text", '{"text": "ok \\ud891 then"}'),
+        ("chat", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\\udc00"}]}'),
+        ("prompt_completion", '{"prompt": "p", "completion": "c \\ud800"}'),
+    ],
+)
+def test_found_an_unpaired_surrogate_escape_is_a_bad_row_not_a_tokenizer_crash(tmp_path, fmt, row):
+    """JSON allows "\\ud891" alone; json.loads keeps it, and the tokenizer raised TypeError (TextEncodeInput)."""
+    from tuneforge.config.schema import DataConfig
+    from tuneforge.data import validate_data
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(row + "\n" + '{"text": "an escaped emoji \\ud83d\\ude42 is fine"}\n')
+    report = validate_data(DataConfig(format=fmt, train=str(path), max_length=64), TOK)
+    field = {"text": "text", "chat": "messages.1.content", "prompt_completion": "completion"}[fmt]
+    assert f"{path}:1: {field}: holds an unpaired surrogate escape (\\u" in report.problems[0]
+    assert not any(p.startswith(f"{path}:2:") and "surrogate" in p for p in report.problems)

@@ -17,7 +17,9 @@ Supported local files:
 
 Text files must be UTF-8 (a leading BOM is dropped). A file that is not names
 the first bad byte and its offset in the file, so it can be found with a hex
-viewer, rather than ending in a UnicodeDecodeError traceback.
+viewer, rather than ending in a UnicodeDecodeError traceback. A JSON row whose
+strings hold an unpaired surrogate escape (``"\\ud800"``: valid JSON, not text;
+tokenizers refuse it) is a bad row, named by its line.
 
 A folder means every supported file directly inside it (not recursive, sorted
 by name). A pattern with ``*`` or ``?`` is a glob (``**`` recurses). Anything
@@ -188,6 +190,9 @@ def _read_jsonl(path: Path, problems: list[str] | None) -> Iterator[Record]:
             if not isinstance(row, dict):
                 _problem(problems, f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
                 continue
+            if _SURROGATE_ESCAPE.search(line) and (where := _lone_surrogate(row)):
+                _problem(problems, f"{path}:{number}: {where}")
+                continue
             yield Record(row, f"{path}:{number}")
 
 
@@ -207,7 +212,33 @@ def _read_json(path: Path, problems: list[str] | None) -> Iterator[Record]:
         if not isinstance(row, dict):
             _problem(problems, f"{path}:{index}: expected a JSON object, got {type(row).__name__}")
             continue
+        if where := _lone_surrogate(row):
+            _problem(problems, f"{path}:{index}: {where}")
+            continue
         yield Record(row, f"{path}:{index}")
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # only a line with one can hold a lone surrogate
+
+
+def _lone_surrogate(node, key: str = "") -> str | None:
+    """``field: ...`` for the first string (or key) in ``node`` holding an unpaired UTF-16 surrogate, else None.
+
+    ``json.loads`` pairs escaped surrogates into one character (an escaped emoji is fine); an unpaired one
+    stays, and no tokenizer can encode it.
+    """
+    if isinstance(node, str):
+        bad = next((c for c in node if "\ud800" <= c <= "\udfff"), None)
+        if bad is not None:
+            return f"{key or 'value'}: holds an unpaired surrogate escape (\\u{ord(bad):04x}), which is not text"
+        return None
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for name, value in items:
+        where = _lone_surrogate(str(name), key) if isinstance(name, str) else None
+        where = where or _lone_surrogate(value, f"{key}.{name}" if key else str(name))
+        if where:
+            return where
+    return None
 
 
 def _read_csv(path: Path) -> Iterator[Record]:
