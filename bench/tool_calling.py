@@ -116,9 +116,7 @@ def measure(args) -> dict:
         "before": {k: before["metrics"][k] for k in SCORERS},
         "after": {k: after["metrics"][k] for k in SCORERS},
         "dev": {
-            "n": len((ROOT / config.data.eval).read_text().splitlines()),  # eval.num_samples is unset: all of dev
-            if (run / "after.json").exists()
-            else None,
+            "n": len((ROOT / config.data.eval).read_text().splitlines()),  # eval.num_samples unset: all
             "before": {k: summary["before"].get(k) for k in SCORERS},
             "after": {k: summary["after"].get(k) for k in SCORERS},
         },
