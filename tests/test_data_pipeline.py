@@ -82,7 +82,7 @@ def test_validate_reports_bad_rows_without_raising_and_caps_the_list(tok, tmp_pa
     path = write_jsonl(tmp_path / "c.jsonl", rows)
     report = validate_data(DataConfig(format="chat", train=str(path)), tok, max_problems=5)
     assert len(report.problems) == 6 and report.problems[-1] == "… and 25 more problem(s)"
-    assert report.problems[0] == f"{path}:4: messages[0].role: must be one of system, user, assistant (got 'bot')"
+    assert report.problems[0] == f"{path}:4: messages[0].role: must be one of system, user, assistant, tool (got 'bot')"
     assert report.examples == 3 and 0 < report.loss_fraction < 1
     missing = validate_data(DataConfig(format="chat", train=str(tmp_path / "missing.jsonl")), tok)
     assert "file not found" in missing.problems[0]

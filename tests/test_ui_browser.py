@@ -3,7 +3,7 @@ fill the form for the quickstart task, a bad key's error at its field, the plan,
 loss tokens, launch, the curve growing, a refresh mid-run, stop, resume, a second run launched
 alongside, the UI process killed and started again mid-run, both runs finishing, compare, the report,
 and the adapter answering in the playground. Each step asserts on what is on the page and writes a
-screenshot to docs/ui/ (TUNEFORGE_UI_SHOTS=folder to write them elsewhere).
+screenshot (to a temporary folder; TUNEFORGE_UI_SHOTS=docs/ui refreshes the committed ones).
 
 The browser: Debian's `chromium` package (`make ui-browser` installs it; Playwright's own browser
 download is not used). Without Playwright or a browser this test skips, except under CI (CI=true),
@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,7 +28,9 @@ from pathlib import Path
 import pytest
 from conftest import chat_rows, write_jsonl
 
-SHOTS = Path(os.environ.get("TUNEFORGE_UI_SHOTS", Path(__file__).parent.parent / "docs" / "ui"))
+# A test run must not rewrite the tracked screenshots: they go to a temporary folder unless
+# TUNEFORGE_UI_SHOTS names one (TUNEFORGE_UI_SHOTS=docs/ui refreshes the committed ones).
+SHOTS = Path(os.environ.get("TUNEFORGE_UI_SHOTS") or tempfile.mkdtemp(prefix="tuneforge-ui-shots-"))
 
 
 def chromium() -> str | None:
@@ -89,7 +92,9 @@ def test_the_whole_path_in_a_browser(project, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TUNEFORGE_CACHE": str(tmp_path / "cache")}
     port = _port()
     ui, startup = start_ui(project, port, env)
-    assert startup < 10, f"tuneforge ui took {startup:.1f} s to answer"
+    # A liveness bound, not a speed claim (no timing assertions in tests): docs/UI.md has the measured time.
+    assert startup < 60, f"tuneforge ui took {startup:.1f} s to answer"
+    print(f"tuneforge ui answered {startup:.2f} s after the command started")
     url = f"http://127.0.0.1:{port}/"
     try:
         with sync_playwright() as p:

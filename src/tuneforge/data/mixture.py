@@ -16,6 +16,7 @@ Weights are shares of *rows* (packed rows when ``data.packing``), not of tokens;
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ class Mixture:
     samples: list
     groups: dict[str, list] = field(default_factory=dict)  # source name → its held-out rows
     facts: dict = field(default_factory=dict)
-    arrange: object = None
+    arrange: Callable[[list[int], int, int], list[int]] | None = None
 
 
 def load_mixture(cfg, tokenizer) -> Mixture:

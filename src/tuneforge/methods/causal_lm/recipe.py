@@ -72,7 +72,7 @@ class CausalLM(Method):
         if mixed and not data_report.problems:  # each source's share of an epoch, as training will draw it
             from ...data.mixture import describe, load_mixture
 
-            facts["data"] += "\n  " + describe(load_mixture(config.data, tokenizer).facts)
+            facts["data"] = f"{facts['data']}\n  {describe(load_mixture(config.data, tokenizer).facts)}"
         if data_report.tokens and data_report.loss_tokens == 0:
             errors.append("data: no token carries a loss; check data.format and data.completion_only_loss")
         if config.eval is not None:
