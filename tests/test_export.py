@@ -261,14 +261,29 @@ def test_merged_folder_renders_and_stops_as_trained(full_run, tmp_path):
 # ---------------------------------------------------------------------------- verify-export
 
 
-@pytest.mark.parametrize("fmt", ["merged", "gguf", "ollama"])
-def test_verify_export_passes_a_faithful_export(full_run, tmp_path, fmt, capsys):
+@pytest.mark.parametrize(
+    ("fmt", "runtime"),
+    [
+        ("merged", "auto"),
+        ("gguf", "transformers"),  # the fallback: transformers reading the GGUF
+        ("ollama", "transformers"),
+        ("gguf", "llama-cpp"),  # llama-cpp-python, when installed (pip install 'tuneforge[gguf]')
+        ("ollama", "llama-cpp"),
+    ],
+)
+def test_verify_export_passes_a_faithful_export(full_run, tmp_path, fmt, runtime, capsys):
+    from tuneforge.export.runtimes import has_llama_cpp
     from tuneforge.export.verify import verify_export
 
+    if runtime == "llama-cpp" and not has_llama_cpp():
+        pytest.skip("llama-cpp-python is not installed (optional extra 'gguf')")
     out = tmp_path / fmt
     assert cli("export", str(full_run), "--format", fmt, "--output", str(out)) == 0
-    outcome = verify_export(out, full_run)
+    outcome = verify_export(out, full_run, runtime=runtime)
     record = outcome.record
+    assert record["runtime"].startswith(
+        {"llama-cpp": "llama-cpp-python", "transformers": "transformers"}.get(runtime, "")
+    )
     assert outcome.passed, outcome.failures
     assert record["prompt_parity"] == 1.0 and record["stop_rate"] == 1.0
     assert record["metrics"]["exact_match"]["export"] == record["metrics"]["exact_match"]["run"] == 1.0

@@ -20,6 +20,7 @@ on the artifact's own stop rule:
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
@@ -111,9 +112,13 @@ class LlamaCpp:
         import llama_cpp
 
         self.llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_batch=512, seed=0, verbose=False
+            model_path=str(path), n_ctx=n_ctx, n_threads=threads or os.cpu_count(), n_batch=512, seed=0, verbose=False
         )
-        self.prompting = prompting
+        # the file's own template unless a Modelfile gives one (what llama-cpp-python's chat handler uses)
+        template = prompting.template or self.llm.metadata.get("tokenizer.chat_template")
+        if prompting.go_template is None and not template:
+            raise ExportRefused(f"{path}: no tokenizer.chat_template in the GGUF; a chat runtime cannot render prompts")
+        self.prompting = GGUFPrompting(template, prompting.go_template, prompting.system, prompting.stop_strings)
         model = self.llm._model
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
         self.eos_text = model.token_get_text(eos) if eos != -1 else ""
@@ -145,7 +150,12 @@ class LlamaCpp:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
     def answer(self, messages: list[dict], max_new_tokens: int) -> Answer:
+        import llama_cpp
+
         _, stops, _ = self._text_and_stops(messages)
+        # A fresh KV cache per question, as a new request gets: Llama.reset() alone only rewinds the
+        # token count, and decoding from position 0 over the last answer's cache is refused by llama.cpp.
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.llm._ctx.ctx), True)
         self.llm.reset()
         out = self.llm.create_completion(
             prompt=self.prompt_ids(messages),
