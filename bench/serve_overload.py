@@ -111,6 +111,7 @@ async def capacity(client, targets: list[str], seconds: float, clients: int, max
         "seconds": round(wall, 2),
         "answered": len(ok),
         "other": len(answered) - len(ok),
+        "other_examples": sorted({f"{r['status']} {r.get('error', '')}" for r in answered if r["status"] != 200})[:5],
         "requests_per_second": round(len(ok) / wall, 3),
         "tokens_per_second": round(sum(r["tokens"] for r in ok) / wall, 2),
     }
@@ -181,6 +182,8 @@ async def measure(url: str, worker, targets: list[str], args) -> dict:
         await idle(worker)
         cap = await capacity(client, targets, args.capacity_seconds, 2 * SETTINGS["max_batch_size"], args.max_tokens)
         print(f"    capacity {cap['requests_per_second']:.2f} req/s", flush=True)
+        if not cap["answered"]:
+            raise SystemExit(f"no request was answered while measuring capacity: {cap['other_examples']}")
         loads = []
         for factor in FACTORS:
             await idle(worker)
@@ -204,6 +207,7 @@ def run(args) -> dict:
     from tuneforge.serve.settings import ServeSettings
 
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]  # other processes on the machine skew every number here: recorded
     with tempfile.TemporaryDirectory(prefix="serve-overload-") as tmp:
         print("making 2 LoRA adapters …", flush=True)
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
@@ -220,6 +224,8 @@ def run(args) -> dict:
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "load_average_before": round(load_before, 2),
+            "load_average_after": round(os.getloadavg()[0], 2),
         },
         "commit": _commit(),
         "date": time.strftime("%Y-%m-%d"),
@@ -252,7 +258,8 @@ def markdown(result: dict) -> str:
     m, s, cap = result["machine"], result["setup"], result["capacity"]
     lines = [
         f"Measured {result['date']} at commit {result['commit']} on {m['cpu']} ({m['cpus']} cores, "
-        f"{m['torch_threads']} torch threads, torch {m['torch']}, no GPU): {s['model']} + {s['adapters']} LoRA "
+        f"{m['torch_threads']} torch threads, torch {m['torch']}, no GPU; 1-minute load average "
+        f"{m['load_average_before']:g} before, {m['load_average_after']:g} after): {s['model']} + {s['adapters']} LoRA "
         f"adapters, max_tokens {s['max_tokens']}, max_batch_size {s['max_batch_size']}, queue_size "
         f"{s['queue_size']}, request_timeout_s {s['request_timeout_s']:g}.",
         "",
