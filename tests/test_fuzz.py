@@ -527,3 +527,17 @@ def test_found_an_unpaired_surrogate_escape_is_a_bad_row_not_a_tokenizer_crash(t
     field = {"text": "text", "chat": "messages.1.content", "prompt_completion": "completion"}[fmt]
     assert f"{path}:1: {field}: holds an unpaired surrogate escape (\\u" in report.problems[0]
     assert not any(p.startswith(f"{path}:2:") and "surrogate" in p for p in report.problems)
+
+
+def test_found_an_unpaired_surrogate_in_a_natural_instructions_task_file(tmp_path):
+    """A task file is one JSON object; its strings reached the tokenizer unchecked (TypeError)."""
+    from tuneforge.config.schema import DataConfig
+    from tuneforge.data import validate_data
+
+    path = tmp_path / "task001_x.json"
+    path.write_text(
+        '{"Definition": "Answer \\ud800.", "Positive Examples": [], "Negative Examples": [],'
+        ' "Instances": [{"id": "1", "input": "a", "output": ["b"]}]}'
+    )
+    report = validate_data(DataConfig(format="natural_instructions", train=str(path), max_length=64), TOK)
+    assert report.problems[0].startswith(f"{path}:1: Definition: holds an unpaired surrogate escape (\\ud800)")

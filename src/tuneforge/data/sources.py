@@ -203,6 +203,9 @@ def _read_json(path: Path, problems: list[str] | None) -> Iterator[Record]:
         _problem(problems, f"{path}:{err.lineno}: not valid JSON: {err.msg} (column {err.colno})")
         return
     if isinstance(data, dict):
+        if where := _lone_surrogate(data):
+            _problem(problems, f"{path}:1: {where}")
+            return
         yield Record(data, f"{path}:1")
         return
     if not isinstance(data, list):
