@@ -3,8 +3,8 @@
 For each held-out prompt of the run (its ``data.eval``, or the ``eval_fraction`` split, as training
 made it) the artifact's runtime (``runtimes.py``) renders the conversation through the artifact's own
 template, decodes greedily for the run's ``eval.max_new_tokens`` and the answer is scored with the
-run's ``eval.scorers`` against the same references. Beside the run's own "after" numbers
-(``after.json``) it reports:
+run's ``eval.scorers`` against the same references. Beside the run's own answers to the same
+prompts (its model as its evaluation loaded it, :func:`_run_answers`) it reports:
 
 - prompt parity: the artifact's prompt ids equal the ids training rendered for that prompt
   (``data.run_prompt.render_run_prompt``): a wrong template, system prompt or tokenizer shows here
