@@ -401,3 +401,12 @@ def test_go_template_subset():
     assert render_go_template(template, system="", prompt="p") == "none\nU:p\nA:"
     with pytest.raises(ExportRefused, match="range .Messages"):
         render_go_template("{{ range .Messages }}{{ end }}", system=None, prompt="p")
+
+
+def test_the_tuneforge_command_has_export_and_verify_export(capsys):
+    from tuneforge.cli import main
+
+    for command, flag in (("export", "--format"), ("verify-export", "--run")):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0 and flag in capsys.readouterr().out

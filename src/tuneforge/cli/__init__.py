@@ -92,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_parsers(sub)
     ui.add_parsers(sub)
 
+    from ..export.command import add_parser as add_export_parser
     from ..serve.command import add_parser as add_serve_parser
 
+    add_export_parser(sub)  # export, verify-export
     add_serve_parser(sub)
     return p
