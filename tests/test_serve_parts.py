@@ -135,3 +135,15 @@ def test_seeds_outside_what_torch_takes_are_a_400_not_a_failed_batch():
     for seed in (2**64 - 1, -(2**63), 0):
         assert parse(ChatRequest, {**body, "seed": seed}).seed == seed
         torch.Generator().manual_seed(seed)  # what the worker does with it
+
+
+def test_a_prompt_with_an_unpaired_surrogate_is_a_400_not_a_500():
+    """Found by fuzzing the request models: {"prompt": "\\ud800"} passed validation and the tokenizer raised
+    TypeError in the route (a 500)."""
+    from tuneforge.serve.protocol import APIError, CompletionRequest, parse
+
+    with pytest.raises(APIError) as caught:
+        parse(CompletionRequest, {"model": "a", "prompt": "ok \ud800"})
+    assert (caught.value.status, caught.value.param) == (400, "prompt")
+    assert "unpaired surrogate" in caught.value.message
+    assert parse(CompletionRequest, {"model": "a", "prompt": "emoji \U0001f642"}).prompt == "emoji \U0001f642"

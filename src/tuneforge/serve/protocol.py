@@ -142,6 +142,8 @@ class CompletionRequest(_Request):
             value = value[0]
         if not value:
             raise ValueError("the prompt is empty")
+        if any("\ud800" <= c <= "\udfff" for c in value):  # JSON allows "\ud800" alone; no tokenizer takes it
+            raise ValueError("the prompt holds an unpaired surrogate escape, which is not text")
         return value
 
     def requested_tokens(self) -> int | None:
