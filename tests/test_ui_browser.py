@@ -90,6 +90,9 @@ def test_the_whole_path_in_a_browser(project, tmp_path):
         _need("a Chromium browser")
     SHOTS.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TUNEFORGE_CACHE": str(tmp_path / "cache")}
+    # Every training step of the runs the page launches lasts at least 0.2 s, so the page can stop a run while it
+    # is still running on any machine (a fast one finished the 100 tiny steps before the stop click).
+    env["TUNEFORGE_STEP_PAUSE_S"] = "0.2"
     port = _port()
     ui, startup = start_ui(project, port, env)
     # A liveness bound, not a speed claim (no timing assertions in tests): docs/UI.md has the measured time.

@@ -8,6 +8,7 @@ a row is or what the loss computes: ``collate(rows) -> interface.Batch``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,9 +151,14 @@ def drive(
         accelerator=accelerator,
         enabled=main,
     )
+    # A pause after every step, 0 unless TUNEFORGE_STEP_PAUSE_S is set: for tests that must act on a run
+    # while it is still running, whatever the machine's speed (tests/test_ui_browser.py).
+    pause = float(os.environ.get("TUNEFORGE_STEP_PAUSE_S") or 0)
     with StopSignal() as stop, log:
         while step < cadence.total_steps:
             done = take_step(step, consumed)
+            if pause:
+                time.sleep(pause)
             step += 1
             consumed += done.rows
             tokens += done.tokens
