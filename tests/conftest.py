@@ -62,3 +62,28 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
             {"messages": [{"role": "user", "content": f"reverse {w}"}, {"role": "assistant", "content": w[::-1]}]}
         )
     return rows
+
+
+def interrupt_in_stage(monkeypatch, loss_class, stage_index: int, micro_batch: int) -> None:
+    """SIGINT during a continual run's given training micro-batch (1-based) of the given stage (0-based),
+    counted in ``loss_class.forward`` (CausalLMLoss, ClassifierLoss …)."""
+    import signal
+
+    from tuneforge.continual import session as session_module
+
+    original_forward, original_train = loss_class.forward, session_module.ContinualRun.train
+    seen = {"stage": -1, "n": 0}
+
+    def train(self, name, k, *args, **kwargs):
+        seen["stage"], seen["n"] = k, 0
+        return original_train(self, name, k, *args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        if self.training and seen["stage"] == stage_index:
+            seen["n"] += 1
+            if seen["n"] == micro_batch:
+                os.kill(os.getpid(), signal.SIGINT)
+        return original_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(session_module.ContinualRun, "train", train)
+    monkeypatch.setattr(loss_class, "forward", forward)

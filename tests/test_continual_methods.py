@@ -4,13 +4,11 @@ included; methods whose interface does not allow stages are refused by name."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import interrupt_in_stage, write_jsonl
 
 from tuneforge.config import load_config
 from tuneforge.continual.runner import run_continual
@@ -79,28 +77,6 @@ def cpt_config(tmp_path, model_dir, *, name: str):
     )
 
 
-def _interrupt_in_stage(monkeypatch, loss_class, stage_index: int, micro_batch: int):
-    """SIGINT during the given micro-batch (1-based) of the given stage (0-based)."""
-    from tuneforge.continual import session as session_module
-
-    original_forward, original_train = loss_class.forward, session_module.ContinualRun.train
-    seen = {"stage": -1, "n": 0}
-
-    def train(self, name, k, *args, **kwargs):
-        seen["stage"], seen["n"] = k, 0
-        return original_train(self, name, k, *args, **kwargs)
-
-    def forward(self, *args, **kwargs):
-        if self.training and seen["stage"] == stage_index:
-            seen["n"] += 1
-            if seen["n"] == micro_batch:
-                os.kill(os.getpid(), signal.SIGINT)
-        return original_forward(self, *args, **kwargs)
-
-    monkeypatch.setattr(session_module.ContinualRun, "train", train)
-    monkeypatch.setattr(loss_class, "forward", forward)
-
-
 def _assert_same_run(ref, resumed):
     for (name, a), (_, b) in zip(ref.model.named_parameters(), resumed.model.named_parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
@@ -125,7 +101,7 @@ def test_classify_stages_train_one_classifier_and_resume_inside_a_stage(
 
     config = classify_config(tmp_path, tiny_model_dir, name="cut")
     with monkeypatch.context() as patch:
-        _interrupt_in_stage(patch, ClassifierLoss, stage_index=1, micro_batch=3)
+        interrupt_in_stage(patch, ClassifierLoss, stage_index=1, micro_batch=3)
         with pytest.raises(TrainingInterrupted) as info:
             run_continual(config)
     assert info.value.checkpoint.name == "step-000003" and info.value.checkpoint.parent.parent.name == "2-c1"
@@ -153,7 +129,7 @@ def test_cpt_stages_resume_between_and_inside_stages(tmp_path, tiny_model_dir, i
         with pytest.raises(RuntimeError, match="simulated crash"):
             run_continual(config)
     with monkeypatch.context() as patch:  # then inside stage 2
-        _interrupt_in_stage(patch, CausalLMLoss, stage_index=1, micro_batch=2)
+        interrupt_in_stage(patch, CausalLMLoss, stage_index=1, micro_batch=2)
         with pytest.raises(TrainingInterrupted):
             run_continual(config, resume=True)
     _assert_same_run(ref, run_continual(config, resume=True))

@@ -1,12 +1,10 @@
 """Whole continual runs on a tiny saved model: every strategy, frozen adapters, routing, resume."""
 
 import json
-import os
-import signal
 
 import pytest
 import torch
-from conftest import chat_rows, write_jsonl
+from conftest import chat_rows, interrupt_in_stage, write_jsonl
 from safetensors.torch import load_file
 
 from tuneforge.config import load_config
@@ -140,25 +138,9 @@ def test_routing_answers_each_task_with_its_own_adapter(tmp_path, tiny_model_dir
 
 def _interrupt_at(monkeypatch, stage_index: int, micro_batch: int):
     """SIGINT during the given training micro-batch of the given stage (0-based stage, 1-based batch)."""
-    from tuneforge.methods.causal_lm import loss as step_module
+    from tuneforge.methods.causal_lm.loss import CausalLMLoss
 
-    original = step_module.CausalLMLoss.forward
-    seen = {"stage": -1, "n": 0}
-    original_train = session_module.ContinualRun.train
-
-    def train(self, name, k, *args, **kwargs):
-        seen["stage"], seen["n"] = k, 0
-        return original_train(self, name, k, *args, **kwargs)
-
-    def forward(self, *args, **kwargs):
-        if self.training and seen["stage"] == stage_index:
-            seen["n"] += 1
-            if seen["n"] == micro_batch:
-                os.kill(os.getpid(), signal.SIGINT)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(session_module.ContinualRun, "train", train)
-    monkeypatch.setattr(step_module.CausalLMLoss, "forward", forward)
+    interrupt_in_stage(monkeypatch, CausalLMLoss, stage_index, micro_batch)
 
 
 def test_resume_within_and_between_stages_equals_an_uninterrupted_run(
